@@ -1,0 +1,23 @@
+//! tpcflow-reco: the pure reconstruction core of tpcflow.
+//!
+//! No I/O: this crate takes one event's pods as slices plus the
+//! [`DetectorModel`] and returns plain structs. It never opens a file, prints,
+//! or knows about MPI, HDF5 or SQLite.
+//!
+//! ```
+//! use tpcflow_reco::{DetectorModel, PodRecord, EventView};
+//!
+//! let model = DetectorModel::default_lz_like();
+//! assert_eq!(model.n_channels(), 494);
+//! // One pod of 4 samples on channel 3, starting at sample 100 of the window.
+//! let samples = [16000i16, 16000, 15990, 16000];
+//! let pods = [PodRecord { channel: 3, start_sample: 100, length: 4, offset: 0 }];
+//! let event = EventView { event_id: 1, trigger_time_ns: 0, pods: &pods, samples: &samples };
+//! assert_eq!(event.pod_samples(&pods[0]), &samples[..]);
+//! ```
+
+pub mod detector;
+pub mod event;
+
+pub use detector::{DetectorModel, PmtMap};
+pub use event::{EventView, PodRecord};

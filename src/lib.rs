@@ -1,0 +1,31 @@
+//! tpcflow: the real-time and reprocessing data pipeline of a dual-phase
+//! liquid-xenon TPC, modelled on the LZ workflow at NERSC.
+//!
+//! Data flows one way: simulator (the DAQ stand-in) -> raw HDF5 files ->
+//! transfer -> salting -> catalog -> dispatcher -> sbatch -> MPI driver ->
+//! reconstruction core ([`tpcflow_reco`]) -> RQ files -> catalog -> web.
+//!
+//! This crate holds everything with I/O; the pure computation lives in the
+//! `tpcflow-reco` crate.
+//!
+//! ```no_run
+//! // Check the stack (HDF5, MPI, SQLite, SLURM) the way `tpcflow doctor` does.
+//! let report = tpcflow::doctor::run();
+//! for check in &report.checks {
+//!     println!("{:<6} {:<10} {}", check.status.label(), check.name, check.detail);
+//! }
+//! ```
+
+pub mod conditions;
+pub mod doctor;
+pub mod exit;
+pub mod h5;
+pub mod mpi_env;
+pub mod mpi_selftest;
+pub mod raw;
+pub mod sim;
+pub mod slurm;
+pub mod truth;
+
+/// Version of this software, recorded in every output file.
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,181 @@
+//! The `tpcflow` command line. Exit codes: see [`tpcflow::exit`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tpcflow::exit::{self, ExitError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tpcflow",
+    version,
+    about = "Data pipeline of a dual-phase liquid-xenon TPC"
+)]
+struct Cli {
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `tpcflow=debug`.
+    #[arg(long, global = true, env = "TPCFLOW_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check HDF5, MPI, SQLite and SLURM before a campaign (exit 4 if something is missing).
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each MPI rank writes and reads back an HDF5 file; an allreduce checks the sum.
+    MpiSelftest {
+        /// Directory for the rank files and selftest.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Fail unless the MPI world has exactly this many ranks.
+        #[arg(long)]
+        expect_size: Option<u32>,
+    },
+    /// Simulate the detector and write raw files as the DAQ would (the DAQ stand-in).
+    Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Run number.
+    #[arg(long)]
+    run: u32,
+    /// Number of files.
+    #[arg(long, default_value_t = 1)]
+    files: u32,
+    /// Events per file.
+    #[arg(long, default_value_t = 100)]
+    events_per_file: u32,
+    /// Seed of every random stream (same seed, same files).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Site root directory: files go to OUT/{run:06}/{run:06}_{seq:05}.raw.h5.
+    #[arg(long)]
+    out: PathBuf,
+    /// Physics source.
+    #[arg(long, value_enum, default_value = "mixed")]
+    source: tpcflow::sim::Source,
+    /// Detector conditions: a tag (v1) or a TOML file.
+    #[arg(long, default_value = "v1")]
+    conditions: String,
+    /// First file sequence number.
+    #[arg(long, default_value_t = 0)]
+    first_sequence: u32,
+    /// Write files over time, like a live DAQ, at --rate events per second.
+    #[arg(long)]
+    live: bool,
+    /// Event rate for --live [Hz].
+    #[arg(long, default_value_t = 40.0)]
+    rate: f64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    exit::to_exit_code(run(cli))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Doctor { json } => doctor(json),
+        Command::Sim(args) => sim(args),
+        Command::MpiSelftest { out, expect_size } => {
+            if let Some(summary) = tpcflow::mpi_selftest::run(&out, expect_size)? {
+                println!(
+                    "mpi-selftest ok: {} ranks on {:?}, allreduce sum {} (expected {})",
+                    summary.world_size, summary.nodes, summary.sum, summary.expected_sum
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn doctor(json: bool) -> Result<()> {
+    let report = tpcflow::doctor::run();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for c in &report.checks {
+            println!("{:<5} {:<11} {}", c.status.label(), c.name, c.detail);
+        }
+    }
+    if report.all_ok() {
+        Ok(())
+    } else {
+        let failed: Vec<&str> = report
+            .checks
+            .iter()
+            .filter(|c| c.status == tpcflow::doctor::Status::Fail)
+            .map(|c| c.name.as_str())
+            .collect();
+        Err(ExitError::new(
+            exit::ENVIRONMENT,
+            format!("missing or broken: {}", failed.join(", ")),
+        )
+        .into())
+    }
+}
+
+fn sim(a: SimArgs) -> Result<()> {
+    use anyhow::Context;
+    let cond = tpcflow::conditions::Conditions::load(&a.conditions)?;
+    anyhow::ensure!(a.rate > 0.0, "--rate must be > 0 (got {})", a.rate);
+    let opts = tpcflow::sim::SimOptions {
+        run: a.run,
+        files: a.files,
+        events_per_file: a.events_per_file,
+        seed: a.seed,
+        out: a.out.clone(),
+        source: a.source,
+        first_sequence: a.first_sequence,
+        live_rate_hz: a.live.then_some(a.rate),
+    };
+    tpcflow::sim::prepare_out(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads.unwrap_or(0))
+        .build()?;
+    let report = pool.install(|| tpcflow::sim::run(&opts, &cond))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "sim: run {} wrote {} files, {} events, {:.1} MB ({:.1} MB of samples) in {:.2} s ({:.0} events/s)",
+            a.run,
+            report.files.len(),
+            report.events,
+            report.bytes as f64 / 1e6,
+            report.sample_bytes as f64 / 1e6,
+            report.seconds,
+            report.events as f64 / report.seconds.max(1e-9)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! `tpcflow sim`: the DAQ stand-in. Simulates events with the detector's
+//! physics and writes raw files exactly as the pipeline receives them (each
+//! appears atomically under its final name), with truth kept aside.
+//!
+//! Every event has its own random stream derived from (seed, run, event
+//! index), so the output is identical whatever the thread count.
+
+pub mod digitise;
+pub mod quanta;
+pub mod signals;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp};
+use rayon::prelude::*;
+use serde::Serialize;
+use tpcflow_reco::DetectorModel;
+
+use crate::conditions::{Conditions, SimParams};
+use crate::raw::{self, OwnedEvent, RawError, RawHeader};
+use crate::truth::{self, EventTruth};
+pub use source::Source;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Run number.
+    pub run: u32,
+    /// Files to write.
+    pub files: u32,
+    /// Events per file.
+    pub events_per_file: u32,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Site root: files go to `{out}/{run:06}/`.
+    pub out: PathBuf,
+    /// Physics source.
+    pub source: Source,
+    /// First file sequence number.
+    pub first_sequence: u32,
+    /// Write files over time at `rate_hz` events per second, like a DAQ.
+    pub live_rate_hz: Option<f64>,
+}
+
+/// What was written.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimReport {
+    /// Raw files written.
+    pub files: Vec<PathBuf>,
+    /// Events written.
+    pub events: u64,
+    /// Bytes of raw files.
+    pub bytes: u64,
+    /// Bytes of samples in raw files.
+    pub sample_bytes: u64,
+    /// Wall time [s].
+    pub seconds: f64,
+}
+
+/// splitmix64: decorrelates seeds derived from small integers.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The random stream of one event.
+pub fn event_rng(seed: u64, run: u32, event_index: u64, stream: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix(mix(mix(seed) ^ u64::from(run)) ^ event_index) ^ mix(stream))
+}
+
+/// Which event to simulate: the random stream and the DAQ stamps.
+#[derive(Debug, Clone, Copy)]
+pub struct EventSpec {
+    /// Physics source.
+    pub source: Source,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Run number.
+    pub run: u32,
+    /// Index of the event in the run (selects the random stream).
+    pub event_index: u64,
+    /// Event number written to the file.
+    pub event_id: u64,
+    /// Trigger time since the run start [ns].
+    pub trigger_time_ns: i64,
+}
+
+/// Simulate one event: raw data and truth.
+pub fn simulate_event(
+    model: &DetectorModel,
+    p: &SimParams,
+    spec: EventSpec,
+    scratch: &mut Scratch,
+) -> (OwnedEvent, EventTruth) {
+    let EventSpec {
+        source,
+        seed,
+        run,
+        event_index,
+        event_id,
+        trigger_time_ns,
+    } = spec;
+    let mut rng = event_rng(seed, run, event_index, 0);
+    let pure = source.pick(&mut rng);
+    let (recoil, energy) = pure.draw_energy(&mut rng);
+    let vertices = source::draw_vertices(&mut rng, model, p, recoil, energy);
+    let mut sim = signals::EventSimulator::new(model, p);
+    // The trigger is the largest S2: it sits at window_before_ns in the window.
+    let main = vertices
+        .iter()
+        .max_by(|a, b| {
+            sim.expected_s2_electrons(a)
+                .total_cmp(&sim.expected_s2_electrons(b))
+        })
+        .expect("at least one vertex");
+    let t0 = model.params.daq.window_before_ns - model.drift_ns_from_z(main.z);
+    let vt = sim.simulate(&mut rng, &vertices, t0, &mut scratch.deposits);
+    let mut ev = OwnedEvent {
+        event_id,
+        trigger_time_ns,
+        ..Default::default()
+    };
+    scratch.digitiser.digitise(
+        &mut rng,
+        model,
+        p.baseline_spread_adc,
+        sim.window_samples(),
+        &mut scratch.deposits,
+        &mut ev.pods,
+        &mut ev.samples,
+    );
+    (
+        ev,
+        EventTruth {
+            event_id,
+            source: pure.code(),
+            t0_ns: t0,
+            vertices: vt,
+        },
+    )
+}
+
+/// Per-thread reusable buffers.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    deposits: signals::Deposits,
+    digitiser: digitise::Digitiser,
+}
+
+/// Trigger times of a run [ns since run start]: Poisson arrivals after a
+/// dead time of one event window.
+fn trigger_times(opts: &SimOptions, model: &DetectorModel, p: &SimParams) -> Vec<i64> {
+    let n = u64::from(opts.files) * u64::from(opts.events_per_file);
+    let mut rng = event_rng(opts.seed, opts.run, u64::MAX, 1);
+    let gap = Exp::new(p.event_rate_hz.max(1e-6)).expect("positive rate");
+    let dead_ns = model.params.daq.window_before_ns + model.params.daq.window_after_ns;
+    let mut t = 0.0f64;
+    (0..n)
+        .map(|_| {
+            t += dead_ns + gap.sample(&mut rng) * 1e9;
+            t.round() as i64
+        })
+        .collect()
+}
+
+/// Simulate the events of file `file` of the run.
+pub fn simulate_file(
+    opts: &SimOptions,
+    cond: &Conditions,
+    file: u32,
+    times: &[i64],
+) -> (Vec<OwnedEvent>, Vec<EventTruth>) {
+    let e = u64::from(opts.events_per_file);
+    let base = u64::from(file) * e;
+    (0..e)
+        .into_par_iter()
+        .map_init(Scratch::default, |scratch, i| {
+            let idx = base + i;
+            simulate_event(
+                &cond.detector,
+                &cond.sim,
+                EventSpec {
+                    source: opts.source,
+                    seed: opts.seed,
+                    run: opts.run,
+                    event_index: idx,
+                    event_id: idx,
+                    trigger_time_ns: times[idx as usize],
+                },
+                scratch,
+            )
+        })
+        .unzip()
+}
+
+/// Run the simulator.
+///
+/// # Errors
+/// When a file cannot be written.
+pub fn run(opts: &SimOptions, cond: &Conditions) -> Result<SimReport, RawError> {
+    let start = Instant::now();
+    let times = trigger_times(opts, &cond.detector, &cond.sim);
+    let d = &cond.detector.params.daq;
+    let header_for = |seq| RawHeader {
+        run: opts.run,
+        sequence: seq,
+        sample_period_ns: d.sample_ns,
+        conditions_tag: cond.tag.clone(),
+        n_channels: cond.detector.n_channels() as u32,
+        window_samples: ((d.window_before_ns + d.window_after_ns) / d.sample_ns).round() as u32,
+    };
+    let bar = indicatif::ProgressBar::new(u64::from(opts.files));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} files {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("run {}", opts.run));
+    let mut report = SimReport::default();
+    for f in 0..opts.files {
+        let file_start = Instant::now();
+        let seq = opts.first_sequence + f;
+        let (events, truths) = simulate_file(opts, cond, f, &times);
+        let path = raw::raw_file_path(&opts.out, opts.run, seq);
+        // Truth first: when the raw file appears, its truth is already there.
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| RawError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        truth::write_truth_file(&raw::truth_path_for(&path), &truths)?;
+        let stats = raw::write_raw_file(&path, &header_for(seq), &events)?;
+        report.events += stats.events as u64;
+        report.bytes += stats.bytes;
+        report.sample_bytes += 2 * stats.samples as u64;
+        tracing::info!(file = %path.display(), events = stats.events, bytes = stats.bytes, "raw file written");
+        report.files.push(path);
+        bar.inc(1);
+        if let Some(rate) = opts.live_rate_hz {
+            let due = Duration::from_secs_f64(f64::from(opts.events_per_file) / rate.max(1e-9));
+            if let Some(rest) = due.checked_sub(file_start.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Check a sim output directory is writable before starting (clear early error).
+///
+/// # Errors
+/// When the directory cannot be created.
+pub fn prepare_out(out: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(out)
+}

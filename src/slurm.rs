@@ -1,0 +1,357 @@
+//! Talking to SLURM through its client commands: submit with
+//! `sbatch --parsable`, read states from `scontrol show job -o` while SLURM
+//! remembers the job (MinJobAge) and from the jobcomp file afterwards.
+//!
+//! Only the first word of a state counts (`CANCELLED by 0` is `CANCELLED`);
+//! a job SLURM does not know is [`JobState::Unknown`], never a success.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Errors from the SLURM client commands.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    /// The command could not be started.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// Command line.
+        command: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The command ran and failed.
+    #[error("`{command}` failed: {stderr}")]
+    Failed {
+        /// Command line.
+        command: String,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// The command's output was not what SLURM prints.
+    #[error("cannot parse the output of `{command}`: {output:?}")]
+    Parse {
+        /// Command line.
+        command: String,
+        /// What it printed.
+        output: String,
+    },
+    /// The job did not reach a final state in time.
+    #[error("job {job_id} still {state:?} after {waited:?}")]
+    Timeout {
+        /// SLURM job id.
+        job_id: u64,
+        /// Last state seen.
+        state: JobState,
+        /// Time waited.
+        waited: Duration,
+    },
+}
+
+/// Job states, matched on the first word of what SLURM prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// Waiting for resources.
+    Pending,
+    /// Running (or configuring / completing).
+    Running,
+    /// Ended with exit code 0.
+    Completed,
+    /// Ended with a non-zero exit code.
+    Failed,
+    /// Hit its time limit.
+    Timeout,
+    /// Killed for exceeding its memory.
+    OutOfMemory,
+    /// Its node failed.
+    NodeFail,
+    /// Cancelled by a user or the system.
+    Cancelled,
+    /// Preempted.
+    Preempted,
+    /// The node could not boot.
+    BootFail,
+    /// Deadline passed.
+    Deadline,
+    /// Suspended.
+    Suspended,
+    /// Requeued or held.
+    Requeued,
+    /// SLURM does not know the job, or printed a state we do not know.
+    Unknown,
+}
+
+impl JobState {
+    /// Parse SLURM's text, first word only (`CANCELLED by 0` -> `Cancelled`).
+    pub fn parse(text: &str) -> Self {
+        let word = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('+');
+        match word {
+            "PENDING" | "PD" => Self::Pending,
+            "RUNNING" | "R" | "CONFIGURING" | "CF" | "COMPLETING" | "CG" | "STAGE_OUT" | "SO"
+            | "SIGNALING" | "SI" | "RESIZING" | "RS" => Self::Running,
+            "COMPLETED" | "CD" => Self::Completed,
+            "FAILED" | "F" => Self::Failed,
+            "TIMEOUT" | "TO" => Self::Timeout,
+            "OUT_OF_MEMORY" | "OOM" => Self::OutOfMemory,
+            "NODE_FAIL" | "NF" => Self::NodeFail,
+            "CANCELLED" | "CA" => Self::Cancelled,
+            "PREEMPTED" | "PR" => Self::Preempted,
+            "BOOT_FAIL" | "BF" => Self::BootFail,
+            "DEADLINE" | "DL" => Self::Deadline,
+            "SUSPENDED" | "S" | "STOPPED" | "ST" => Self::Suspended,
+            "REQUEUED" | "RQ" | "REQUEUE_FED" | "RF" | "REQUEUE_HOLD" | "RH" | "RESV_DEL_HOLD"
+            | "RD" => Self::Requeued,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// True once the job will not change any more.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            Self::Pending | Self::Running | Self::Suspended | Self::Requeued | Self::Unknown
+        )
+    }
+}
+
+/// Parse one `key=value key=value ...` record (scontrol `-o`, jobcomp lines).
+///
+/// Values run to the next ` key=`; this keeps `Reason=` texts with spaces.
+pub fn parse_record(line: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let tokens: Vec<&str> = line.split(' ').collect();
+    let mut key: Option<String> = None;
+    let mut value = String::new();
+    for tok in tokens {
+        let starts_key = tok.split_once('=').is_some_and(|(k, _)| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '/')
+        });
+        if starts_key {
+            if let Some(k) = key.take() {
+                out.insert(k, value.trim().to_string());
+            }
+            let (k, v) = tok.split_once('=').unwrap_or((tok, ""));
+            key = Some(k.to_string());
+            value = v.to_string();
+        } else if key.is_some() {
+            value.push(' ');
+            value.push_str(tok);
+        }
+    }
+    if let Some(k) = key {
+        out.insert(k, value.trim().to_string());
+    }
+    out
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, SlurmError> {
+    let command = format!("{cmd} {}", args.join(" "));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|source| SlurmError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(SlurmError::Failed {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Submit a batch script with `sbatch --parsable [extra args] script`.
+///
+/// # Errors
+/// When sbatch fails or prints something other than `id[;cluster]`.
+pub fn submit(script: &Path, extra_args: &[&str]) -> Result<u64, SlurmError> {
+    let script_str = script.to_string_lossy().into_owned();
+    let mut args = vec!["--parsable"];
+    args.extend_from_slice(extra_args);
+    args.push(&script_str);
+    let out = run("sbatch", &args)?;
+    parse_sbatch_parsable(&out).ok_or_else(|| SlurmError::Parse {
+        command: format!("sbatch {}", args.join(" ")),
+        output: out,
+    })
+}
+
+/// Parse `sbatch --parsable` output: `id` or `id;cluster`.
+pub fn parse_sbatch_parsable(out: &str) -> Option<u64> {
+    out.trim().split(';').next()?.trim().parse().ok()
+}
+
+/// A job's state as far as SLURM can tell, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    /// SLURM job id.
+    pub job_id: u64,
+    /// State (first word).
+    pub state: JobState,
+    /// `ExitCode=` (`code:signal`) when known.
+    pub exit_code: Option<String>,
+    /// Job name.
+    pub name: Option<String>,
+    /// Nodes the job ran on.
+    pub node_list: Option<String>,
+    /// Where the answer came from: `scontrol` or `jobcomp`.
+    pub source: &'static str,
+}
+
+fn info_from_record(job_id: u64, rec: &HashMap<String, String>, source: &'static str) -> JobInfo {
+    JobInfo {
+        job_id,
+        state: rec
+            .get("JobState")
+            .map_or(JobState::Unknown, |s| JobState::parse(s)),
+        exit_code: rec.get("ExitCode").cloned(),
+        name: rec.get("Name").or_else(|| rec.get("JobName")).cloned(),
+        node_list: rec.get("NodeList").cloned(),
+        source,
+    }
+}
+
+/// Last record for `job_id` in a jobcomp/filetxt file (ids repeat after a
+/// controller state wipe; the last line is the newest).
+pub fn jobcomp_lookup(text: &str, job_id: u64) -> Option<HashMap<String, String>> {
+    let key = format!("JobId={job_id} ");
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with(&key))
+        .map(parse_record)
+}
+
+/// Where the cluster keeps its jobcomp file (`scontrol show config`).
+///
+/// # Errors
+/// When scontrol fails.
+pub fn jobcomp_location() -> Result<Option<String>, SlurmError> {
+    let out = run("scontrol", &["show", "config"])?;
+    Ok(out
+        .lines()
+        .find(|l| l.starts_with("JobCompLoc"))
+        .and_then(|l| l.split_once('='))
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty() && v != "(null)"))
+}
+
+/// The state of one job: `scontrol show job -o` first, the jobcomp file after.
+///
+/// # Errors
+/// When scontrol cannot be run at all.
+pub fn job_info(job_id: u64, jobcomp: Option<&Path>) -> Result<JobInfo, SlurmError> {
+    let id = job_id.to_string();
+    match run("scontrol", &["show", "job", "-o", &id]) {
+        Ok(out) => {
+            if let Some(line) = out.lines().find(|l| l.starts_with("JobId=")) {
+                let info = info_from_record(job_id, &parse_record(line), "scontrol");
+                if info.state != JobState::Unknown {
+                    return Ok(info);
+                }
+            }
+        }
+        Err(SlurmError::Failed { stderr, .. }) if stderr.contains("Invalid job id") => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(path) = jobcomp {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Some(rec) = jobcomp_lookup(&text, job_id) {
+                return Ok(info_from_record(job_id, &rec, "jobcomp"));
+            }
+        }
+    }
+    Ok(JobInfo {
+        job_id,
+        state: JobState::Unknown,
+        exit_code: None,
+        name: None,
+        node_list: None,
+        source: "none",
+    })
+}
+
+/// Poll until the job reaches a final state, then read its final record.
+///
+/// The final record is read from the jobcomp file when the cluster has one
+/// (the durable record), which it writes when the job ends.
+///
+/// # Errors
+/// [`SlurmError::Timeout`] when the job is not final within `limit`.
+pub fn wait_for_job(job_id: u64, limit: Duration) -> Result<JobInfo, SlurmError> {
+    let jobcomp = jobcomp_location()?;
+    let jobcomp = jobcomp.as_deref().map(Path::new);
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let info = job_info(job_id, jobcomp)?;
+        if info.state.is_final() {
+            return Ok(info);
+        }
+        if start.elapsed() > limit {
+            return Err(SlurmError::Timeout {
+                job_id,
+                state: info.state,
+                waited: start.elapsed(),
+            });
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_match_on_first_word() {
+        assert_eq!(JobState::parse("CANCELLED by 0"), JobState::Cancelled);
+        assert_eq!(JobState::parse("COMPLETED"), JobState::Completed);
+        assert_eq!(JobState::parse("OUT_OF_MEMORY"), JobState::OutOfMemory);
+        assert_eq!(JobState::parse("NODE_FAIL"), JobState::NodeFail);
+        assert_eq!(JobState::parse("BOOT_FAIL"), JobState::BootFail);
+        assert_eq!(JobState::parse("TIMEOUT"), JobState::Timeout);
+        assert_eq!(JobState::parse("PREEMPTED"), JobState::Preempted);
+        assert_eq!(JobState::parse(""), JobState::Unknown);
+        assert_eq!(JobState::parse("SOMETHING_NEW"), JobState::Unknown);
+        assert!(
+            !JobState::Unknown.is_final(),
+            "an unknown job is never taken as done"
+        );
+        assert!(JobState::Failed.is_final() && !JobState::Pending.is_final());
+    }
+
+    #[test]
+    fn sbatch_parsable_output() {
+        assert_eq!(parse_sbatch_parsable("42\n"), Some(42));
+        assert_eq!(parse_sbatch_parsable("42;perlmutter\n"), Some(42));
+        assert_eq!(parse_sbatch_parsable("Submitted batch job 42"), None);
+    }
+
+    #[test]
+    fn jobcomp_line_with_spaces_in_values() {
+        // Verbatim jobcomp/filetxt line from slurm-wlm 22.05 (local cluster).
+        let text = "JobId=7 UserId=root(0) GroupId=root(0) Name=wrap JobState=COMPLETED Partition=debug TimeLimit=UNLIMITED StartTime=2026-11-28T12:40:01 EndTime=2026-11-28T12:40:02 NodeList=n[1-2] NodeCnt=2 ProcCnt=2 WorkDir=/tmp ReservationName= Tres=cpu=2,mem=22000M,node=2,billing=2 Account= QOS= WcKey= Cluster=unknown SubmitTime=2026-11-28T12:40:01 EligibleTime=2026-11-28T12:40:01 DerivedExitCode=0:0 ExitCode=0:0\n\
+JobId=8 UserId=root(0) GroupId=root(0) Name=tpcflow-reco-12 JobState=CANCELLED by 0 Partition=debug TimeLimit=UNLIMITED NodeList=n1 ExitCode=0:15\n";
+        let rec = jobcomp_lookup(text, 7).expect("job 7 is in the file");
+        assert_eq!(rec["JobState"], "COMPLETED");
+        assert_eq!(rec["NodeList"], "n[1-2]");
+        assert_eq!(rec["ReservationName"], "");
+        let rec8 = jobcomp_lookup(text, 8).expect("job 8 is in the file");
+        assert_eq!(JobState::parse(&rec8["JobState"]), JobState::Cancelled);
+        assert_eq!(rec8["Name"], "tpcflow-reco-12");
+        assert!(jobcomp_lookup(text, 9).is_none());
+    }
+}

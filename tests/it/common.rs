@@ -1,0 +1,103 @@
+//! Shared helpers for the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `tpcflow` binary built for these tests.
+pub fn tpcflow_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tpcflow"))
+}
+
+/// A scratch directory under /tmp that SLURM jobs on every emulated node can reach.
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tpcflow-it-{name}-"))
+        .tempdir_in("/tmp")
+        .expect("tempdir")
+}
+
+/// True when the cluster tests may run; panics with what is missing otherwise.
+///
+/// Returns false (a skip) only when `TPCFLOW_SKIP_CLUSTER_TESTS=1` is set.
+pub fn require_cluster() -> bool {
+    if std::env::var("TPCFLOW_SKIP_CLUSTER_TESTS").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: TPCFLOW_SKIP_CLUSTER_TESTS=1 (never set in CI)");
+        return false;
+    }
+    let ping = Command::new("scontrol").arg("ping").output();
+    match ping {
+        Ok(out) if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("UP") => {}
+        Ok(out) => panic!(
+            "the local SLURM cluster is not up (scontrol ping: {} {}); run scripts/setup.sh \
+             or set TPCFLOW_SKIP_CLUSTER_TESTS=1 on a laptop without SLURM",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "SLURM client commands are missing (scontrol: {e}); run scripts/setup.sh \
+             or set TPCFLOW_SKIP_CLUSTER_TESTS=1 on a laptop without SLURM"
+        ),
+    }
+    true
+}
+
+/// Node names of the local cluster (`sinfo -h -N -o %N`).
+pub fn cluster_nodes() -> Vec<String> {
+    let out = Command::new("sinfo")
+        .args(["-h", "-N", "-o", "%N"])
+        .output()
+        .expect("sinfo runs");
+    let mut nodes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
+/// Python with h5py: Debian's python3-h5py lives under /usr/bin/python3.
+pub fn python_with_h5py() -> PathBuf {
+    for candidate in ["/usr/bin/python3", "python3"] {
+        let ok = Command::new(candidate)
+            .args(["-c", "import h5py"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!("no python3 with h5py found: run scripts/setup.sh (installs python3-h5py)");
+}
+
+/// Run a Python snippet with h5py and return its stdout; panics with stderr on failure.
+pub fn run_python(code: &str, args: &[&Path]) -> String {
+    let out = Command::new(python_with_h5py())
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run `h5dump args` and return its stdout; panics when h5dump is missing or fails.
+pub fn h5dump(args: &[&str]) -> String {
+    let out = Command::new("h5dump")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("h5dump is missing ({e}): run scripts/setup.sh (hdf5-tools)"));
+    assert!(
+        out.status.success(),
+        "h5dump {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,262 @@
+//! The raw file format: exact round trip, zero-copy reads, h5py/h5dump
+//! interoperability, and typed errors for bad files.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use tpcflow::raw::{self, OwnedEvent, RawError, RawFile, RawHeader};
+use tpcflow_reco::PodRecord;
+
+use crate::common::*;
+
+fn header(n_channels: u32) -> RawHeader {
+    RawHeader {
+        run: 42,
+        sequence: 7,
+        sample_period_ns: 10.0,
+        conditions_tag: "v1".into(),
+        n_channels,
+        window_samples: 450_000,
+    }
+}
+
+/// Random events: pods with random channels, starts and samples.
+fn events_strategy() -> impl Strategy<Value = Vec<OwnedEvent>> {
+    let pod = (
+        0u16..494,
+        0i32..440_000,
+        prop::collection::vec(any::<i16>(), 1..80),
+    );
+    let event = (
+        any::<u64>(),
+        any::<i64>(),
+        prop::collection::vec(pod, 0..12),
+    );
+    prop::collection::vec(event, 0..10).prop_map(|evs| {
+        evs.into_iter()
+            .map(|(id, t, pods)| {
+                let mut e = OwnedEvent {
+                    event_id: id,
+                    trigger_time_ns: t,
+                    ..Default::default()
+                };
+                for (ch, start, s) in pods {
+                    e.pods.push(PodRecord {
+                        channel: ch,
+                        start_sample: start,
+                        length: s.len() as u32,
+                        offset: e.samples.len() as u64,
+                    });
+                    e.samples.extend_from_slice(&s);
+                }
+                e
+            })
+            .collect()
+    })
+}
+
+fn assert_same(file: &RawFile, events: &[OwnedEvent]) {
+    assert_eq!(file.n_events(), events.len());
+    for (view, want) in file.events().zip(events) {
+        assert_eq!(view.event_id, want.event_id);
+        assert_eq!(view.trigger_time_ns, want.trigger_time_ns);
+        assert_eq!(view.pods.len(), want.pods.len());
+        for (p, q) in view.pods.iter().zip(&want.pods) {
+            assert_eq!(
+                (p.channel, p.start_sample, p.length),
+                (q.channel, q.start_sample, q.length)
+            );
+            let got = view.pod_samples(p);
+            let exp = &want.samples[q.offset as usize..(q.offset + u64::from(q.length)) as usize];
+            assert_eq!(got, exp);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn raw_round_trip_is_exact(events in events_strategy()) {
+        let dir = scratch("roundtrip");
+        let path = raw::raw_file_path(dir.path(), 42, 7);
+        raw::write_raw_file(&path, &header(494), &events).unwrap();
+        let mapped = RawFile::open(&path).unwrap();
+        assert_same(&mapped, &events);
+        let via_hdf5 = RawFile::open_via_hdf5(&path).unwrap();
+        assert!(!via_hdf5.is_mapped());
+        assert_same(&via_hdf5, &events);
+        assert_eq!(mapped.header(), &header(494));
+    }
+}
+
+/// Simulated file used by the interop and bad-input tests.
+fn simulated_file(dir: &Path, events: u32) -> std::path::PathBuf {
+    let cond = tpcflow::conditions::Conditions::load("v1").unwrap();
+    let opts = tpcflow::sim::SimOptions {
+        run: 5,
+        files: 1,
+        events_per_file: events,
+        seed: 11,
+        out: dir.to_path_buf(),
+        source: tpcflow::sim::Source::Mixed,
+        first_sequence: 0,
+        live_rate_hz: None,
+    };
+    let report = tpcflow::sim::run(&opts, &cond).unwrap();
+    report.files[0].clone()
+}
+
+#[test]
+fn samples_seen_by_h5py_and_h5dump_equal_the_mapped_view() {
+    let dir = scratch("interop");
+    let path = simulated_file(dir.path(), 5);
+    let file = RawFile::open(&path).unwrap();
+    assert!(
+        file.is_mapped(),
+        "tpcflow's own files are served from the memory map"
+    );
+    let samples = file.samples();
+    let sum: i64 = samples.iter().map(|&s| i64::from(s)).sum();
+    let pods_len: u64 = file.events().map(|e| e.n_samples()).sum();
+    assert_eq!(
+        pods_len as usize,
+        samples.len(),
+        "pods tile the sample array"
+    );
+
+    let py = run_python(
+        "import sys, h5py, numpy as np\nf = h5py.File(sys.argv[1], 'r')\ns = f['samples']\n\
+         assert s.chunks is None and s.compression is None\n\
+         print(s.shape[0], int(s[:].astype(np.int64).sum()), int(f['pods/length'][:].sum()), \
+         int(f.attrs['format_version']), f.attrs['conditions_tag'])",
+        &[&path],
+    );
+    assert_eq!(
+        py.trim(),
+        format!("{} {sum} {pods_len} 1 v1", samples.len())
+    );
+
+    // h5dump prints the first values of /samples: the same as our view.
+    let dump = h5dump(&[
+        "-d",
+        "/samples",
+        "-s",
+        "0",
+        "-c",
+        "8",
+        "-w",
+        "0",
+        path.to_str().unwrap(),
+    ]);
+    let data_line = dump
+        .lines()
+        .find(|l| l.trim_start().starts_with("(0):"))
+        .expect("h5dump data line");
+    let values: Vec<i16> = data_line
+        .trim_start()
+        .trim_start_matches("(0):")
+        .split(',')
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert_eq!(values, samples[..8].to_vec());
+}
+
+fn modify(path: &Path, f: impl FnOnce(&hdf5::File)) {
+    let file = tpcflow::h5::open_rw(path).unwrap();
+    f(&file);
+}
+
+#[test]
+fn corrupt_pod_offset_is_a_typed_error_naming_event_and_pod() {
+    let dir = scratch("badpod");
+    let path = simulated_file(dir.path(), 3);
+    let n = RawFile::open(&path).unwrap().samples().len() as u64;
+    modify(&path, |f| {
+        let ds = f.dataset("pods/offset").unwrap();
+        let mut off: Vec<u64> = ds.read_raw().unwrap();
+        off[4] = n + 1000;
+        ds.write_raw(&off).unwrap();
+    });
+    match RawFile::open(&path).unwrap_err() {
+        RawError::PodOutOfRange {
+            path: p,
+            event_id,
+            pod,
+            ..
+        } => {
+            assert_eq!(p, path);
+            assert_eq!(pod, 4);
+            assert_eq!(event_id, 0);
+        }
+        other => panic!("expected PodOutOfRange, got {other}"),
+    }
+    let msg = RawFile::open(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("event 0, pod 4") && msg.contains(path.to_str().unwrap()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn channel_out_of_range_is_a_typed_error() {
+    let dir = scratch("badchan");
+    let path = simulated_file(dir.path(), 2);
+    modify(&path, |f| {
+        let ds = f.dataset("pods/channel").unwrap();
+        let mut ch: Vec<u16> = ds.read_raw().unwrap();
+        ch[1] = 600;
+        ds.write_raw(&ch).unwrap();
+    });
+    assert!(matches!(
+        RawFile::open(&path).unwrap_err(),
+        RawError::BadChannel {
+            channel: 600,
+            pod: 1,
+            n_channels: 494,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn unknown_format_version_is_a_typed_error() {
+    let dir = scratch("badversion");
+    let path = simulated_file(dir.path(), 1);
+    modify(&path, |f| {
+        f.attr("format_version")
+            .unwrap()
+            .write_scalar(&99u32)
+            .unwrap();
+    });
+    let err = RawFile::open(&path).unwrap_err();
+    assert!(
+        matches!(err, RawError::UnknownVersion { found: 99, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_file_is_a_typed_error() {
+    let dir = scratch("truncated");
+    let path = simulated_file(dir.path(), 2);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    let err = RawFile::open(&path).unwrap_err();
+    assert!(
+        matches!(err, RawError::Truncated { .. }),
+        "expected Truncated, got {err}"
+    );
+    assert!(err.to_string().contains(path.to_str().unwrap()));
+}
+
+#[test]
+fn writer_leaves_no_partial_file_under_the_final_name() {
+    let dir = scratch("atomic");
+    let path = raw::raw_file_path(dir.path(), 1, 0);
+    // The parent directory is a file: writing must fail and leave nothing behind.
+    std::fs::write(dir.path().join("000001"), b"not a directory").unwrap();
+    assert!(raw::write_raw_file(&path, &header(494), &[]).is_err());
+    assert!(!path.exists());
+}
