@@ -42,5 +42,6 @@ cat "$DEMO_DIR/selftest.log"
 echo
 echo "== summary"
 echo "raw files at SURF: $(find "$DEMO_DIR/SURF" -name '*.raw.h5' | wc -l) ($(du -sh "$DEMO_DIR/SURF" | cut -f1))"
-echo "SLURM job $job: $state on $(scontrol show job -o "$job" 2>/dev/null | grep -o 'NodeList=[^ ]*' || grep "^JobId=$job " /var/log/slurm/jobcomp.log | tail -1 | grep -o 'NodeList=[^ ]*')"
+nodes=$(grep "^JobId=$job " /var/log/slurm/jobcomp.log | tail -1 | grep -o ' NodeList=[^ ]*' | cut -d= -f2 || true)
+echo "SLURM job $job: $state on nodes ${nodes:-?}"
 echo "open a raw file:  /usr/bin/python3 -c \"import h5py; f=h5py.File('$DEMO_DIR/SURF/017390/017390_00000.raw.h5'); print(dict(f.attrs))\""
