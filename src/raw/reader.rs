@@ -335,5 +335,8 @@ fn map_file(f: &std::fs::File) -> std::io::Result<Mmap> {
     // writer writes a temporary name and renames); the map is read-only. A
     // file truncated underneath a running reader would fault: the same
     // contract every mmap reader (strax, ROOT) has.
-    unsafe { Mmap::map(f) }
+    let map = unsafe { Mmap::map(f) }?;
+    // Events are read front to back: let the kernel read ahead.
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
 }
