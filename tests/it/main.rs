@@ -7,5 +7,6 @@
 
 mod common;
 mod raw_format;
+mod sim_live;
 mod sim_physics;
 mod stack;
