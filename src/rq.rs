@@ -1,0 +1,457 @@
+//! Reduced-quantity (RQ) files: what analysts open in h5py/pandas.
+//!
+//! ```text
+//! /events/<column>   one dataset per event quantity (rows = events)
+//! /pulses/<column>   one dataset per pulse quantity (rows = pulses);
+//!                    /events/first_pulse + /events/n_pulses give each event's rows
+//! every dataset: chunked along rows, shuffle + deflate, attributes `units`, `description`
+//! root attributes: software_version, lineage_json, lineage_hash,
+//!                  conditions_tag, input_file, input_adler32, n_events, n_pulses
+//! ```
+//!
+//! Written to a temporary name, fsynced and renamed: a file under its final
+//! name is always complete.
+
+use std::path::{Path, PathBuf};
+
+use hdf5::types::VarLenUnicode;
+
+use crate::raw::writer::temp_name;
+
+/// Rows per chunk (64 Ki rows: 256-512 KiB per chunk for 4-8 byte columns).
+pub const CHUNK_ROWS: usize = 65_536;
+/// Deflate level (speed over the last few percent of size).
+pub const DEFLATE_LEVEL: u8 = 4;
+
+/// The values of one column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnData {
+    /// 32-bit floats.
+    F32(Vec<f32>),
+    /// 64-bit floats.
+    F64(Vec<f64>),
+    /// Signed 64-bit integers.
+    I64(Vec<i64>),
+    /// Signed 32-bit integers.
+    I32(Vec<i32>),
+    /// Unsigned 64-bit integers.
+    U64(Vec<u64>),
+    /// Unsigned 32-bit integers.
+    U32(Vec<u32>),
+    /// Unsigned 16-bit integers.
+    U16(Vec<u16>),
+    /// Unsigned bytes (codes, flags).
+    U8(Vec<u8>),
+}
+
+impl ColumnData {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnData::F32(v) => v.len(),
+            ColumnData::F64(v) => v.len(),
+            ColumnData::I64(v) => v.len(),
+            ColumnData::I32(v) => v.len(),
+            ColumnData::U64(v) => v.len(),
+            ColumnData::U32(v) => v.len(),
+            ColumnData::U16(v) => v.len(),
+            ColumnData::U8(v) => v.len(),
+        }
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A named column with its units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// Dataset name.
+    pub name: String,
+    /// Units, e.g. `ns`, `phd`, `mm`, `keV`, or `1` for counts and codes.
+    pub units: String,
+    /// One line for analysts.
+    pub description: String,
+    /// Values.
+    pub data: ColumnData,
+}
+
+impl Column {
+    /// A column.
+    pub fn new(name: &str, units: &str, description: &str, data: ColumnData) -> Self {
+        Self {
+            name: name.into(),
+            units: units.into(),
+            description: description.into(),
+            data,
+        }
+    }
+}
+
+/// File-level facts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RqHeader {
+    /// Canonical lineage JSON.
+    pub lineage_json: String,
+    /// Lineage hash.
+    pub lineage_hash: String,
+    /// Detector conditions tag.
+    pub conditions_tag: String,
+    /// Name of the raw input file.
+    pub input_file: String,
+    /// adler32 of the raw input file (8 hex digits).
+    pub input_adler32: String,
+}
+
+/// Errors writing RQ files.
+#[derive(Debug, thiserror::Error)]
+pub enum RqError {
+    /// HDF5 refused.
+    #[error("{path}: HDF5: {what}: {message}")]
+    Hdf5 {
+        /// File.
+        path: PathBuf,
+        /// Object.
+        what: String,
+        /// HDF5's message.
+        message: String,
+    },
+    /// File system.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Columns of one group with different lengths.
+    #[error("{path}: /{group}/{column} has {got} rows, expected {expected}")]
+    Ragged {
+        /// File.
+        path: PathBuf,
+        /// Group.
+        group: &'static str,
+        /// Column.
+        column: String,
+        /// Rows found.
+        got: usize,
+        /// Rows expected.
+        expected: usize,
+    },
+}
+
+fn h5err(path: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> RqError {
+    let (path, what) = (path.to_path_buf(), what.to_string());
+    move |e| RqError::Hdf5 {
+        path,
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn write_column(group: &hdf5::Group, col: &Column, path: &Path) -> Result<(), RqError> {
+    macro_rules! create {
+        ($v:expr) => {{
+            let b = group.new_dataset_builder();
+            let ds = if $v.is_empty() {
+                b.with_data(&$v[..]).create(col.name.as_str())
+            } else {
+                b.with_data(&$v[..])
+                    .chunk(CHUNK_ROWS.min($v.len()))
+                    .shuffle()
+                    .deflate(DEFLATE_LEVEL)
+                    .create(col.name.as_str())
+            };
+            ds.map_err(h5err(path, &col.name))?
+        }};
+    }
+    let ds = match &col.data {
+        ColumnData::F32(v) => create!(v),
+        ColumnData::F64(v) => create!(v),
+        ColumnData::I64(v) => create!(v),
+        ColumnData::I32(v) => create!(v),
+        ColumnData::U64(v) => create!(v),
+        ColumnData::U32(v) => create!(v),
+        ColumnData::U16(v) => create!(v),
+        ColumnData::U8(v) => create!(v),
+    };
+    for (key, value) in [("units", &col.units), ("description", &col.description)] {
+        let s: VarLenUnicode = value.parse().unwrap_or_default();
+        ds.new_attr::<VarLenUnicode>()
+            .shape(())
+            .create(key)
+            .and_then(|a| a.write_scalar(&s))
+            .map_err(h5err(path, &format!("{}@{key}", col.name)))?;
+    }
+    Ok(())
+}
+
+fn write_group(
+    file: &hdf5::File,
+    name: &'static str,
+    cols: &[Column],
+    path: &Path,
+) -> Result<usize, RqError> {
+    let expected = cols.first().map_or(0, |c| c.data.len());
+    for c in cols {
+        if c.data.len() != expected {
+            return Err(RqError::Ragged {
+                path: path.to_path_buf(),
+                group: name,
+                column: c.name.clone(),
+                got: c.data.len(),
+                expected,
+            });
+        }
+    }
+    let g = file.create_group(name).map_err(h5err(path, name))?;
+    for c in cols {
+        write_column(&g, c, path)?;
+    }
+    Ok(expected)
+}
+
+fn str_attr(file: &hdf5::File, key: &str, value: &str, path: &Path) -> Result<(), RqError> {
+    let s: VarLenUnicode = value.parse().unwrap_or_default();
+    file.new_attr::<VarLenUnicode>()
+        .shape(())
+        .create(key)
+        .and_then(|a| a.write_scalar(&s))
+        .map_err(h5err(path, key))
+}
+
+/// Write an RQ file atomically; returns its size [bytes].
+///
+/// # Errors
+/// [`RqError`] naming the file and the dataset.
+pub fn write_rq_file(
+    path: &Path,
+    header: &RqHeader,
+    events: &[Column],
+    pulses: &[Column],
+) -> Result<u64, RqError> {
+    let io = |source| RqError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = temp_name(path);
+    let result = (|| {
+        let file = crate::h5::create(&tmp).map_err(h5err(&tmp, "create"))?;
+        let n_events = write_group(&file, "events", events, &tmp)? as u64;
+        let n_pulses = write_group(&file, "pulses", pulses, &tmp)? as u64;
+        str_attr(&file, "software_version", crate::SOFTWARE_VERSION, &tmp)?;
+        str_attr(&file, "lineage_json", &header.lineage_json, &tmp)?;
+        str_attr(&file, "lineage_hash", &header.lineage_hash, &tmp)?;
+        str_attr(&file, "conditions_tag", &header.conditions_tag, &tmp)?;
+        str_attr(&file, "input_file", &header.input_file, &tmp)?;
+        str_attr(&file, "input_adler32", &header.input_adler32, &tmp)?;
+        for (key, v) in [("n_events", n_events), ("n_pulses", n_pulses)] {
+            file.new_attr::<u64>()
+                .shape(())
+                .create(key)
+                .and_then(|a| a.write_scalar(&v))
+                .map_err(h5err(&tmp, key))?;
+        }
+        file.flush().map_err(h5err(&tmp, "flush"))
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let f = std::fs::File::open(&tmp).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    let bytes = f.metadata().map_err(io)?.len();
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(bytes)
+}
+
+/// Read the lineage hash of an existing RQ file (None when absent or unreadable).
+pub fn existing_lineage_hash(path: &Path) -> Option<String> {
+    let f = crate::h5::open(path).ok()?;
+    let s = f
+        .attr("lineage_hash")
+        .ok()?
+        .read_scalar::<VarLenUnicode>()
+        .ok()?;
+    Some(s.as_str().to_string())
+}
+
+/// An RQ file read back: header and both column groups, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RqFile {
+    /// Root attributes.
+    pub header: RqHeader,
+    /// `/events` columns.
+    pub events: Vec<Column>,
+    /// `/pulses` columns.
+    pub pulses: Vec<Column>,
+}
+
+fn read_str_attr(loc: &hdf5::Location, key: &str, path: &Path) -> Result<String, RqError> {
+    loc.attr(key)
+        .and_then(|a| a.read_scalar::<VarLenUnicode>())
+        .map(|s| s.as_str().to_string())
+        .map_err(h5err(path, key))
+}
+
+fn read_group(file: &hdf5::File, name: &str, path: &Path) -> Result<Vec<Column>, RqError> {
+    use hdf5::types::{FloatSize, IntSize, TypeDescriptor as T};
+    let g = file.group(name).map_err(h5err(path, name))?;
+    let mut names = g.member_names().map_err(h5err(path, name))?;
+    names.sort();
+    let mut cols = Vec::with_capacity(names.len());
+    for n in names {
+        let what = format!("/{name}/{n}");
+        let ds = g.dataset(&n).map_err(h5err(path, &what))?;
+        let desc = ds
+            .dtype()
+            .and_then(|t| t.to_descriptor())
+            .map_err(h5err(path, &what))?;
+        macro_rules! rd {
+            ($t:ty, $v:ident) => {
+                ColumnData::$v(ds.read_raw::<$t>().map_err(h5err(path, &what))?)
+            };
+        }
+        let data = match desc {
+            T::Float(FloatSize::U4) => rd!(f32, F32),
+            T::Float(FloatSize::U8) => rd!(f64, F64),
+            T::Integer(IntSize::U8) => rd!(i64, I64),
+            T::Integer(IntSize::U4) => rd!(i32, I32),
+            T::Unsigned(IntSize::U8) => rd!(u64, U64),
+            T::Unsigned(IntSize::U4) => rd!(u32, U32),
+            T::Unsigned(IntSize::U2) => rd!(u16, U16),
+            T::Unsigned(IntSize::U1) => rd!(u8, U8),
+            other => {
+                return Err(RqError::Hdf5 {
+                    path: path.to_path_buf(),
+                    what,
+                    message: format!("unsupported column type {other:?}"),
+                })
+            }
+        };
+        let loc: &hdf5::Location = &ds;
+        let units = read_str_attr(loc, "units", path)?;
+        let description = read_str_attr(loc, "description", path).unwrap_or_default();
+        cols.push(Column {
+            name: n,
+            units,
+            description,
+            data,
+        });
+    }
+    Ok(cols)
+}
+
+/// Read a whole RQ file (columns sorted by name).
+///
+/// # Errors
+/// [`RqError`] naming the file and the dataset.
+pub fn read_rq_file(path: &Path) -> Result<RqFile, RqError> {
+    let file = crate::h5::open(path).map_err(h5err(path, "open"))?;
+    let loc: &hdf5::Location = &file;
+    let header = RqHeader {
+        lineage_json: read_str_attr(loc, "lineage_json", path)?,
+        lineage_hash: read_str_attr(loc, "lineage_hash", path)?,
+        conditions_tag: read_str_attr(loc, "conditions_tag", path)?,
+        input_file: read_str_attr(loc, "input_file", path)?,
+        input_adler32: read_str_attr(loc, "input_adler32", path)?,
+    };
+    Ok(RqFile {
+        header,
+        events: read_group(&file, "events", path)?,
+        pulses: read_group(&file, "pulses", path)?,
+    })
+}
+
+impl ColumnData {
+    /// Append another column of the same type.
+    ///
+    /// # Panics
+    /// When the types differ (a caller bug: parts of one file share a schema).
+    pub fn extend(&mut self, other: &ColumnData) {
+        match (self, other) {
+            (ColumnData::F32(a), ColumnData::F32(b)) => a.extend_from_slice(b),
+            (ColumnData::F64(a), ColumnData::F64(b)) => a.extend_from_slice(b),
+            (ColumnData::I64(a), ColumnData::I64(b)) => a.extend_from_slice(b),
+            (ColumnData::I32(a), ColumnData::I32(b)) => a.extend_from_slice(b),
+            (ColumnData::U64(a), ColumnData::U64(b)) => a.extend_from_slice(b),
+            (ColumnData::U32(a), ColumnData::U32(b)) => a.extend_from_slice(b),
+            (ColumnData::U16(a), ColumnData::U16(b)) => a.extend_from_slice(b),
+            (ColumnData::U8(a), ColumnData::U8(b)) => a.extend_from_slice(b),
+            (a, b) => panic!("cannot append {b:?} to a column of another type {a:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> RqHeader {
+        RqHeader {
+            lineage_json: "{}".into(),
+            lineage_hash: "abc".into(),
+            conditions_tag: "v1".into(),
+            input_file: "x.raw.h5".into(),
+            input_adler32: "0000abcd".into(),
+        }
+    }
+
+    #[test]
+    fn columns_round_trip_with_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.rq.h5");
+        let events = vec![
+            Column::new(
+                "drift_time_ns",
+                "ns",
+                "drift time",
+                ColumnData::F64(vec![1.0, 2.5]),
+            ),
+            Column::new("n_pulses", "1", "pulses", ColumnData::U32(vec![3, 0])),
+        ];
+        let pulses = vec![Column::new(
+            "area_phd",
+            "phd",
+            "area",
+            ColumnData::F32(vec![1.0, 2.0, 3.0]),
+        )];
+        write_rq_file(&path, &header(), &events, &pulses).unwrap();
+        let back = read_rq_file(&path).unwrap();
+        assert_eq!(back.header, header());
+        assert_eq!(back.events, events);
+        assert_eq!(back.pulses, pulses);
+        assert_eq!(existing_lineage_hash(&path).as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn ragged_columns_are_refused_and_nothing_is_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.rq.h5");
+        let events = vec![
+            Column::new("a", "1", "", ColumnData::F64(vec![1.0, 2.0])),
+            Column::new("b", "1", "", ColumnData::F64(vec![1.0])),
+        ];
+        let err = write_rq_file(&path, &header(), &events, &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("/events/b has 1 rows, expected 2"),
+            "{err}"
+        );
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temporary file removed"
+        );
+    }
+}
