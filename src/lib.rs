@@ -16,6 +16,7 @@
 //! }
 //! ```
 
+pub mod adler;
 pub mod conditions;
 pub mod doctor;
 pub mod exit;
@@ -24,6 +25,7 @@ pub mod lineage;
 pub mod mpi_env;
 pub mod mpi_selftest;
 pub mod raw;
+pub mod reco_job;
 pub mod rq;
 pub mod sim;
 pub mod slurm;

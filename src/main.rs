@@ -40,6 +40,8 @@ enum Command {
     },
     /// Simulate the detector and write raw files as the DAQ would (the DAQ stand-in).
     Sim(SimArgs),
+    /// Reconstruct raw files into RQ files (run under srun/mpirun for many ranks).
+    Reco(tpcflow::reco_job::cli::RecoArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +109,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Doctor { json } => doctor(json),
         Command::Sim(args) => sim(args),
+        Command::Reco(args) => tpcflow::reco_job::cli::run_reco(args),
         Command::MpiSelftest { out, expect_size } => {
             if let Some(summary) = tpcflow::mpi_selftest::run(&out, expect_size)? {
                 println!(

@@ -4,6 +4,8 @@
 //! /events/<column>   one dataset per event quantity (rows = events)
 //! /pulses/<column>   one dataset per pulse quantity (rows = pulses);
 //!                    /events/first_pulse + /events/n_pulses give each event's rows
+//! /channels/<column> per-channel areas of each pulse (channel, area_phd);
+//!                    /pulses/first_channel + /pulses/n_channel_areas give a pulse's rows
 //! every dataset: chunked along rows, shuffle + deflate, attributes `units`, `description`
 //! root attributes: software_version, lineage_json, lineage_hash,
 //!                  conditions_tag, input_file, input_adler32, n_events, n_pulses
@@ -232,6 +234,20 @@ pub fn write_rq_file(
     events: &[Column],
     pulses: &[Column],
 ) -> Result<u64, RqError> {
+    write_rq_file_with_channels(path, header, events, pulses, &[])
+}
+
+/// Write an RQ file with a `/channels` group of per-channel pulse areas.
+///
+/// # Errors
+/// [`RqError`] naming the file and the dataset.
+pub fn write_rq_file_with_channels(
+    path: &Path,
+    header: &RqHeader,
+    events: &[Column],
+    pulses: &[Column],
+    channels: &[Column],
+) -> Result<u64, RqError> {
     let io = |source| RqError::Io {
         path: path.to_path_buf(),
         source,
@@ -244,6 +260,9 @@ pub fn write_rq_file(
         let file = crate::h5::create(&tmp).map_err(h5err(&tmp, "create"))?;
         let n_events = write_group(&file, "events", events, &tmp)? as u64;
         let n_pulses = write_group(&file, "pulses", pulses, &tmp)? as u64;
+        if !channels.is_empty() {
+            write_group(&file, "channels", channels, &tmp)?;
+        }
         str_attr(&file, "software_version", crate::SOFTWARE_VERSION, &tmp)?;
         str_attr(&file, "lineage_json", &header.lineage_json, &tmp)?;
         str_attr(&file, "lineage_hash", &header.lineage_hash, &tmp)?;
@@ -295,6 +314,19 @@ pub struct RqFile {
     pub events: Vec<Column>,
     /// `/pulses` columns.
     pub pulses: Vec<Column>,
+    /// `/channels` columns (empty when the file has none).
+    pub channels: Vec<Column>,
+}
+
+impl RqFile {
+    /// An `/events` column by name.
+    pub fn event_column(&self, name: &str) -> Option<&ColumnData> {
+        self.events.iter().find(|c| c.name == name).map(|c| &c.data)
+    }
+    /// A `/pulses` column by name.
+    pub fn pulse_column(&self, name: &str) -> Option<&ColumnData> {
+        self.pulses.iter().find(|c| c.name == name).map(|c| &c.data)
+    }
 }
 
 fn read_str_attr(loc: &hdf5::Location, key: &str, path: &Path) -> Result<String, RqError> {
@@ -366,10 +398,16 @@ pub fn read_rq_file(path: &Path) -> Result<RqFile, RqError> {
         input_file: read_str_attr(loc, "input_file", path)?,
         input_adler32: read_str_attr(loc, "input_adler32", path)?,
     };
+    let channels = if file.link_exists("channels") {
+        read_group(&file, "channels", path)?
+    } else {
+        Vec::new()
+    };
     Ok(RqFile {
         header,
         events: read_group(&file, "events", path)?,
         pulses: read_group(&file, "pulses", path)?,
+        channels,
     })
 }
 

@@ -16,8 +16,30 @@
 //! assert_eq!(event.pod_samples(&pods[0]), &samples[..]);
 //! ```
 
+pub mod baseline;
+pub mod classify;
+pub mod config;
+pub mod corrections;
 pub mod detector;
+pub mod error;
 pub mod event;
+pub mod hits;
+pub mod interactions;
+pub mod pulses;
+pub mod recon;
+pub mod split;
+pub mod xy;
 
 pub use detector::{DetectorModel, PmtMap};
 pub use event::{EventView, PodRecord};
+
+pub use classify::PulseKind;
+pub use config::RecoConfig;
+pub use error::RecoError;
+pub use interactions::InteractionKind;
+pub use pulses::{ChannelArea, PulseRq};
+pub use recon::{
+    reconstruct_batch, reconstruct_event, reconstruct_event_with, reconstruct_serial, EventRecon,
+    EventRq, RecoScratch,
+};
+pub use xy::{cramer_rao_xy, fit_xy, XyFit};

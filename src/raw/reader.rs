@@ -328,6 +328,29 @@ impl RawFile {
     }
 }
 
+/// Number of events in a raw file, reading only its header and event index
+/// (for planning work; [`RawFile::open`] validates everything).
+///
+/// # Errors
+/// When the file cannot be opened, has an unknown version or no event index.
+pub fn probe_events(path: &Path) -> Result<u64, RawError> {
+    let file = crate::h5::open(path).map_err(|e| RawError::hdf5(path, "open", e))?;
+    let version: u32 = read_attr(&file, "format_version", path)?;
+    if version != FORMAT_VERSION {
+        return Err(RawError::UnknownVersion {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    let ds = file
+        .dataset("events/event_id")
+        .map_err(|e| RawError::Malformed {
+            path: path.to_path_buf(),
+            what: format!("dataset `events/event_id`: {e}"),
+        })?;
+    Ok(ds.size() as u64)
+}
+
 /// Map a file read-only.
 #[allow(unsafe_code)]
 fn map_file(f: &std::fs::File) -> std::io::Result<Mmap> {

@@ -1,0 +1,386 @@
+//! Pulses: hits of all channels clustered in time, summed into one waveform
+//! at full 10 ns resolution, split at natural breaks, and measured.
+//!
+//! ```text
+//! cluster:   hits sorted by start; a hit joins the cluster when it starts at
+//!            most `pulse_gap_ns` after the cluster's end so far
+//! waveform:  wf[i] = sum over the cluster's hits of the calibrated samples   [phd/sample]
+//! split:     at significant local minima of the binned waveform (see `split`)
+//! times:     sample i covers [t_i, t_i + dt), t_i = i dt from the window start;
+//!            area inside a sample is taken as uniform for quantiles and centre
+//! centre     = sum_i wf_i (t_i + dt/2) / area                                 [ns]
+//! q(f)       = time at which the cumulative area reaches f * area             [ns]
+//! width_X    = q(1/2 + X/2) - q(1/2 - X/2),  X in {10, 50, 90} %
+//! rise time  = q(50 %) - q(10 %)
+//! ```
+//!
+//! Memory is bounded by the event window (the waveform scratch is at most one
+//! window long) and reused across events; cost is linear in the hit samples.
+
+use crate::baseline::add_calibrated;
+use crate::classify::PulseKind;
+use crate::event::PodRecord;
+use crate::hits::Hit;
+use crate::split::{split_points, SplitParams};
+
+/// Area of one channel in one pulse.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ChannelArea {
+    /// Channel.
+    pub channel: u16,
+    /// Area [phd].
+    pub area_phd: f32,
+}
+
+/// Reduced quantities of one pulse.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct PulseRq {
+    /// First sample with signal, from the window start [ns].
+    pub start_ns: i64,
+    /// One past the last sample with signal, from the window start [ns].
+    pub end_ns: i64,
+    /// Start of the highest sample, from the window start [ns].
+    pub peak_ns: i64,
+    /// Area-weighted centre, from the window start [ns].
+    pub center_ns: f64,
+    /// Total area [phd].
+    pub area_phd: f32,
+    /// Area on the top array [phd].
+    pub area_top_phd: f32,
+    /// Area on the bottom array [phd].
+    pub area_bottom_phd: f32,
+    /// Area fraction top (0 when the area is not positive).
+    pub area_fraction_top: f32,
+    /// Highest sample of the summed waveform [phd/sample].
+    pub height_phd: f32,
+    /// Time from 10 % to 50 % of the area [ns].
+    pub rise_time_ns: f32,
+    /// Width holding the central 10 % of the area [ns].
+    pub width_10_ns: f32,
+    /// Width holding the central 50 % of the area [ns].
+    pub width_50_ns: f32,
+    /// Width holding the central 90 % of the area [ns].
+    pub width_90_ns: f32,
+    /// Channels contributing area.
+    pub n_channels: u32,
+    /// Channels with a hit within the coincidence window around the peak.
+    pub coincidence: u32,
+    /// Hits starting in the pulse.
+    pub n_hits: u32,
+    /// Classification.
+    pub kind: PulseKind,
+    /// First entry of this pulse in the event's channel-area list.
+    pub channel_area_start: u32,
+    /// Number of entries of this pulse in the event's channel-area list.
+    pub channel_area_count: u32,
+}
+
+/// Calibration of one pod.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PodCalibration {
+    /// Baseline [ADC counts].
+    pub baseline_adc: f32,
+    /// Calibration [phd per ADC count x sample].
+    pub phd_per_adc: f32,
+}
+
+/// Settings of the pulse builder, in samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PulseParams {
+    /// Largest gap inside a pulse [samples].
+    pub gap: u32,
+    /// Coincidence half window [samples].
+    pub coincidence_half_window: u32,
+    /// Sample period [ns].
+    pub sample_ns: f64,
+    /// Number of top channels.
+    pub n_top: usize,
+    /// Natural-break parameters.
+    pub split: SplitParams,
+}
+
+/// What the pulse builder reads: the event's pods, samples and calibrations.
+#[derive(Debug, Clone, Copy)]
+pub struct PulseInput<'a> {
+    /// Pods.
+    pub pods: &'a [PodRecord],
+    /// Sample array the pods index.
+    pub samples: &'a [i16],
+    /// One calibration per pod.
+    pub calib: &'a [PodCalibration],
+    /// Hits sorted by start sample.
+    pub hits: &'a [Hit],
+}
+
+/// Reusable buffers of the pulse builder.
+#[derive(Debug, Default, Clone)]
+pub struct PulseScratch {
+    wf: Vec<f32>,
+    bins: Vec<f32>,
+    splits: Vec<usize>,
+    entries: Vec<(u32, f32)>,
+    n_hits: Vec<u32>,
+    seen: Vec<u32>,
+    stamp: u32,
+}
+
+const QUANTILES: [f32; 8] = [0.05, 0.10, 0.25, 0.45, 0.50, 0.55, 0.75, 0.95];
+
+/// Shape of a waveform slice, in samples from its start.
+struct Shape {
+    area: f32,
+    center: f64,
+    peak: usize,
+    height: f32,
+    q: [f32; 8],
+}
+
+fn shape(wf: &[f32]) -> Shape {
+    let mut area = 0.0f32;
+    let mut moment = 0.0f64;
+    let (mut peak, mut height) = (0usize, f32::MIN);
+    for (i, &v) in wf.iter().enumerate() {
+        area += v;
+        moment += f64::from(v) * (i as f64 + 0.5);
+        if v > height {
+            height = v;
+            peak = i;
+        }
+    }
+    let mut q = [0.0f32; 8];
+    if area > 0.0 {
+        let mut cum = 0.0f32;
+        let mut k = 0;
+        for (i, &v) in wf.iter().enumerate() {
+            let next = cum + v;
+            while k < q.len() && next >= QUANTILES[k] * area {
+                let frac = if v > 0.0 {
+                    ((QUANTILES[k] * area - cum) / v).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                q[k] = i as f32 + frac;
+                k += 1;
+            }
+            cum = next;
+        }
+        for qk in q.iter_mut().skip(k) {
+            *qk = wf.len() as f32;
+        }
+    }
+    let center = if area > 0.0 {
+        moment / f64::from(area)
+    } else {
+        wf.len() as f64 / 2.0
+    };
+    Shape {
+        area,
+        center,
+        peak,
+        height,
+        q,
+    }
+}
+
+/// Build, split and measure the pulses of one event; append them to `pulses`
+/// and their per-channel areas to `channel_areas`.
+pub fn build_pulses(
+    input: &PulseInput<'_>,
+    p: &PulseParams,
+    n_channels: usize,
+    scratch: &mut PulseScratch,
+    pulses: &mut Vec<PulseRq>,
+    channel_areas: &mut Vec<ChannelArea>,
+) {
+    if scratch.seen.len() != n_channels {
+        scratch.seen = vec![0; n_channels];
+        scratch.stamp = 0;
+    }
+    let hits = input.hits;
+    let mut i = 0;
+    while i < hits.len() {
+        let mut end = hits[i].end();
+        let mut j = i + 1;
+        while j < hits.len() && hits[j].start <= end + p.gap {
+            end = end.max(hits[j].end());
+            j += 1;
+        }
+        cluster(input, &hits[i..j], end, p, scratch, pulses, channel_areas);
+        i = j;
+    }
+}
+
+fn hit_samples<'a>(input: &PulseInput<'a>, h: &Hit) -> &'a [i16] {
+    let pod = &input.pods[h.pod as usize];
+    let at = pod.offset as usize + (h.start as usize - pod.start_sample as usize);
+    &input.samples[at..at + h.length as usize]
+}
+
+/// Sort key of a (sub-pulse, channel) area entry.
+fn entry_key(sub: usize, channel: u16) -> u32 {
+    ((sub as u32) << 16) | u32::from(channel)
+}
+
+fn cluster(
+    input: &PulseInput<'_>,
+    hits: &[Hit],
+    end: u32,
+    p: &PulseParams,
+    s: &mut PulseScratch,
+    pulses: &mut Vec<PulseRq>,
+    channel_areas: &mut Vec<ChannelArea>,
+) {
+    let c0 = hits[0].start;
+    let len = (end - c0) as usize;
+    s.wf.clear();
+    s.wf.resize(len, 0.0);
+    for h in hits {
+        let cal = input.calib[h.pod as usize];
+        let at = (h.start - c0) as usize;
+        add_calibrated(
+            hit_samples(input, h),
+            cal.baseline_adc,
+            cal.phd_per_adc,
+            &mut s.wf[at..],
+        );
+    }
+    split_points(&s.wf, &p.split, &mut s.bins, &mut s.splits);
+    // Per-channel areas per sub-pulse; hits straddling a split are divided by sample.
+    s.entries.clear();
+    let n_sub = s.splits.len() + 1;
+    s.n_hits.clear();
+    s.n_hits.resize(n_sub, 0);
+    for h in hits {
+        let a = (h.start - c0) as usize;
+        let b = a + h.length as usize;
+        let sub_a = s.splits.partition_point(|&x| x <= a);
+        let sub_b = s.splits.partition_point(|&x| x < b);
+        s.n_hits[sub_a] += 1;
+        if sub_a == sub_b {
+            s.entries.push((entry_key(sub_a, h.channel), h.area_phd));
+            continue;
+        }
+        let cal = input.calib[h.pod as usize];
+        let raw = hit_samples(input, h);
+        for sub in sub_a..=sub_b {
+            let lo = if sub == 0 { 0 } else { s.splits[sub - 1] }.max(a);
+            let hi = s.splits.get(sub).copied().unwrap_or(len).min(b);
+            let area: f32 = raw[lo - a..hi - a]
+                .iter()
+                .map(|&x| (cal.baseline_adc - f32::from(x)) * cal.phd_per_adc)
+                .sum();
+            s.entries.push((entry_key(sub, h.channel), area));
+        }
+    }
+    // Unstable but deterministic: the same input always sums in the same order.
+    s.entries.sort_unstable_by_key(|e| e.0);
+    let mut e = 0;
+    for sub in 0..n_sub {
+        let mut lo = if sub == 0 { 0 } else { s.splits[sub - 1] };
+        let mut hi = s.splits.get(sub).copied().unwrap_or(len);
+        while lo < hi && s.wf[lo] == 0.0 {
+            lo += 1;
+        }
+        while hi > lo && s.wf[hi - 1] == 0.0 {
+            hi -= 1;
+        }
+        let first_entry = channel_areas.len();
+        let (mut top, mut bottom) = (0.0f32, 0.0f32);
+        while e < s.entries.len() && (s.entries[e].0 >> 16) as usize == sub {
+            let key = s.entries[e].0;
+            let ch = (key & 0xffff) as u16;
+            let mut area = 0.0f32;
+            while e < s.entries.len() && s.entries[e].0 == key {
+                area += s.entries[e].1;
+                e += 1;
+            }
+            if (ch as usize) < p.n_top {
+                top += area;
+            } else {
+                bottom += area;
+            }
+            channel_areas.push(ChannelArea {
+                channel: ch,
+                area_phd: area,
+            });
+        }
+        if lo == hi {
+            channel_areas.truncate(first_entry);
+            continue;
+        }
+        let sh = shape(&s.wf[lo..hi]);
+        let dt = p.sample_ns;
+        let t0 = f64::from(c0) + lo as f64;
+        let peak_sample = c0 + (lo + sh.peak) as u32;
+        let coincidence = coincident_channels(s, hits, peak_sample, p.coincidence_half_window);
+        let area = top + bottom;
+        let q = |k: usize| f64::from(sh.q[k]) * dt;
+        pulses.push(PulseRq {
+            start_ns: (t0 * dt) as i64,
+            end_ns: ((f64::from(c0) + hi as f64) * dt) as i64,
+            peak_ns: (f64::from(peak_sample) * dt) as i64,
+            center_ns: (t0 + sh.center) * dt,
+            area_phd: area,
+            area_top_phd: top,
+            area_bottom_phd: bottom,
+            area_fraction_top: if area > 0.0 { top / area } else { 0.0 },
+            height_phd: sh.height,
+            rise_time_ns: (q(4) - q(1)) as f32,
+            width_10_ns: (q(5) - q(3)) as f32,
+            width_50_ns: (q(6) - q(2)) as f32,
+            width_90_ns: (q(7) - q(0)) as f32,
+            n_channels: (channel_areas.len() - first_entry) as u32,
+            coincidence,
+            n_hits: s.n_hits[sub],
+            kind: PulseKind::Other,
+            channel_area_start: first_entry as u32,
+            channel_area_count: (channel_areas.len() - first_entry) as u32,
+        });
+        debug_assert!(sh.area.is_finite());
+    }
+}
+
+/// Distinct channels with a hit overlapping [peak - w, peak + w].
+fn coincident_channels(s: &mut PulseScratch, hits: &[Hit], peak: u32, w: u32) -> u32 {
+    if s.stamp == u32::MAX {
+        s.seen.iter_mut().for_each(|x| *x = 0);
+        s.stamp = 0;
+    }
+    s.stamp += 1;
+    let (lo, hi) = (peak.saturating_sub(w), peak + w);
+    let mut n = 0;
+    for h in hits {
+        if h.start > hi {
+            break;
+        }
+        if h.end() > lo {
+            let seen = &mut s.seen[h.channel as usize];
+            if *seen != s.stamp {
+                *seen = s.stamp;
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_of_a_box_and_a_spike() {
+        // (waveform, area, centre, width_50, rise)
+        let cases: Vec<(Vec<f32>, f32, f64, f32, f32)> = vec![
+            (vec![1.0; 100], 100.0, 50.0, 50.0, 40.0),
+            (vec![0.0, 0.0, 8.0, 0.0], 8.0, 2.5, 0.5, 0.4),
+        ];
+        for (wf, area, center, w50, rise) in cases {
+            let sh = shape(&wf);
+            assert!((sh.area - area).abs() < 1e-4);
+            assert!((sh.center - center).abs() < 1e-6, "{}", sh.center);
+            assert!((sh.q[6] - sh.q[2] - w50).abs() < 1e-3);
+            assert!((sh.q[4] - sh.q[1] - rise).abs() < 1e-3);
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Event-level reconstruction: one pure kernel, [`reconstruct_event_with`],
+//! and two drivers over it, serial and rayon, that give bit-identical results.
+//!
+//! ```text
+//! pods -> baseline, hits (per channel) -> pulses (clustered, split, measured)
+//!      -> classification -> interaction (main S1/S2, drift, z)
+//!      -> xy fit of the main S2's top pattern -> corrections -> EventRq
+//! ```
+//!
+//! Missing quantities in [`EventRq`] are NaN (floats) or -1 (pulse indices),
+//! the convention of the RQ files.
+//!
+//! ```
+//! use tpcflow_reco::{reconstruct_event, DetectorModel, EventView, PodRecord, RecoConfig};
+//!
+//! let model = DetectorModel::default_lz_like();
+//! let mut samples = vec![15000i16; 60];
+//! samples[25] -= 20; // one photoelectron on channel 3
+//! samples[26] -= 12;
+//! let pods = [PodRecord { channel: 3, start_sample: 1000, length: 60, offset: 0 }];
+//! let event = EventView { event_id: 7, trigger_time_ns: 0, pods: &pods, samples: &samples };
+//! let recon = reconstruct_event(&event, &model, &RecoConfig::default()).unwrap();
+//! assert_eq!(recon.pulses.len(), 1);
+//! assert_eq!(recon.event.n_pulses, 1);
+//! ```
+
+use rayon::prelude::*;
+
+use crate::baseline::estimate_baseline;
+use crate::classify::{classify, PulseKind};
+use crate::config::RecoConfig;
+use crate::corrections::{correct_s1, correct_s2, energy_kev};
+use crate::detector::DetectorModel;
+use crate::error::RecoError;
+use crate::event::EventView;
+use crate::hits::{find_hits, Hit, HitSearch};
+use crate::interactions::{find_interaction, InteractionKind};
+use crate::pulses::{
+    build_pulses, ChannelArea, PodCalibration, PulseInput, PulseParams, PulseRq, PulseScratch,
+};
+use crate::split::SplitParams;
+use crate::xy::{excess_variance_factor, fit_xy};
+
+#[cfg(test)]
+pub(crate) mod synthetic;
+#[cfg(test)]
+mod tests;
+
+/// Event-level reduced quantities.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct EventRq {
+    /// Event number.
+    pub event_id: u64,
+    /// S2 trigger time since the run start [ns].
+    pub trigger_time_ns: i64,
+    /// Pods in the event.
+    pub n_pods: u32,
+    /// Hits found.
+    pub n_hits: u32,
+    /// Pulses found.
+    pub n_pulses: u32,
+    /// Pulses classified S1.
+    pub n_s1: u32,
+    /// Pulses classified S2.
+    pub n_s2: u32,
+    /// Pulses classified single electron.
+    pub n_se: u32,
+    /// Pulses classified single phe.
+    pub n_spe: u32,
+    /// Interaction kind.
+    pub kind: InteractionKind,
+    /// Index of the main S1 in the event's pulses (-1: none).
+    pub main_s1: i32,
+    /// Index of the main S2 (-1: none).
+    pub main_s2: i32,
+    /// Index of the second largest significant S2 (-1: none).
+    pub second_s2: i32,
+    /// Significant S2s, the main one included.
+    pub n_significant_s2: u32,
+    /// Main S1 area [phd].
+    pub s1_area_phd: f64,
+    /// Main S2 area [phd].
+    pub s2_area_phd: f64,
+    /// Second S2 area [phd].
+    pub second_s2_area_phd: f64,
+    /// Main S1 area fraction top.
+    pub s1_aft: f64,
+    /// Main S2 area fraction top.
+    pub s2_aft: f64,
+    /// Interaction time from the S1, from the window start [ns].
+    pub s1_time_ns: f64,
+    /// Mean electron arrival time from the S2, from the window start [ns].
+    pub s2_time_ns: f64,
+    /// Drift time [ns].
+    pub drift_time_ns: f64,
+    /// Position [mm].
+    pub x_mm: f64,
+    /// Position [mm].
+    pub y_mm: f64,
+    /// Height above the cathode from the drift time [mm].
+    pub z_mm: f64,
+    /// Uncertainty of x [mm].
+    pub sigma_x_mm: f64,
+    /// Uncertainty of y [mm].
+    pub sigma_y_mm: f64,
+    /// xy fit deviance per degree of freedom.
+    pub xy_gof: f64,
+    /// Corrected S1 [phd].
+    pub s1c_phd: f64,
+    /// Corrected S2 [phd].
+    pub s2c_phd: f64,
+    /// Combined energy [keV].
+    pub energy_kev: f64,
+    /// Area of all pulses [phd].
+    pub total_area_phd: f64,
+}
+
+/// Everything reconstructed for one event.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EventRecon {
+    /// Event-level quantities.
+    pub event: EventRq,
+    /// Pulses in time order.
+    pub pulses: Vec<PulseRq>,
+    /// Per-channel areas of all pulses (each pulse points at its slice).
+    pub channel_areas: Vec<ChannelArea>,
+}
+
+impl EventRecon {
+    /// The per-channel areas of pulse `i`.
+    ///
+    /// # Panics
+    /// When `i` is not a pulse index.
+    pub fn pulse_channel_areas(&self, i: usize) -> &[ChannelArea] {
+        let p = &self.pulses[i];
+        let a = p.channel_area_start as usize;
+        &self.channel_areas[a..a + p.channel_area_count as usize]
+    }
+}
+
+/// Reusable per-thread buffers; results never depend on their content.
+#[derive(Debug, Default, Clone)]
+pub struct RecoScratch {
+    calib: Vec<PodCalibration>,
+    hits: Vec<Hit>,
+    pulse: PulseScratch,
+    top: Vec<f64>,
+}
+
+fn window_samples(model: &DetectorModel) -> u32 {
+    let d = &model.params.daq;
+    ((d.window_before_ns + d.window_after_ns) / d.sample_ns).round() as u32
+}
+
+/// Check the pods against the detector and the event (never panics).
+fn validate_pods(ev: &EventView<'_>, model: &DetectorModel) -> Result<(), RecoError> {
+    let n_channels = model.n_channels();
+    let window = window_samples(model);
+    let mut prev: Option<(u16, i64)> = None;
+    for (i, pod) in ev.pods.iter().enumerate() {
+        if usize::from(pod.channel) >= n_channels {
+            return Err(RecoError::BadChannel {
+                event: ev.event_id,
+                pod: i,
+                channel: pod.channel,
+                n_channels,
+            });
+        }
+        let fits = pod
+            .offset
+            .checked_add(u64::from(pod.length))
+            .is_some_and(|end| end <= ev.samples.len() as u64);
+        if !fits {
+            return Err(RecoError::PodOutOfBounds {
+                event: ev.event_id,
+                pod: i,
+                offset: pod.offset,
+                length: pod.length,
+                n_samples: ev.samples.len(),
+            });
+        }
+        let end = i64::from(pod.start_sample) + i64::from(pod.length);
+        if pod.start_sample < 0 || end > i64::from(window) {
+            return Err(RecoError::PodOutsideWindow {
+                event: ev.event_id,
+                pod: i,
+                start_sample: pod.start_sample,
+                length: pod.length,
+                window_samples: window,
+            });
+        }
+        if let Some((ch, prev_end)) = prev {
+            if ch == pod.channel && i64::from(pod.start_sample) < prev_end {
+                return Err(RecoError::OverlappingPods {
+                    event: ev.event_id,
+                    pod: i,
+                    channel: pod.channel,
+                });
+            }
+        }
+        prev = Some((pod.channel, end));
+    }
+    Ok(())
+}
+
+/// Reconstruct one event with fresh buffers (see [`reconstruct_event_with`]).
+///
+/// # Errors
+/// As [`reconstruct_event_with`].
+pub fn reconstruct_event(
+    ev: &EventView<'_>,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+) -> Result<EventRecon, RecoError> {
+    reconstruct_event_with(ev, model, cfg, &mut RecoScratch::default())
+}
+
+/// Reconstruct one event, reusing `scratch`.
+///
+/// # Errors
+/// [`RecoError::BadConfig`] for an unusable config; [`RecoError::BadChannel`],
+/// [`RecoError::PodOutOfBounds`], [`RecoError::PodOutsideWindow`] or
+/// [`RecoError::OverlappingPods`] naming the event and pod for bad data.
+pub fn reconstruct_event_with(
+    ev: &EventView<'_>,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    scratch: &mut RecoScratch,
+) -> Result<EventRecon, RecoError> {
+    cfg.validate()?;
+    validate_pods(ev, model)?;
+    let daq = &model.params.daq;
+    let n_pre = cfg.baseline_samples as usize;
+    scratch.calib.clear();
+    scratch.hits.clear();
+    for (i, pod) in ev.pods.iter().enumerate() {
+        let raw = ev.pod_samples(pod);
+        let ch = usize::from(pod.channel);
+        let baseline = estimate_baseline(raw, n_pre, cfg.baseline_max_rms_adc as f32);
+        let phd_adc = model.phd_area_adc(ch);
+        let rms = f64::from(baseline.rms_adc).max(daq.noise_adc);
+        let threshold = (cfg.hit_threshold_rms * rms).max(cfg.hit_min_threshold_phd * phd_adc);
+        let phd_per_adc = (1.0 / phd_adc) as f32;
+        scratch.calib.push(PodCalibration {
+            baseline_adc: baseline.baseline_adc,
+            phd_per_adc,
+        });
+        let search = HitSearch {
+            baseline,
+            threshold_adc: threshold as f32,
+            phd_per_adc,
+            left: cfg.hit_left_extension,
+            right: cfg.hit_right_extension,
+            pod_start: pod.start_sample as u32,
+            channel: pod.channel,
+            pod: i as u32,
+        };
+        find_hits(raw, &search, &mut scratch.hits);
+    }
+    scratch
+        .hits
+        .sort_unstable_by_key(|h| (u64::from(h.start) << 16) | u64::from(h.channel));
+    let sample_ns = daq.sample_ns;
+    let params = PulseParams {
+        gap: (cfg.pulse_gap_ns / sample_ns).round() as u32,
+        coincidence_half_window: (cfg.coincidence_half_window_ns / sample_ns).round() as u32,
+        sample_ns,
+        n_top: model.pmts.n_top,
+        split: SplitParams {
+            min_ratio: cfg.split_min_ratio as f32,
+            n_sigma: cfg.split_n_sigma as f32,
+            min_depth_phd: cfg.split_min_depth_phd as f32,
+            max_bin: ((cfg.split_max_bin_ns / sample_ns).round() as usize).max(1),
+            excess_variance: excess_variance_factor(model) as f32,
+            se_phd_per_sample: (model.params.light.se_gain_phd * sample_ns
+                / cfg.el_width_ns.max(sample_ns)) as f32,
+            el_samples: (cfg.el_width_ns / sample_ns).max(1.0) as f32,
+        },
+    };
+    let mut recon = EventRecon::default();
+    let input = PulseInput {
+        pods: ev.pods,
+        samples: ev.samples,
+        calib: &scratch.calib,
+        hits: &scratch.hits,
+    };
+    build_pulses(
+        &input,
+        &params,
+        model.n_channels(),
+        &mut scratch.pulse,
+        &mut recon.pulses,
+        &mut recon.channel_areas,
+    );
+    for p in &mut recon.pulses {
+        p.kind = classify(p, cfg);
+    }
+    recon.event = event_rq(ev, model, cfg, &recon, scratch);
+    Ok(recon)
+}
+
+fn event_rq(
+    ev: &EventView<'_>,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    recon: &EventRecon,
+    scratch: &mut RecoScratch,
+) -> EventRq {
+    let pulses = &recon.pulses;
+    let count = |k: PulseKind| pulses.iter().filter(|p| p.kind == k).count() as u32;
+    let it = find_interaction(pulses, model, cfg);
+    let index = |i: Option<usize>| i.map_or(-1, |i| i as i32);
+    let area = |i: Option<usize>| i.map_or(f64::NAN, |i| f64::from(pulses[i].area_phd));
+    let aft = |i: Option<usize>| i.map_or(f64::NAN, |i| f64::from(pulses[i].area_fraction_top));
+    let mut rq = EventRq {
+        event_id: ev.event_id,
+        trigger_time_ns: ev.trigger_time_ns,
+        n_pods: ev.pods.len() as u32,
+        n_hits: scratch.hits.len() as u32,
+        n_pulses: pulses.len() as u32,
+        n_s1: count(PulseKind::S1),
+        n_s2: count(PulseKind::S2),
+        n_se: count(PulseKind::SingleElectron),
+        n_spe: count(PulseKind::SinglePhe),
+        kind: it.kind,
+        main_s1: index(it.main_s1),
+        main_s2: index(it.main_s2),
+        second_s2: index(it.second_s2),
+        n_significant_s2: it.n_significant_s2,
+        s1_area_phd: area(it.main_s1),
+        s2_area_phd: area(it.main_s2),
+        second_s2_area_phd: area(it.second_s2),
+        s1_aft: aft(it.main_s1),
+        s2_aft: aft(it.main_s2),
+        s1_time_ns: it.s1_time_ns.unwrap_or(f64::NAN),
+        s2_time_ns: it.s2_time_ns.unwrap_or(f64::NAN),
+        drift_time_ns: it.drift_time_ns.unwrap_or(f64::NAN),
+        x_mm: f64::NAN,
+        y_mm: f64::NAN,
+        z_mm: it.z_mm.unwrap_or(f64::NAN),
+        sigma_x_mm: f64::NAN,
+        sigma_y_mm: f64::NAN,
+        xy_gof: f64::NAN,
+        s1c_phd: f64::NAN,
+        s2c_phd: f64::NAN,
+        energy_kev: f64::NAN,
+        total_area_phd: pulses.iter().map(|p| f64::from(p.area_phd)).sum(),
+    };
+    if let Some(s2) = it.main_s2 {
+        let n_top = model.pmts.n_top;
+        scratch.top.clear();
+        scratch.top.resize(n_top, 0.0);
+        for c in recon.pulse_channel_areas(s2) {
+            if usize::from(c.channel) < n_top {
+                scratch.top[usize::from(c.channel)] = f64::from(c.area_phd);
+            }
+        }
+        if let Some(fit) = fit_xy(
+            model,
+            &scratch.top,
+            cfg.xy_max_iterations,
+            cfg.xy_tolerance_mm,
+        ) {
+            rq.x_mm = fit.x_mm;
+            rq.y_mm = fit.y_mm;
+            rq.sigma_x_mm = fit.sigma_x_mm;
+            rq.sigma_y_mm = fit.sigma_y_mm;
+            rq.xy_gof = fit.gof;
+        }
+    }
+    let (x, y) = if rq.x_mm.is_finite() {
+        (rq.x_mm, rq.y_mm)
+    } else {
+        (0.0, 0.0)
+    };
+    if rq.drift_time_ns.is_finite() {
+        rq.s1c_phd = correct_s1(model, rq.s1_area_phd, x, y, rq.z_mm);
+        rq.s2c_phd = correct_s2(model, rq.s2_area_phd, x, y, rq.drift_time_ns);
+        rq.energy_kev = energy_kev(model, rq.s1c_phd, rq.s2c_phd);
+    }
+    rq
+}
+
+/// Reconstruct events one after the other (the reference driver).
+pub fn reconstruct_serial(
+    events: &[EventView<'_>],
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+) -> Vec<Result<EventRecon, RecoError>> {
+    let mut scratch = RecoScratch::default();
+    events
+        .iter()
+        .map(|ev| reconstruct_event_with(ev, model, cfg, &mut scratch))
+        .collect()
+}
+
+/// Reconstruct events in parallel on the current rayon pool (build it with an
+/// explicit thread count and call this inside `pool.install`). The output is
+/// in input order and bit-identical to [`reconstruct_serial`] whatever the
+/// number of threads: each event is computed by the same pure kernel.
+pub fn reconstruct_batch(
+    events: &[EventView<'_>],
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+) -> Vec<Result<EventRecon, RecoError>> {
+    events
+        .par_iter()
+        .map_init(RecoScratch::default, |scratch, ev| {
+            reconstruct_event_with(ev, model, cfg, scratch)
+        })
+        .collect()
+}

@@ -1,0 +1,375 @@
+//! Horizontal position from the top-array hit pattern of an S2.
+//!
+//! Model: mu_k(x, y, N) = N p_k(x, y), p_k the normalised LRF pattern of the
+//! detector model (sum_k p_k = 1). Each phd's area has relative second moment
+//! F (SPE smearing and double phe), so the likelihood is Poisson-like with
+//! the counts scaled by 1/F:
+//!
+//! ```text
+//! -ln L = sum_k (mu_k - n_k ln mu_k) / F
+//! N-hat = sum_k n_k                            (profile over N, closed form)
+//! l(x,y) = sum_k n_k ln eta_k - N ln S,  S = sum_k eta_k
+//! Fisher J_ab = N sum_k (d_a p_k)(d_b p_k) / p_k   (a, b in {x, y}; the N row decouples
+//!                                                  because sum_k d_a p_k = 0)
+//! cov(x, y) = F J^-1
+//! step = J^-1 grad l        (Fisher scoring, backtracking, projected into r <= R)
+//! GoF = 2 sum_k [n_k ln(n_k / mu_k) - (n_k - mu_k)] / F / (n_top - 3)
+//! F = ((1 + p2) s^2 + 1 + 3 p2) / (1 + p2)^2    (s = SPE resolution, p2 = P(double phe))
+//! ```
+//!
+//! The Cramer-Rao bound of PHYSICS.md is `sqrt(F J^-1)` evaluated at the true
+//! position, see [`cramer_rao_xy`].
+
+use crate::detector::DetectorModel;
+
+/// Result of the xy fit.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct XyFit {
+    /// Fitted x [mm].
+    pub x_mm: f64,
+    /// Fitted y [mm].
+    pub y_mm: f64,
+    /// Uncertainty of x from the Fisher information [mm].
+    pub sigma_x_mm: f64,
+    /// Uncertainty of y from the Fisher information [mm].
+    pub sigma_y_mm: f64,
+    /// Covariance of x and y [mm^2].
+    pub cov_xy_mm2: f64,
+    /// Top-array light used [phd].
+    pub n_top_phd: f64,
+    /// Goodness of fit: deviance per degree of freedom.
+    pub gof: f64,
+    /// Centroid seed x [mm].
+    pub centroid_x_mm: f64,
+    /// Centroid seed y [mm].
+    pub centroid_y_mm: f64,
+    /// Iterations used.
+    pub iterations: u32,
+    /// True when the last step was shorter than the tolerance.
+    pub converged: bool,
+}
+
+/// Excess-variance factor of one detected photon's area (relative second moment).
+pub fn excess_variance_factor(model: &DetectorModel) -> f64 {
+    let s = model.params.pmts.spe_resolution;
+    let p = model.params.pmts.double_phe_prob;
+    ((1.0 + p) * s * s + 1.0 + 3.0 * p) / ((1.0 + p) * (1.0 + p))
+}
+
+/// LRF of one PMT and its gradient in (x, y): the same form as
+/// [`DetectorModel::lrf`], differentiated.
+#[inline]
+fn eta_and_gradient(model: &DetectorModel, k: usize, x: f64, y: f64) -> (f64, f64, f64) {
+    let lrf = &model.params.light.lrf;
+    let dx = x - model.pmts.x[k];
+    let dy = y - model.pmts.y[k];
+    let inv_r02 = 1.0 / (lrf.r0_mm * lrf.r0_mm);
+    let u = 1.0 + (dx * dx + dy * dy) * inv_r02;
+    let g = 1.0 / (u * u.sqrt());
+    let dg = -3.0 * inv_r02 * g / u;
+    (g + lrf.flat, dg * dx, dg * dy)
+}
+
+/// Log-likelihood l(x, y) (up to constants and the factor 1/F), gradient and
+/// Fisher matrix [[Jxx, Jxy], [Jxy, Jyy]] per unit N.
+struct Eval {
+    l: f64,
+    gx: f64,
+    gy: f64,
+    jxx: f64,
+    jxy: f64,
+    jyy: f64,
+}
+
+fn evaluate(model: &DetectorModel, n: &[f64], x: f64, y: f64, with_fisher: bool) -> Eval {
+    let n_tot: f64 = n.iter().sum();
+    let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    let (mut l, mut gx, mut gy) = (0.0, 0.0, 0.0);
+    for (k, &nk) in n.iter().enumerate() {
+        let (e, ex, ey) = eta_and_gradient(model, k, x, y);
+        s += e;
+        sx += ex;
+        sy += ey;
+        if nk > 0.0 {
+            l += nk * e.ln();
+            gx += nk * ex / e;
+            gy += nk * ey / e;
+        }
+    }
+    l -= n_tot * s.ln();
+    gx -= n_tot * sx / s;
+    gy -= n_tot * sy / s;
+    let (mut jxx, mut jxy, mut jyy) = (0.0, 0.0, 0.0);
+    if with_fisher {
+        for k in 0..n.len() {
+            let (e, ex, ey) = eta_and_gradient(model, k, x, y);
+            let p = e / s;
+            let px = (ex - p * sx) / s;
+            let py = (ey - p * sy) / s;
+            jxx += px * px / p;
+            jxy += px * py / p;
+            jyy += py * py / p;
+        }
+    }
+    Eval {
+        l,
+        gx,
+        gy,
+        jxx,
+        jxy,
+        jyy,
+    }
+}
+
+/// Area-weighted centroid of the top PMTs [mm]; (0, 0) without light.
+///
+/// # Panics
+/// When `top_areas` is longer than the number of channels.
+pub fn centroid(model: &DetectorModel, top_areas: &[f64]) -> (f64, f64) {
+    let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    for (k, &a) in top_areas.iter().enumerate() {
+        let a = a.max(0.0);
+        s += a;
+        sx += a * model.pmts.x[k];
+        sy += a * model.pmts.y[k];
+    }
+    if s > 0.0 {
+        (sx / s, sy / s)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+fn clamp_to_radius(x: f64, y: f64, r_max: f64) -> (f64, f64) {
+    let r = x.hypot(y);
+    if r > r_max {
+        (x * r_max / r, y * r_max / r)
+    } else {
+        (x, y)
+    }
+}
+
+fn inverse_2x2(a: f64, b: f64, d: f64) -> Option<(f64, f64, f64)> {
+    let det = a * d - b * b;
+    (det > 0.0 && det.is_finite()).then(|| (d / det, -b / det, a / det))
+}
+
+/// Maximum-likelihood fit of the top-PMT areas [phd] (one entry per top
+/// PMT; negative entries count as 0). `None` when there is no light.
+///
+/// # Panics
+/// When `top_areas` is not `model.pmts.n_top` long.
+pub fn fit_xy(
+    model: &DetectorModel,
+    top_areas: &[f64],
+    max_iterations: u32,
+    tolerance_mm: f64,
+) -> Option<XyFit> {
+    assert_eq!(top_areas.len(), model.pmts.n_top, "one area per top PMT");
+    // Clamp negative noise; a stack array would be nicer but n_top is a runtime value.
+    let n: Vec<f64> = top_areas.iter().map(|&a| a.max(0.0)).collect();
+    let n_tot: f64 = n.iter().sum();
+    if !(n_tot > 0.0 && n_tot.is_finite()) {
+        return None;
+    }
+    let r_max = model.params.tpc.radius_mm;
+    let (cx0, cy0) = centroid(model, &n);
+    let (cx, cy) = clamp_to_radius(cx0, cy0, r_max);
+    let (mut x, mut y) = (cx, cy);
+    let mut cur = evaluate(model, &n, x, y, true);
+    let mut iterations = 0;
+    let mut converged = false;
+    while iterations < max_iterations {
+        iterations += 1;
+        let Some((ixx, ixy, iyy)) = inverse_2x2(cur.jxx * n_tot, cur.jxy * n_tot, cur.jyy * n_tot)
+        else {
+            break;
+        };
+        let mut dx = ixx * cur.gx + ixy * cur.gy;
+        let mut dy = ixy * cur.gx + iyy * cur.gy;
+        let mut accepted = false;
+        for _ in 0..30 {
+            let (nx, ny) = clamp_to_radius(x + dx, y + dy, r_max);
+            let trial = evaluate(model, &n, nx, ny, false);
+            if trial.l >= cur.l {
+                let step = (nx - x).hypot(ny - y);
+                x = nx;
+                y = ny;
+                cur = evaluate(model, &n, x, y, true);
+                accepted = true;
+                converged = step < tolerance_mm;
+                break;
+            }
+            dx *= 0.5;
+            dy *= 0.5;
+        }
+        if !accepted || converged {
+            converged = true;
+            break;
+        }
+    }
+    let f = excess_variance_factor(model);
+    let (ixx, ixy, iyy) = inverse_2x2(cur.jxx * n_tot, cur.jxy * n_tot, cur.jyy * n_tot)
+        .unwrap_or((f64::INFINITY, 0.0, f64::INFINITY));
+    // Deviance with mu_k = N p_k.
+    let mut s = 0.0;
+    let mut eta = Vec::with_capacity(n.len());
+    for k in 0..n.len() {
+        let e = eta_and_gradient(model, k, x, y).0;
+        s += e;
+        eta.push(e);
+    }
+    let mut dev = 0.0;
+    for (&nk, &e) in n.iter().zip(&eta) {
+        let mu = n_tot * e / s;
+        dev += if nk > 0.0 { nk * (nk / mu).ln() } else { 0.0 } - (nk - mu);
+    }
+    let ndf = (n.len() as f64 - 3.0).max(1.0);
+    Some(XyFit {
+        x_mm: x,
+        y_mm: y,
+        sigma_x_mm: (f * ixx).sqrt(),
+        sigma_y_mm: (f * iyy).sqrt(),
+        cov_xy_mm2: f * ixy,
+        n_top_phd: n_tot,
+        gof: 2.0 * dev / f / ndf,
+        centroid_x_mm: cx,
+        centroid_y_mm: cy,
+        iterations,
+        converged,
+    })
+}
+
+/// Cramer-Rao bound (sigma_x, sigma_y) [mm] for an S2 at (x, y) with `n_top_phd`
+/// detected on the top array and excess-variance factor `f`
+/// (e.g. [`excess_variance_factor`]): `sqrt(diag(F J^-1))`.
+pub fn cramer_rao_xy(
+    model: &DetectorModel,
+    x_mm: f64,
+    y_mm: f64,
+    n_top_phd: f64,
+    f: f64,
+) -> (f64, f64) {
+    let ones = vec![0.0; model.pmts.n_top];
+    let e = evaluate(model, &ones, x_mm, y_mm, true);
+    match inverse_2x2(e.jxx * n_top_phd, e.jxy * n_top_phd, e.jyy * n_top_phd) {
+        Some((ixx, _, iyy)) => ((f * ixx).sqrt(), (f * iyy).sqrt()),
+        None => (f64::INFINITY, f64::INFINITY),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use rand_distr::{Distribution, Normal, Poisson};
+
+    use super::*;
+
+    /// Top areas [phd] for N phd at (x, y), each phd's area smeared like the PMTs.
+    fn draw(model: &DetectorModel, rng: &mut ChaCha8Rng, x: f64, y: f64, n: f64) -> Vec<f64> {
+        let mut p = vec![0.0; model.pmts.n_top];
+        model.top_pattern(x, y, &mut p);
+        let res = Normal::new(1.0, model.params.pmts.spe_resolution).unwrap();
+        let q = model.params.pmts.double_phe_prob;
+        p.iter()
+            .map(|&pk| {
+                let k = Poisson::new(n * pk).unwrap().sample(rng) as u64;
+                let mut a = 0.0;
+                for _ in 0..k {
+                    let phe = if rng.random::<f64>() < q { 2 } else { 1 };
+                    for _ in 0..phe {
+                        a += f64::max(res.sample(rng), 0.02);
+                    }
+                }
+                a / (1.0 + q)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lrf_gradient_matches_the_model() {
+        let m = DetectorModel::default_lz_like();
+        for &(x, y, k) in &[(0.0, 0.0, 0usize), (100.0, -30.0, 5), (-500.0, 300.0, 200)] {
+            let (e, ex, ey) = eta_and_gradient(&m, k, x, y);
+            let rho = |x: f64, y: f64| (x - m.pmts.x[k]).hypot(y - m.pmts.y[k]);
+            assert!((e - m.lrf(rho(x, y))).abs() < 1e-12);
+            let h = 1e-4;
+            let nx = (m.lrf(rho(x + h, y)) - m.lrf(rho(x - h, y))) / (2.0 * h);
+            let ny = (m.lrf(rho(x, y + h)) - m.lrf(rho(x, y - h))) / (2.0 * h);
+            assert!(
+                (ex - nx).abs() < 1e-7 && (ey - ny).abs() < 1e-7,
+                "{ex} {nx} {ey} {ny}"
+            );
+        }
+    }
+
+    #[test]
+    fn fit_recovers_positions_with_sane_pulls() {
+        let m = DetectorModel::default_lz_like();
+        let f = excess_variance_factor(&m);
+        assert!((f - 1.208).abs() < 0.002, "F = {f}");
+        let mut rng = ChaCha8Rng::seed_from_u64(42);
+        // (x, y, N) table: centre, between PMTs, mid radius, near the wall.
+        let cases = [(0.0, 0.0), (43.5, 25.0), (310.0, -205.0), (-600.0, 250.0)];
+        for &(x, y) in &cases {
+            let n = 1.0e4;
+            let (crb_x, crb_y) = cramer_rao_xy(&m, x, y, n, f);
+            let (mut px, mut py) = (Vec::new(), Vec::new());
+            for _ in 0..200 {
+                let areas = draw(&m, &mut rng, x, y, n);
+                let fit = fit_xy(&m, &areas, 50, 1e-3).unwrap();
+                assert!(fit.converged && fit.x_mm.hypot(fit.y_mm) <= m.params.tpc.radius_mm + 1e-9);
+                assert!(
+                    (fit.x_mm - x).abs() < 5.0 * fit.sigma_x_mm,
+                    "{fit:?} at {x} {y}"
+                );
+                assert!(
+                    (fit.sigma_x_mm / crb_x - 1.0).abs() < 0.2,
+                    "{fit:?} vs CRB {crb_x}"
+                );
+                assert!(fit.gof > 0.5 && fit.gof < 2.0, "{fit:?}");
+                px.push((fit.x_mm - x) / fit.sigma_x_mm);
+                py.push((fit.y_mm - y) / fit.sigma_y_mm);
+            }
+            for pulls in [&px, &py] {
+                let mean = pulls.iter().sum::<f64>() / pulls.len() as f64;
+                let sd = (pulls.iter().map(|p| (p - mean).powi(2)).sum::<f64>()
+                    / (pulls.len() - 1) as f64)
+                    .sqrt();
+                eprintln!("({x}, {y}) N=1e4: pull mean {mean:.3} sd {sd:.3}, CRB ({crb_x:.2}, {crb_y:.2}) mm");
+                assert!(
+                    mean.abs() < 0.25 && (sd - 1.0).abs() < 0.15,
+                    "({x}, {y}): pull mean {mean} sd {sd}"
+                );
+            }
+            assert!(
+                crb_x > 0.3 && crb_x < 5.0 && crb_y > 0.3 && crb_y < 5.0,
+                "CRB {crb_x} {crb_y}"
+            );
+        }
+    }
+
+    #[test]
+    fn fit_stays_inside_the_tpc_and_handles_no_light() {
+        let m = DetectorModel::default_lz_like();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        // Light only on the outermost PMT, and a source beyond the wall.
+        let mut areas = vec![0.0; m.pmts.n_top];
+        areas[m.pmts.n_top - 1] = 500.0;
+        let fit = fit_xy(&m, &areas, 50, 1e-3).unwrap();
+        assert!(fit.x_mm.hypot(fit.y_mm) <= 728.0 + 1e-9, "{fit:?}");
+        for _ in 0..20 {
+            let areas = draw(&m, &mut rng, 760.0, 0.0, 300.0);
+            let fit = fit_xy(&m, &areas, 50, 1e-3).unwrap();
+            assert!(fit.x_mm.hypot(fit.y_mm) <= 728.0 + 1e-9, "{fit:?}");
+        }
+        assert!(fit_xy(&m, &vec![0.0; m.pmts.n_top], 50, 1e-3).is_none());
+        assert!(fit_xy(&m, &vec![-1.0; m.pmts.n_top], 50, 1e-3).is_none());
+        // The bound scales as 1/sqrt(N).
+        let f = excess_variance_factor(&m);
+        let (a, _) = cramer_rao_xy(&m, 100.0, 0.0, 100.0, f);
+        let (b, _) = cramer_rao_xy(&m, 100.0, 0.0, 10_000.0, f);
+        assert!((a / b - 10.0).abs() < 1e-9);
+    }
+}

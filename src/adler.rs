@@ -1,0 +1,145 @@
+//! Adler-32 checksums of files, as the data-management world writes them.
+//!
+//! Rucio, XRootD and `xrdadler32` carry Adler-32 as an 8-digit lower-case hex
+//! string. Tools disagree on case and on leading zeros (`0a1b2c3d`,
+//! `A1B2C3D`), so checksums are compared as numbers: [`same_checksum`] is
+//! case-insensitive and ignores leading zeros. The arithmetic itself is the
+//! `adler2` crate (the maintained implementation used by `miniz_oxide`).
+//!
+//! ```
+//! use tpcflow::adler::{format_adler32, same_checksum};
+//! assert_eq!(format_adler32(adler2::adler32_slice(b"Wikipedia")), "11e60398");
+//! assert!(same_checksum("011E0398", "11e0398"));
+//! ```
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Read buffer for checksumming [bytes].
+const BUFFER_BYTES: usize = 1 << 20;
+
+/// Size and checksum of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Size [bytes].
+    pub size_bytes: u64,
+    /// Adler-32, 8-digit lower-case hex.
+    pub adler32: String,
+}
+
+/// Errors checksumming a file. Each names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot checksum: {source}")]
+pub struct ChecksumError {
+    /// File.
+    pub path: PathBuf,
+    /// Cause.
+    pub source: std::io::Error,
+}
+
+/// Adler-32 as Rucio writes it: 8 lower-case hex digits.
+pub fn format_adler32(value: u32) -> String {
+    format!("{value:08x}")
+}
+
+/// True when two hex checksums denote the same value: case-insensitive,
+/// leading zeros ignored. Strings that are not hex never match anything.
+pub fn same_checksum(a: &str, b: &str) -> bool {
+    match (parse_hex(a), parse_hex(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+fn parse_hex(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    if s.is_empty() || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let digits = s.trim_start_matches('0');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    if digits.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// Size and Adler-32 of a file, read once in 1 MiB blocks.
+///
+/// # Errors
+/// A [`ChecksumError`] naming the file when it cannot be opened or read.
+pub fn digest_file(path: &Path) -> Result<FileDigest, ChecksumError> {
+    let err = |source| ChecksumError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(err)?;
+    let mut reader = BufReader::with_capacity(BUFFER_BYTES, file);
+    let mut hasher = adler2::Adler32::new();
+    let mut buf = vec![0u8; BUFFER_BYTES];
+    let mut size_bytes = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.write_slice(&buf[..n]);
+        size_bytes += n as u64;
+    }
+    Ok(FileDigest {
+        size_bytes,
+        adler32: format_adler32(hasher.checksum()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vectors() {
+        // Adler-32 of the empty string is 1; of "Wikipedia" 0x11E60398.
+        assert_eq!(format_adler32(adler2::adler32_slice(b"")), "00000001");
+        assert_eq!(
+            format_adler32(adler2::adler32_slice(b"Wikipedia")),
+            "11e60398"
+        );
+    }
+
+    #[test]
+    fn comparison_ignores_case_and_leading_zeros() {
+        let table = [
+            ("00000001", "1", true),
+            ("0A1B2C3D", "a1b2c3d", true),
+            ("0x0a1b2c3d", "A1B2C3D", true),
+            ("00000000", "0", true),
+            ("0a1b2c3d", "0a1b2c3e", false),
+            ("zz", "zz", false),
+            ("", "", false),
+            ("", "0", false),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(same_checksum(a, b), want, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn file_digest_matches_slice_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.bin");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let d = digest_file(&path).unwrap();
+        assert_eq!(d.size_bytes, data.len() as u64);
+        assert_eq!(d.adler32, format_adler32(adler2::adler32_slice(&data)));
+        let missing = digest_file(&dir.path().join("nope")).unwrap_err();
+        assert!(missing.to_string().contains("nope"), "{missing}");
+    }
+}

@@ -1,0 +1,149 @@
+//! The `tpcflow reco` command line.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use mpi::topology::Communicator;
+use tpcflow_reco::RecoConfig;
+
+use super::{JobSummary, RecoJobOptions};
+use crate::conditions::Conditions;
+use crate::exit::{self, ExitError};
+
+/// Arguments of `tpcflow reco`.
+#[derive(Debug, clap::Args)]
+pub struct RecoArgs {
+    /// Raw input files, or @LIST for a file with one path per line.
+    #[arg(long, required = true, num_args = 1..)]
+    pub inputs: Vec<String>,
+    /// Directory for RQ files and result records.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Detector conditions: a tag (v1) or a TOML file.
+    #[arg(long, default_value = "v1")]
+    pub conditions: String,
+    /// Reconstruction settings (TOML with RecoConfig fields; defaults otherwise).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Rayon threads per rank (default: SLURM_CPUS_PER_TASK, else the cores per rank).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Events per work unit (default: about four units per rank).
+    #[arg(long)]
+    pub events_per_unit: Option<u64>,
+    /// Events reconstructed per parallel batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Print the summary as JSON (rank 0).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for i in inputs {
+        if let Some(list) = i.strip_prefix('@') {
+            let text = std::fs::read_to_string(list)
+                .with_context(|| format!("reading input list {list}"))?;
+            out.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(PathBuf::from),
+            );
+        } else {
+            out.push(PathBuf::from(i));
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "no input files");
+    Ok(out)
+}
+
+fn print_summary(s: &JobSummary) {
+    println!(
+        "reco: {} rank(s) x {} thread(s), lineage {}: files ok {}, failed {}, skipped {}; wall {:.2} s",
+        s.ranks, s.threads, s.lineage_hash, s.files_ok, s.files_failed, s.files_skipped, s.wall_seconds
+    );
+    println!(
+        "{:>5} {:>6} {:>8} {:>9} {:>10} {:>8} {:>9}",
+        "rank", "units", "events", "pulses", "MB read", "busy s", "MB/s"
+    );
+    let (mut ev, mut pu, mut by) = (0, 0, 0);
+    for (r, st) in s.per_rank.iter().enumerate() {
+        let mb = st.bytes as f64 / 1e6;
+        println!(
+            "{r:>5} {:>6} {:>8} {:>9} {mb:>10.1} {:>8.2} {:>9.1}",
+            st.units,
+            st.events,
+            st.pulses,
+            st.busy_seconds,
+            mb / st.busy_seconds.max(1e-9)
+        );
+        ev += st.events;
+        pu += st.pulses;
+        by += st.bytes;
+    }
+    let mb = by as f64 / 1e6;
+    println!(
+        "{:>5} {:>6} {ev:>8} {pu:>9} {mb:>10.1} {:>8.2} {:>9.1}",
+        "all",
+        "",
+        s.wall_seconds,
+        mb / s.wall_seconds.max(1e-9)
+    );
+}
+
+/// Run `tpcflow reco` on this rank.
+///
+/// # Errors
+/// Bad arguments or conditions, MPI failure, or the job's non-zero exit code.
+pub fn run_reco(a: RecoArgs) -> Result<()> {
+    let conditions = Conditions::load(&a.conditions)?;
+    let config: RecoConfig = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("{}: not a reco config", p.display()))?
+        }
+        None => RecoConfig::default(),
+    };
+    config.validate().with_context(|| "reco config")?;
+    let inputs = expand_inputs(&a.inputs)?;
+    let universe = mpi::initialize().context("MPI_Init failed")?;
+    let world = universe.world();
+    crate::mpi_env::check_world_size(world.size() as u32, &crate::mpi_env::launch_info())?;
+    let opts = RecoJobOptions {
+        inputs,
+        out_dir: a.out_dir,
+        conditions,
+        config,
+        threads: super::default_threads(a.threads),
+        events_per_unit: a.events_per_unit,
+        batch_events: a.batch.max(1),
+    };
+    let summary = super::run(&opts, &world)?;
+    if let Some(s) = summary {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            print_summary(&s);
+        }
+        if s.exit_code != exit::OK {
+            let what = if s.exit_code == exit::PARTIAL_FAILURE {
+                "partial failure"
+            } else {
+                "all inputs failed"
+            };
+            return Err(ExitError::new(
+                s.exit_code,
+                format!(
+                    "{what}: {} of {} input(s) failed (see the result records)",
+                    s.files_failed,
+                    opts.inputs.len()
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}

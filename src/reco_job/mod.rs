@@ -1,0 +1,533 @@
+//! `tpcflow reco`: the batch program sbatch runs. Spreads raw files over MPI
+//! ranks (rayon threads inside each rank), runs the reconstruction core, and
+//! writes one RQ file and one result record per input.
+//!
+//! ```text
+//! plan     every rank probes the inputs (event counts only) and cuts them into
+//!          units: event ranges, ~4 per rank, largest first; inputs with a
+//!          complete output of the same lineage are skipped
+//! work     units are handed out dynamically (rank 0 serves requests between
+//!          its own batches); a unit that is a whole file writes the final RQ
+//!          file, a part of a split file writes a hidden part file
+//! merge    after a barrier, split files are merged in part order by rank
+//!          (file index mod size): output is identical whatever the rank count
+//! report   per-rank statistics are gathered on rank 0, which prints the summary;
+//!          the exit code (see `crate::exit`) is broadcast so every rank agrees
+//! ```
+//!
+//! Every output goes to a hidden temporary name and is renamed when complete;
+//! the result record is written after the RQ file, so a record saying `ok`
+//! always has its output.
+
+pub mod cli;
+pub mod columns;
+pub mod distribute;
+pub mod plan;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mpi::collective::Root;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+use serde::{Deserialize, Serialize};
+use tpcflow_reco::RecoConfig;
+
+use crate::conditions::Conditions;
+use crate::exit;
+use crate::lineage::Lineage;
+use crate::raw::{self, RawFile};
+use crate::rq::{self, RqHeader};
+use plan::{FilePlan, OutputNames, Unit};
+
+/// Everything a reco job needs, resolved once (CLI + conditions + environment).
+#[derive(Debug, Clone)]
+pub struct RecoJobOptions {
+    /// Raw input files.
+    pub inputs: Vec<PathBuf>,
+    /// Where RQ files and result records go.
+    pub out_dir: PathBuf,
+    /// Detector conditions.
+    pub conditions: Conditions,
+    /// Reconstruction settings (tracked in the lineage).
+    pub config: RecoConfig,
+    /// Rayon threads per rank.
+    pub threads: usize,
+    /// Events per work unit (None: about four units per rank).
+    pub events_per_unit: Option<u64>,
+    /// Events reconstructed per rayon batch.
+    pub batch_events: usize,
+}
+
+/// The machine-readable record of one input, `{stem}.{hash}.result.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileResult {
+    /// Raw input file.
+    pub input: PathBuf,
+    /// `ok`, `failed` or `skipped`.
+    pub status: String,
+    /// Events reconstructed.
+    pub events: u64,
+    /// Pulses found.
+    pub pulses: u64,
+    /// Wall time spent on the file, summed over its parts [s].
+    pub wall_seconds: f64,
+    /// Raw sample bytes read.
+    pub bytes_read: u64,
+    /// Lineage hash of the output.
+    pub lineage_hash: String,
+    /// The RQ file, when written.
+    pub output: Option<PathBuf>,
+    /// adler32 of the RQ file.
+    pub output_adler32: Option<String>,
+    /// Why the file failed.
+    pub error: Option<String>,
+    /// Software version.
+    pub software_version: String,
+    /// Detector conditions tag.
+    pub conditions_tag: String,
+}
+
+/// Per-rank statistics gathered on rank 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RankStats {
+    /// Units processed.
+    pub units: u64,
+    /// Events reconstructed.
+    pub events: u64,
+    /// Pulses found.
+    pub pulses: u64,
+    /// Raw sample bytes read.
+    pub bytes: u64,
+    /// Time spent in units [s].
+    pub busy_seconds: f64,
+}
+
+/// What rank 0 reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    /// MPI world size.
+    pub ranks: usize,
+    /// Threads per rank.
+    pub threads: usize,
+    /// Lineage hash of the outputs.
+    pub lineage_hash: String,
+    /// Inputs reconstructed.
+    pub files_ok: usize,
+    /// Inputs that failed.
+    pub files_failed: usize,
+    /// Inputs skipped (complete output with the same lineage).
+    pub files_skipped: usize,
+    /// Wall time of the job [s].
+    pub wall_seconds: f64,
+    /// Per rank.
+    pub per_rank: Vec<RankStats>,
+    /// Exit code (see `crate::exit`).
+    pub exit_code: u8,
+}
+
+/// Lineage of reco outputs: what changes them, nothing else.
+pub fn lineage(cond: &Conditions, config: &RecoConfig) -> Lineage {
+    let raw = Lineage::new(
+        "raw",
+        raw::FORMAT_VERSION.to_string(),
+        serde_json::json!({ "conditions_tag": cond.tag, "conditions_sha256": cond.sha256 }),
+    );
+    Lineage::new(
+        "reco",
+        crate::SOFTWARE_VERSION,
+        serde_json::to_value(config).expect("config is JSON"),
+    )
+    .with_input(raw)
+}
+
+/// Threads per rank: `--threads`, else SLURM_CPUS_PER_TASK, else the cores
+/// this process may use shared among the ranks on this node.
+pub fn default_threads(explicit: Option<usize>) -> usize {
+    if let Some(n) = explicit {
+        return n.max(1);
+    }
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    if let Some(n) = env("SLURM_CPUS_PER_TASK") {
+        return n.max(1);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local = env("OMPI_COMM_WORLD_LOCAL_SIZE")
+        .or_else(|| env("SLURM_NTASKS_PER_NODE"))
+        .unwrap_or(1);
+    (cores / local.max(1)).max(1)
+}
+
+fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = crate::raw::writer::temp_name(path);
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Read a result record.
+///
+/// # Errors
+/// When it is missing or not a record.
+pub fn read_result(path: &Path) -> Result<FileResult> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a result record", path.display()))
+}
+
+/// True when a complete output of this lineage exists with an `ok` record.
+fn already_done(names: &OutputNames, hash: &str) -> bool {
+    names.rq.exists()
+        && rq::existing_lineage_hash(&names.rq).as_deref() == Some(hash)
+        && read_result(&names.record).is_ok_and(|r| r.status == "ok")
+}
+
+struct Job<'a> {
+    opts: &'a RecoJobOptions,
+    lineage: Lineage,
+    hash: String,
+    pool: rayon::ThreadPool,
+    names: Vec<OutputNames>,
+}
+
+impl Job<'_> {
+    fn result(&self, file: usize, status: &str) -> FileResult {
+        FileResult {
+            input: self.opts.inputs[file].clone(),
+            status: status.into(),
+            events: 0,
+            pulses: 0,
+            wall_seconds: 0.0,
+            bytes_read: 0,
+            lineage_hash: self.hash.clone(),
+            output: None,
+            output_adler32: None,
+            error: None,
+            software_version: crate::SOFTWARE_VERSION.into(),
+            conditions_tag: self.opts.conditions.tag.clone(),
+        }
+    }
+
+    fn header(&self, file: usize) -> Result<RqHeader> {
+        let input = &self.opts.inputs[file];
+        let digest = crate::adler::digest_file(input)?;
+        Ok(RqHeader {
+            lineage_json: self.lineage.canonical_json(),
+            lineage_hash: self.hash.clone(),
+            conditions_tag: self.opts.conditions.tag.clone(),
+            input_file: input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            input_adler32: digest.adler32,
+        })
+    }
+
+    fn fail(&self, file: usize, error: String, partial: Option<&FileResult>) -> Result<()> {
+        let mut r = partial
+            .cloned()
+            .unwrap_or_else(|| self.result(file, "failed"));
+        r.status = "failed".into();
+        r.error = Some(error);
+        r.output = None;
+        r.output_adler32 = None;
+        tracing::warn!(input = %self.opts.inputs[file].display(), error = r.error.as_deref().unwrap_or(""), "input failed");
+        write_json_atomic(&self.names[file].record, &r)
+    }
+
+    fn finish_ok(&self, file: usize, mut r: FileResult, out: &columns::UnitOutput) -> Result<()> {
+        let names = &self.names[file];
+        rq::write_rq_file_with_channels(
+            &names.rq,
+            &self.header(file)?,
+            &out.events,
+            &out.pulses,
+            &out.channels,
+        )?;
+        r.status = "ok".into();
+        r.output = Some(names.rq.clone());
+        r.output_adler32 = Some(crate::adler::digest_file(&names.rq)?.adler32);
+        write_json_atomic(&names.record, &r)
+    }
+
+    /// Process one unit; returns its statistics.
+    fn run_unit(&self, unit: Unit, serve: &mut dyn FnMut()) -> Result<RankStats> {
+        let start = Instant::now();
+        let input = &self.opts.inputs[unit.file];
+        let processed = RawFile::open(input)
+            .map_err(|e| e.to_string())
+            .and_then(|raw| {
+                let range = unit.first_event as usize..unit.end_event as usize;
+                columns::process_range(
+                    &raw,
+                    range,
+                    &self.opts.conditions.detector,
+                    &self.opts.config,
+                    self.opts.batch_events,
+                    &self.pool,
+                    serve,
+                )
+            });
+        let wall = start.elapsed().as_secs_f64();
+        let mut r = self.result(unit.file, "ok");
+        r.wall_seconds = wall;
+        let mut stats = RankStats {
+            units: 1,
+            busy_seconds: wall,
+            ..Default::default()
+        };
+        let names = &self.names[unit.file];
+        match processed {
+            Ok(out) => {
+                r.events = out.n_events;
+                r.pulses = out.n_pulses;
+                r.bytes_read = out.bytes_read;
+                stats.events = out.n_events;
+                stats.pulses = out.n_pulses;
+                stats.bytes = out.bytes_read;
+                if unit.n_parts == 1 {
+                    self.finish_ok(unit.file, r, &out)?;
+                } else {
+                    rq::write_rq_file_with_channels(
+                        &names.part(unit.part),
+                        &self.header(unit.file)?,
+                        &out.events,
+                        &out.pulses,
+                        &out.channels,
+                    )?;
+                    write_json_atomic(&names.part_record(unit.part), &r)?;
+                }
+            }
+            Err(error) => {
+                if unit.n_parts == 1 {
+                    self.fail(unit.file, error, Some(&r))?;
+                } else {
+                    r.status = "failed".into();
+                    r.error = Some(error);
+                    write_json_atomic(&names.part_record(unit.part), &r)?;
+                }
+            }
+        }
+        stats.busy_seconds = start.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    /// Merge the parts of a split file into its final RQ file, in part order.
+    fn merge(&self, file: usize, n_parts: u32) -> Result<()> {
+        let names = &self.names[file];
+        let mut total = self.result(file, "ok");
+        let mut merged: Option<columns::UnitOutput> = None;
+        let mut error = None;
+        for part in 0..n_parts {
+            let r = read_result(&names.part_record(part));
+            match r {
+                Ok(r) if r.status == "ok" => {
+                    total.events += r.events;
+                    total.pulses += r.pulses;
+                    total.wall_seconds += r.wall_seconds;
+                    total.bytes_read += r.bytes_read;
+                    if error.is_none() {
+                        let part_file = rq::read_rq_file(&names.part(part))?;
+                        let out = columns::UnitOutput::from_rq(part_file, r.bytes_read);
+                        match merged.as_mut() {
+                            None => merged = Some(out),
+                            Some(m) => m.append(out),
+                        }
+                    }
+                }
+                Ok(r) => error = error.or(r.error).or(Some(format!("part {part} failed"))),
+                Err(e) => {
+                    error = error.or(Some(format!("part {part} has no result record: {e:#}")))
+                }
+            }
+        }
+        match (error, merged) {
+            (None, Some(out)) => self.finish_ok(file, total, &out)?,
+            (Some(e), _) => self.fail(file, e, Some(&total))?,
+            (None, None) => self.fail(file, "no parts".into(), None)?,
+        }
+        for part in 0..n_parts {
+            let _ = std::fs::remove_file(names.part(part));
+            let _ = std::fs::remove_file(names.part_record(part));
+        }
+        Ok(())
+    }
+}
+
+/// Run the job on this rank. Rank 0 returns the summary.
+///
+/// # Errors
+/// When the output directory cannot be written (input faults are recorded
+/// per file, not returned).
+pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<JobSummary>> {
+    let start = Instant::now();
+    let (rank, size) = (world.rank(), world.size());
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let lineage = lineage(&opts.conditions, &opts.config);
+    let hash = lineage.hash();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()?;
+    let names: Vec<OutputNames> = opts
+        .inputs
+        .iter()
+        .map(|i| OutputNames::new(&opts.out_dir, i, &hash))
+        .collect();
+    let job = Job {
+        opts,
+        lineage,
+        hash: hash.clone(),
+        pool,
+        names,
+    };
+
+    // Plan: identical on every rank (same inputs, same answers).
+    let plans: Vec<FilePlan> = opts
+        .inputs
+        .iter()
+        .zip(&job.names)
+        .map(|(input, names)| {
+            if already_done(names, &hash) {
+                FilePlan::Skip
+            } else {
+                match raw::reader::probe_events(input) {
+                    Ok(n) => FilePlan::Process { n_events: n },
+                    Err(e) => FilePlan::Fail(e.to_string()),
+                }
+            }
+        })
+        .collect();
+    let counts: Vec<Option<u64>> = plans
+        .iter()
+        .map(|p| {
+            if let FilePlan::Process { n_events } = p {
+                Some(*n_events)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let total_events: u64 = counts.iter().flatten().sum();
+    let size_per_unit = plan::unit_size(total_events, size as usize, opts.events_per_unit, 16);
+    let units = plan::cut_units(&counts, size_per_unit);
+    if rank == 0 {
+        tracing::info!(inputs = opts.inputs.len(), units = units.len(), events = total_events, ranks = size, threads = opts.threads, lineage = %hash, "reco job planned");
+    }
+    for (file, p) in plans.iter().enumerate() {
+        if let FilePlan::Fail(e) = p {
+            if file % size as usize == rank as usize {
+                job.fail(file, e.clone(), None)?;
+            }
+        }
+    }
+
+    // Work.
+    let mut stats = RankStats::default();
+    let mut queue = distribute::WorkQueue::new(world, units.len());
+    let mut last_log = Instant::now();
+    while let Some(u) = queue.next_unit() {
+        let s = job.run_unit(units[u], &mut || queue.serve())?;
+        stats.units += s.units;
+        stats.events += s.events;
+        stats.pulses += s.pulses;
+        stats.bytes += s.bytes;
+        stats.busy_seconds += s.busy_seconds;
+        if rank == 0 && last_log.elapsed() > Duration::from_secs(10) {
+            tracing::info!(
+                rank,
+                units_done = stats.units,
+                events = stats.events,
+                "progress"
+            );
+            last_log = Instant::now();
+        }
+    }
+    queue.drain();
+    world.barrier();
+
+    // Merge split files.
+    for (file, p) in plans.iter().enumerate() {
+        if matches!(p, FilePlan::Process { .. }) && file % size as usize == rank as usize {
+            let n_parts = units
+                .iter()
+                .find(|u| u.file == file)
+                .map_or(1, |u| u.n_parts);
+            if n_parts > 1 {
+                job.merge(file, n_parts)?;
+            }
+        }
+    }
+    world.barrier();
+
+    // Report.
+    let local = [
+        stats.units as f64,
+        stats.events as f64,
+        stats.pulses as f64,
+        stats.bytes as f64,
+        stats.busy_seconds,
+    ];
+    let root = world.process_at_rank(0);
+    let mut code = exit::OK;
+    let mut summary = None;
+    if rank == 0 {
+        let mut all = vec![0.0f64; local.len() * size as usize];
+        root.gather_into_root(&local[..], &mut all[..]);
+        let per_rank: Vec<RankStats> = all
+            .chunks(local.len())
+            .map(|c| RankStats {
+                units: c[0] as u64,
+                events: c[1] as u64,
+                pulses: c[2] as u64,
+                bytes: c[3] as u64,
+                busy_seconds: c[4],
+            })
+            .collect();
+        let (mut ok, mut failed, mut skipped) = (0, 0, 0);
+        for (file, p) in plans.iter().enumerate() {
+            match p {
+                FilePlan::Skip => skipped += 1,
+                _ => match read_result(&job.names[file].record) {
+                    Ok(r) if r.status == "ok" => ok += 1,
+                    _ => failed += 1,
+                },
+            }
+        }
+        code = if failed == 0 {
+            exit::OK
+        } else if ok + skipped > 0 {
+            exit::PARTIAL_FAILURE
+        } else {
+            exit::FAILURE
+        };
+        summary = Some(JobSummary {
+            ranks: size as usize,
+            threads: opts.threads,
+            lineage_hash: hash,
+            files_ok: ok,
+            files_failed: failed,
+            files_skipped: skipped,
+            wall_seconds: start.elapsed().as_secs_f64(),
+            per_rank,
+            exit_code: code,
+        });
+    } else {
+        root.gather_into(&local[..]);
+    }
+    root.broadcast_into(&mut code);
+    if rank != 0 && code != exit::OK {
+        // Every rank exits with the job's code; rank 0 prints the summary.
+        return Err(
+            exit::ExitError::new(code, format!("rank {rank}: job ended with code {code}")).into(),
+        );
+    }
+    Ok(summary)
+}
