@@ -17,6 +17,8 @@
 //! ```
 
 pub mod adler;
+pub mod audit;
+pub mod catalog;
 pub mod conditions;
 pub mod doctor;
 pub mod exit;
@@ -29,6 +31,7 @@ pub mod reco_job;
 pub mod rq;
 pub mod sim;
 pub mod slurm;
+pub mod transfer;
 pub mod truth;
 
 /// Version of this software, recorded in every output file.

@@ -40,6 +40,13 @@ enum Command {
     },
     /// Simulate the detector and write raw files as the DAQ would (the DAQ stand-in).
     Sim(SimArgs),
+    /// Operate the catalog: init, ingest new raw files, list runs/files, show a file.
+    #[command(subcommand)]
+    Catalog(tpcflow::catalog::cli::CatalogCommand),
+    /// Copy raw files from SURF to USDC, UKDC and ARCHIVE with verified checksums (one pass).
+    Transfer(tpcflow::catalog::cli::TransferArgs),
+    /// Compare a site's storage with the catalog: dark, lost and bad files (never deletes).
+    Audit(tpcflow::catalog::cli::AuditArgs),
     /// Reconstruct raw files into RQ files (run under srun/mpirun for many ranks).
     Reco(tpcflow::reco_job::cli::RecoArgs),
 }
@@ -109,6 +116,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Doctor { json } => doctor(json),
         Command::Sim(args) => sim(args),
+        Command::Catalog(cmd) => tpcflow::catalog::cli::run_catalog(cmd),
+        Command::Transfer(args) => tpcflow::catalog::cli::run_transfer(args),
+        Command::Audit(args) => tpcflow::catalog::cli::run_audit(args),
         Command::Reco(args) => tpcflow::reco_job::cli::run_reco(args),
         Command::MpiSelftest { out, expect_size } => {
             if let Some(summary) = tpcflow::mpi_selftest::run(&out, expect_size)? {

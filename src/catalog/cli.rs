@@ -1,0 +1,378 @@
+//! Operator commands of the data-management side: `tpcflow catalog
+//! init|ingest|runs|files|show`, `tpcflow transfer`, `tpcflow audit`.
+//!
+//! The argument structs are flattened into the `tpcflow` binary's command
+//! line; each `run_*` function resolves them into a stage config once, runs
+//! the stage and prints its report (text, or JSON with `--json`).
+//!
+//! Sites default to directories under a data root (`--data-root DIR`, env
+//! `TPCFLOW_DATA_ROOT`: `DIR/SURF`, `DIR/USDC`, `DIR/UKDC`, `DIR/ARCHIVE`);
+//! `--site USDC=/path` moves one, `--copy-command 'UKDC=rsync -a {src} {dst}'`
+//! makes the mover run a command for it. The catalog is `--catalog PATH`
+//! (env `TPCFLOW_CATALOG`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::{utc_string, Catalog, Site};
+use crate::audit::{AuditConfig, DEFAULT_MAX_MISSING_FRACTION};
+use crate::catalog::ingest::IngestConfig;
+use crate::exit::{self, ExitError};
+use crate::transfer::{parse_site_assignment, Sites, TransferConfig, DEFAULT_MAX_ATTEMPTS};
+
+/// The catalog file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CatalogPathArg {
+    /// Catalog SQLite file.
+    #[arg(long, env = "TPCFLOW_CATALOG")]
+    pub catalog: PathBuf,
+}
+
+/// Where the sites are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SiteArgs {
+    /// Data root holding one directory per site (SURF, USDC, UKDC, ARCHIVE).
+    #[arg(long, env = "TPCFLOW_DATA_ROOT")]
+    pub data_root: Option<PathBuf>,
+    /// A site's root directory, SITE=DIR (repeatable; overrides --data-root).
+    #[arg(long = "site-root", value_name = "SITE=DIR")]
+    pub site_roots: Vec<String>,
+    /// A copy-command template for a site, 'SITE=cmd {src} {dst}' (repeatable).
+    #[arg(long = "copy-command", value_name = "SITE=TEMPLATE")]
+    pub copy_commands: Vec<String>,
+}
+
+impl SiteArgs {
+    /// Resolve into site locations.
+    ///
+    /// # Errors
+    /// When a SITE=VALUE does not parse or a command names an unplaced site.
+    pub fn resolve(&self) -> Result<Sites> {
+        let mut sites = self
+            .data_root
+            .as_deref()
+            .map(Sites::under)
+            .unwrap_or_default();
+        for spec in &self.site_roots {
+            let (site, dir) = parse_site_assignment(spec).context("--site-root")?;
+            sites.set_root(site, PathBuf::from(dir));
+        }
+        for spec in &self.copy_commands {
+            let (site, template) = parse_site_assignment(spec).context("--copy-command")?;
+            sites
+                .set_copy_command(site, &template)
+                .context("--copy-command")?;
+        }
+        Ok(sites)
+    }
+}
+
+/// `tpcflow catalog ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum CatalogCommand {
+    /// Create the catalog (or migrate it to the current schema).
+    Init {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register new complete raw files found at SURF (idempotent).
+    Ingest {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        #[command(flatten)]
+        sites: SiteArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs with file counts.
+    Runs {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the raw files of a run.
+    Files {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// Run number.
+        #[arg(long)]
+        run: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one raw file (name, path or id) with its replicas and outputs.
+    Show {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// File name (`017400_00003.raw.h5`), a path ending in it, or a catalog id.
+        file: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `tpcflow transfer`: one pass of the data mover.
+#[derive(Debug, clap::Args)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    db: CatalogPathArg,
+    #[command(flatten)]
+    sites: SiteArgs,
+    /// Destination sites, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "USDC,UKDC,ARCHIVE")]
+    to: Vec<Site>,
+    /// Concurrent copies.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// A replica is marked bad after this many failed attempts.
+    #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    /// Re-queue bad and lost replicas with a fresh retry budget first.
+    #[arg(long)]
+    retry_failed: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tpcflow audit`: compare a site's storage with the catalog.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    db: CatalogPathArg,
+    #[command(flatten)]
+    sites: SiteArgs,
+    /// Site to audit.
+    #[arg(long)]
+    site: Site,
+    /// Mark nothing when more than this fraction of verified replicas are lost or bad.
+    #[arg(long, default_value_t = DEFAULT_MAX_MISSING_FRACTION)]
+    max_missing_fraction: f64,
+    /// Compare sizes only (skip reading files for Adler-32).
+    #[arg(long)]
+    size_only: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Run a `tpcflow catalog` subcommand.
+///
+/// # Errors
+/// Catalog, listing or checksum errors, with the file named.
+pub fn run_catalog(cmd: CatalogCommand) -> Result<()> {
+    match cmd {
+        CatalogCommand::Init { db, json } => {
+            let c = Catalog::init(&db.catalog)?;
+            let version = c.schema_version()?;
+            if json {
+                print_json(&serde_json::json!({"catalog": db.catalog, "schema_version": version}))?;
+            } else {
+                println!(
+                    "catalog {} ready (schema version {version})",
+                    db.catalog.display()
+                );
+            }
+        }
+        CatalogCommand::Ingest { db, sites, json } => {
+            let catalog = Catalog::open(&db.catalog)?;
+            let surf_root = sites.resolve()?.get(Site::Surf)?.root.clone();
+            let report = super::ingest::run(&IngestConfig { surf_root }, &catalog)?;
+            if json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "ingest: {} new files ({:.1} MB, {:.1} MB/s checksummed), {} already known, \
+                     {} in progress, {} ignored, {} runs, {:.2} s; latency mean {} max {}",
+                    report.files_registered,
+                    report.bytes_registered as f64 / 1e6,
+                    report.mb_per_s,
+                    report.files_known,
+                    report.files_in_progress,
+                    report.files_ignored,
+                    report.runs_seen,
+                    report.seconds,
+                    report
+                        .latency_mean_s
+                        .map_or("-".into(), |s| format!("{s:.1} s")),
+                    report
+                        .latency_max_s
+                        .map_or("-".into(), |s| format!("{s:.1} s")),
+                );
+            }
+        }
+        CatalogCommand::Runs { db, json } => {
+            let runs = Catalog::open(&db.catalog)?.runs()?;
+            if json {
+                return print_json(&runs);
+            }
+            println!(
+                "{:>7} {:<11} {:<20} {:<10} {:>6} {:>10} {:>11} {:>8}",
+                "run", "type", "start", "conditions", "files", "MB", "transferred", "bad/lost"
+            );
+            for r in runs {
+                println!(
+                    "{:>7} {:<11} {:<20} {:<10} {:>6} {:>10.1} {:>11} {:>8}",
+                    r.number,
+                    r.run_type.as_str(),
+                    r.start_time.as_deref().unwrap_or("-"),
+                    r.conditions.as_deref().unwrap_or("-"),
+                    r.files,
+                    r.bytes as f64 / 1e6,
+                    r.files_transferred,
+                    r.replicas_bad_or_lost
+                );
+            }
+        }
+        CatalogCommand::Files { db, run, json } => {
+            let files = Catalog::open(&db.catalog)?.files_of_run(run)?;
+            if json {
+                return print_json(&files);
+            }
+            println!(
+                "{:>6} {:<22} {:>10} {:<8} {:<11} {:>8} {:<6}",
+                "id", "name", "bytes", "adler32", "state", "attempts", "salted"
+            );
+            for f in files {
+                println!(
+                    "{:>6} {:<22} {:>10} {:<8} {:<11} {:>8} {:<6}",
+                    f.id,
+                    f.name,
+                    f.size_bytes,
+                    f.adler32,
+                    f.state.as_str(),
+                    f.attempts,
+                    f.salted
+                );
+            }
+        }
+        CatalogCommand::Show { db, file, json } => {
+            let catalog = Catalog::open(&db.catalog)?;
+            let f = catalog.file(&file)?;
+            let replicas = catalog.replicas_of(f.id)?;
+            let outputs = catalog.outputs_of(f.id)?;
+            if json {
+                return print_json(
+                    &serde_json::json!({"file": f, "replicas": replicas, "outputs": outputs}),
+                );
+            }
+            println!(
+                "{} (id {}): run {} sequence {}",
+                f.name, f.id, f.run, f.sequence
+            );
+            println!(
+                "  size {} bytes, adler32 {}, state {}, attempts {}, salted {}",
+                f.size_bytes, f.adler32, f.state, f.attempts, f.salted
+            );
+            println!(
+                "  registered {}{}",
+                utc_string(f.registered_at),
+                f.written_at.map_or(String::new(), |w| format!(
+                    " ({:.1} s after it was written)",
+                    f.registered_at - w
+                ))
+            );
+            if let Some(e) = &f.last_error {
+                println!("  last error: {e}");
+            }
+            for r in replicas {
+                println!(
+                    "  {:<8} {:<12} {} attempts {}{}{}",
+                    r.site.as_str(),
+                    r.state.as_str(),
+                    r.path,
+                    r.attempts,
+                    r.verified_at
+                        .map_or(String::new(), |t| format!(", verified {}", utc_string(t))),
+                    r.last_error
+                        .map_or(String::new(), |e| format!(", last error: {e}"))
+                );
+            }
+            for o in outputs {
+                println!(
+                    "  output {} lineage {} events {} checksum {}",
+                    o.rq_path, o.lineage_hash, o.events, o.checksum
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `tpcflow transfer`: exit 3 (partial failure) when a replica went bad.
+///
+/// # Errors
+/// Configuration and catalog errors; [`ExitError`] for bad replicas.
+pub fn run_transfer(a: TransferArgs) -> Result<()> {
+    let catalog = Catalog::open(&a.db.catalog)?;
+    let cfg = TransferConfig {
+        sites: a.sites.resolve()?,
+        destinations: a.to,
+        max_attempts: a.max_attempts.max(1),
+        parallel: a.parallel.max(1),
+        retry_failed: a.retry_failed,
+    };
+    let report = crate::transfer::run(&cfg, &catalog)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(ExitError::new(
+            exit::PARTIAL_FAILURE,
+            format!("{} replicas marked bad", report.failures.len()),
+        )
+        .into())
+    }
+}
+
+/// Run `tpcflow audit`: exit 3 when discrepancies were found, 1 when it refused to mark.
+///
+/// # Errors
+/// Configuration, listing and catalog errors; [`ExitError`] as above.
+pub fn run_audit(a: AuditArgs) -> Result<()> {
+    let catalog = Catalog::open(&a.db.catalog)?;
+    let cfg = AuditConfig {
+        site: a.site,
+        sites: a.sites.resolve()?,
+        max_missing_fraction: a.max_missing_fraction,
+        verify_checksums: !a.size_only,
+    };
+    let report = crate::audit::run(&cfg, &catalog)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    if let Some(why) = report.refused {
+        return Err(ExitError::new(exit::FAILURE, why).into());
+    }
+    if !report.is_clean() {
+        let msg = format!(
+            "{} dark, {} lost, {} bad at {}",
+            report.dark.len(),
+            report.lost.len(),
+            report.bad.len(),
+            a.site
+        );
+        return Err(ExitError::new(exit::PARTIAL_FAILURE, msg).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! Processing outputs, SLURM jobs and campaigns (families): the tables the
+//! dispatcher builds on. Basic inserts, queries and checked state changes.
+
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use serde::Serialize;
+
+use super::{now_unix_s, CampaignState, Catalog, CatalogError, JobState};
+
+/// A campaign to define.
+#[derive(Debug, Clone)]
+pub struct NewCampaign {
+    /// Unique name, e.g. `SR3_autodata_Y2024_W41_PROD-1`.
+    pub name: String,
+    /// First run of the range (inclusive).
+    pub first_run: u32,
+    /// Last run of the range (inclusive).
+    pub last_run: u32,
+    /// Detector conditions tag.
+    pub conditions_tag: String,
+    /// Software lineage hash (short sha256 hex).
+    pub lineage_hash: String,
+}
+
+/// A catalogued campaign.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignRow {
+    /// Catalog id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// First run (inclusive).
+    pub first_run: u32,
+    /// Last run (inclusive).
+    pub last_run: u32,
+    /// Conditions tag.
+    pub conditions_tag: String,
+    /// Lineage hash.
+    pub lineage_hash: String,
+    /// State.
+    pub state: CampaignState,
+    /// Creation time [s since the Unix epoch].
+    pub created_at: f64,
+}
+
+/// A job to record.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Job name (named after catalog ids).
+    pub name: String,
+    /// Campaign it works for.
+    pub campaign_id: Option<i64>,
+    /// Raw file ids (or array task ids) it covers.
+    pub task_ids: Vec<i64>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+}
+
+/// A catalogued job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    /// Catalog id.
+    pub id: i64,
+    /// SLURM job id once submitted.
+    pub slurm_id: Option<u64>,
+    /// Job name.
+    pub name: String,
+    /// Campaign.
+    pub campaign_id: Option<i64>,
+    /// Task ids covered.
+    pub task_ids: Vec<i64>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// State.
+    pub state: JobState,
+    /// Why it is in that state (SLURM reason, failure).
+    pub reason: Option<String>,
+    /// Submission time [s since the Unix epoch].
+    pub submitted_at: Option<f64>,
+    /// End time [s since the Unix epoch].
+    pub finished_at: Option<f64>,
+}
+
+/// A processing output to catalogue.
+#[derive(Debug, Clone)]
+pub struct NewOutput {
+    /// Raw file it was made from.
+    pub file_id: i64,
+    /// Lineage hash of the processing.
+    pub lineage_hash: String,
+    /// RQ file path.
+    pub rq_path: String,
+    /// Checksum of the RQ file.
+    pub checksum: String,
+    /// Events in it.
+    pub events: u64,
+}
+
+/// A catalogued processing output.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputRow {
+    /// Catalog id.
+    pub id: i64,
+    /// Raw file id.
+    pub file_id: i64,
+    /// Lineage hash.
+    pub lineage_hash: String,
+    /// RQ file path.
+    pub rq_path: String,
+    /// Checksum.
+    pub checksum: String,
+    /// Events.
+    pub events: u64,
+    /// Catalogue time [s since the Unix epoch].
+    pub catalogued_at: f64,
+}
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
+    let tasks: String = r.get(4)?;
+    Ok(JobRow {
+        id: r.get(0)?,
+        slurm_id: r.get(1)?,
+        name: r.get(2)?,
+        campaign_id: r.get(3)?,
+        task_ids: serde_json::from_str(&tasks).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        attempt: r.get(5)?,
+        state: r.get(6)?,
+        reason: r.get(7)?,
+        submitted_at: r.get(8)?,
+        finished_at: r.get(9)?,
+    })
+}
+
+const JOB_COLUMNS: &str =
+    "id, slurm_id, name, campaign_id, task_ids, attempt, state, reason, submitted_at, finished_at";
+
+impl Catalog {
+    /// Define a campaign (state `defined`). Returns its id.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`], e.g. for a name already taken.
+    pub fn create_campaign(&self, c: &NewCampaign) -> Result<i64, CatalogError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO campaigns (name, first_run, last_run, conditions_tag, lineage_hash, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![c.name, c.first_run, c.last_run, c.conditions_tag, c.lineage_hash, now_unix_s()],
+        )
+        .map_err(self.sql("create campaign"))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Every campaign, newest first.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn campaigns(&self) -> Result<Vec<CampaignRow>, CatalogError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, name, first_run, last_run, conditions_tag, lineage_hash, state, created_at
+                 FROM campaigns ORDER BY id DESC",
+            )
+            .map_err(self.sql("list campaigns"))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(CampaignRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    first_run: r.get(2)?,
+                    last_run: r.get(3)?,
+                    conditions_tag: r.get(4)?,
+                    lineage_hash: r.get(5)?,
+                    state: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list campaigns"));
+        rows
+    }
+
+    /// Move a campaign from `from` to `to`.
+    ///
+    /// # Errors
+    /// [`CatalogError::StateConflict`] naming the campaign when it is not in
+    /// `from`; [`CatalogError::Sqlite`].
+    pub fn campaign_transition(
+        &self,
+        id: i64,
+        from: CampaignState,
+        to: CampaignState,
+    ) -> Result<(), CatalogError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE campaigns SET state = ?3 WHERE id = ?1 AND state = ?2",
+                params![id, from, to],
+            )
+            .map_err(self.sql("write campaign state"))?;
+        if n == 0 {
+            let found: Option<CampaignState> = self
+                .conn()
+                .query_row("SELECT state FROM campaigns WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(self.sql("read campaign state"))?;
+            return Err(CatalogError::StateConflict {
+                what: format!("campaign {id}"),
+                expected: from.to_string(),
+                found: found.map_or_else(|| "absent".to_string(), |s| s.to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Record a job (state `pending`). Returns its id.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn insert_job(&self, j: &NewJob) -> Result<i64, CatalogError> {
+        let tasks = serde_json::to_string(&j.task_ids).unwrap_or_else(|_| "[]".to_string());
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO jobs (name, campaign_id, task_ids, attempt) VALUES (?1, ?2, ?3, ?4)",
+            params![j.name, j.campaign_id, tasks, j.attempt.max(1)],
+        )
+        .map_err(self.sql("record job"))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Record a job's submission: `pending -> submitted` with its SLURM id.
+    ///
+    /// # Errors
+    /// As [`Catalog::job_transition`].
+    pub fn job_submitted(&self, id: i64, slurm_id: u64) -> Result<(), CatalogError> {
+        self.job_transition(id, JobState::Pending, JobState::Submitted, None)?;
+        self.conn()
+            .execute(
+                "UPDATE jobs SET slurm_id = ?2, submitted_at = ?3 WHERE id = ?1",
+                params![id, slurm_id, now_unix_s()],
+            )
+            .map(drop)
+            .map_err(self.sql("record submission"))
+    }
+
+    /// Move a job from `from` to `to` with a reason; end states stamp `finished_at`.
+    ///
+    /// # Errors
+    /// [`CatalogError::StateConflict`] naming the job when it is not in `from`;
+    /// [`CatalogError::Sqlite`].
+    pub fn job_transition(
+        &self,
+        id: i64,
+        from: JobState,
+        to: JobState,
+        reason: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin job transition"))?;
+        let found: Option<(String, JobState)> = tx
+            .query_row("SELECT name, state FROM jobs WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(self.sql("read job state"))?;
+        match found {
+            Some((_, state)) if state == from => {}
+            other => {
+                return Err(CatalogError::StateConflict {
+                    what: other
+                        .as_ref()
+                        .map_or_else(|| format!("job {id}"), |(n, _)| format!("job {id} ({n})")),
+                    expected: from.to_string(),
+                    found: other.map_or_else(|| "absent".to_string(), |(_, s)| s.to_string()),
+                })
+            }
+        }
+        let finished = matches!(
+            to,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+        .then(now_unix_s);
+        tx.execute(
+            "UPDATE jobs SET state = ?2, reason = coalesce(?3, reason),
+               finished_at = coalesce(?4, finished_at) WHERE id = ?1",
+            params![id, to, reason, finished],
+        )
+        .map_err(self.sql("write job state"))?;
+        tx.commit().map_err(self.sql("commit job transition"))
+    }
+
+    /// Jobs in a state, oldest first.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>, CatalogError> {
+        let conn = self.conn();
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id");
+        let mut st = conn.prepare_cached(&sql).map_err(self.sql("list jobs"))?;
+        let rows = st
+            .query_map([state], job_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list jobs"));
+        rows
+    }
+
+    /// Catalogue a processing output; the same (file, lineage) again replaces it.
+    /// Returns its id.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`], e.g. for an unknown raw file id.
+    pub fn record_output(&self, o: &NewOutput) -> Result<i64, CatalogError> {
+        self.conn()
+            .query_row(
+                "INSERT INTO outputs (file_id, lineage_hash, rq_path, checksum, events, catalogued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(file_id, lineage_hash) DO UPDATE SET rq_path = excluded.rq_path,
+                   checksum = excluded.checksum, events = excluded.events,
+                   catalogued_at = excluded.catalogued_at
+                 RETURNING id",
+                params![o.file_id, o.lineage_hash, o.rq_path, o.checksum, o.events, now_unix_s()],
+                |r| r.get(0),
+            )
+            .map_err(self.sql("record output"))
+    }
+
+    /// The outputs made from a raw file.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn outputs_of(&self, file_id: i64) -> Result<Vec<OutputRow>, CatalogError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, file_id, lineage_hash, rq_path, checksum, events, catalogued_at
+                 FROM outputs WHERE file_id = ?1 ORDER BY id",
+            )
+            .map_err(self.sql("list outputs"))?;
+        let rows = st
+            .query_map([file_id], |r| {
+                Ok(OutputRow {
+                    id: r.get(0)?,
+                    file_id: r.get(1)?,
+                    lineage_hash: r.get(2)?,
+                    rq_path: r.get(3)?,
+                    checksum: r.get(4)?,
+                    events: r.get(5)?,
+                    catalogued_at: r.get(6)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list outputs"));
+        rows
+    }
+}

@@ -1,0 +1,248 @@
+//! Replica state changes: the data mover's queue and the audit's marks.
+//!
+//! A destination replica goes `queued -> transferring -> verified`; a failed
+//! attempt goes back to `queued` with `attempts + 1` until the cap, then to
+//! `bad` with the reason. The audit moves `verified` to `lost` or `bad`.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::files::TransferItem;
+use super::{now_unix_s, Catalog, CatalogError, ReplicaState, Site};
+
+impl Catalog {
+    /// Re-queue replicas left `transferring` by a mover that died.
+    ///
+    /// Call only when no other mover runs on this catalog.
+    /// Returns how many were re-queued.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn requeue_interrupted(&self) -> Result<usize, CatalogError> {
+        self.conn()
+            .execute(
+                "UPDATE replicas SET state = 'queued', updated_at = ?1 WHERE state = 'transferring'",
+                [now_unix_s()],
+            )
+            .map_err(self.sql("re-queue interrupted transfers"))
+    }
+
+    /// Queue a replica at `site` for every `registered` file with a verified
+    /// SURF replica and none at `site` yet. Returns how many were queued.
+    ///
+    /// Driven by the `raw_files(state)` index, so its cost follows the new
+    /// files, not the catalog size (a site added later needs a backfill of
+    /// files already `transferred`).
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn queue_replicas(&self, site: Site) -> Result<usize, CatalogError> {
+        self.conn()
+            .execute(
+                "INSERT INTO replicas (file_id, site, path, state, updated_at)
+                 SELECT s.file_id, ?1, s.path, 'queued', ?2
+                 FROM raw_files f JOIN replicas s
+                   ON s.file_id = f.id AND s.site = 'SURF' AND s.state = 'verified'
+                 WHERE f.state = 'registered'
+                 ON CONFLICT DO NOTHING",
+                params![site, now_unix_s()],
+            )
+            .map_err(self.sql("queue replicas"))
+    }
+
+    /// Put `bad` and `lost` replicas at `site` back in the queue with a fresh
+    /// retry budget (an operator's decision). Returns how many.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn requeue_failed(&self, site: Site) -> Result<usize, CatalogError> {
+        self.conn()
+            .execute(
+                "UPDATE replicas SET state = 'queued', attempts = 0, updated_at = ?2
+                 WHERE site = ?1 AND state IN ('bad','lost')",
+                params![site, now_unix_s()],
+            )
+            .map_err(self.sql("re-queue failed replicas"))
+    }
+
+    /// Queued replicas at `site` with fewer than `max_attempts` failures, by file id.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn queued_replicas(
+        &self,
+        site: Site,
+        max_attempts: u32,
+    ) -> Result<Vec<TransferItem>, CatalogError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT r.file_id, f.name, r.site, r.path, f.size_bytes, f.adler32, r.attempts
+                 FROM replicas r JOIN raw_files f ON f.id = r.file_id
+                 WHERE r.site = ?1 AND r.state = 'queued' AND r.attempts < ?2
+                 ORDER BY r.file_id",
+            )
+            .map_err(self.sql("list queued replicas"))?;
+        let rows = st
+            .query_map(params![site, max_attempts], |r| {
+                Ok(TransferItem {
+                    file_id: r.get(0)?,
+                    file: r.get(1)?,
+                    site: r.get(2)?,
+                    path: r.get(3)?,
+                    size_bytes: r.get(4)?,
+                    adler32: r.get(5)?,
+                    attempts: r.get(6)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list queued replicas"));
+        rows
+    }
+
+    /// Move a replica from `from` to `to` in one transaction, recording
+    /// `reason` as its last error when given.
+    ///
+    /// # Errors
+    /// [`CatalogError::StateConflict`] naming file and site when the replica
+    /// is not in `from`; [`CatalogError::UnknownReplica`]; [`CatalogError::Sqlite`].
+    pub fn replica_transition(
+        &self,
+        file_id: i64,
+        site: Site,
+        from: ReplicaState,
+        to: ReplicaState,
+        reason: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin replica transition"))?;
+        let current = current_state(&tx, file_id, site).map_err(self.sql("read replica state"))?;
+        check_state(current, file_id, site, from, &tx)?;
+        tx.execute(
+            "UPDATE replicas SET state = ?3, last_error = coalesce(?4, last_error), updated_at = ?5
+             WHERE file_id = ?1 AND site = ?2",
+            params![file_id, site, to, reason, now_unix_s()],
+        )
+        .map_err(self.sql("write replica state"))?;
+        tx.commit().map_err(self.sql("commit replica transition"))
+    }
+
+    /// A transfer arrived with the right checksum: `transferring -> verified`.
+    ///
+    /// # Errors
+    /// As [`Catalog::replica_transition`].
+    pub fn replica_verified(
+        &self,
+        file_id: i64,
+        site: Site,
+        size_bytes: u64,
+        adler32: &str,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin replica verification"))?;
+        let current = current_state(&tx, file_id, site).map_err(self.sql("read replica state"))?;
+        check_state(current, file_id, site, ReplicaState::Transferring, &tx)?;
+        let now = now_unix_s();
+        tx.execute(
+            "UPDATE replicas SET state = 'verified', size_bytes = ?3, adler32 = ?4,
+               verified_at = ?5, updated_at = ?5, last_error = NULL
+             WHERE file_id = ?1 AND site = ?2",
+            params![file_id, site, size_bytes, adler32, now],
+        )
+        .map_err(self.sql("write replica verification"))?;
+        tx.commit().map_err(self.sql("commit replica verification"))
+    }
+
+    /// A transfer attempt failed: `transferring -> queued` with `attempts + 1`,
+    /// or `-> bad` once `max_attempts` is reached. Returns the new state.
+    ///
+    /// # Errors
+    /// As [`Catalog::replica_transition`].
+    pub fn replica_failed(
+        &self,
+        file_id: i64,
+        site: Site,
+        reason: &str,
+        max_attempts: u32,
+    ) -> Result<ReplicaState, CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin replica failure"))?;
+        let current = current_state(&tx, file_id, site).map_err(self.sql("read replica state"))?;
+        check_state(current, file_id, site, ReplicaState::Transferring, &tx)?;
+        let state: ReplicaState = tx
+            .query_row(
+                "UPDATE replicas SET attempts = attempts + 1, last_error = ?3, updated_at = ?5,
+                   state = CASE WHEN attempts + 1 >= ?4 THEN 'bad' ELSE 'queued' END
+                 WHERE file_id = ?1 AND site = ?2 RETURNING state",
+                params![file_id, site, reason, max_attempts, now_unix_s()],
+                |r| r.get(0),
+            )
+            .map_err(self.sql("write replica failure"))?;
+        tx.commit().map_err(self.sql("commit replica failure"))?;
+        Ok(state)
+    }
+
+    /// Files still `registered` whose replicas at every site of `sites` are
+    /// verified become `transferred`. Returns how many.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn mark_transferred_files(&self, sites: &[Site]) -> Result<usize, CatalogError> {
+        let list = sites
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "UPDATE raw_files SET state = 'transferred' WHERE state = 'registered' AND
+               (SELECT count(*) FROM replicas r WHERE r.file_id = raw_files.id
+                  AND r.site IN ({list}) AND r.state = 'verified') = ?1"
+        );
+        self.conn()
+            .execute(&sql, [sites.len()])
+            .map_err(self.sql("mark transferred files"))
+    }
+}
+
+fn current_state(
+    tx: &rusqlite::Transaction<'_>,
+    file_id: i64,
+    site: Site,
+) -> rusqlite::Result<Option<ReplicaState>> {
+    tx.query_row(
+        "SELECT state FROM replicas WHERE file_id = ?1 AND site = ?2",
+        params![file_id, site],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+fn check_state(
+    current: Option<ReplicaState>,
+    file_id: i64,
+    site: Site,
+    expected: ReplicaState,
+    tx: &rusqlite::Transaction<'_>,
+) -> Result<(), CatalogError> {
+    match current {
+        None => Err(CatalogError::UnknownReplica { file_id, site }),
+        Some(s) if s == expected => Ok(()),
+        Some(found) => {
+            let name: String = tx
+                .query_row("SELECT name FROM raw_files WHERE id = ?1", [file_id], |r| {
+                    r.get(0)
+                })
+                .unwrap_or_else(|_| format!("raw file {file_id}"));
+            Err(CatalogError::StateConflict {
+                what: format!("{name} at {site}"),
+                expected: expected.to_string(),
+                found: found.to_string(),
+            })
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Catalog schema and its migrations.
+//!
+//! The schema version is SQLite's `PRAGMA user_version`; migration `i` (0-based)
+//! brings the database from version `i` to `i + 1` inside one transaction.
+//! Migrations are frozen text: a change is a new entry at the end, never an
+//! edit (a test checks the CHECK lists still match the Rust enums).
+//!
+//! Times are `REAL` seconds since the Unix epoch (UTC). Checksums are Adler-32
+//! hex strings. Replica paths are relative to the site root.
+//!
+//! Indexes for a catalog of ~1M files: `raw_files(state)`, `raw_files(run,
+//! sequence)` (unique; serves lookups by run), `replicas(file_id, site)` (primary
+//! key), `replicas(site, state)`, `jobs(state)`, `outputs(file_id,
+//! lineage_hash)` (unique).
+
+/// The migrations, oldest first. Version N means the first N have run.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// Version 1: runs, raw files, replicas, outputs, jobs, campaigns.
+const MIGRATION_1: &str = r#"
+CREATE TABLE runs (
+    number        INTEGER PRIMARY KEY,
+    start_time    TEXT,
+    run_type      TEXT NOT NULL DEFAULT 'science'
+                  CHECK (run_type IN ('science','calibration')),
+    conditions    TEXT,
+    registered_at REAL NOT NULL
+);
+
+CREATE TABLE raw_files (
+    id            INTEGER PRIMARY KEY,
+    run           INTEGER NOT NULL REFERENCES runs(number),
+    sequence      INTEGER NOT NULL CHECK (sequence >= 0),
+    name          TEXT NOT NULL UNIQUE,
+    size_bytes    INTEGER NOT NULL CHECK (size_bytes >= 0),
+    adler32       TEXT NOT NULL,
+    state         TEXT NOT NULL DEFAULT 'registered'
+                  CHECK (state IN ('registered','transferred','processing','processed','failed')),
+    attempts      INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error    TEXT,
+    salted        INTEGER NOT NULL DEFAULT 0 CHECK (salted IN (0, 1)),
+    written_at    REAL,
+    registered_at REAL NOT NULL,
+    UNIQUE (run, sequence)
+);
+CREATE INDEX raw_files_state ON raw_files(state);
+
+CREATE TABLE replicas (
+    file_id       INTEGER NOT NULL REFERENCES raw_files(id),
+    site          TEXT NOT NULL CHECK (site IN ('SURF','USDC','UKDC','ARCHIVE')),
+    path          TEXT NOT NULL,
+    size_bytes    INTEGER,
+    adler32       TEXT,
+    state         TEXT NOT NULL
+                  CHECK (state IN ('queued','transferring','verified','bad','lost')),
+    verified_at   REAL,
+    attempts      INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error    TEXT,
+    updated_at    REAL NOT NULL,
+    PRIMARY KEY (file_id, site)
+) WITHOUT ROWID;
+CREATE INDEX replicas_site_state ON replicas(site, state);
+
+CREATE TABLE campaigns (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    first_run      INTEGER NOT NULL,
+    last_run       INTEGER NOT NULL,
+    conditions_tag TEXT NOT NULL,
+    lineage_hash   TEXT NOT NULL,
+    state          TEXT NOT NULL DEFAULT 'defined'
+                   CHECK (state IN ('defined','active','complete','cancelled')),
+    created_at     REAL NOT NULL,
+    CHECK (last_run >= first_run)
+);
+
+CREATE TABLE outputs (
+    id            INTEGER PRIMARY KEY,
+    file_id       INTEGER NOT NULL REFERENCES raw_files(id),
+    lineage_hash  TEXT NOT NULL,
+    rq_path       TEXT NOT NULL,
+    checksum      TEXT NOT NULL,
+    events        INTEGER NOT NULL CHECK (events >= 0),
+    catalogued_at REAL NOT NULL,
+    UNIQUE (file_id, lineage_hash)
+);
+
+CREATE TABLE jobs (
+    id            INTEGER PRIMARY KEY,
+    slurm_id      INTEGER,
+    name          TEXT NOT NULL,
+    campaign_id   INTEGER REFERENCES campaigns(id),
+    task_ids      TEXT NOT NULL DEFAULT '[]',
+    attempt       INTEGER NOT NULL DEFAULT 1 CHECK (attempt >= 1),
+    state         TEXT NOT NULL DEFAULT 'pending'
+                  CHECK (state IN ('pending','submitted','running','completed','failed','cancelled')),
+    reason        TEXT,
+    submitted_at  REAL,
+    finished_at   REAL
+);
+CREATE INDEX jobs_state ON jobs(state);
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::states::*;
+
+    #[test]
+    fn check_constraints_list_every_enum_value() {
+        let sql = MIGRATIONS.concat();
+        for list in [
+            check_list(Site::ALL),
+            check_list(RunType::ALL),
+            check_list(FileState::ALL),
+            check_list(ReplicaState::ALL),
+            check_list(JobState::ALL),
+            check_list(CampaignState::ALL),
+        ] {
+            assert!(
+                sql.contains(&format!("IN ({list})")),
+                "schema lacks CHECK IN ({list})"
+            );
+        }
+    }
+}

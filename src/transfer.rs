@@ -1,0 +1,587 @@
+//! The transfer stage (the data mover): copy raw files from SURF to USDC,
+//! UKDC and ARCHIVE with verified checksums.
+//!
+//! One pass ([`run`]):
+//! 1. replicas left `transferring` by a mover that died are re-queued;
+//! 2. a `queued` replica is created at each destination for every file with
+//!    a verified SURF replica and none there yet;
+//! 3. queued replicas are copied by a pool of `parallel` threads, in rounds,
+//!    until the queue is empty or every failure has hit the retry cap;
+//! 4. files verified at every destination become `transferred`.
+//!
+//! Each copy goes to `.{name}.tmp` beside the destination, is fsynced, its
+//! size and Adler-32 are compared with the catalog ([`crate::adler::same_checksum`]),
+//! and only then is it renamed to its final name (and the directory fsynced).
+//! So a final name at a destination is always a complete, verified copy: a
+//! mover killed at any point leaves at most a temporary file, which the next
+//! pass overwrites. A mismatch re-queues the replica with `attempts + 1`; at
+//! `max_attempts` it becomes `bad` with the reason (which says whether the
+//! SURF copy itself no longer matches the catalog).
+//!
+//! A site is a directory, or a directory reached through a copy-command
+//! template (`rsync -a {src} {dst}`, `xrdcp -f {src} {dst}`, `cp {src} {dst}`)
+//! run with `sh -c`; `{src}` and `{dst}` are replaced by shell-quoted paths
+//! and `{dst}` is the temporary name. Verification reads the destination
+//! through the file system, so the site root must be mounted here.
+//!
+//! Only one mover may run per catalog at a time (step 1 assumes it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::adler::{digest_file, same_checksum};
+use crate::catalog::{Catalog, CatalogError, ReplicaState, Site, TransferItem};
+
+/// Default retry cap: a replica is `bad` after this many failed attempts.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// How to reach one site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteAccess {
+    /// Site root: files live at `{root}/{run:06}/{name}`.
+    pub root: PathBuf,
+    /// Copy-command template with `{src}` and `{dst}`; `None` copies in-process.
+    pub copy_command: Option<String>,
+}
+
+/// Where every site is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sites {
+    map: BTreeMap<Site, SiteAccess>,
+}
+
+impl Sites {
+    /// Every site as a directory under a data root: `{root}/SURF`, `{root}/USDC`, ...
+    pub fn under(data_root: &Path) -> Self {
+        let map = Site::ALL
+            .iter()
+            .map(|&s| {
+                let access = SiteAccess {
+                    root: data_root.join(s.as_str()),
+                    copy_command: None,
+                };
+                (s, access)
+            })
+            .collect();
+        Self { map }
+    }
+
+    /// Set (or add) a site's root directory.
+    pub fn set_root(&mut self, site: Site, root: PathBuf) {
+        self.map
+            .entry(site)
+            .and_modify(|a| a.root.clone_from(&root))
+            .or_insert(SiteAccess {
+                root,
+                copy_command: None,
+            });
+    }
+
+    /// Set a site's copy-command template.
+    ///
+    /// # Errors
+    /// [`TransferError::SiteNotConfigured`] when the site has no root yet;
+    /// [`TransferError::BadSiteSpec`] when the template lacks `{src}` or `{dst}`.
+    pub fn set_copy_command(&mut self, site: Site, template: &str) -> Result<(), TransferError> {
+        if !(template.contains("{src}") && template.contains("{dst}")) {
+            return Err(TransferError::BadSiteSpec {
+                spec: template.to_string(),
+                reason: "a copy command needs both {src} and {dst}".to_string(),
+            });
+        }
+        let access = self
+            .map
+            .get_mut(&site)
+            .ok_or(TransferError::SiteNotConfigured { site })?;
+        access.copy_command = Some(template.to_string());
+        Ok(())
+    }
+
+    /// How to reach a site.
+    ///
+    /// # Errors
+    /// [`TransferError::SiteNotConfigured`] naming the site.
+    pub fn get(&self, site: Site) -> Result<&SiteAccess, TransferError> {
+        self.map
+            .get(&site)
+            .ok_or(TransferError::SiteNotConfigured { site })
+    }
+}
+
+/// Parse `SITE=VALUE` (e.g. `USDC=/global/cfs/lz`), the form of `--site` and `--copy-command`.
+///
+/// # Errors
+/// [`TransferError::BadSiteSpec`] naming the text and what is wrong.
+pub fn parse_site_assignment(spec: &str) -> Result<(Site, String), TransferError> {
+    let bad = |reason: String| TransferError::BadSiteSpec {
+        spec: spec.to_string(),
+        reason,
+    };
+    let (site, value) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("expected SITE=VALUE".to_string()))?;
+    let site: Site = site.trim().parse().map_err(|e| bad(format!("{e}")))?;
+    if value.is_empty() {
+        return Err(bad("empty value".to_string()));
+    }
+    Ok((site, value.to_string()))
+}
+
+/// What a transfer pass does.
+#[derive(Debug, Clone)]
+pub struct TransferConfig {
+    /// Site locations (SURF is the source).
+    pub sites: Sites,
+    /// Destination sites.
+    pub destinations: Vec<Site>,
+    /// Retry cap per replica.
+    pub max_attempts: u32,
+    /// Concurrent copies.
+    pub parallel: usize,
+    /// Re-queue `bad` and `lost` replicas with a fresh retry budget first.
+    pub retry_failed: bool,
+}
+
+/// A replica given up on.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferFailure {
+    /// Raw file name.
+    pub file: String,
+    /// Destination site.
+    pub site: Site,
+    /// Failed attempts.
+    pub attempts: u32,
+    /// Last failure reason.
+    pub reason: String,
+}
+
+/// Per-site figures of a pass.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SiteFigures {
+    /// Replicas verified.
+    pub verified: u64,
+    /// Bytes verified [bytes].
+    pub bytes: u64,
+    /// Failed attempts.
+    pub failed_attempts: u64,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TransferReport {
+    /// Replicas queued by this pass.
+    pub queued: usize,
+    /// Replicas left `transferring` by a dead mover, re-queued.
+    pub resumed: usize,
+    /// Copy attempts made.
+    pub attempts: u64,
+    /// Replicas verified.
+    pub verified: u64,
+    /// Failed attempts re-queued for another try.
+    pub retries: u64,
+    /// Files now verified at every destination.
+    pub files_completed: usize,
+    /// Bytes verified [bytes].
+    pub bytes: u64,
+    /// Wall time of the pass [s].
+    pub seconds: f64,
+    /// Verified bytes over wall time [MB/s].
+    pub mb_per_s: f64,
+    /// Per destination.
+    pub sites: BTreeMap<Site, SiteFigures>,
+    /// Replicas that became `bad` in this pass.
+    pub failures: Vec<TransferFailure>,
+}
+
+/// Errors that stop a pass. A failed copy is not one: it is recorded on the replica.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// A site is used but has no location.
+    #[error("site {site} is not configured (give --data-root or --site {site}=DIR)")]
+    SiteNotConfigured {
+        /// Site.
+        site: Site,
+    },
+    /// A `SITE=VALUE` specification that does not parse.
+    #[error("`{spec}`: {reason}")]
+    BadSiteSpec {
+        /// The text given.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The thread pool could not be built.
+    #[error("transfer thread pool of {threads}: {message}")]
+    Pool {
+        /// Threads asked for.
+        threads: usize,
+        /// Cause.
+        message: String,
+    },
+    /// The catalog refused.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Why one copy attempt failed (stored as the replica's `last_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A file-system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// Operation.
+        op: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The copy command failed.
+    #[error("copy command `{command}` failed ({status}): {stderr}")]
+    Command {
+        /// Command as run.
+        command: String,
+        /// Exit status.
+        status: String,
+        /// End of its standard error.
+        stderr: String,
+    },
+    /// The destination does not match the catalog.
+    #[error(
+        "{file} at {site}: {field} mismatch: catalog {expected}, destination {found}{source_note}"
+    )]
+    Mismatch {
+        /// Raw file name.
+        file: String,
+        /// Destination site.
+        site: Site,
+        /// `size` or `adler32`.
+        field: &'static str,
+        /// Catalogued value.
+        expected: String,
+        /// Value at the destination.
+        found: String,
+        /// Whether the SURF copy still matches the catalog.
+        source_note: String,
+    },
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CopyError + 'a {
+    move |source| CopyError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Copy `src` to `tmp` in-process or with the site's command.
+fn copy_bytes(src: &Path, tmp: &Path, command: Option<&str>) -> Result<(), CopyError> {
+    let Some(template) = command else {
+        std::fs::copy(src, tmp).map_err(io_err("copy to", tmp))?;
+        return Ok(());
+    };
+    let cmd = template
+        .replace("{src}", &shell_quote(src))
+        .replace("{dst}", &shell_quote(tmp));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .output()
+        .map_err(io_err("run copy command for", tmp))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: String = stderr
+            .trim()
+            .chars()
+            .rev()
+            .take(400)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(CopyError::Command {
+            command: cmd,
+            status: out.status.to_string(),
+            stderr: tail,
+        });
+    }
+    Ok(())
+}
+
+/// One attempt: copy to a temporary name, fsync, verify, rename, fsync the directory.
+/// Returns the bytes copied.
+fn copy_and_verify(item: &TransferItem, cfg: &TransferConfig) -> Result<u64, CopyError> {
+    let source_root = &cfg.sites.get(Site::Surf).expect("checked in run").root;
+    let dest = cfg.sites.get(item.site).expect("checked in run");
+    let src = source_root.join(&item.path);
+    let dst = dest.root.join(&item.path);
+    let dir = dst.parent().unwrap_or(&dest.root).to_path_buf();
+    let tmp = dir.join(format!(".{}.tmp", item.file));
+    std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_err("remove stale", &tmp)(e));
+        }
+        _ => {}
+    }
+    let result = (|| {
+        copy_bytes(&src, &tmp, dest.copy_command.as_deref())?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", &tmp))?;
+        let got = digest_file(&tmp).map_err(|e| CopyError::Io {
+            op: "checksum",
+            path: e.path,
+            source: e.source,
+        })?;
+        let mismatch = |field, expected: String, found: String| {
+            let source_note = match digest_file(&src) {
+                Ok(d)
+                    if same_checksum(&d.adler32, &item.adler32)
+                        && d.size_bytes == item.size_bytes =>
+                {
+                    " (SURF copy matches the catalog)".to_string()
+                }
+                Ok(d) => format!(
+                    " (SURF copy no longer matches the catalog: {} bytes, adler32 {})",
+                    d.size_bytes, d.adler32
+                ),
+                Err(e) => format!(" (SURF copy unreadable: {e})"),
+            };
+            CopyError::Mismatch {
+                file: item.file.clone(),
+                site: item.site,
+                field,
+                expected,
+                found,
+                source_note,
+            }
+        };
+        if got.size_bytes != item.size_bytes {
+            return Err(mismatch(
+                "size",
+                item.size_bytes.to_string(),
+                got.size_bytes.to_string(),
+            ));
+        }
+        if !same_checksum(&got.adler32, &item.adler32) {
+            return Err(mismatch("adler32", item.adler32.clone(), got.adler32));
+        }
+        std::fs::rename(&tmp, &dst).map_err(io_err("rename to", &dst))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync directory", &dir))?;
+        Ok(got.size_bytes)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Outcome of one attempt, for the report.
+enum Outcome {
+    Verified(u64),
+    Requeued,
+    Bad(TransferFailure),
+    Skipped,
+}
+
+fn attempt(
+    item: &TransferItem,
+    cfg: &TransferConfig,
+    catalog: &Catalog,
+) -> Result<Outcome, CatalogError> {
+    use ReplicaState::{Queued, Transferring};
+    match catalog.replica_transition(item.file_id, item.site, Queued, Transferring, None) {
+        Ok(()) => {}
+        Err(CatalogError::StateConflict { .. }) => return Ok(Outcome::Skipped),
+        Err(e) => return Err(e),
+    }
+    match copy_and_verify(item, cfg) {
+        Ok(bytes) => {
+            catalog.replica_verified(item.file_id, item.site, bytes, &item.adler32)?;
+            Ok(Outcome::Verified(bytes))
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            let state =
+                catalog.replica_failed(item.file_id, item.site, &reason, cfg.max_attempts)?;
+            tracing::warn!(file = %item.file, site = %item.site, attempt = item.attempts + 1, %reason, "transfer attempt failed");
+            Ok(if state == ReplicaState::Bad {
+                Outcome::Bad(TransferFailure {
+                    file: item.file.clone(),
+                    site: item.site,
+                    attempts: item.attempts + 1,
+                    reason,
+                })
+            } else {
+                Outcome::Requeued
+            })
+        }
+    }
+}
+
+/// Run one transfer pass.
+///
+/// # Errors
+/// [`TransferError::SiteNotConfigured`] for SURF or a destination without a
+/// location; [`TransferError::Catalog`] when the catalog refuses (copies
+/// verified before that are recorded); [`TransferError::Pool`].
+pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, TransferError> {
+    let start = Instant::now();
+    cfg.sites.get(Site::Surf)?;
+    for &site in &cfg.destinations {
+        cfg.sites.get(site)?;
+    }
+    let threads = cfg.parallel.max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("transfer-{i}"))
+        .build()
+        .map_err(|e| TransferError::Pool {
+            threads,
+            message: e.to_string(),
+        })?;
+    let mut report = TransferReport {
+        resumed: catalog.requeue_interrupted()?,
+        ..Default::default()
+    };
+    for &site in &cfg.destinations {
+        if cfg.retry_failed {
+            report.queued += catalog.requeue_failed(site)?;
+        }
+        report.queued += catalog.queue_replicas(site)?;
+        report.sites.entry(site).or_default();
+    }
+    for _round in 0..cfg.max_attempts.max(1) {
+        let mut items = Vec::new();
+        for &site in &cfg.destinations {
+            items.extend(catalog.queued_replicas(site, cfg.max_attempts)?);
+        }
+        if items.is_empty() {
+            break;
+        }
+        let outcomes: Vec<(Site, Result<Outcome, CatalogError>)> = pool.install(|| {
+            items
+                .par_iter()
+                .map(|item| (item.site, attempt(item, cfg, catalog)))
+                .collect()
+        });
+        for (site, outcome) in outcomes {
+            let figures = report.sites.entry(site).or_default();
+            match outcome? {
+                Outcome::Verified(bytes) => {
+                    report.attempts += 1;
+                    report.verified += 1;
+                    report.bytes += bytes;
+                    figures.verified += 1;
+                    figures.bytes += bytes;
+                }
+                Outcome::Requeued => {
+                    report.attempts += 1;
+                    report.retries += 1;
+                    figures.failed_attempts += 1;
+                }
+                Outcome::Bad(failure) => {
+                    report.attempts += 1;
+                    figures.failed_attempts += 1;
+                    report.failures.push(failure);
+                }
+                Outcome::Skipped => {}
+            }
+        }
+    }
+    report.files_completed = catalog.mark_transferred_files(&cfg.destinations)?;
+    report.seconds = start.elapsed().as_secs_f64();
+    report.mb_per_s = report.bytes as f64 / 1e6 / report.seconds.max(1e-9);
+    report
+        .failures
+        .sort_by(|a, b| (&a.file, a.site).cmp(&(&b.file, b.site)));
+    Ok(report)
+}
+
+impl fmt::Display for TransferReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "transfer: {} replicas verified, {} files complete, {:.1} MB in {:.2} s ({:.1} MB/s); \
+             {} attempts, {} retries, {} failed; {} queued, {} resumed",
+            self.verified,
+            self.files_completed,
+            self.bytes as f64 / 1e6,
+            self.seconds,
+            self.mb_per_s,
+            self.attempts,
+            self.retries,
+            self.failures.len(),
+            self.queued,
+            self.resumed
+        )?;
+        for (site, s) in &self.sites {
+            writeln!(
+                f,
+                "  {:<8} {:>6} verified {:>10.1} MB {:>4} failed attempts",
+                site.as_str(),
+                s.verified,
+                s.bytes as f64 / 1e6,
+                s.failed_attempts
+            )?;
+        }
+        for x in &self.failures {
+            writeln!(
+                f,
+                "  BAD {} at {} after {} attempts: {}",
+                x.file, x.site, x.attempts, x.reason
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_assignments_parse_and_errors_name_the_text() {
+        let (site, dir) = parse_site_assignment("usdc=/global/cfs/lz").unwrap();
+        assert_eq!((site, dir.as_str()), (Site::Usdc, "/global/cfs/lz"));
+        let (_, cmd) = parse_site_assignment("UKDC=rsync -a {src} {dst}").unwrap();
+        assert_eq!(cmd, "rsync -a {src} {dst}");
+        for bad in ["USDC", "CERN=/x", "ARCHIVE="] {
+            let e = parse_site_assignment(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+        let mut sites = Sites::under(Path::new("/data"));
+        assert_eq!(sites.get(Site::Ukdc).unwrap().root, Path::new("/data/UKDC"));
+        assert!(sites.set_copy_command(Site::Ukdc, "cp {src}").is_err());
+        sites
+            .set_copy_command(Site::Ukdc, "cp {src} {dst}")
+            .unwrap();
+        let e = Sites::default().get(Site::Usdc).unwrap_err().to_string();
+        assert!(e.contains("USDC"), "{e}");
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes_and_spaces() {
+        let q = shell_quote(Path::new("/a b/it's.h5"));
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {q}"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "/a b/it's.h5");
+    }
+}
