@@ -8,6 +8,7 @@
 mod catalog_transfer;
 mod common;
 mod raw_format;
+mod reco_mpi;
 mod sim_live;
 mod sim_physics;
 mod stack;
