@@ -215,9 +215,11 @@ impl Job<'_> {
         }
     }
 
-    fn header(&self, file: usize) -> Result<RqHeader> {
+    /// Root attributes of the file's RQ output; `checksum` reads the whole
+    /// input for its adler32 (done once, for the final file, not for parts).
+    fn header(&self, file: usize, checksum: bool) -> Result<RqHeader> {
         let input = &self.opts.inputs[file];
-        let digest = crate::adler::digest_file(input)?;
+        let adler32 = if checksum { crate::adler::digest_file(input)?.adler32 } else { String::new() };
         Ok(RqHeader {
             lineage_json: self.lineage.canonical_json(),
             lineage_hash: self.hash.clone(),
@@ -226,7 +228,7 @@ impl Job<'_> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            input_adler32: digest.adler32,
+            input_adler32: adler32,
         })
     }
 
@@ -246,7 +248,7 @@ impl Job<'_> {
         let names = &self.names[file];
         rq::write_rq_file_with_channels(
             &names.rq,
-            &self.header(file)?,
+            &self.header(file, true)?,
             &out.events,
             &out.pulses,
             &out.channels,
@@ -297,7 +299,7 @@ impl Job<'_> {
                 } else {
                     rq::write_rq_file_with_channels(
                         &names.part(unit.part),
-                        &self.header(unit.file)?,
+                        &self.header(unit.file, false)?,
                         &out.events,
                         &out.pulses,
                         &out.channels,
