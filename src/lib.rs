@@ -20,6 +20,7 @@ pub mod adler;
 pub mod audit;
 pub mod catalog;
 pub mod conditions;
+pub mod dispatch;
 pub mod doctor;
 pub mod exit;
 pub mod h5;

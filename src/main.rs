@@ -49,6 +49,13 @@ enum Command {
     Audit(tpcflow::catalog::cli::AuditArgs),
     /// Reconstruct raw files into RQ files (run under srun/mpirun for many ranks).
     Reco(tpcflow::reco_job::cli::RecoArgs),
+    /// The workflow manager: ingest, transfer, queue and submit SLURM jobs, track them.
+    Dispatch(tpcflow::dispatch::cli::DispatchArgs),
+    /// Processing campaigns (families): create, list, status, retry-failed, cancel.
+    #[command(subcommand)]
+    Campaign(tpcflow::dispatch::cli::CampaignCommand),
+    /// The operator's view: per-run data movement and processing, families, latency.
+    Status(tpcflow::dispatch::cli::StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,6 +127,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Transfer(args) => tpcflow::catalog::cli::run_transfer(args),
         Command::Audit(args) => tpcflow::catalog::cli::run_audit(args),
         Command::Reco(args) => tpcflow::reco_job::cli::run_reco(args),
+        Command::Dispatch(args) => tpcflow::dispatch::cli::run_dispatch(args),
+        Command::Campaign(cmd) => tpcflow::dispatch::cli::run_campaign(cmd),
+        Command::Status(args) => tpcflow::dispatch::cli::run_status(args),
         Command::MpiSelftest { out, expect_size } => {
             if let Some(summary) = tpcflow::mpi_selftest::run(&out, expect_size)? {
                 println!(

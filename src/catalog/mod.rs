@@ -32,6 +32,7 @@ mod processing;
 mod replicas;
 pub mod schema;
 pub mod states;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -41,7 +42,10 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use files::{NewRawFile, RawFileRow, ReplicaRow, RunInfo, RunSummary, TransferItem};
 pub use processing::{CampaignRow, JobRow, NewCampaign, NewJob, NewOutput, OutputRow};
-pub use states::{CampaignState, FileState, JobState, ReplicaState, RunType, Site, UnknownName};
+pub use states::{
+    CampaignState, FileState, JobState, ReplicaState, RunType, Site, TaskState, UnknownName,
+};
+pub use tasks::{CampaignProgress, RunStatus, TaskRow};
 
 /// How long a writer waits for another process's lock before failing [ms].
 pub const BUSY_TIMEOUT_MS: u64 = 30_000;

@@ -14,7 +14,7 @@
 //! lineage_hash)` (unique).
 
 /// The migrations, oldest first. Version N means the first N have run.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// Version 1: runs, raw files, replicas, outputs, jobs, campaigns.
 const MIGRATION_1: &str = r#"
@@ -101,6 +101,31 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_state ON jobs(state);
 "#;
 
+/// Version 2: processing tasks (one per raw file and campaign) for the
+/// dispatcher, and each campaign's tracked reco configuration.
+const MIGRATION_2: &str = r#"
+ALTER TABLE campaigns ADD COLUMN config_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE campaigns ADD COLUMN prompt INTEGER NOT NULL DEFAULT 0 CHECK (prompt IN (0, 1));
+
+CREATE TABLE tasks (
+    id            INTEGER PRIMARY KEY,
+    file_id       INTEGER NOT NULL REFERENCES raw_files(id),
+    campaign_id   INTEGER NOT NULL REFERENCES campaigns(id),
+    state         TEXT NOT NULL DEFAULT 'queued'
+                  CHECK (state IN ('queued','submitting','submitted','done','failed','cancelled')),
+    attempts      INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    job_id        INTEGER REFERENCES jobs(id),
+    last_error    TEXT,
+    not_before    REAL,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    UNIQUE (file_id, campaign_id)
+);
+CREATE INDEX tasks_state ON tasks(state, campaign_id);
+CREATE INDEX tasks_job ON tasks(job_id);
+CREATE INDEX outputs_lineage ON outputs(lineage_hash);
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +141,7 @@ mod tests {
             check_list(ReplicaState::ALL),
             check_list(JobState::ALL),
             check_list(CampaignState::ALL),
+            check_list(TaskState::ALL),
         ] {
             assert!(
                 sql.contains(&format!("IN ({list})")),

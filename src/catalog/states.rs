@@ -203,6 +203,31 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Processing of one raw file for one campaign.
+    ///
+    /// ```text
+    /// queued -> submitting -> submitted -> done
+    ///   ^           |             |
+    ///   +-----------+-------------+--> failed (after the retry cap)
+    /// queued/submitting/submitted -> cancelled (campaign cancelled)
+    /// ```
+    TaskState, "task state", {
+        /// Waiting for a job (maybe after a back-off).
+        Queued => "queued",
+        /// A job is being submitted for it (intent recorded before sbatch).
+        Submitting => "submitting",
+        /// Its job is in SLURM.
+        Submitted => "submitted",
+        /// Its output is catalogued.
+        Done => "done",
+        /// Gave up after the retry cap (see `last_error`).
+        Failed => "failed",
+        /// Its campaign was cancelled.
+        Cancelled => "cancelled",
+    }
+);
+
 /// SQL list of an enum's names for a CHECK constraint: `'a','b','c'`.
 pub fn check_list<T: Copy + fmt::Display>(all: &[T]) -> String {
     all.iter()

@@ -219,7 +219,11 @@ impl Job<'_> {
     /// input for its adler32 (done once, for the final file, not for parts).
     fn header(&self, file: usize, checksum: bool) -> Result<RqHeader> {
         let input = &self.opts.inputs[file];
-        let adler32 = if checksum { crate::adler::digest_file(input)?.adler32 } else { String::new() };
+        let adler32 = if checksum {
+            crate::adler::digest_file(input)?.adler32
+        } else {
+            String::new()
+        };
         Ok(RqHeader {
             lineage_json: self.lineage.canonical_json(),
             lineage_hash: self.hash.clone(),

@@ -1,0 +1,602 @@
+//! Processing tasks: one per (raw file, campaign), the dispatcher's unit of
+//! bookkeeping. Every state change is a transaction that checks the state it
+//! leaves, so a crash between two steps leaves a state the next pass can
+//! reconcile.
+
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use serde::Serialize;
+
+use super::{
+    now_unix_s, CampaignRow, CampaignState, Catalog, CatalogError, JobState, NewOutput, TaskState,
+};
+
+/// A task with what the dispatcher needs to run it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRow {
+    /// Catalog id.
+    pub id: i64,
+    /// Raw file id.
+    pub file_id: i64,
+    /// Campaign id.
+    pub campaign_id: i64,
+    /// State.
+    pub state: TaskState,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Job holding it.
+    pub job_id: Option<i64>,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// Raw file name.
+    pub file_name: String,
+    /// Run number.
+    pub run: u32,
+    /// Raw file size [bytes].
+    pub size_bytes: u64,
+    /// Path of the USDC replica relative to the site root.
+    pub usdc_path: Option<String>,
+}
+
+const TASK_SELECT: &str = "SELECT t.id, t.file_id, t.campaign_id, t.state, t.attempts, t.job_id, t.last_error,
+       f.name, f.run, f.size_bytes,
+       (SELECT r.path FROM replicas r WHERE r.file_id = f.id AND r.site = 'USDC' AND r.state = 'verified')
+     FROM tasks t JOIN raw_files f ON f.id = t.file_id";
+
+fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow {
+        id: r.get(0)?,
+        file_id: r.get(1)?,
+        campaign_id: r.get(2)?,
+        state: r.get(3)?,
+        attempts: r.get(4)?,
+        job_id: r.get(5)?,
+        last_error: r.get(6)?,
+        file_name: r.get(7)?,
+        run: r.get(8)?,
+        size_bytes: r.get(9)?,
+        usdc_path: r.get(10)?,
+    })
+}
+
+/// Progress of a campaign (a family).
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignProgress {
+    /// The campaign.
+    pub campaign: CampaignRow,
+    /// Prompt (real-time) processing rather than a reprocessing family.
+    pub prompt: bool,
+    /// Tasks in total.
+    pub tasks: u64,
+    /// Tasks done.
+    pub done: u64,
+    /// Tasks failed after the cap.
+    pub failed: u64,
+    /// Tasks queued or in jobs.
+    pub in_flight: u64,
+    /// Runs with at least one task.
+    pub runs: u64,
+}
+
+/// The operator's per-run view (LZ's run table of data movement).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStatus {
+    /// Run number.
+    pub run: u32,
+    /// Science or calibration.
+    pub run_type: String,
+    /// Start time, ISO 8601 UTC.
+    pub start_time: Option<String>,
+    /// Raw files catalogued at SURF.
+    pub files: u64,
+    /// Verified replicas at USDC.
+    pub usdc: u64,
+    /// Verified replicas at UKDC.
+    pub ukdc: u64,
+    /// Verified replicas at ARCHIVE.
+    pub archive: u64,
+    /// Salted files.
+    pub salted: u64,
+    /// Files with a prompt-processing output.
+    pub reconstructed: u64,
+    /// Files failed (processing or a bad/lost replica).
+    pub failed: u64,
+}
+
+impl Catalog {
+    /// The campaign with this name.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn campaign_by_name(&self, name: &str) -> Result<Option<CampaignRow>, CatalogError> {
+        Ok(self.campaigns()?.into_iter().find(|c| c.name == name))
+    }
+
+    /// A campaign's tracked reco configuration (JSON) and whether it is prompt processing.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn campaign_extras(&self, id: i64) -> Result<(String, bool), CatalogError> {
+        self.conn()
+            .query_row(
+                "SELECT config_json, prompt FROM campaigns WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.sql("read campaign config"))
+    }
+
+    /// Store a campaign's reco configuration and prompt flag.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn set_campaign_extras(
+        &self,
+        id: i64,
+        config_json: &str,
+        prompt: bool,
+    ) -> Result<(), CatalogError> {
+        self.conn()
+            .execute(
+                "UPDATE campaigns SET config_json = ?2, prompt = ?3 WHERE id = ?1",
+                params![id, config_json, prompt],
+            )
+            .map(drop)
+            .map_err(self.sql("write campaign config"))
+    }
+
+    /// Queue a task for every transferred file of the campaign's run range
+    /// that has none yet. Science files must be salted when `require_salted`.
+    /// Returns how many were queued.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn queue_campaign_tasks(
+        &self,
+        c: &CampaignRow,
+        require_salted: bool,
+    ) -> Result<usize, CatalogError> {
+        let now = now_unix_s();
+        self.conn()
+            .execute(
+                "INSERT INTO tasks (file_id, campaign_id, state, created_at, updated_at)
+                 SELECT f.id, ?1, 'queued', ?4, ?4 FROM raw_files f JOIN runs ru ON ru.number = f.run
+                 WHERE f.run BETWEEN ?2 AND ?3
+                   AND f.state IN ('transferred', 'processing', 'processed')
+                   AND (?5 = 0 OR ru.run_type = 'calibration' OR f.salted = 1)
+                   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.campaign_id = ?1)",
+                params![c.id, c.first_run, c.last_run, now, require_salted],
+            )
+            .map_err(self.sql("queue tasks"))
+    }
+
+    /// Queued tasks of a campaign whose back-off has passed, oldest file first.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn runnable_tasks(
+        &self,
+        campaign_id: i64,
+        limit: usize,
+    ) -> Result<Vec<TaskRow>, CatalogError> {
+        let conn = self.conn();
+        let sql = format!(
+            "{TASK_SELECT} WHERE t.campaign_id = ?1 AND t.state = 'queued'
+               AND (t.not_before IS NULL OR t.not_before <= ?2) ORDER BY f.run, f.sequence LIMIT ?3"
+        );
+        let mut st = conn
+            .prepare_cached(&sql)
+            .map_err(self.sql("list runnable tasks"))?;
+        let rows = st
+            .query_map(params![campaign_id, now_unix_s(), limit as i64], task_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list runnable tasks"));
+        rows
+    }
+
+    /// Tasks of a job.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn tasks_of_job(&self, job_id: i64) -> Result<Vec<TaskRow>, CatalogError> {
+        let conn = self.conn();
+        let sql = format!("{TASK_SELECT} WHERE t.job_id = ?1 ORDER BY f.run, f.sequence");
+        let mut st = conn
+            .prepare_cached(&sql)
+            .map_err(self.sql("list job tasks"))?;
+        let rows = st
+            .query_map([job_id], task_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list job tasks"));
+        rows
+    }
+
+    /// Tasks of a campaign in a state.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn tasks_in_state(
+        &self,
+        campaign_id: i64,
+        state: TaskState,
+    ) -> Result<Vec<TaskRow>, CatalogError> {
+        let conn = self.conn();
+        let sql = format!(
+            "{TASK_SELECT} WHERE t.campaign_id = ?1 AND t.state = ?2 ORDER BY f.run, f.sequence"
+        );
+        let mut st = conn.prepare_cached(&sql).map_err(self.sql("list tasks"))?;
+        let rows = st
+            .query_map(params![campaign_id, state], task_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list tasks"));
+        rows
+    }
+
+    /// Write the intent to submit: a `pending` job named `{prefix}-j{id}`
+    /// holding `task_ids` (which move `queued -> submitting`), in one
+    /// transaction. Returns (job id, job name).
+    ///
+    /// # Errors
+    /// [`CatalogError::StateConflict`] when a task is no longer queued.
+    pub fn begin_job(
+        &self,
+        campaign_id: i64,
+        prefix: &str,
+        task_ids: &[i64],
+        attempt: u32,
+    ) -> Result<(i64, String), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin job"))?;
+        let tasks = serde_json::to_string(task_ids).unwrap_or_else(|_| "[]".into());
+        tx.execute(
+            "INSERT INTO jobs (name, campaign_id, task_ids, attempt) VALUES ('', ?1, ?2, ?3)",
+            params![campaign_id, tasks, attempt.max(1)],
+        )
+        .map_err(self.sql("record job"))?;
+        let id = tx.last_insert_rowid();
+        let name = format!("{prefix}-j{id}");
+        tx.execute("UPDATE jobs SET name = ?2 WHERE id = ?1", params![id, name])
+            .map_err(self.sql("name job"))?;
+        let now = now_unix_s();
+        for t in task_ids {
+            let n = tx
+                .execute(
+                    "UPDATE tasks SET state = 'submitting', job_id = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'queued'",
+                    params![t, id, now],
+                )
+                .map_err(self.sql("claim task"))?;
+            if n != 1 {
+                return Err(CatalogError::StateConflict {
+                    what: format!("task {t}"),
+                    expected: "queued".into(),
+                    found: "another state".into(),
+                });
+            }
+        }
+        // Prompt tasks move their raw files to `processing`.
+        tx.execute(
+            "UPDATE raw_files SET state = 'processing' WHERE state = 'transferred' AND id IN
+               (SELECT t.file_id FROM tasks t JOIN campaigns c ON c.id = t.campaign_id WHERE t.job_id = ?1 AND c.prompt = 1)",
+            [id],
+        )
+        .map_err(self.sql("mark files processing"))?;
+        tx.commit().map_err(self.sql("commit job"))?;
+        Ok((id, name))
+    }
+
+    /// After sbatch accepted the job: job `pending -> submitted`, its tasks `submitting -> submitted`.
+    ///
+    /// # Errors
+    /// As [`Catalog::job_submitted`].
+    pub fn job_accepted(&self, job_id: i64, slurm_id: u64) -> Result<(), CatalogError> {
+        self.job_submitted(job_id, slurm_id)?;
+        self.conn()
+            .execute(
+                "UPDATE tasks SET state = 'submitted', updated_at = ?2 WHERE job_id = ?1 AND state = 'submitting'",
+                params![job_id, now_unix_s()],
+            )
+            .map(drop)
+            .map_err(self.sql("mark tasks submitted"))
+    }
+
+    /// A job that never reached SLURM: job `pending -> failed`, its tasks back
+    /// to `queued` without spending an attempt.
+    ///
+    /// # Errors
+    /// As [`Catalog::job_transition`].
+    pub fn job_never_submitted(&self, job_id: i64, reason: &str) -> Result<(), CatalogError> {
+        self.job_transition(job_id, JobState::Pending, JobState::Failed, Some(reason))?;
+        self.conn()
+            .execute(
+                "UPDATE tasks SET state = 'queued', job_id = NULL, updated_at = ?2 WHERE job_id = ?1 AND state IN ('submitting', 'submitted')",
+                params![job_id, now_unix_s()],
+            )
+            .map(drop)
+            .map_err(self.sql("requeue tasks"))
+    }
+
+    /// A task's output is complete: catalogue it and mark the task done (and a
+    /// prompt task's raw file `processed`), in one transaction.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn task_done(&self, task_id: i64, output: &NewOutput) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin task done"))?;
+        let now = now_unix_s();
+        tx.execute(
+            "INSERT INTO outputs (file_id, lineage_hash, rq_path, checksum, events, catalogued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(file_id, lineage_hash) DO UPDATE SET rq_path = excluded.rq_path,
+               checksum = excluded.checksum, events = excluded.events, catalogued_at = excluded.catalogued_at",
+            params![output.file_id, output.lineage_hash, output.rq_path, output.checksum, output.events, now],
+        )
+        .map_err(self.sql("record output"))?;
+        tx.execute(
+            "UPDATE tasks SET state = 'done', last_error = NULL, updated_at = ?2 WHERE id = ?1",
+            params![task_id, now],
+        )
+        .map_err(self.sql("mark task done"))?;
+        tx.execute(
+            "UPDATE raw_files SET state = 'processed' WHERE state = 'processing' AND id =
+               (SELECT t.file_id FROM tasks t JOIN campaigns c ON c.id = t.campaign_id WHERE t.id = ?1 AND c.prompt = 1)",
+            [task_id],
+        )
+        .map_err(self.sql("mark file processed"))?;
+        tx.commit().map_err(self.sql("commit task done"))
+    }
+
+    /// A task's attempt failed: spend an attempt; back to `queued` after
+    /// `backoff_s` while attempts remain, else `failed` (and a prompt task's
+    /// raw file `failed` with the reason). Returns the new state.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn task_failed(
+        &self,
+        task_id: i64,
+        reason: &str,
+        max_attempts: u32,
+        backoff_s: f64,
+    ) -> Result<TaskState, CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin task failure"))?;
+        let attempts: u32 = tx
+            .query_row("SELECT attempts FROM tasks WHERE id = ?1", [task_id], |r| {
+                r.get(0)
+            })
+            .map_err(self.sql("read task attempts"))?;
+        let attempts = attempts + 1;
+        let now = now_unix_s();
+        let state = if attempts >= max_attempts {
+            TaskState::Failed
+        } else {
+            TaskState::Queued
+        };
+        // Exponential back-off: backoff, 2 backoff, 4 backoff, ...
+        let not_before = now + backoff_s * f64::from(1u32 << (attempts - 1).min(10));
+        tx.execute(
+            "UPDATE tasks SET state = ?2, attempts = ?3, last_error = ?4, not_before = ?5, job_id = NULL, updated_at = ?6 WHERE id = ?1",
+            params![task_id, state, attempts, reason, not_before, now],
+        )
+        .map_err(self.sql("record task failure"))?;
+        let (file_state, file_error) = if state == TaskState::Failed {
+            ("failed", Some(reason))
+        } else {
+            ("transferred", None)
+        };
+        tx.execute(
+            "UPDATE raw_files SET state = ?2, attempts = ?3, last_error = coalesce(?4, last_error) WHERE state = 'processing' AND id =
+               (SELECT t.file_id FROM tasks t JOIN campaigns c ON c.id = t.campaign_id WHERE t.id = ?1 AND c.prompt = 1)",
+            params![task_id, file_state, attempts, file_error],
+        )
+        .map_err(self.sql("record file failure"))?;
+        tx.commit().map_err(self.sql("commit task failure"))?;
+        Ok(state)
+    }
+
+    /// Give failed tasks of a campaign a fresh retry budget. Returns how many.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn retry_failed_tasks(&self, campaign_id: i64) -> Result<usize, CatalogError> {
+        let now = now_unix_s();
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE raw_files SET state = 'transferred' WHERE state = 'failed' AND id IN
+               (SELECT t.file_id FROM tasks t JOIN campaigns c ON c.id = t.campaign_id
+                WHERE t.campaign_id = ?1 AND t.state = 'failed' AND c.prompt = 1)",
+            [campaign_id],
+        )
+        .map_err(self.sql("reset failed files"))?;
+        conn.execute(
+            "UPDATE tasks SET state = 'queued', attempts = 0, not_before = NULL, updated_at = ?2 WHERE campaign_id = ?1 AND state = 'failed'",
+            params![campaign_id, now],
+        )
+        .map_err(self.sql("retry failed tasks"))
+    }
+
+    /// Cancel a campaign: its queued tasks are cancelled; returns the ids of
+    /// its jobs still pending/submitted/running (for scancel).
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`] or a forbidden campaign transition.
+    pub fn cancel_campaign(&self, c: &CampaignRow) -> Result<Vec<i64>, CatalogError> {
+        if c.state != CampaignState::Cancelled {
+            self.campaign_transition(c.id, c.state, CampaignState::Cancelled)?;
+        }
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE tasks SET state = 'cancelled', updated_at = ?2 WHERE campaign_id = ?1 AND state = 'queued'",
+            params![c.id, now_unix_s()],
+        )
+        .map_err(self.sql("cancel tasks"))?;
+        let mut st = conn
+            .prepare("SELECT id FROM jobs WHERE campaign_id = ?1 AND state IN ('pending','submitted','running')")
+            .map_err(self.sql("list campaign jobs"))?;
+        let ids = st
+            .query_map([c.id], |r| r.get(0))
+            .and_then(|r| r.collect())
+            .map_err(self.sql("list campaign jobs"));
+        ids
+    }
+
+    /// Jobs still pending, submitted or running (what reconciliation looks at).
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn active_jobs(&self) -> Result<Vec<super::JobRow>, CatalogError> {
+        let mut out = Vec::new();
+        for s in [JobState::Pending, JobState::Submitted, JobState::Running] {
+            out.extend(self.jobs_in_state(s)?);
+        }
+        out.sort_by_key(|j| j.id);
+        Ok(out)
+    }
+
+    /// Progress of every campaign.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn campaign_progress(&self) -> Result<Vec<CampaignProgress>, CatalogError> {
+        let campaigns = self.campaigns()?;
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT count(*), sum(t.state = 'done'), sum(t.state = 'failed'),
+                        sum(t.state IN ('queued','submitting','submitted')), count(DISTINCT f.run), c.prompt
+                 FROM campaigns c LEFT JOIN tasks t ON t.campaign_id = c.id LEFT JOIN raw_files f ON f.id = t.file_id
+                 WHERE c.id = ?1",
+            )
+            .map_err(self.sql("campaign progress"))?;
+        let mut out = Vec::new();
+        for c in campaigns {
+            let (tasks, done, failed, in_flight, runs, prompt): (
+                u64,
+                Option<u64>,
+                Option<u64>,
+                Option<u64>,
+                u64,
+                bool,
+            ) = st
+                .query_row([c.id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .map_err(self.sql("campaign progress"))?;
+            out.push(CampaignProgress {
+                campaign: c,
+                prompt,
+                tasks,
+                done: done.unwrap_or(0),
+                failed: failed.unwrap_or(0),
+                in_flight: in_flight.unwrap_or(0),
+                runs,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The per-run operator view; `missing_first` puts runs with files not
+    /// yet everywhere (or failed) on top.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn run_status(
+        &self,
+        run: Option<u32>,
+        missing_first: bool,
+    ) -> Result<Vec<RunStatus>, CatalogError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT ru.number, ru.run_type, ru.start_time, count(f.id),
+                   coalesce(sum(EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site = 'USDC' AND r.state = 'verified')), 0),
+                   coalesce(sum(EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site = 'UKDC' AND r.state = 'verified')), 0),
+                   coalesce(sum(EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site = 'ARCHIVE' AND r.state = 'verified')), 0),
+                   coalesce(sum(f.salted), 0),
+                   coalesce(sum(EXISTS (SELECT 1 FROM tasks t JOIN campaigns c ON c.id = t.campaign_id
+                                 WHERE t.file_id = f.id AND c.prompt = 1 AND t.state = 'done')), 0),
+                   coalesce(sum(f.state = 'failed' OR EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.state IN ('bad','lost'))), 0)
+                 FROM runs ru LEFT JOIN raw_files f ON f.run = ru.number
+                 WHERE ?1 IS NULL OR ru.number = ?1
+                 GROUP BY ru.number ORDER BY ru.number",
+            )
+            .map_err(self.sql("run status"))?;
+        let mut rows: Vec<RunStatus> = st
+            .query_map([run], |r| {
+                Ok(RunStatus {
+                    run: r.get(0)?,
+                    run_type: r.get(1)?,
+                    start_time: r.get(2)?,
+                    files: r.get(3)?,
+                    usdc: r.get(4)?,
+                    ukdc: r.get(5)?,
+                    archive: r.get(6)?,
+                    salted: r.get(7)?,
+                    reconstructed: r.get(8)?,
+                    failed: r.get(9)?,
+                })
+            })
+            .and_then(|r| r.collect())
+            .map_err(self.sql("run status"))?;
+        if missing_first {
+            rows.sort_by_key(|r| {
+                let complete =
+                    r.usdc == r.files && r.ukdc == r.files && r.archive == r.files && r.failed == 0;
+                (complete, r.run)
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Latencies of prompt processing: output catalogued minus file written
+    /// at SURF [s], one per processed file.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn prompt_latencies(&self) -> Result<Vec<f64>, CatalogError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT o.catalogued_at - coalesce(f.written_at, f.registered_at)
+                 FROM outputs o JOIN raw_files f ON f.id = o.file_id
+                 JOIN campaigns c ON c.lineage_hash = o.lineage_hash AND c.prompt = 1",
+            )
+            .map_err(self.sql("latencies"))?;
+        let rows = st
+            .query_map([], |r| r.get(0))
+            .and_then(|r| r.collect())
+            .map_err(self.sql("latencies"));
+        rows
+    }
+
+    /// Job ids by state of a campaign's task: used by tests and status.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn task_of_file(
+        &self,
+        file_id: i64,
+        campaign_id: i64,
+    ) -> Result<Option<TaskRow>, CatalogError> {
+        let conn = self.conn();
+        let sql = format!("{TASK_SELECT} WHERE t.file_id = ?1 AND t.campaign_id = ?2");
+        let row = conn
+            .query_row(&sql, params![file_id, campaign_id], task_row)
+            .optional()
+            .map_err(self.sql("read task"));
+        row
+    }
+}

@@ -1,0 +1,402 @@
+//! `tpcflow dispatch`, `tpcflow campaign ...`, `tpcflow status`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tpcflow_reco::RecoConfig;
+
+use super::{create_campaign, DispatchConfig, Dispatcher, Settings};
+use crate::catalog::cli::{CatalogPathArg, SiteArgs};
+use crate::catalog::{Catalog, TaskState};
+use crate::sbatch::Template;
+
+/// Arguments of `tpcflow dispatch`.
+#[derive(Debug, clap::Args)]
+pub struct DispatchArgs {
+    #[command(flatten)]
+    db: CatalogPathArg,
+    #[command(flatten)]
+    sites: SiteArgs,
+    /// Dispatcher settings (TOML; see `dispatch::Settings`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// sbatch template: `local`, `perlmutter` or a file (overrides the config).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Where RQ outputs go (default: DATA_ROOT/RQ).
+    #[arg(long)]
+    rq_root: Option<PathBuf>,
+    /// Where job scripts and logs go (default: DATA_ROOT/jobs).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// One pass, then exit.
+    #[arg(long, conflicts_with = "daemon")]
+    once: bool,
+    /// Pass after pass until killed.
+    #[arg(long)]
+    daemon: bool,
+    /// Seconds between passes (daemon).
+    #[arg(long, default_value_t = 30.0)]
+    interval: f64,
+    /// Print each pass report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `tpcflow dispatch`.
+///
+/// # Errors
+/// Bad configuration, a second dispatcher, or a pass that cannot read SLURM or the catalog.
+pub fn run_dispatch(a: DispatchArgs) -> Result<()> {
+    if !a.once && !a.daemon {
+        bail!("say --once (one pass) or --daemon (pass every --interval seconds)");
+    }
+    let mut settings = match &a.config {
+        Some(p) => Settings::load(p)?,
+        None => Settings::default(),
+    };
+    if let Some(p) = a.profile {
+        settings.profile = p;
+    }
+    let template = Template::load(&settings.profile)?;
+    let sites = a.sites.resolve()?;
+    let data_root = a.sites.data_root.clone();
+    let rq_root = a
+        .rq_root
+        .or_else(|| data_root.as_ref().map(|d| d.join("RQ")))
+        .context("--rq-root or --data-root is needed")?;
+    let work_dir = a
+        .work_dir
+        .or_else(|| data_root.as_ref().map(|d| d.join("jobs")))
+        .context("--work-dir or --data-root is needed")?;
+    let cfg = DispatchConfig {
+        catalog: a.db.catalog,
+        sites,
+        rq_root,
+        work_dir,
+        tpcflow_bin: std::env::current_exe().context("locating the tpcflow binary")?,
+        settings,
+        template,
+    };
+    let d = Dispatcher::new(cfg)?;
+    loop {
+        match d.pass() {
+            Ok(r) => {
+                if a.json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "pass: ingested {}, replicas verified {} (failed {}), tasks queued {}, jobs submitted {}, finished {} \
+                         (adopted {}, never submitted {}), tasks done {}, failed {}; {} SLURM call(s), {:.3} s",
+                        r.ingested, r.replicas_verified, r.replicas_failed, r.tasks_queued, r.jobs_submitted, r.jobs_finished,
+                        r.jobs_adopted, r.jobs_never_submitted, r.tasks_done, r.tasks_failed, r.slurm_calls, r.seconds
+                    );
+                    for w in &r.warnings {
+                        println!("  warning: {w}");
+                    }
+                }
+            }
+            Err(e) if a.daemon => tracing::error!("pass failed: {e:#}"),
+            Err(e) => return Err(e),
+        }
+        if a.once {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs_f64(a.interval.max(0.05)));
+    }
+}
+
+/// `tpcflow campaign ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum CampaignCommand {
+    /// Define a family: a run range with conditions and reco settings.
+    Create {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// Name, e.g. SR3_reprocess_PROD-2.
+        #[arg(long)]
+        name: String,
+        /// Runs, FIRST-LAST or one run.
+        #[arg(long)]
+        runs: String,
+        /// Detector conditions tag or file.
+        #[arg(long, default_value = "v1")]
+        conditions: String,
+        /// Reco settings (TOML with RecoConfig fields).
+        #[arg(long)]
+        reco_config: Option<PathBuf>,
+    },
+    /// List campaigns with progress.
+    List {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One campaign: progress and its failed files with reasons.
+    Status {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// Campaign name.
+        name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give the failed files of a campaign a fresh retry budget.
+    RetryFailed {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// Campaign name.
+        name: String,
+    },
+    /// Cancel a campaign: queued files are dropped, its SLURM jobs scancelled.
+    Cancel {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// Campaign name.
+        name: String,
+    },
+}
+
+/// Parse `17390-17408` or `17390`.
+///
+/// # Errors
+/// When it is not a run or an increasing range.
+pub fn parse_runs(s: &str) -> Result<(u32, u32)> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u32 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("--runs `{s}`: `{a}` is not a run number"))?;
+    let b: u32 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("--runs `{s}`: `{b}` is not a run number"))?;
+    if b < a {
+        bail!("--runs `{s}`: the last run is before the first");
+    }
+    Ok((a, b))
+}
+
+/// Run `tpcflow campaign ...`.
+///
+/// # Errors
+/// Unknown campaign, bad arguments, catalog errors.
+pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
+    match cmd {
+        CampaignCommand::Create {
+            db,
+            name,
+            runs,
+            conditions,
+            reco_config,
+        } => {
+            let config = match reco_config {
+                Some(p) => toml::from_str(
+                    &std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )
+                .with_context(|| format!("{}: not a reco config", p.display()))?,
+                None => RecoConfig::default(),
+            };
+            let catalog = Catalog::init(&db.catalog)?;
+            let c = create_campaign(
+                &catalog,
+                &name,
+                parse_runs(&runs)?,
+                &conditions,
+                &config,
+                false,
+            )?;
+            println!(
+                "campaign {} created: runs {}-{}, conditions {}, lineage {}",
+                c.name, c.first_run, c.last_run, c.conditions_tag, c.lineage_hash
+            );
+        }
+        CampaignCommand::List { db, json } => {
+            let progress = Catalog::open(&db.catalog)?.campaign_progress()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&progress)?);
+            } else {
+                println!(
+                    "{:<32} {:<20} {:>13} {:<10} {:>6} {:>6} {:>6} {:>8}",
+                    "family", "created", "runs", "state", "files", "done", "failed", "lineage"
+                );
+                for p in progress {
+                    let c = &p.campaign;
+                    let runs = if p.prompt {
+                        "prompt".to_string()
+                    } else {
+                        format!("{}-{}", c.first_run, c.last_run)
+                    };
+                    println!(
+                        "{:<32} {:<20} {:>13} {:<10} {:>6} {:>6} {:>6} {:>8}",
+                        c.name,
+                        crate::catalog::utc_string(c.created_at),
+                        runs,
+                        c.state.to_string(),
+                        p.tasks,
+                        p.done,
+                        p.failed,
+                        &c.lineage_hash[..8.min(c.lineage_hash.len())]
+                    );
+                }
+            }
+        }
+        CampaignCommand::Status { db, name, json } => {
+            let catalog = Catalog::open(&db.catalog)?;
+            let p = catalog
+                .campaign_progress()?
+                .into_iter()
+                .find(|p| p.campaign.name == name)
+                .with_context(|| format!("no campaign `{name}`"))?;
+            let failed = catalog.tasks_in_state(p.campaign.id, TaskState::Failed)?;
+            if json {
+                println!("{}", serde_json::json!({ "progress": p, "failed": failed }));
+            } else {
+                println!(
+                    "{}: {} — {} files, {} done, {} failed, {} in flight, {} runs",
+                    p.campaign.name,
+                    p.campaign.state,
+                    p.tasks,
+                    p.done,
+                    p.failed,
+                    p.in_flight,
+                    p.runs
+                );
+                for t in failed {
+                    println!(
+                        "  FAILED {} after {} attempts: {}",
+                        t.file_name,
+                        t.attempts,
+                        t.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        CampaignCommand::RetryFailed { db, name } => {
+            let catalog = Catalog::open(&db.catalog)?;
+            let c = catalog
+                .campaign_by_name(&name)?
+                .with_context(|| format!("no campaign `{name}`"))?;
+            let n = catalog.retry_failed_tasks(c.id)?;
+            println!("{name}: {n} failed file(s) queued again");
+        }
+        CampaignCommand::Cancel { db, name } => {
+            let catalog = Catalog::open(&db.catalog)?;
+            let c = catalog
+                .campaign_by_name(&name)?
+                .with_context(|| format!("no campaign `{name}`"))?;
+            let jobs = catalog.cancel_campaign(&c)?;
+            let mut ids = Vec::new();
+            for j in catalog
+                .active_jobs()?
+                .into_iter()
+                .filter(|j| jobs.contains(&j.id))
+            {
+                if let Some(s) = j.slurm_id {
+                    ids.push(s.to_string());
+                }
+            }
+            if !ids.is_empty() {
+                let st = std::process::Command::new("scancel")
+                    .args(&ids)
+                    .status()
+                    .context("running scancel")?;
+                if !st.success() {
+                    bail!("scancel {} failed", ids.join(" "));
+                }
+            }
+            println!(
+                "{name}: cancelled; {} job(s) scancelled; the dispatcher records them as they end",
+                ids.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Arguments of `tpcflow status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    db: CatalogPathArg,
+    /// Only this run.
+    #[arg(long)]
+    run: Option<u32>,
+    /// Runs with files missing somewhere (or failed) first.
+    #[arg(long)]
+    missing_first: bool,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Run `tpcflow status`.
+///
+/// # Errors
+/// Catalog errors.
+pub fn run_status(a: StatusArgs) -> Result<()> {
+    let catalog = Catalog::open(&a.db.catalog)?;
+    let runs = catalog.run_status(a.run, a.missing_first)?;
+    let campaigns = catalog.campaign_progress()?;
+    let mut lat = catalog.prompt_latencies()?;
+    lat.sort_by(f64::total_cmp);
+    let latency = serde_json::json!({
+        "files": lat.len(), "median_s": quantile(&lat, 0.5), "p90_s": quantile(&lat, 0.9), "max_s": lat.last().copied().unwrap_or(f64::NAN)
+    });
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "runs": runs, "campaigns": campaigns, "latency": latency })
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>6} {:<11} {:<20} {:>5} {:>5} {:>5} {:>7} {:>6} {:>7} {:>6}",
+        "run", "type", "start", "SURF", "USDC", "UKDC", "ARCHIVE", "salted", "reco'd", "failed"
+    );
+    for r in &runs {
+        println!(
+            "{:>6} {:<11} {:<20} {:>5} {:>5} {:>5} {:>7} {:>6} {:>7} {:>6}",
+            r.run,
+            r.run_type,
+            r.start_time.as_deref().unwrap_or("-"),
+            r.files,
+            r.usdc,
+            r.ukdc,
+            r.archive,
+            r.salted,
+            r.reconstructed,
+            r.failed
+        );
+    }
+    for p in &campaigns {
+        println!(
+            "family {}: {} — {} done / {} failed of {} ({} in flight)",
+            p.campaign.name, p.campaign.state, p.done, p.failed, p.tasks, p.in_flight
+        );
+    }
+    if !lat.is_empty() {
+        println!(
+            "prompt latency (SURF write -> RQ catalogued) over {} files: median {:.1} s, p90 {:.1} s, max {:.1} s",
+            lat.len(),
+            quantile(&lat, 0.5),
+            quantile(&lat, 0.9),
+            lat.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}

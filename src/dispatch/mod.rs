@@ -1,0 +1,701 @@
+//! The dispatcher: the thin, crash-only workflow manager that turns the
+//! catalog into SLURM jobs (LZ runs one called psquared).
+//!
+//! ```text
+//! one pass:
+//!   reconcile  every pending/submitted/running job against one squeue call and
+//!              the jobcomp file; finished (or vanished) jobs: result records decide
+//!              each task: ok -> output catalogued, else retry with back-off up to the cap
+//!   ingest     new complete raw files at SURF
+//!   transfer   to USDC, UKDC, ARCHIVE with verified checksums
+//!   queue      a task per transferred file for each active campaign (prompt processing
+//!              is the campaign `prompt-{conditions}`)
+//!   submit     within the throttle: intent first (job `pending`, tasks `submitting`),
+//!              then `sbatch --parsable`, then `submitted` with the SLURM id
+//! ```
+//!
+//! A crash anywhere leaves a state the next pass reconciles: a `pending` job is
+//! looked up in SLURM by its name (`tpcflow-c{campaign}-j{job}`) before anything
+//! is resubmitted, so no file is lost and none runs twice. A lock file refuses
+//! a second dispatcher on the same catalog. The dispatcher is the catalog's only
+//! writer for processing; compute jobs only write result records.
+
+pub mod cli;
+pub mod track;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tpcflow_reco::RecoConfig;
+
+use crate::catalog::ingest::{self, IngestConfig};
+use crate::catalog::{
+    CampaignRow, CampaignState, Catalog, JobRow, JobState, NewCampaign, NewOutput, TaskRow,
+    TaskState,
+};
+use crate::conditions::Conditions;
+use crate::reco_job::{self, read_result};
+use crate::sbatch::{shell_quote, Template};
+use crate::slurm::JobState as SlurmState;
+use crate::transfer::{self, Sites, TransferConfig};
+use track::Snapshot;
+
+/// Tunable settings (a TOML file, `--config`; every key optional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// sbatch template: `local`, `perlmutter`, or a file path.
+    pub profile: String,
+    /// Conditions of prompt processing; empty disables the prompt campaign.
+    pub prompt_conditions: String,
+    /// Raw files per job at most.
+    pub files_per_job: usize,
+    /// Raw bytes per job at most [bytes].
+    pub max_job_bytes: u64,
+    /// Jobs pending/submitted/running at once at most.
+    pub max_queued_jobs: usize,
+    /// Submissions per pass at most (the submission rate).
+    pub max_submissions_per_pass: usize,
+    /// Attempts per file before it is FAILED.
+    pub max_attempts: u32,
+    /// First retry delay [s]; doubles with each attempt.
+    pub backoff_s: f64,
+    /// sbatch `--time`.
+    pub time_limit: String,
+    /// sbatch `--nodes`.
+    pub nodes: u32,
+    /// sbatch `--ntasks` (MPI ranks).
+    pub ntasks: u32,
+    /// sbatch `--ntasks-per-node` (Perlmutter profile).
+    pub ntasks_per_node: u32,
+    /// sbatch `--cpus-per-task` (rayon threads per rank).
+    pub cpus_per_task: u32,
+    /// sbatch `--account` (Perlmutter profile).
+    pub account: String,
+    /// sbatch `--qos` (Perlmutter profile).
+    pub qos: String,
+    /// Science files must be salted before processing.
+    pub require_salted: bool,
+    /// Concurrent copies of the mover.
+    pub transfer_parallel: usize,
+    /// Attempts per replica before it is marked bad.
+    pub transfer_max_attempts: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            profile: "local".into(),
+            prompt_conditions: "v1".into(),
+            files_per_job: 4,
+            max_job_bytes: 4_000_000_000,
+            max_queued_jobs: 8,
+            max_submissions_per_pass: 4,
+            max_attempts: 3,
+            backoff_s: 30.0,
+            time_limit: "00:30:00".into(),
+            nodes: 1,
+            ntasks: 1,
+            ntasks_per_node: 1,
+            cpus_per_task: 1,
+            account: String::new(),
+            qos: "regular".into(),
+            require_salted: false,
+            transfer_parallel: 4,
+            transfer_max_attempts: 3,
+        }
+    }
+}
+
+impl Settings {
+    /// Read settings from a TOML file.
+    ///
+    /// # Errors
+    /// A parse error naming the file, line and key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let s: Settings = toml::from_str(&text)
+            .with_context(|| format!("dispatcher config {}", path.display()))?;
+        s.validate()
+            .with_context(|| format!("dispatcher config {}", path.display()))?;
+        Ok(s)
+    }
+
+    /// Reject settings that cannot work.
+    ///
+    /// # Errors
+    /// Naming the key.
+    pub fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("files_per_job", self.files_per_job as u64),
+            ("max_queued_jobs", self.max_queued_jobs as u64),
+            ("max_attempts", u64::from(self.max_attempts)),
+            ("nodes", u64::from(self.nodes)),
+            ("ntasks", u64::from(self.ntasks)),
+            ("cpus_per_task", u64::from(self.cpus_per_task)),
+        ] {
+            if v == 0 {
+                bail!("`{key}` must be at least 1");
+            }
+        }
+        if self.backoff_s.is_nan() || self.backoff_s < 0.0 {
+            bail!("`backoff_s` must be >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// Everything a dispatcher needs, resolved once.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Catalog file.
+    pub catalog: PathBuf,
+    /// Site locations.
+    pub sites: Sites,
+    /// Where RQ outputs go: `{rq_root}/{campaign}/`.
+    pub rq_root: PathBuf,
+    /// Where job scripts, input lists and logs go: `{work_dir}/{job name}/`.
+    pub work_dir: PathBuf,
+    /// The `tpcflow` binary jobs run.
+    pub tpcflow_bin: PathBuf,
+    /// Settings.
+    pub settings: Settings,
+    /// The sbatch template (checked at start: a malformed one fails before any submission).
+    pub template: Template,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassReport {
+    /// New raw files registered.
+    pub ingested: usize,
+    /// Replicas verified by the mover.
+    pub replicas_verified: u64,
+    /// Replicas given up on.
+    pub replicas_failed: usize,
+    /// Tasks queued.
+    pub tasks_queued: usize,
+    /// Jobs submitted.
+    pub jobs_submitted: usize,
+    /// Jobs found finished (or vanished) and ingested.
+    pub jobs_finished: usize,
+    /// Pending jobs found never submitted (a crash before sbatch).
+    pub jobs_never_submitted: usize,
+    /// Pending jobs found in SLURM (a crash after sbatch).
+    pub jobs_adopted: usize,
+    /// Tasks whose output was catalogued.
+    pub tasks_done: usize,
+    /// Tasks that failed an attempt (retried or failed for good).
+    pub tasks_failed: usize,
+    /// SLURM client calls made (squeue, sbatch, scancel).
+    pub slurm_calls: u32,
+    /// Wall time [s].
+    pub seconds: f64,
+    /// Problems that did not stop the pass.
+    pub warnings: Vec<String>,
+}
+
+/// The process-wide lock: one dispatcher per catalog.
+#[derive(Debug)]
+pub struct DispatchLock {
+    _file: File,
+    /// The lock file.
+    pub path: PathBuf,
+}
+
+impl DispatchLock {
+    /// Take the lock `{catalog}.dispatch.lock` or fail naming the holder.
+    ///
+    /// # Errors
+    /// When another dispatcher holds it.
+    pub fn acquire(catalog: &Path) -> Result<Self> {
+        use std::io::Write;
+        let path = PathBuf::from(format!("{}.dispatch.lock", catalog.display()));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if file.try_lock().is_err() {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another dispatcher is running on {} (lock {} held by pid {})",
+                catalog.display(),
+                path.display(),
+                holder.trim()
+            );
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        Ok(Self { _file: file, path })
+    }
+}
+
+/// The prompt campaign's name for a conditions tag.
+pub fn prompt_campaign_name(tag: &str) -> String {
+    format!("prompt-{tag}")
+}
+
+/// Define a campaign: its lineage is computed from the conditions and reco
+/// configuration exactly as the reco job computes it.
+///
+/// # Errors
+/// Unknown conditions, a bad config, or a name already taken.
+pub fn create_campaign(
+    catalog: &Catalog,
+    name: &str,
+    runs: (u32, u32),
+    conditions: &str,
+    config: &RecoConfig,
+    prompt: bool,
+) -> Result<CampaignRow> {
+    config.validate().context("reco config")?;
+    let cond = Conditions::load(conditions)?;
+    if catalog.campaign_by_name(name)?.is_some() {
+        bail!("campaign `{name}` already exists");
+    }
+    let lineage = reco_job::lineage(&cond, config);
+    let id = catalog.create_campaign(&NewCampaign {
+        name: name.into(),
+        first_run: runs.0,
+        last_run: runs.1,
+        conditions_tag: cond.tag.clone(),
+        lineage_hash: lineage.hash(),
+    })?;
+    catalog.set_campaign_extras(id, &serde_json::to_string(config)?, prompt)?;
+    catalog
+        .campaign_by_name(name)?
+        .context("campaign just created")
+}
+
+/// One dispatcher over one catalog.
+#[derive(Debug)]
+pub struct Dispatcher {
+    cfg: DispatchConfig,
+    catalog: Catalog,
+    jobcomp: Option<PathBuf>,
+    _lock: DispatchLock,
+}
+
+impl Dispatcher {
+    /// Lock the catalog, check the template and settings, find the jobcomp file.
+    ///
+    /// # Errors
+    /// A second dispatcher, a malformed template or settings, an unreachable controller.
+    pub fn new(cfg: DispatchConfig) -> Result<Self> {
+        cfg.settings.validate()?;
+        // Render once with every value: a template error shows before any submission.
+        cfg.template.render(&template_values(
+            &cfg,
+            "check",
+            Path::new("/dev/null"),
+            "--check",
+        ))?;
+        let lock = DispatchLock::acquire(&cfg.catalog)?;
+        let catalog = Catalog::init(&cfg.catalog)?;
+        let jobcomp = crate::slurm::jobcomp_location()
+            .context("reading the SLURM configuration (is slurmctld up?)")?
+            .map(PathBuf::from);
+        if !cfg.settings.prompt_conditions.is_empty() {
+            let name = prompt_campaign_name(&cfg.settings.prompt_conditions);
+            if catalog.campaign_by_name(&name)?.is_none() {
+                create_campaign(
+                    &catalog,
+                    &name,
+                    (0, u32::MAX >> 1),
+                    &cfg.settings.prompt_conditions,
+                    &RecoConfig::default(),
+                    true,
+                )?;
+            }
+        }
+        Ok(Self {
+            cfg,
+            catalog,
+            jobcomp,
+            _lock: lock,
+        })
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// One pass: reconcile, ingest, transfer, queue, submit.
+    ///
+    /// # Errors
+    /// When SLURM or the catalog cannot be read; nothing is submitted then.
+    pub fn pass(&self) -> Result<PassReport> {
+        let start = Instant::now();
+        let mut report = PassReport::default();
+        let snapshot = Snapshot::take(self.jobcomp.as_deref())?;
+        report.slurm_calls += snapshot.calls;
+        self.reconcile(&snapshot, &mut report)?;
+
+        let surf = self.cfg.sites.get(crate::catalog::Site::Surf)?.root.clone();
+        let ing = ingest::run(&IngestConfig { surf_root: surf }, &self.catalog)?;
+        report.ingested = ing.files_registered;
+        let tr = transfer::run(
+            &TransferConfig {
+                sites: self.cfg.sites.clone(),
+                destinations: crate::catalog::Site::DESTINATIONS.to_vec(),
+                max_attempts: self.cfg.settings.transfer_max_attempts,
+                parallel: self.cfg.settings.transfer_parallel,
+                retry_failed: false,
+            },
+            &self.catalog,
+        )?;
+        report.replicas_verified = tr.verified;
+        report.replicas_failed = tr.failures.len();
+
+        let mut campaigns: Vec<(CampaignRow, bool)> = Vec::new();
+        for c in self.catalog.campaigns()? {
+            if matches!(c.state, CampaignState::Defined | CampaignState::Active) {
+                let (_, prompt) = self.catalog.campaign_extras(c.id)?;
+                campaigns.push((c, prompt));
+            }
+        }
+        campaigns.sort_by_key(|(c, prompt)| (!prompt, c.id));
+        for (c, _) in &campaigns {
+            report.tasks_queued += self
+                .catalog
+                .queue_campaign_tasks(c, self.cfg.settings.require_salted)?;
+            if c.state == CampaignState::Defined {
+                self.catalog.campaign_transition(
+                    c.id,
+                    CampaignState::Defined,
+                    CampaignState::Active,
+                )?;
+            }
+        }
+        self.submit(&campaigns, &mut report)?;
+        self.complete_campaigns()?;
+        report.seconds = start.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    fn reconcile(&self, snap: &Snapshot, report: &mut PassReport) -> Result<()> {
+        for job in self.catalog.active_jobs()? {
+            let slurm_job = match (job.state, job.slurm_id) {
+                (JobState::Pending, _) => match snap.by_name(&job.name) {
+                    // sbatch ran but we crashed before recording it: adopt it.
+                    Some(found) => {
+                        self.catalog.job_accepted(job.id, found.id)?;
+                        report.jobs_adopted += 1;
+                        Some(found.clone())
+                    }
+                    None => {
+                        self.catalog.job_never_submitted(
+                            job.id,
+                            "not in SLURM: the dispatcher stopped before sbatch",
+                        )?;
+                        report.jobs_never_submitted += 1;
+                        continue;
+                    }
+                },
+                (_, Some(id)) => snap.job(id, &job.name).cloned(),
+                (_, None) => None,
+            };
+            let state = slurm_job.as_ref().map_or(SlurmState::Unknown, |j| j.state);
+            match state {
+                SlurmState::Pending | SlurmState::Suspended | SlurmState::Requeued => {}
+                SlurmState::Running => {
+                    if job.state == JobState::Submitted {
+                        self.catalog.job_transition(
+                            job.id,
+                            JobState::Submitted,
+                            JobState::Running,
+                            None,
+                        )?;
+                    }
+                }
+                _ => {
+                    // Final, or vanished/UNKNOWN: never taken as success by
+                    // itself; the result records decide per task.
+                    self.finish_job(&job, slurm_job.as_ref(), report)?;
+                    report.jobs_finished += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_job(
+        &self,
+        job: &JobRow,
+        slurm: Option<&track::SlurmJob>,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let (state, exit) = slurm.map_or((SlurmState::Unknown, None), |j| {
+            (j.state, j.exit_code.clone())
+        });
+        let slurm_text = match (job.slurm_id, &exit) {
+            (Some(id), Some(e)) => format!("SLURM job {id} {state:?} (exit {e})"),
+            (Some(id), None) => format!("SLURM job {id} {state:?}"),
+            _ => format!("job {} {state:?}", job.name),
+        };
+        let campaign = self.campaign_of(job)?;
+        let mut all_ok = true;
+        for task in self.catalog.tasks_of_job(job.id)? {
+            if !matches!(task.state, TaskState::Submitted | TaskState::Submitting) {
+                continue;
+            }
+            match self.task_output(&task, &campaign) {
+                Ok(output) => {
+                    self.catalog.task_done(task.id, &output)?;
+                    report.tasks_done += 1;
+                }
+                Err(why) => {
+                    all_ok = false;
+                    let reason = format!("{slurm_text}: {why}");
+                    let s = self.catalog.task_failed(
+                        task.id,
+                        &reason,
+                        self.cfg.settings.max_attempts,
+                        self.cfg.settings.backoff_s,
+                    )?;
+                    tracing::warn!(file = %task.file_name, state = %s, %reason, "task attempt failed");
+                    report.tasks_failed += 1;
+                }
+            }
+        }
+        let to = match state {
+            SlurmState::Completed if all_ok => JobState::Completed,
+            SlurmState::Cancelled => JobState::Cancelled,
+            _ => JobState::Failed,
+        };
+        self.catalog
+            .job_transition(job.id, job.state_after_adoption(), to, Some(&slurm_text))?;
+        Ok(())
+    }
+
+    fn campaign_of(&self, job: &JobRow) -> Result<CampaignRow> {
+        let id = job.campaign_id.context("job without campaign")?;
+        self.catalog
+            .campaigns()?
+            .into_iter()
+            .find(|c| c.id == id)
+            .with_context(|| format!("campaign {id} of job {}", job.name))
+    }
+
+    fn out_dir(&self, c: &CampaignRow) -> PathBuf {
+        self.cfg.rq_root.join(&c.name)
+    }
+
+    /// The output of a task if its result record says ok, with the campaign's
+    /// lineage, and the RQ file is there with the recorded checksum.
+    fn task_output(
+        &self,
+        task: &TaskRow,
+        c: &CampaignRow,
+    ) -> std::result::Result<NewOutput, String> {
+        let names = reco_job::plan::OutputNames::new(
+            &self.out_dir(c),
+            Path::new(&task.file_name),
+            &c.lineage_hash,
+        );
+        let r = read_result(&names.record)
+            .map_err(|_| format!("no result record {}", names.record.display()))?;
+        if r.status != "ok" {
+            return Err(r
+                .error
+                .unwrap_or_else(|| format!("result record says {}", r.status)));
+        }
+        if r.lineage_hash != c.lineage_hash {
+            return Err(format!(
+                "output lineage {} is not the campaign's {}",
+                r.lineage_hash, c.lineage_hash
+            ));
+        }
+        let out = r.output.ok_or("result record names no output")?;
+        let digest = crate::adler::digest_file(&out).map_err(|e| e.to_string())?;
+        if !r
+            .output_adler32
+            .as_deref()
+            .is_some_and(|a| crate::adler::same_checksum(a, &digest.adler32))
+        {
+            return Err(format!(
+                "{} does not match its recorded checksum",
+                out.display()
+            ));
+        }
+        Ok(NewOutput {
+            file_id: task.file_id,
+            lineage_hash: c.lineage_hash.clone(),
+            rq_path: out.display().to_string(),
+            checksum: digest.adler32,
+            events: r.events,
+        })
+    }
+
+    fn submit(&self, campaigns: &[(CampaignRow, bool)], report: &mut PassReport) -> Result<()> {
+        let s = &self.cfg.settings;
+        let active = self.catalog.active_jobs()?.len();
+        let mut budget = s
+            .max_queued_jobs
+            .saturating_sub(active)
+            .min(s.max_submissions_per_pass);
+        for (c, _) in campaigns {
+            while budget > 0 {
+                let tasks = self.catalog.runnable_tasks(c.id, s.files_per_job)?;
+                if tasks.is_empty() {
+                    break;
+                }
+                let usdc = &self.cfg.sites.get(crate::catalog::Site::Usdc)?.root;
+                let mut batch: Vec<(i64, PathBuf)> = Vec::new();
+                let mut bytes = 0u64;
+                for t in &tasks {
+                    let Some(rel) = &t.usdc_path else {
+                        self.catalog.task_failed(
+                            t.id,
+                            "no verified USDC replica",
+                            s.max_attempts,
+                            s.backoff_s,
+                        )?;
+                        report.tasks_failed += 1;
+                        continue;
+                    };
+                    if !batch.is_empty() && bytes + t.size_bytes > s.max_job_bytes {
+                        break;
+                    }
+                    bytes += t.size_bytes;
+                    batch.push((t.id, usdc.join(rel)));
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                let ids: Vec<i64> = batch.iter().map(|b| b.0).collect();
+                let attempt = tasks
+                    .iter()
+                    .filter(|t| ids.contains(&t.id))
+                    .map(|t| t.attempts + 1)
+                    .max()
+                    .unwrap_or(1);
+                // Intent first: if we crash after this, reconcile finds the name.
+                let (job_id, name) =
+                    self.catalog
+                        .begin_job(c.id, &format!("tpcflow-c{}", c.id), &ids, attempt)?;
+                match self.sbatch(c, &name, &batch) {
+                    Ok(slurm_id) => {
+                        report.slurm_calls += 1;
+                        self.catalog.job_accepted(job_id, slurm_id)?;
+                        tracing::info!(job = %name, slurm_id, files = batch.len(), "submitted");
+                        report.jobs_submitted += 1;
+                        budget -= 1;
+                    }
+                    Err(e) => {
+                        report.slurm_calls += 1;
+                        let msg = format!("sbatch failed for {name}: {e:#}");
+                        self.catalog.job_never_submitted(job_id, &msg)?;
+                        report.warnings.push(msg);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sbatch(&self, c: &CampaignRow, name: &str, batch: &[(i64, PathBuf)]) -> Result<u64> {
+        let dir = self.cfg.work_dir.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let list = dir.join("inputs.txt");
+        std::fs::write(
+            &list,
+            batch
+                .iter()
+                .map(|(_, p)| format!("{}\n", p.display()))
+                .collect::<String>(),
+        )?;
+        let (config_json, _) = self.catalog.campaign_extras(c.id)?;
+        let config: RecoConfig =
+            serde_json::from_str(&config_json).context("campaign reco config")?;
+        let config_path = dir.join("reco.toml");
+        std::fs::write(&config_path, toml::to_string(&config)?)?;
+        let out_dir = self.out_dir(c);
+        let args = format!(
+            "--inputs @{} --out-dir {} --conditions {} --config {} --json",
+            shell_quote(&list.display().to_string()),
+            shell_quote(&out_dir.display().to_string()),
+            shell_quote(&c.conditions_tag),
+            shell_quote(&config_path.display().to_string())
+        );
+        let text = self.cfg.template.render(&template_values(
+            &self.cfg,
+            name,
+            &dir.join("job.log"),
+            &args,
+        ))?;
+        let script = crate::sbatch::write_script(&dir.join("job.sbatch"), &text)?;
+        Ok(crate::slurm::submit(&script, &[])?)
+    }
+
+    fn complete_campaigns(&self) -> Result<()> {
+        for p in self.catalog.campaign_progress()? {
+            if !p.prompt
+                && p.campaign.state == CampaignState::Active
+                && p.tasks > 0
+                && p.in_flight == 0
+            {
+                self.catalog.campaign_transition(
+                    p.campaign.id,
+                    CampaignState::Active,
+                    CampaignState::Complete,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Values for the sbatch template.
+fn template_values(
+    cfg: &DispatchConfig,
+    name: &str,
+    log: &Path,
+    reco_args: &str,
+) -> BTreeMap<String, String> {
+    let s = &cfg.settings;
+    [
+        ("job_name", name.to_string()),
+        ("nodes", s.nodes.to_string()),
+        ("ntasks", s.ntasks.to_string()),
+        ("ntasks_per_node", s.ntasks_per_node.to_string()),
+        ("cpus_per_task", s.cpus_per_task.to_string()),
+        ("time_limit", s.time_limit.clone()),
+        ("log", log.display().to_string()),
+        (
+            "tpcflow",
+            shell_quote(&cfg.tpcflow_bin.display().to_string()),
+        ),
+        ("reco_args", reco_args.to_string()),
+        ("account", s.account.clone()),
+        ("qos", s.qos.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+trait AdoptedState {
+    fn state_after_adoption(&self) -> JobState;
+}
+
+impl AdoptedState for JobRow {
+    /// A job adopted in this pass moved `pending -> submitted` already.
+    fn state_after_adoption(&self) -> JobState {
+        if self.state == JobState::Pending {
+            JobState::Submitted
+        } else {
+            self.state
+        }
+    }
+}
