@@ -30,6 +30,7 @@ pub mod mpi_selftest;
 pub mod raw;
 pub mod reco_job;
 pub mod rq;
+pub mod salt;
 pub mod sbatch;
 pub mod sim;
 pub mod slurm;

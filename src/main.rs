@@ -49,6 +49,10 @@ enum Command {
     Audit(tpcflow::catalog::cli::AuditArgs),
     /// Reconstruct raw files into RQ files (run under srun/mpirun for many ranks).
     Reco(tpcflow::reco_job::cli::RecoArgs),
+    /// Salt science raw files (a pass), or `salt keygen` to create the key and vault.
+    Salt(tpcflow::salt::cli::SaltArgs),
+    /// Unblind: list salt events and write RQ files without them (logged; needs the key).
+    Unsalt(tpcflow::salt::cli::UnsaltArgs),
     /// The workflow manager: ingest, transfer, queue and submit SLURM jobs, track them.
     Dispatch(tpcflow::dispatch::cli::DispatchArgs),
     /// Processing campaigns (families): create, list, status, retry-failed, cancel.
@@ -127,6 +131,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Transfer(args) => tpcflow::catalog::cli::run_transfer(args),
         Command::Audit(args) => tpcflow::catalog::cli::run_audit(args),
         Command::Reco(args) => tpcflow::reco_job::cli::run_reco(args),
+        Command::Salt(args) => tpcflow::salt::cli::run_salt(args),
+        Command::Unsalt(args) => tpcflow::salt::cli::run_unsalt(args),
         Command::Dispatch(args) => tpcflow::dispatch::cli::run_dispatch(args),
         Command::Campaign(cmd) => tpcflow::dispatch::cli::run_campaign(cmd),
         Command::Status(args) => tpcflow::dispatch::cli::run_status(args),

@@ -113,6 +113,26 @@ impl JobState {
         }
     }
 
+    /// SLURM's own name of the state (`NODE_FAIL`, `TIMEOUT`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Timeout => "TIMEOUT",
+            Self::OutOfMemory => "OUT_OF_MEMORY",
+            Self::NodeFail => "NODE_FAIL",
+            Self::Cancelled => "CANCELLED",
+            Self::Preempted => "PREEMPTED",
+            Self::BootFail => "BOOT_FAIL",
+            Self::Deadline => "DEADLINE",
+            Self::Suspended => "SUSPENDED",
+            Self::Requeued => "REQUEUED",
+            Self::Unknown => "UNKNOWN",
+        }
+    }
+
     /// True once the job will not change any more.
     pub fn is_final(self) -> bool {
         !matches!(

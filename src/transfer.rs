@@ -147,6 +147,8 @@ pub struct TransferConfig {
     pub parallel: usize,
     /// Re-queue `bad` and `lost` replicas with a fresh retry budget first.
     pub retry_failed: bool,
+    /// Science files move only once salted (calibration files at once).
+    pub require_salted: bool,
 }
 
 /// A replica given up on.
@@ -462,7 +464,7 @@ pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, Tr
         if cfg.retry_failed {
             report.queued += catalog.requeue_failed(site)?;
         }
-        report.queued += catalog.queue_replicas(site)?;
+        report.queued += catalog.queue_replicas_when(site, cfg.require_salted)?;
         report.sites.entry(site).or_default();
     }
     for _round in 0..cfg.max_attempts.max(1) {

@@ -325,6 +325,7 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
         max_attempts: a.max_attempts.max(1),
         parallel: a.parallel.max(1),
         retry_failed: a.retry_failed,
+        require_salted: false,
     };
     let report = crate::transfer::run(&cfg, &catalog)?;
     if a.json {

@@ -30,6 +30,7 @@ mod files;
 pub mod ingest;
 mod processing;
 mod replicas;
+mod salting;
 pub mod schema;
 pub mod states;
 mod tasks;
@@ -42,6 +43,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use files::{NewRawFile, RawFileRow, ReplicaRow, RunInfo, RunSummary, TransferItem};
 pub use processing::{CampaignRow, JobRow, NewCampaign, NewJob, NewOutput, OutputRow};
+pub use salting::SaltCandidate;
 pub use states::{
     CampaignState, FileState, JobState, ReplicaState, RunType, Site, TaskState, UnknownName,
 };

@@ -36,6 +36,20 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn queue_replicas(&self, site: Site) -> Result<usize, CatalogError> {
+        self.queue_replicas_when(site, false)
+    }
+
+    /// As [`Catalog::queue_replicas`]; with `require_salted`, science files are
+    /// queued only once salted (salting happens before placement), calibration
+    /// files at once.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn queue_replicas_when(
+        &self,
+        site: Site,
+        require_salted: bool,
+    ) -> Result<usize, CatalogError> {
         self.conn()
             .execute(
                 "INSERT INTO replicas (file_id, site, path, state, updated_at)
@@ -43,8 +57,10 @@ impl Catalog {
                  FROM raw_files f JOIN replicas s
                    ON s.file_id = f.id AND s.site = 'SURF' AND s.state = 'verified'
                  WHERE f.state = 'registered'
+                   AND (?3 = 0 OR f.salted = 1
+                        OR EXISTS (SELECT 1 FROM runs r WHERE r.number = f.run AND r.run_type = 'calibration'))
                  ON CONFLICT DO NOTHING",
-                params![site, now_unix_s()],
+                params![site, now_unix_s(), require_salted],
             )
             .map_err(self.sql("queue replicas"))
     }

@@ -124,6 +124,11 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_state ON tasks(state, campaign_id);
 CREATE INDEX tasks_job ON tasks(job_id);
 CREATE INDEX outputs_lineage ON outputs(lineage_hash);
+
+-- A random identity of this catalog: SLURM job names carry it, so that two
+-- catalogs on one cluster never mistake each other's jobs.
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('instance', lower(hex(randomblob(3))));
 "#;
 
 #[cfg(test)]

@@ -103,6 +103,18 @@ pub struct RunStatus {
 }
 
 impl Catalog {
+    /// This catalog's random identity (6 hex digits), part of every job name.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn instance_id(&self) -> Result<String, CatalogError> {
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+                r.get(0)
+            })
+            .map_err(self.sql("read catalog identity"))
+    }
+
     /// The campaign with this name.
     ///
     /// # Errors

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! A crash anywhere leaves a state the next pass reconciles: a `pending` job is
-//! looked up in SLURM by its name (`tpcflow-c{campaign}-j{job}`) before anything
+//! looked up in SLURM by its name (`tpcflow-{catalog id}-c{campaign}-j{job}`) before anything
 //! is resubmitted, so no file is lost and none runs twice. A lock file refuses
 //! a second dispatcher on the same catalog. The dispatcher is the catalog's only
 //! writer for processing; compute jobs only write result records.
@@ -78,8 +78,13 @@ pub struct Settings {
     pub account: String,
     /// sbatch `--qos` (Perlmutter profile).
     pub qos: String,
-    /// Science files must be salted before processing.
+    /// Science files must be salted before processing (implied by `salt_key`).
     pub require_salted: bool,
+    /// Salt key file (mode 0600): when set, each pass salts new science files
+    /// before placement, and nothing moves or runs unsalted.
+    pub salt_key: String,
+    /// Salt vault directory (with `salt_key`).
+    pub salt_vault: String,
     /// Concurrent copies of the mover.
     pub transfer_parallel: usize,
     /// Attempts per replica before it is marked bad.
@@ -105,6 +110,8 @@ impl Default for Settings {
             account: String::new(),
             qos: "regular".into(),
             require_salted: false,
+            salt_key: String::new(),
+            salt_vault: String::new(),
             transfer_parallel: 4,
             transfer_max_attempts: 3,
         }
@@ -143,6 +150,9 @@ impl Settings {
                 bail!("`{key}` must be at least 1");
             }
         }
+        if self.salt_key.is_empty() != self.salt_vault.is_empty() {
+            bail!("`salt_key` and `salt_vault` go together");
+        }
         if self.backoff_s.is_nan() || self.backoff_s < 0.0 {
             bail!("`backoff_s` must be >= 0");
         }
@@ -174,6 +184,8 @@ pub struct DispatchConfig {
 pub struct PassReport {
     /// New raw files registered.
     pub ingested: usize,
+    /// Science files salted.
+    pub salted: usize,
     /// Replicas verified by the mover.
     pub replicas_verified: u64,
     /// Replicas given up on.
@@ -281,6 +293,7 @@ pub struct Dispatcher {
     cfg: DispatchConfig,
     catalog: Catalog,
     jobcomp: Option<PathBuf>,
+    instance: String,
     _lock: DispatchLock,
 }
 
@@ -316,10 +329,12 @@ impl Dispatcher {
                 )?;
             }
         }
+        let instance = catalog.instance_id()?;
         Ok(Self {
             cfg,
             catalog,
             jobcomp,
+            instance,
             _lock: lock,
         })
     }
@@ -343,6 +358,19 @@ impl Dispatcher {
         let surf = self.cfg.sites.get(crate::catalog::Site::Surf)?.root.clone();
         let ing = ingest::run(&IngestConfig { surf_root: surf }, &self.catalog)?;
         report.ingested = ing.files_registered;
+        let salting = !self.cfg.settings.salt_key.is_empty();
+        if salting {
+            let sr = crate::salt::run(
+                &crate::salt::SaltConfig {
+                    surf_root: self.cfg.sites.get(crate::catalog::Site::Surf)?.root.clone(),
+                    key_file: PathBuf::from(&self.cfg.settings.salt_key),
+                    vault_dir: PathBuf::from(&self.cfg.settings.salt_vault),
+                    conditions: None,
+                },
+                &self.catalog,
+            )?;
+            report.salted = sr.files_salted + sr.files_recovered;
+        }
         let tr = transfer::run(
             &TransferConfig {
                 sites: self.cfg.sites.clone(),
@@ -350,6 +378,7 @@ impl Dispatcher {
                 max_attempts: self.cfg.settings.transfer_max_attempts,
                 parallel: self.cfg.settings.transfer_parallel,
                 retry_failed: false,
+                require_salted: salting,
             },
             &self.catalog,
         )?;
@@ -367,7 +396,7 @@ impl Dispatcher {
         for (c, _) in &campaigns {
             report.tasks_queued += self
                 .catalog
-                .queue_campaign_tasks(c, self.cfg.settings.require_salted)?;
+                .queue_campaign_tasks(c, salting || self.cfg.settings.require_salted)?;
             if c.state == CampaignState::Defined {
                 self.catalog.campaign_transition(
                     c.id,
@@ -438,9 +467,9 @@ impl Dispatcher {
             (j.state, j.exit_code.clone())
         });
         let slurm_text = match (job.slurm_id, &exit) {
-            (Some(id), Some(e)) => format!("SLURM job {id} {state:?} (exit {e})"),
-            (Some(id), None) => format!("SLURM job {id} {state:?}"),
-            _ => format!("job {} {state:?}", job.name),
+            (Some(id), Some(e)) => format!("SLURM job {id} {} (exit {e})", state.name()),
+            (Some(id), None) => format!("SLURM job {id} {}", state.name()),
+            _ => format!("job {} {}", job.name, state.name()),
         };
         let campaign = self.campaign_of(job)?;
         let mut all_ok = true;
@@ -580,9 +609,12 @@ impl Dispatcher {
                     .max()
                     .unwrap_or(1);
                 // Intent first: if we crash after this, reconcile finds the name.
-                let (job_id, name) =
-                    self.catalog
-                        .begin_job(c.id, &format!("tpcflow-c{}", c.id), &ids, attempt)?;
+                let (job_id, name) = self.catalog.begin_job(
+                    c.id,
+                    &format!("tpcflow-{}-c{}", self.instance, c.id),
+                    &ids,
+                    attempt,
+                )?;
                 match self.sbatch(c, &name, &batch) {
                     Ok(slurm_id) => {
                         report.slurm_calls += 1;

@@ -41,6 +41,7 @@ fn transfer_cfg(data: &Path) -> TransferConfig {
         max_attempts: 3,
         parallel: 2,
         retry_failed: false,
+        require_salted: false,
     }
 }
 

@@ -101,3 +101,17 @@ pub fn h5dump(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Tests that change the cluster itself (a node set DOWN) take this
+/// exclusively; every other test that runs SLURM jobs takes it shared.
+pub static CLUSTER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Shared use of the cluster (jobs only).
+pub fn cluster_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CLUSTER.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Exclusive use of the cluster (node states change).
+pub fn cluster_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CLUSTER.write().unwrap_or_else(|p| p.into_inner())
+}

@@ -7,8 +7,10 @@
 
 mod catalog_transfer;
 mod common;
+mod dispatch;
 mod raw_format;
 mod reco_mpi;
+mod salting;
 mod sim_live;
 mod sim_physics;
 mod stack;

@@ -274,6 +274,7 @@ fn sbatch_job_with_two_ranks_on_two_nodes_writes_files_pandas_reads() {
     if !require_cluster() {
         return;
     }
+    let _cluster = cluster_shared();
     let nodes = cluster_nodes();
     let dir = scratch("reco-sbatch");
     let inputs = simulate(&dir.path().join("SURF"), 4, 12);

@@ -14,6 +14,7 @@ fn sbatch_mpi_selftest_two_ranks_across_nodes() {
     if !require_cluster() {
         return;
     }
+    let _cluster = cluster_shared();
     let nodes = cluster_nodes();
     assert!(!nodes.is_empty(), "sinfo lists no nodes");
     let n_nodes = nodes.len().min(2);
