@@ -72,17 +72,33 @@ pub fn add_calibrated(samples: &[i16], baseline: f32, phd_per_adc: f32, out: &mu
     }
 }
 
-/// Sum and maximum of the baseline-subtracted, flipped signal [ADC counts].
+/// Sum and maximum of the baseline-subtracted, flipped signal [ADC counts]
+/// (`f32::MIN` as the maximum of no samples).
+///
+/// ```text
+/// sum = n b - sum_i x_i,   max = b - min_i x_i
+/// ```
+///
+/// The sums are exact integers (i32 per block of 4096 samples, which cannot
+/// overflow, then i64), so the loop vectorises and the only rounding is the
+/// final conversion.
 #[inline]
 pub fn sum_and_max(samples: &[i16], baseline: f32) -> (f32, f32) {
-    let mut sum = 0.0f32;
-    let mut max = f32::MIN;
-    for &s in samples {
-        let v = baseline - f32::from(s);
-        sum += v;
-        max = max.max(v);
+    let mut total = 0i64;
+    let mut min = i16::MAX;
+    for block in samples.chunks(4096) {
+        let mut sum = 0i32;
+        for &s in block {
+            sum += i32::from(s);
+            min = min.min(s);
+        }
+        total += i64::from(sum);
     }
-    (sum, max)
+    if samples.is_empty() {
+        return (0.0, f32::MIN);
+    }
+    let sum = f64::from(baseline) * samples.len() as f64 - total as f64;
+    (sum as f32, baseline - f32::from(min))
 }
 
 #[cfg(test)]

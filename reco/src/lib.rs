@@ -39,7 +39,7 @@ pub use error::RecoError;
 pub use interactions::InteractionKind;
 pub use pulses::{ChannelArea, PulseRq};
 pub use recon::{
-    reconstruct_batch, reconstruct_event, reconstruct_event_with, reconstruct_serial, EventRecon,
-    EventRq, RecoScratch,
+    reconstruct_batch, reconstruct_event, reconstruct_event_until, reconstruct_event_with,
+    reconstruct_serial, EventRecon, EventRq, RecoScratch, Stage,
 };
 pub use xy::{cramer_rao_xy, fit_xy, XyFit};

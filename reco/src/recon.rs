@@ -215,6 +215,20 @@ pub fn reconstruct_event(
     reconstruct_event_with(ev, model, cfg, &mut RecoScratch::default())
 }
 
+/// How far [`reconstruct_event_until`] goes; each stage includes the ones
+/// before it (the stages are timed by differences in `benches/reco.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Validation, baselines and hits: only `event.n_pods` and `event.n_hits` are set.
+    Hits,
+    /// Pulses clustered, split and measured (all `PulseKind::Other`).
+    Pulses,
+    /// Pulses classified and the interaction found; no xy fit, no corrections.
+    Interaction,
+    /// Everything: the same as [`reconstruct_event_with`].
+    Full,
+}
+
 /// Reconstruct one event, reusing `scratch`.
 ///
 /// # Errors
@@ -226,6 +240,21 @@ pub fn reconstruct_event_with(
     model: &DetectorModel,
     cfg: &RecoConfig,
     scratch: &mut RecoScratch,
+) -> Result<EventRecon, RecoError> {
+    reconstruct_event_until(ev, model, cfg, scratch, Stage::Full)
+}
+
+/// Reconstruct one event up to and including `until` (the full kernel with
+/// [`Stage::Full`]; earlier stages exist to time the pipeline's parts).
+///
+/// # Errors
+/// As [`reconstruct_event_with`].
+pub fn reconstruct_event_until(
+    ev: &EventView<'_>,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    scratch: &mut RecoScratch,
+    until: Stage,
 ) -> Result<EventRecon, RecoError> {
     cfg.validate()?;
     validate_pods(ev, model)?;
@@ -260,6 +289,13 @@ pub fn reconstruct_event_with(
     scratch
         .hits
         .sort_unstable_by_key(|h| (u64::from(h.start) << 16) | u64::from(h.channel));
+    let mut recon = EventRecon::default();
+    if until == Stage::Hits {
+        recon.event.event_id = ev.event_id;
+        recon.event.n_pods = ev.pods.len() as u32;
+        recon.event.n_hits = scratch.hits.len() as u32;
+        return Ok(recon);
+    }
     let sample_ns = daq.sample_ns;
     let params = PulseParams {
         gap: (cfg.pulse_gap_ns / sample_ns).round() as u32,
@@ -277,7 +313,6 @@ pub fn reconstruct_event_with(
             el_samples: (cfg.el_width_ns / sample_ns).max(1.0) as f32,
         },
     };
-    let mut recon = EventRecon::default();
     let input = PulseInput {
         pods: ev.pods,
         samples: ev.samples,
@@ -292,10 +327,17 @@ pub fn reconstruct_event_with(
         &mut recon.pulses,
         &mut recon.channel_areas,
     );
+    if until == Stage::Pulses {
+        recon.event.event_id = ev.event_id;
+        recon.event.n_pods = ev.pods.len() as u32;
+        recon.event.n_hits = scratch.hits.len() as u32;
+        recon.event.n_pulses = recon.pulses.len() as u32;
+        return Ok(recon);
+    }
     for p in &mut recon.pulses {
         p.kind = classify(p, cfg);
     }
-    recon.event = event_rq(ev, model, cfg, &recon, scratch);
+    recon.event = event_rq(ev, model, cfg, &recon, scratch, until == Stage::Full);
     Ok(recon)
 }
 
@@ -305,6 +347,7 @@ fn event_rq(
     cfg: &RecoConfig,
     recon: &EventRecon,
     scratch: &mut RecoScratch,
+    with_xy: bool,
 ) -> EventRq {
     let pulses = &recon.pulses;
     let count = |k: PulseKind| pulses.iter().filter(|p| p.kind == k).count() as u32;
@@ -346,6 +389,9 @@ fn event_rq(
         energy_kev: f64::NAN,
         total_area_phd: pulses.iter().map(|p| f64::from(p.area_phd)).sum(),
     };
+    if !with_xy {
+        return rq;
+    }
     if let Some(s2) = it.main_s2 {
         let n_top = model.pmts.n_top;
         scratch.top.clear();

@@ -12,6 +12,7 @@
 //! Fisher J_ab = N sum_k (d_a p_k)(d_b p_k) / p_k   (a, b in {x, y}; the N row decouples
 //!                                                  because sum_k d_a p_k = 0)
 //! cov(x, y) = F J^-1
+//! seed = the likelier of the global centroid and the brightest PMT's local centroid
 //! step = J^-1 grad l        (Fisher scoring, backtracking, projected into r <= R)
 //! GoF = 2 sum_k [n_k ln(n_k / mu_k) - (n_k - mu_k)] / F / (n_top - 3)
 //! F = ((1 + p2) s^2 + 1 + 3 p2) / (1 + p2)^2    (s = SPE resolution, p2 = P(double phe))
@@ -39,9 +40,9 @@ pub struct XyFit {
     pub n_top_phd: f64,
     /// Goodness of fit: deviance per degree of freedom.
     pub gof: f64,
-    /// Centroid seed x [mm].
+    /// Area-weighted centroid of all top PMTs, x [mm] (one of the two seeds).
     pub centroid_x_mm: f64,
-    /// Centroid seed y [mm].
+    /// Area-weighted centroid of all top PMTs, y [mm].
     pub centroid_y_mm: f64,
     /// Iterations used.
     pub iterations: u32,
@@ -140,6 +141,35 @@ pub fn centroid(model: &DetectorModel, top_areas: &[f64]) -> (f64, f64) {
     }
 }
 
+/// Area-weighted centroid of the brightest top PMT and its neighbours within
+/// 1.5 pitches [mm]; (0, 0) without light.
+fn local_centroid(model: &DetectorModel, top_areas: &[f64]) -> (f64, f64) {
+    let Some((kmax, _)) = top_areas
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+    else {
+        return (0.0, 0.0);
+    };
+    let reach = 1.5 * model.params.pmts.pitch_mm;
+    let (x0, y0) = (model.pmts.x[kmax], model.pmts.y[kmax]);
+    let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    for (k, &a) in top_areas.iter().enumerate() {
+        let (px, py) = (model.pmts.x[k], model.pmts.y[k]);
+        if (px - x0).hypot(py - y0) <= reach {
+            let a = a.max(0.0);
+            s += a;
+            sx += a * px;
+            sy += a * py;
+        }
+    }
+    if s > 0.0 {
+        (sx / s, sy / s)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
 fn clamp_to_radius(x: f64, y: f64, r_max: f64) -> (f64, f64) {
     let r = x.hypot(y);
     if r > r_max {
@@ -175,8 +205,18 @@ pub fn fit_xy(
     let r_max = model.params.tpc.radius_mm;
     let (cx0, cy0) = centroid(model, &n);
     let (cx, cy) = clamp_to_radius(cx0, cy0, r_max);
+    // The global centroid is pulled toward the array centre (by the flat LRF
+    // term and the one-sided array near the wall) and can start the fit next
+    // to a spurious maximum; the brightest PMT's neighbourhood is not. Start
+    // from the likelier of the two.
+    let (lx0, ly0) = local_centroid(model, &n);
+    let (lx, ly) = clamp_to_radius(lx0, ly0, r_max);
     let (mut x, mut y) = (cx, cy);
     let mut cur = evaluate(model, &n, x, y, true);
+    let local = evaluate(model, &n, lx, ly, true);
+    if local.l > cur.l {
+        (x, y, cur) = (lx, ly, local);
+    }
     let mut iterations = 0;
     let mut converged = false;
     while iterations < max_iterations {

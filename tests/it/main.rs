@@ -9,6 +9,7 @@ mod catalog_transfer;
 mod common;
 mod dispatch;
 mod raw_format;
+mod reco_accuracy;
 mod reco_mpi;
 mod salting;
 mod sim_live;

@@ -1,0 +1,302 @@
+//! Reconstruction throughput: MB/s of raw samples and events/s, per stage and
+//! end to end (pods -> `EventRecon` including the xy fit), on one core and on
+//! explicit 1- and 2-thread rayon pools (parallel efficiency).
+//!
+//! The data are `mixed` events simulated once into `target/bench-data/` (the
+//! same file as `benches/sim_and_raw.rs`, `TPCFLOW_BENCH_RAW_GB`, default 2 GB)
+//! and read through the memory map; the benchmark set is the first events
+//! holding at least `TPCFLOW_BENCH_RECO_MB` (default 500) MB of samples. Events
+//! are reconstructed one at a time from the mapped file and the results
+//! dropped, so memory does not grow with the set.
+//!
+//! ```text
+//! stage              what is timed (each includes the ones above; a stage's cost is the difference)
+//! hits               pod validation, baselines, hit finding, hit sort
+//! pulses             + clustering, summed waveform, natural-break split, pulse quantities
+//! interaction        + classification, S1/S2 pairing, drift, z
+//! full               + xy fit of the main S2, corrections, energy   (= reconstruct_event_with)
+//! ```
+//!
+//! After criterion's own report a summary prints the median of the samples
+//! per benchmark as MB/s and events/s, the stage costs, and the 2-thread
+//! speed-up and parallel efficiency.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use rayon::prelude::*;
+use tpcflow::conditions::Conditions;
+use tpcflow::raw::RawFile;
+use tpcflow::sim::{self, SimOptions, Source};
+use tpcflow_reco::{
+    fit_xy, reconstruct_event_until, reconstruct_event_with, DetectorModel, RecoConfig,
+    RecoScratch, Stage,
+};
+
+/// The mixed raw file shared with `benches/sim_and_raw.rs` (made once).
+fn bench_file() -> PathBuf {
+    let gb: f64 = std::env::var("TPCFLOW_BENCH_RAW_GB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2.0);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    // ~0.33 MB of samples per mixed event.
+    let events = ((gb * 1e9) / 0.33e6).ceil() as u32;
+    let path = tpcflow::raw::raw_file_path(&dir.join(format!("reader-{events}")), 900, 0);
+    if !path.exists() {
+        let cond = Conditions::load("v1").expect("v1 conditions");
+        let opts = SimOptions {
+            run: 900,
+            files: 1,
+            events_per_file: events,
+            seed: 900,
+            out: dir.join(format!("reader-{events}")),
+            source: Source::Mixed,
+            first_sequence: 0,
+            live_rate_hz: None,
+        };
+        eprintln!(
+            "simulating {events} events for the reco benchmark into {}",
+            path.display()
+        );
+        sim::run(&opts, &cond).expect("simulate the benchmark file");
+    }
+    path
+}
+
+/// Reconstruct events `0..n` of the file serially up to `stage`; returns a
+/// checksum so that nothing is optimised away.
+fn run_serial(
+    file: &RawFile,
+    n: usize,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    stage: Stage,
+) -> u64 {
+    let mut scratch = RecoScratch::default();
+    let mut acc = 0u64;
+    for i in 0..n {
+        let r = reconstruct_event_until(&file.event(i), model, cfg, &mut scratch, stage)
+            .expect("valid event");
+        acc += u64::from(r.event.n_hits) + r.pulses.len() as u64;
+    }
+    acc
+}
+
+/// End to end on the current rayon pool, events by index from the map.
+fn run_parallel(file: &RawFile, n: usize, model: &DetectorModel, cfg: &RecoConfig) -> u64 {
+    (0..n)
+        .into_par_iter()
+        .map_init(RecoScratch::default, |scratch, i| {
+            let r =
+                reconstruct_event_with(&file.event(i), model, cfg, scratch).expect("valid event");
+            u64::from(r.event.n_hits) + r.pulses.len() as u64
+        })
+        .sum()
+}
+
+/// Per-iteration durations recorded by each benchmark (for the medians).
+static SAMPLES: Mutex<Vec<(String, Vec<f64>)>> = Mutex::new(Vec::new());
+
+fn record(name: &str, per_iter: f64) {
+    let mut s = SAMPLES.lock().expect("samples lock");
+    match s.iter_mut().find(|(n, _)| n == name) {
+        Some((_, v)) => v.push(per_iter),
+        None => s.push((name.to_string(), vec![per_iter])),
+    }
+}
+
+fn median(name: &str) -> Option<f64> {
+    let s = SAMPLES.lock().expect("samples lock");
+    let (_, v) = s.iter().find(|(n, _)| n == name)?;
+    let mut v = v.clone();
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// Time `iters` runs of `f`, recording the time per run under `name`.
+fn timed(name: &str, iters: u64, mut f: impl FnMut() -> u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(f());
+    }
+    let d = t.elapsed();
+    record(name, d.as_secs_f64() / iters as f64);
+    d
+}
+
+struct Set {
+    file: RawFile,
+    n: usize,
+    bytes: u64,
+}
+
+fn bench_set() -> Set {
+    let mb: f64 = std::env::var("TPCFLOW_BENCH_RECO_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500.0);
+    let file = RawFile::open(&bench_file()).expect("open the benchmark file");
+    assert!(file.is_mapped(), "the benchmark file must be memory-mapped");
+    let (mut n, mut bytes) = (0usize, 0u64);
+    while n < file.n_events() && (bytes as f64) < mb * 1e6 {
+        bytes += file.event(n).n_samples() * 2;
+        n += 1;
+    }
+    assert!(
+        bytes as f64 >= mb * 1e6,
+        "the benchmark file holds only {:.0} MB of samples; raise TPCFLOW_BENCH_RAW_GB",
+        bytes as f64 / 1e6
+    );
+    Set { file, n, bytes }
+}
+
+fn bench_reco(c: &mut Criterion, set: &Set) {
+    let cond = Conditions::load("v1").expect("v1 conditions");
+    let model = &cond.detector;
+    let cfg = RecoConfig::default();
+    let (file, n) = (&set.file, set.n);
+
+    let mut g = c.benchmark_group("reco_1core");
+    // Flat sampling: each of the 10 samples is one pass over the set (~1 s).
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(10));
+    g.warm_up_time(Duration::from_secs(2));
+    g.throughput(Throughput::BytesDecimal(set.bytes));
+    for (name, stage) in [
+        ("hits", Stage::Hits),
+        ("pulses", Stage::Pulses),
+        ("interaction", Stage::Interaction),
+        ("full", Stage::Full),
+    ] {
+        g.bench_function(BenchmarkId::new("stage", name), |b| {
+            b.iter_custom(|iters| {
+                timed(&format!("1core/{name}"), iters, || {
+                    run_serial(file, n, model, &cfg, stage)
+                })
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("reco_threads");
+    // Flat sampling: each of the 10 samples is one pass over the set (~1 s).
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(10));
+    g.warm_up_time(Duration::from_secs(2));
+    g.throughput(Throughput::BytesDecimal(set.bytes));
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("rayon pool");
+        g.bench_function(BenchmarkId::new("full", threads), |b| {
+            b.iter_custom(|iters| {
+                pool.install(|| {
+                    timed(&format!("pool/{threads}"), iters, || {
+                        run_parallel(file, n, model, &cfg)
+                    })
+                })
+            })
+        });
+    }
+    g.finish();
+
+    // The xy fit alone, on the main-S2 top patterns of the first 1000 events
+    // (a fixed set: it does not grow with the file).
+    let n_top = model.pmts.n_top;
+    let mut patterns: Vec<Vec<f64>> = Vec::new();
+    let mut scratch = RecoScratch::default();
+    for i in 0..n.min(1000) {
+        let r = reconstruct_event_with(&file.event(i), model, &cfg, &mut scratch).expect("valid");
+        if r.event.main_s2 >= 0 {
+            let mut top = vec![0.0; n_top];
+            for a in r.pulse_channel_areas(r.event.main_s2 as usize) {
+                if usize::from(a.channel) < n_top {
+                    top[usize::from(a.channel)] = f64::from(a.area_phd);
+                }
+            }
+            patterns.push(top);
+        }
+    }
+    let mut g = c.benchmark_group("xy_fit");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(patterns.len() as u64));
+    g.bench_function("main_s2_patterns", |b| {
+        b.iter_custom(|iters| {
+            timed("xy/fits", iters, || {
+                patterns
+                    .iter()
+                    .filter_map(|p| fit_xy(model, p, cfg.xy_max_iterations, cfg.xy_tolerance_mm))
+                    .map(|f| u64::from(f.iterations))
+                    .sum()
+            })
+        })
+    });
+    g.finish();
+    summary(set, patterns.len());
+}
+
+fn summary(set: &Set, n_fits: usize) {
+    let (mb, ev) = (set.bytes as f64 / 1e6, set.n as f64);
+    eprintln!(
+        "\nreco benchmark summary: {} events, {mb:.0} MB of samples ({:.3} MB/event), medians of the samples",
+        set.n,
+        mb / ev
+    );
+    eprintln!(
+        "  {:<28} {:>9} {:>9} {:>10} {:>12}",
+        "benchmark", "s/run", "MB/s", "events/s", "us/event"
+    );
+    let mut prev = 0.0;
+    for stage in ["hits", "pulses", "interaction", "full"] {
+        if let Some(t) = median(&format!("1core/{stage}")) {
+            eprintln!(
+                "  {:<28} {t:>9.3} {:>9.0} {:>10.0} {:>12.1}   stage cost {:.1} us/event",
+                format!("1 core, up to {stage}"),
+                mb / t,
+                ev / t,
+                t / ev * 1e6,
+                (t - prev) / ev * 1e6
+            );
+            prev = t;
+        }
+    }
+    let (t1, t2) = (median("pool/1"), median("pool/2"));
+    for (threads, t) in [(1, t1), (2, t2)] {
+        if let Some(t) = t {
+            eprintln!(
+                "  {:<28} {t:>9.3} {:>9.0} {:>10.0} {:>12.1}",
+                format!("end to end, {threads}-thread pool"),
+                mb / t,
+                ev / t,
+                t / ev * 1e6
+            );
+        }
+    }
+    if let (Some(t1), Some(t2)) = (t1, t2) {
+        eprintln!(
+            "  2 threads: speed-up {:.2}, parallel efficiency {:.1} % (target >= 85 %)",
+            t1 / t2,
+            t1 / (2.0 * t2) * 100.0
+        );
+    }
+    if let Some(t) = median("xy/fits") {
+        eprintln!(
+            "  xy fit alone: {:.0} fits/s ({:.1} us/fit over {n_fits} main-S2 patterns)",
+            n_fits as f64 / t,
+            t / n_fits as f64 * 1e6
+        );
+    }
+}
+
+fn main() {
+    let set = bench_set();
+    let mut c = Criterion::default().configure_from_args();
+    bench_reco(&mut c, &set);
+    c.final_summary();
+}
