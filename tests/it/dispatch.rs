@@ -447,9 +447,34 @@ fn last_error(c: &Catalog, campaign: i64) -> (TaskState, u32, String) {
         .unwrap()
         .into_iter()
         .chain(c.tasks_in_state(campaign, TaskState::Failed).unwrap())
+        .chain(c.tasks_in_state(campaign, TaskState::Submitted).unwrap())
         .next()
-        .expect("the task is queued for a retry or failed");
+        .expect("the task is queued, in a job or failed");
     (t.state, t.attempts, t.last_error.unwrap_or_default())
+}
+
+/// Dispatcher passes until the file's task has spent `n` attempts.
+fn wait_attempts(s: &Site, n: u32, limit: Duration) -> (TaskState, u32, String) {
+    let start = Instant::now();
+    loop {
+        let o = dispatch_once(s);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let c = Catalog::open(&s.catalog).unwrap();
+        let id = c
+            .campaign_by_name(&prompt_campaign_name("v1"))
+            .unwrap()
+            .unwrap()
+            .id;
+        let got = last_error(&c, id);
+        if got.1 >= n {
+            return got;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "attempt {n} not reached after {limit:?}: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
 }
 
 #[test]
@@ -464,29 +489,22 @@ fn job_faults_are_detected_with_their_state_retried_and_failed_after_the_cap() {
     let s = site(
         "dispatch-faults-site",
         &format!(
-            "profile = \"{}\"\nfiles_per_job = 1\nmax_attempts = 5\nbackoff_s = 0.0\nnodes = 1\nntasks = 1\ntime_limit = \"00:01:00\"\n",
+            "profile = \"{}\"\nfiles_per_job = 1\nmax_attempts = 5\nbackoff_s = 2.0\nnodes = 1\nntasks = 1\ntime_limit = \"00:01:00\"\n",
             template.display()
         ),
     );
     sim(&s.root, 600, 1, 3, &[]);
     let c = || Catalog::open(&s.catalog).unwrap();
-    let prompt = |c: &Catalog| {
-        c.campaign_by_name(&prompt_campaign_name("v1"))
-            .unwrap()
-            .unwrap()
-            .id
-    };
 
-    // 1. Non-zero exit -> FAILED.
+    // 1. Non-zero exit -> FAILED. The back-off (2 s, doubling) leaves time to
+    // change the fault before the next attempt starts.
     set_fault(dir.path(), "exit");
-    assert!(dispatch_once(&s).status.success());
-    wait_job_state(&c(), &s, "idle", Duration::from_secs(60));
-    let (state, attempts, why) = last_error(&c(), prompt(&c()));
+    let (state, attempts, why) = wait_attempts(&s, 1, Duration::from_secs(60));
     assert_eq!((state, attempts), (TaskState::Queued, 1), "{why}");
     assert!(why.contains("FAILED") && why.contains("3:0"), "{why}");
+    set_fault(dir.path(), "hang");
 
     // 2. scancel -> CANCELLED.
-    set_fault(dir.path(), "hang");
     let jobs = wait_job_state(&c(), &s, "running", Duration::from_secs(60));
     let id = jobs[0].slurm_id.unwrap();
     assert!(Command::new("scancel")
@@ -494,8 +512,7 @@ fn job_faults_are_detected_with_their_state_retried_and_failed_after_the_cap() {
         .status()
         .unwrap()
         .success());
-    wait_job_state(&c(), &s, "idle", Duration::from_secs(60));
-    let (_, attempts, why) = last_error(&c(), prompt(&c()));
+    let (_, attempts, why) = wait_attempts(&s, 2, Duration::from_secs(60));
     assert_eq!(attempts, 2);
     assert!(why.contains("CANCELLED"), "{why}");
 
@@ -505,37 +522,51 @@ fn job_faults_are_detected_with_their_state_retried_and_failed_after_the_cap() {
         .unwrap()
         .node_list
         .unwrap();
-    let down = Command::new("scontrol")
-        .args([
-            "update",
-            &format!("nodename={node}"),
-            "state=down",
-            "reason=tpcflow-test",
-        ])
-        .status()
-        .unwrap();
-    assert!(down.success());
-    wait_job_state(&c(), &s, "idle", Duration::from_secs(90));
-    let _ = Command::new("scontrol")
-        .args(["update", &format!("nodename={node}"), "state=resume"])
-        .status();
-    let (_, attempts, why) = last_error(&c(), prompt(&c()));
+    let update = |state: &str| {
+        Command::new("scontrol")
+            .args([
+                "update",
+                &format!("nodename={node}"),
+                &format!("state={state}"),
+                "reason=tpcflow-test",
+            ])
+            .status()
+            .unwrap()
+    };
+    assert!(update("down").success());
+    let got = wait_attempts(&s, 3, Duration::from_secs(90));
+    // ReturnToService=2 may have brought it back already; resume otherwise.
+    let _ = update("resume");
+    let back = Instant::now();
+    loop {
+        let o = Command::new("sinfo")
+            .args(["-h", "-n", &node, "-o", "%T"])
+            .output()
+            .unwrap();
+        let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if state.starts_with("idle") || state.starts_with("mixed") || state.starts_with("alloc") {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "{node} stays {state}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, attempts, why) = got;
     assert_eq!(attempts, 3);
     assert!(why.contains("NODE_FAIL"), "{why}");
 
-    // 4. Time limit -> TIMEOUT (the limit is one minute).
-    wait_job_state(&c(), &s, "running", Duration::from_secs(90));
-    wait_job_state(&c(), &s, "idle", Duration::from_secs(150));
-    let (_, attempts, why) = last_error(&c(), prompt(&c()));
+    // 4. Time limit (one minute) -> TIMEOUT.
+    let (_, attempts, why) = wait_attempts(&s, 4, Duration::from_secs(180));
     assert_eq!(attempts, 4);
     assert!(why.contains("TIMEOUT"), "{why}");
 
     // 5. The cap: one more failure and the file is FAILED with the reason.
     set_fault(dir.path(), "exit");
-    wait_job_state(&c(), &s, "idle", Duration::from_secs(60));
-    let cat = c();
-    let (state, attempts, why) = last_error(&cat, prompt(&cat));
+    let (state, attempts, why) = wait_attempts(&s, 5, Duration::from_secs(90));
     assert_eq!((state, attempts), (TaskState::Failed, 5));
+    let cat = c();
     let f = &cat.files_of_run(600).unwrap()[0];
     assert_eq!(f.state, tpcflow::catalog::FileState::Failed);
     assert_eq!(f.last_error.as_deref(), Some(why.as_str()));
