@@ -1,47 +1,115 @@
 #!/usr/bin/env bash
-# README command one: the main job, end to end with what exists today.
-#   1. sets up the stack and the local two-node SLURM cluster
+# README command one: the main job, end to end, on this machine.
+#   1. sets up the stack and the local SLURM cluster (two emulated nodes)
 #   2. builds tpcflow and checks the environment (tpcflow doctor)
-#   3. simulates a DAQ run at the SURF site directory
-#   4. proves MPI + HDF5 through SLURM: a 2-rank sbatch job across both nodes
-# Where it keeps its data: TPCFLOW_DEMO_DIR (default /tmp/tpcflow-demo).
-# Re-running is safe: outputs are replaced atomically.
+#   3. starts the dispatcher as a daemon, salting science runs (key + vault)
+#   4. a live DAQ writes 3 runs (science, calibration, science; 30 files) at SURF
+#   5. waits until every file is moved, salted, reconstructed under MPI
+#      (2 ranks over both nodes) and catalogued
+#   6. starts the web monitor and prints a summary with the URLs
+# Data lives under TPCFLOW_DEMO_DIR (default /tmp/tpcflow-demo). Re-running is
+# safe: the previous demo's processes are stopped and its data replaced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO_DIR=${TPCFLOW_DEMO_DIR:-/tmp/tpcflow-demo}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+PORT=${TPCFLOW_DEMO_PORT:-8080}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 TPCFLOW_LOG=${TPCFLOW_LOG:-warn}
 
-scripts/setup.sh
+TPCFLOW_SLURM_NODES=2 scripts/setup.sh
 echo "== build"
 cargo build --release --locked
 BIN=$PWD/target/release/tpcflow
-mkdir -p "$DEMO_DIR"
 
 echo "== tpcflow doctor"
 "$BIN" doctor
 
-echo "== simulate run 17390 (4 files x 50 events, mixed sources) at SURF"
-"$BIN" sim --run 17390 --files 4 --events-per-file 50 --seed 17390 --source mixed \
-  --out "$DEMO_DIR/SURF"
-
-echo "== MPI + HDF5 through SLURM: 2 ranks on 2 emulated nodes"
-rm -rf "$DEMO_DIR/selftest"
-job=$(sbatch --parsable --job-name=tpcflow-demo-selftest --nodes=2 --ntasks=2 \
-  --output="$DEMO_DIR/selftest.log" \
-  --wrap "srun --mpi=pmix $BIN mpi-selftest --out $DEMO_DIR/selftest --expect-size 2")
-job=${job%%;*}
-for _ in $(seq 1 120); do
-  state=$(scontrol show job -o "$job" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true)
-  [[ -z $state ]] && state=$(grep "^JobId=$job " /var/log/slurm/jobcomp.log | tail -1 | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true)
-  case $state in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL) break ;; esac
-  sleep 0.5
+# A previous demo: stop its processes, then replace its data (only a directory
+# this script made, recognised by its marker).
+for pidfile in "$DEMO_DIR"/*.pid; do
+  [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
 done
-cat "$DEMO_DIR/selftest.log"
-[[ $state == COMPLETED ]] || { echo "demo: selftest job $job ended $state" >&2; exit 1; }
+if [[ -d $DEMO_DIR ]]; then
+  [[ -f $DEMO_DIR/.tpcflow-demo ]] || { echo "demo: $DEMO_DIR exists and is not a tpcflow demo directory" >&2; exit 1; }
+  rm -rf "$DEMO_DIR"
+fi
+mkdir -p "$DEMO_DIR/data/SURF" "$DEMO_DIR/blinding"
+touch "$DEMO_DIR/.tpcflow-demo"
+CAT=$DEMO_DIR/catalog.db
+DATA=$DEMO_DIR/data
+
+echo "== blinding: salt key and vault (kept apart from the analysts' data)"
+"$BIN" salt keygen --key "$DEMO_DIR/blinding/salt.key" --vault "$DEMO_DIR/blinding/vault" --rate 0.1
+
+cat > "$DEMO_DIR/dispatch.toml" <<TOML
+# Dispatcher settings of the demo: jobs of 4 files, 2 MPI ranks over both nodes.
+profile = "local"
+files_per_job = 4
+nodes = 2
+ntasks = 2
+cpus_per_task = 1
+max_queued_jobs = 4
+backoff_s = 5.0
+salt_key = "$DEMO_DIR/blinding/salt.key"
+salt_vault = "$DEMO_DIR/blinding/vault"
+TOML
+
+echo "== dispatcher daemon (pass every 2 s), log in $DEMO_DIR/dispatch.log"
+"$BIN" dispatch --daemon --interval 2 --catalog "$CAT" --data-root "$DATA" \
+  --config "$DEMO_DIR/dispatch.toml" > "$DEMO_DIR/dispatch.log" 2>&1 &
+echo $! > "$DEMO_DIR/dispatch.pid"
+
+echo "== live DAQ: runs 17390 (science), 17391 (calibration, 83mKr), 17392 (science)"
+start=$(date +%s.%N)
+mkdir -p "$DATA/SURF/017391"
+printf 'run_type = "calibration"\nconditions = "v1"\n' > "$DATA/SURF/017391/RUNINFO.toml"
+"$BIN" sim --run 17390 --files 12 --events-per-file 40 --seed 17390 --source mixed --live --rate 120 --out "$DATA/SURF" >/dev/null
+"$BIN" sim --run 17391 --files 8 --events-per-file 40 --seed 17391 --source kr83m --live --rate 120 --out "$DATA/SURF" >/dev/null
+"$BIN" sim --run 17392 --files 10 --events-per-file 40 --seed 17392 --source mixed --live --rate 120 --out "$DATA/SURF" >/dev/null
+echo "   30 files written at SURF"
+
+echo "== waiting for every file to be reconstructed and catalogued"
+for _ in $(seq 1 300); do
+  done_files=$("$BIN" status --catalog "$CAT" --json 2>/dev/null | python3 -c \
+    'import json,sys; d=json.load(sys.stdin); print(sum(r["reconstructed"] for r in d["runs"]))' 2>/dev/null || echo 0)
+  [[ $done_files -ge 30 ]] && break
+  sleep 2
+done
+end=$(date +%s.%N)
+kill "$(cat "$DEMO_DIR/dispatch.pid")" 2>/dev/null || true
+rm -f "$DEMO_DIR/dispatch.pid"
+[[ $done_files -ge 30 ]] || { echo "demo: only $done_files of 30 files reconstructed; see $DEMO_DIR/dispatch.log" >&2; tail -20 "$DEMO_DIR/dispatch.log" >&2; exit 1; }
+
+echo
+echo "== tpcflow status"
+"$BIN" status --catalog "$CAT"
+
+if "$BIN" serve --help >/dev/null 2>&1; then
+  "$BIN" serve --catalog "$CAT" --data-root "$DATA" --addr "127.0.0.1:$PORT" > "$DEMO_DIR/serve.log" 2>&1 &
+  echo $! > "$DEMO_DIR/serve.pid"
+fi
 
 echo
 echo "== summary"
-echo "raw files at SURF: $(find "$DEMO_DIR/SURF" -name '*.raw.h5' | wc -l) ($(du -sh "$DEMO_DIR/SURF" | cut -f1))"
-nodes=$(grep "^JobId=$job " /var/log/slurm/jobcomp.log | tail -1 | grep -o ' NodeList=[^ ]*' | cut -d= -f2 || true)
-echo "SLURM job $job: $state on nodes ${nodes:-?}"
-echo "open a raw file:  /usr/bin/python3 -c \"import h5py; f=h5py.File('$DEMO_DIR/SURF/017390/017390_00000.raw.h5'); print(dict(f.attrs))\""
+"$BIN" status --catalog "$CAT" --json | python3 -c '
+import json, sys, glob, os
+d = json.load(sys.stdin)
+runs = d["runs"]; files = sum(r["files"] for r in runs)
+repl = sum(r["usdc"] + r["ukdc"] + r["archive"] for r in runs)
+salted = sum(r["salted"] for r in runs); reco = sum(r["reconstructed"] for r in runs)
+recs = [json.load(open(p)) for p in glob.glob(os.path.join(sys.argv[1], "RQ", "*", "*.result.json"))]
+events = sum(r["events"] for r in recs if r["status"] == "ok")
+mb = sum(r["bytes_read"] for r in recs) / 1e6; busy = sum(r["wall_seconds"] for r in recs)
+lat = d["latency"]
+print(f"files moved from SURF: {files}; replicas verified at USDC/UKDC/ARCHIVE: {repl} of {3*files}")
+print(f"science files salted: {salted}; files reconstructed and catalogued: {reco}")
+print(f"events reconstructed: {events}; reco throughput {mb:.0f} MB in {busy:.1f} s of job time ({mb/max(busy,1e-9):.0f} MB/s)")
+med, p90 = lat["median_s"], lat["p90_s"]
+print(f"latency SURF write -> RQ catalogued: median {med:.1f} s, p90 {p90:.1f} s")
+' "$DATA"
+jobs=$(ls "$DATA/jobs" | wc -l)
+printf 'SLURM jobs: %s (scripts and logs under %s)\n' "$jobs" "$DATA/jobs"
+python3 -c "import sys; print(f'wall time of the live part: {float(sys.argv[2]) - float(sys.argv[1]):.0f} s')" "$start" "$end"
+echo "RQ files: $DATA/RQ/prompt-v1/*.rq.h5  (h5py/pandas: see README)"
+if [[ -f $DEMO_DIR/serve.pid ]]; then
+  echo "web monitor (pid $(cat "$DEMO_DIR/serve.pid")): http://127.0.0.1:$PORT/  runs | /families | /event?run=17391&event=5"
+fi
