@@ -20,7 +20,8 @@ impl Catalog {
     pub fn requeue_interrupted(&self) -> Result<usize, CatalogError> {
         self.conn()
             .execute(
-                "UPDATE replicas SET state = 'queued', updated_at = ?1 WHERE state = 'transferring'",
+                "UPDATE replicas SET state = 'queued', updated_at = ?1
+                 WHERE site IN ('SURF', 'USDC', 'UKDC', 'ARCHIVE') AND state = 'transferring'",
                 [now_unix_s()],
             )
             .map_err(self.sql("re-queue interrupted transfers"))
@@ -54,7 +55,7 @@ impl Catalog {
             .execute(
                 "INSERT INTO replicas (file_id, site, path, state, updated_at)
                  SELECT s.file_id, ?1, s.path, 'queued', ?2
-                 FROM raw_files f JOIN replicas s
+                 FROM raw_files f INDEXED BY raw_files_state JOIN replicas s
                    ON s.file_id = f.id AND s.site = 'SURF' AND s.state = 'verified'
                  WHERE f.state = 'registered'
                    AND (?3 = 0 OR f.salted = 1

@@ -42,6 +42,13 @@ const TASK_SELECT: &str = "SELECT t.id, t.file_id, t.campaign_id, t.state, t.att
        (SELECT r.path FROM replicas r WHERE r.file_id = f.id AND r.site = 'USDC' AND r.state = 'verified')
      FROM tasks t JOIN raw_files f ON f.id = t.file_id";
 
+/// As [`TASK_SELECT`], driven by the `(state, campaign)` index: few tasks
+/// are queued however many are done, which SQLite's statistics cannot know.
+const TASK_SELECT_BY_STATE: &str = "SELECT t.id, t.file_id, t.campaign_id, t.state, t.attempts, t.job_id, t.last_error,
+       f.name, f.run, f.size_bytes,
+       (SELECT r.path FROM replicas r WHERE r.file_id = f.id AND r.site = 'USDC' AND r.state = 'verified')
+     FROM tasks t INDEXED BY tasks_state JOIN raw_files f ON f.id = t.file_id";
+
 fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
     Ok(TaskRow {
         id: r.get(0)?,
@@ -167,18 +174,45 @@ impl Catalog {
         c: &CampaignRow,
         require_salted: bool,
     ) -> Result<usize, CatalogError> {
+        let (_, prompt) = self.campaign_extras(c.id)?;
+        // Prompt processing only ever looks at files waiting for it
+        // (`transferred`, via the state index): its cost follows new data, not
+        // the catalog size. A reprocessing campaign scans its run range.
+        // SQLite's statistics cannot tell that few files are `transferred`:
+        // name the index.
+        let (files, states) = if prompt {
+            ("raw_files f INDEXED BY raw_files_state", "('transferred')")
+        } else {
+            ("raw_files f", "('transferred', 'processing', 'processed')")
+        };
         let now = now_unix_s();
         self.conn()
             .execute(
-                "INSERT INTO tasks (file_id, campaign_id, state, created_at, updated_at)
-                 SELECT f.id, ?1, 'queued', ?4, ?4 FROM raw_files f JOIN runs ru ON ru.number = f.run
-                 WHERE f.run BETWEEN ?2 AND ?3
-                   AND f.state IN ('transferred', 'processing', 'processed')
-                   AND (?5 = 0 OR ru.run_type = 'calibration' OR f.salted = 1)
-                   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.campaign_id = ?1)",
+                &format!(
+                    "INSERT INTO tasks (file_id, campaign_id, state, created_at, updated_at)
+                     SELECT f.id, ?1, 'queued', ?4, ?4 FROM {files} JOIN runs ru ON ru.number = f.run
+                     WHERE f.state IN {states} AND f.run BETWEEN ?2 AND ?3
+                       AND (?5 = 0 OR ru.run_type = 'calibration' OR f.salted = 1)
+                       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.campaign_id = ?1)"
+                ),
                 params![c.id, c.first_run, c.last_run, now, require_salted],
             )
             .map_err(self.sql("queue tasks"))
+    }
+
+    /// Tasks of a campaign still queued or in jobs (index-driven).
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn campaign_in_flight(&self, campaign_id: i64) -> Result<(u64, u64), CatalogError> {
+        self.conn()
+            .query_row(
+                "SELECT (SELECT count(*) FROM tasks WHERE state IN ('queued','submitting','submitted') AND campaign_id = ?1),
+                        (SELECT count(*) FROM tasks WHERE state IN ('done','failed') AND campaign_id = ?1)",
+                [campaign_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.sql("campaign in flight"))
     }
 
     /// Queued tasks of a campaign whose back-off has passed, oldest file first.
@@ -192,7 +226,7 @@ impl Catalog {
     ) -> Result<Vec<TaskRow>, CatalogError> {
         let conn = self.conn();
         let sql = format!(
-            "{TASK_SELECT} WHERE t.campaign_id = ?1 AND t.state = 'queued'
+            "{TASK_SELECT_BY_STATE} WHERE t.state = 'queued' AND t.campaign_id = ?1
                AND (t.not_before IS NULL OR t.not_before <= ?2) ORDER BY f.run, f.sequence LIMIT ?3"
         );
         let mut st = conn
@@ -480,7 +514,7 @@ impl Catalog {
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
-                "SELECT count(*), sum(t.state = 'done'), sum(t.state = 'failed'),
+                "SELECT count(t.id), sum(t.state = 'done'), sum(t.state = 'failed'),
                         sum(t.state IN ('queued','submitting','submitted')), count(DISTINCT f.run), c.prompt
                  FROM campaigns c LEFT JOIN tasks t ON t.campaign_id = c.id LEFT JOIN raw_files f ON f.id = t.file_id
                  WHERE c.id = ?1",

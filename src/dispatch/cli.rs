@@ -215,6 +215,18 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
                 "campaign {} created: runs {}-{}, conditions {}, lineage {}",
                 c.name, c.first_run, c.last_run, c.conditions_tag, c.lineage_hash
             );
+            let same: Vec<String> = catalog
+                .campaigns()?
+                .into_iter()
+                .filter(|o| o.id != c.id && o.lineage_hash == c.lineage_hash)
+                .map(|o| o.name)
+                .collect();
+            if !same.is_empty() {
+                println!(
+                    "note: same lineage as {}: this family recomputes identical outputs (the catalog keeps one per file and lineage)",
+                    same.join(", ")
+                );
+            }
         }
         CampaignCommand::List { db, json } => {
             let progress = Catalog::open(&db.catalog)?.campaign_progress()?;

@@ -208,6 +208,8 @@ pub struct PassReport {
     pub slurm_calls: u32,
     /// Wall time [s].
     pub seconds: f64,
+    /// Wall time of each stage [s].
+    pub stage_seconds: BTreeMap<&'static str, f64>,
     /// Problems that did not stop the pass.
     pub warnings: Vec<String>,
 }
@@ -351,12 +353,21 @@ impl Dispatcher {
     pub fn pass(&self) -> Result<PassReport> {
         let start = Instant::now();
         let mut report = PassReport::default();
+        let mut lap = Instant::now();
+        let mut stage = |name: &'static str, report: &mut PassReport| {
+            report
+                .stage_seconds
+                .insert(name, lap.elapsed().as_secs_f64());
+            lap = Instant::now();
+        };
         let snapshot = Snapshot::take(self.jobcomp.as_deref())?;
         report.slurm_calls += snapshot.calls;
         self.reconcile(&snapshot, &mut report)?;
+        stage("reconcile", &mut report);
 
         let surf = self.cfg.sites.get(crate::catalog::Site::Surf)?.root.clone();
         let ing = ingest::run(&IngestConfig { surf_root: surf }, &self.catalog)?;
+        stage("ingest", &mut report);
         report.ingested = ing.files_registered;
         let salting = !self.cfg.settings.salt_key.is_empty();
         if salting {
@@ -382,6 +393,7 @@ impl Dispatcher {
             },
             &self.catalog,
         )?;
+        stage("transfer", &mut report);
         report.replicas_verified = tr.verified;
         report.replicas_failed = tr.failures.len();
 
@@ -405,8 +417,11 @@ impl Dispatcher {
                 )?;
             }
         }
+        stage("queue", &mut report);
         self.submit(&campaigns, &mut report)?;
+        stage("submit", &mut report);
         self.complete_campaigns()?;
+        stage("campaigns", &mut report);
         report.seconds = start.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -671,14 +686,14 @@ impl Dispatcher {
     }
 
     fn complete_campaigns(&self) -> Result<()> {
-        for p in self.catalog.campaign_progress()? {
-            if !p.prompt
-                && p.campaign.state == CampaignState::Active
-                && p.tasks > 0
-                && p.in_flight == 0
-            {
+        for c in self.catalog.campaigns()? {
+            if c.state != CampaignState::Active || self.catalog.campaign_extras(c.id)?.1 {
+                continue;
+            }
+            let (in_flight, finished) = self.catalog.campaign_in_flight(c.id)?;
+            if in_flight == 0 && finished > 0 {
                 self.catalog.campaign_transition(
-                    p.campaign.id,
+                    c.id,
                     CampaignState::Active,
                     CampaignState::Complete,
                 )?;
