@@ -33,19 +33,21 @@ pub struct TaskRow {
     pub run: u32,
     /// Raw file size [bytes].
     pub size_bytes: u64,
+    /// Catalogued adler32 of the raw file (after salting).
+    pub adler32: String,
     /// Path of the USDC replica relative to the site root.
     pub usdc_path: Option<String>,
 }
 
 const TASK_SELECT: &str = "SELECT t.id, t.file_id, t.campaign_id, t.state, t.attempts, t.job_id, t.last_error,
-       f.name, f.run, f.size_bytes,
+       f.name, f.run, f.size_bytes, f.adler32,
        (SELECT r.path FROM replicas r WHERE r.file_id = f.id AND r.site = 'USDC' AND r.state = 'verified')
      FROM tasks t JOIN raw_files f ON f.id = t.file_id";
 
 /// As [`TASK_SELECT`], driven by the `(state, campaign)` index: few tasks
 /// are queued however many are done, which SQLite's statistics cannot know.
 const TASK_SELECT_BY_STATE: &str = "SELECT t.id, t.file_id, t.campaign_id, t.state, t.attempts, t.job_id, t.last_error,
-       f.name, f.run, f.size_bytes,
+       f.name, f.run, f.size_bytes, f.adler32,
        (SELECT r.path FROM replicas r WHERE r.file_id = f.id AND r.site = 'USDC' AND r.state = 'verified')
      FROM tasks t INDEXED BY tasks_state JOIN raw_files f ON f.id = t.file_id";
 
@@ -61,7 +63,8 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
         file_name: r.get(7)?,
         run: r.get(8)?,
         size_bytes: r.get(9)?,
-        usdc_path: r.get(10)?,
+        adler32: r.get(10)?,
+        usdc_path: r.get(11)?,
     })
 }
 

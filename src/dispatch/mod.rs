@@ -594,7 +594,7 @@ impl Dispatcher {
                     break;
                 }
                 let usdc = &self.cfg.sites.get(crate::catalog::Site::Usdc)?.root;
-                let mut batch: Vec<(i64, PathBuf)> = Vec::new();
+                let mut batch: Vec<(i64, PathBuf, String)> = Vec::new();
                 let mut bytes = 0u64;
                 for t in &tasks {
                     let Some(rel) = &t.usdc_path else {
@@ -611,7 +611,7 @@ impl Dispatcher {
                         break;
                     }
                     bytes += t.size_bytes;
-                    batch.push((t.id, usdc.join(rel)));
+                    batch.push((t.id, usdc.join(rel), t.adler32.clone()));
                 }
                 if batch.is_empty() {
                     continue;
@@ -651,7 +651,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn sbatch(&self, c: &CampaignRow, name: &str, batch: &[(i64, PathBuf)]) -> Result<u64> {
+    fn sbatch(&self, c: &CampaignRow, name: &str, batch: &[(i64, PathBuf, String)]) -> Result<u64> {
         let dir = self.cfg.work_dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let list = dir.join("inputs.txt");
@@ -659,7 +659,7 @@ impl Dispatcher {
             &list,
             batch
                 .iter()
-                .map(|(_, p)| format!("{}\n", p.display()))
+                .map(|(_, p, adler)| format!("{}\t{adler}\n", p.display()))
                 .collect::<String>(),
         )?;
         let (config_json, _) = self.catalog.campaign_extras(c.id)?;

@@ -39,20 +39,27 @@ pub struct RecoArgs {
     pub json: bool,
 }
 
-fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
+/// Inputs with the checksum an input list may give after a TAB (the
+/// catalogued adler32, verified when the file was placed); without one the
+/// job computes it.
+fn expand_inputs(inputs: &[String]) -> Result<Vec<(PathBuf, Option<String>)>> {
     let mut out = Vec::new();
     for i in inputs {
         if let Some(list) = i.strip_prefix('@') {
             let text = std::fs::read_to_string(list)
                 .with_context(|| format!("reading input list {list}"))?;
-            out.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(PathBuf::from),
-            );
+            for line in text.lines().map(|l| l.trim_end_matches(['\r', '\n'])) {
+                if line.trim().is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (path, sum) = match line.split_once('\t') {
+                    Some((p, s)) => (p, Some(s.trim().to_string()).filter(|s| !s.is_empty())),
+                    None => (line.trim(), None),
+                };
+                out.push((PathBuf::from(path), sum));
+            }
         } else {
-            out.push(PathBuf::from(i));
+            out.push((PathBuf::from(i), None));
         }
     }
     anyhow::ensure!(!out.is_empty(), "no input files");
@@ -108,12 +115,14 @@ pub fn run_reco(a: RecoArgs) -> Result<()> {
         None => RecoConfig::default(),
     };
     config.validate().with_context(|| "reco config")?;
-    let inputs = expand_inputs(&a.inputs)?;
+    let (inputs, input_adler32): (Vec<PathBuf>, Vec<Option<String>>) =
+        expand_inputs(&a.inputs)?.into_iter().unzip();
     let universe = mpi::initialize().context("MPI_Init failed")?;
     let world = universe.world();
     crate::mpi_env::check_world_size(world.size() as u32, &crate::mpi_env::launch_info())?;
     let opts = RecoJobOptions {
         inputs,
+        input_adler32,
         out_dir: a.out_dir,
         conditions,
         config,

@@ -46,6 +46,9 @@ use plan::{FilePlan, OutputNames, Unit};
 pub struct RecoJobOptions {
     /// Raw input files.
     pub inputs: Vec<PathBuf>,
+    /// Known adler32 of each input (the catalogued one, verified at
+    /// placement); `None` means the job reads the file to compute it.
+    pub input_adler32: Vec<Option<String>>,
     /// Where RQ files and result records go.
     pub out_dir: PathBuf,
     /// Detector conditions.
@@ -219,7 +222,10 @@ impl Job<'_> {
     /// input for its adler32 (done once, for the final file, not for parts).
     fn header(&self, file: usize, checksum: bool) -> Result<RqHeader> {
         let input = &self.opts.inputs[file];
-        let adler32 = if checksum {
+        let known = self.opts.input_adler32.get(file).cloned().flatten();
+        let adler32 = if let Some(known) = known {
+            known
+        } else if checksum {
             crate::adler::digest_file(input)?.adler32
         } else {
             String::new()

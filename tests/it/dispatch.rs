@@ -230,7 +230,10 @@ fn jobs_that_ran(work_dir: &Path) -> Vec<(String, String, Vec<String>)> {
             out.push((
                 name.clone(),
                 rec["JobState"].clone(),
-                inputs.lines().map(String::from).collect(),
+                inputs
+                    .lines()
+                    .map(|l| l.split('\t').next().unwrap_or(l).to_string())
+                    .collect(),
             ));
         }
     }
