@@ -37,7 +37,8 @@ BASE_PORT=17000            # emulated node i listens on BASE_PORT + i
 MUNGE_PID_FILE=/run/munge/munged.pid
 
 PACKAGES=(slurm-wlm slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
-          libhdf5-dev hdf5-tools clang libclang-dev pkg-config python3-h5py python3-pandas)
+          libhdf5-dev hdf5-tools clang libclang-dev pkg-config python3-h5py python3-pandas
+          chromium chromium-driver)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

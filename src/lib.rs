@@ -36,6 +36,8 @@ pub mod sim;
 pub mod slurm;
 pub mod transfer;
 pub mod truth;
+pub mod validate;
+pub mod web;
 
 /// Version of this software, recorded in every output file.
 pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -60,6 +60,10 @@ enum Command {
     Campaign(tpcflow::dispatch::cli::CampaignCommand),
     /// The operator's view: per-run data movement and processing, families, latency.
     Status(tpcflow::dispatch::cli::StatusArgs),
+    /// Web pages of the catalog: runs, families, event display, and their JSON API.
+    Serve(tpcflow::web::cli::ServeArgs),
+    /// Match RQ files to simulation truth and write an accuracy report (Markdown, JSON, SVG).
+    Validate(tpcflow::validate::cli::ValidateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -136,6 +140,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dispatch(args) => tpcflow::dispatch::cli::run_dispatch(args),
         Command::Campaign(cmd) => tpcflow::dispatch::cli::run_campaign(cmd),
         Command::Status(args) => tpcflow::dispatch::cli::run_status(args),
+        Command::Serve(args) => tpcflow::web::cli::run_serve(args),
+        Command::Validate(args) => tpcflow::validate::cli::run_validate(args),
         Command::MpiSelftest { out, expect_size } => {
             if let Some(summary) = tpcflow::mpi_selftest::run(&out, expect_size)? {
                 println!(

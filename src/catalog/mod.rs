@@ -34,6 +34,7 @@ mod salting;
 pub mod schema;
 pub mod states;
 mod tasks;
+pub mod web_queries;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

@@ -15,3 +15,5 @@ mod salting;
 mod sim_live;
 mod sim_physics;
 mod stack;
+mod validate;
+mod web;
