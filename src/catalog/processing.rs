@@ -78,6 +78,20 @@ pub struct JobRow {
     pub submitted_at: Option<f64>,
     /// End time [s since the Unix epoch].
     pub finished_at: Option<f64>,
+    /// The name SLURM knows it by: the array's name for an array element, else `name`.
+    pub slurm_name: String,
+    /// Index of this job in its SLURM job array (`slurm_id` is the array's id).
+    pub array_index: Option<u32>,
+}
+
+impl JobRow {
+    /// How SLURM commands name it: `123` or `123_4` for an array element.
+    pub fn slurm_ref(&self) -> Option<String> {
+        self.slurm_id.map(|id| match self.array_index {
+            Some(i) => format!("{id}_{i}"),
+            None => id.to_string(),
+        })
+    }
 }
 
 /// A processing output to catalogue.
@@ -129,11 +143,13 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         reason: r.get(7)?,
         submitted_at: r.get(8)?,
         finished_at: r.get(9)?,
+        slurm_name: r.get(10)?,
+        array_index: r.get(11)?,
     })
 }
 
-const JOB_COLUMNS: &str =
-    "id, slurm_id, name, campaign_id, task_ids, attempt, state, reason, submitted_at, finished_at";
+const JOB_COLUMNS: &str = "id, slurm_id, name, campaign_id, task_ids, attempt, state, reason, \
+     submitted_at, finished_at, coalesce(slurm_name, name), array_index";
 
 impl Catalog {
     /// Define a campaign (state `defined`). Returns its id.

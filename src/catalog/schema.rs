@@ -14,7 +14,7 @@
 //! lineage_hash)` (unique).
 
 /// The migrations, oldest first. Version N means the first N have run.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// Version 1: runs, raw files, replicas, outputs, jobs, campaigns.
 const MIGRATION_1: &str = r#"
@@ -129,6 +129,17 @@ CREATE INDEX outputs_lineage ON outputs(lineage_hash);
 -- catalogs on one cluster never mistake each other's jobs.
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('instance', lower(hex(randomblob(3))));
+"#;
+
+/// Version 3: SLURM job arrays. An array element is one catalog job; its SLURM
+/// identity is the array's job id (`slurm_id`) and its `array_index`. Every
+/// element carries the array's SLURM job name (`slurm_name`, NULL for a plain
+/// job, whose SLURM name is `name`), by which a crash between sbatch and its
+/// record is reconciled.
+const MIGRATION_3: &str = r#"
+ALTER TABLE jobs ADD COLUMN slurm_name TEXT;
+ALTER TABLE jobs ADD COLUMN array_index INTEGER CHECK (array_index >= 0);
+CREATE INDEX jobs_slurm_name ON jobs(slurm_name) WHERE slurm_name IS NOT NULL;
 "#;
 
 #[cfg(test)]

@@ -297,10 +297,56 @@ impl Catalog {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin job"))?;
+        let job = self.claim_job(&tx, campaign_id, prefix, task_ids, attempt, None)?;
+        tx.commit().map_err(self.sql("commit job"))?;
+        Ok(job)
+    }
+
+    /// The intent to submit a SLURM job array: one `pending` job per element
+    /// (`elements[i]` = (task ids, attempt) of index `i`), all carrying the
+    /// array's SLURM name `{prefix}-a{first job id}`, in one transaction.
+    /// Returns (array name, [(job id, job name)] by index).
+    ///
+    /// # Errors
+    /// [`CatalogError::StateConflict`] when a task is no longer queued.
+    pub fn begin_array(
+        &self,
+        campaign_id: i64,
+        prefix: &str,
+        elements: &[(Vec<i64>, u32)],
+    ) -> Result<(String, Vec<(i64, String)>), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin job array"))?;
+        let mut jobs = Vec::with_capacity(elements.len());
+        for (index, (tasks, attempt)) in elements.iter().enumerate() {
+            jobs.push(self.claim_job(&tx, campaign_id, prefix, tasks, *attempt, Some(index))?);
+        }
+        let first = jobs.first().map_or(0, |j| j.0);
+        let array_name = format!("{prefix}-a{first}");
+        tx.execute(
+            "UPDATE jobs SET slurm_name = ?3 WHERE id BETWEEN ?1 AND ?2 AND array_index IS NOT NULL",
+            params![first, jobs.last().map_or(0, |j| j.0), array_name],
+        )
+        .map_err(self.sql("name job array"))?;
+        tx.commit().map_err(self.sql("commit job array"))?;
+        Ok((array_name, jobs))
+    }
+
+    fn claim_job(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        campaign_id: i64,
+        prefix: &str,
+        task_ids: &[i64],
+        attempt: u32,
+        array_index: Option<usize>,
+    ) -> Result<(i64, String), CatalogError> {
         let tasks = serde_json::to_string(task_ids).unwrap_or_else(|_| "[]".into());
         tx.execute(
-            "INSERT INTO jobs (name, campaign_id, task_ids, attempt) VALUES ('', ?1, ?2, ?3)",
-            params![campaign_id, tasks, attempt.max(1)],
+            "INSERT INTO jobs (name, campaign_id, task_ids, attempt, array_index) VALUES ('', ?1, ?2, ?3, ?4)",
+            params![campaign_id, tasks, attempt.max(1), array_index.map(|i| i as i64)],
         )
         .map_err(self.sql("record job"))?;
         let id = tx.last_insert_rowid();
@@ -330,7 +376,6 @@ impl Catalog {
             [id],
         )
         .map_err(self.sql("mark files processing"))?;
-        tx.commit().map_err(self.sql("commit job"))?;
         Ok((id, name))
     }
 
@@ -339,14 +384,41 @@ impl Catalog {
     /// # Errors
     /// As [`Catalog::job_submitted`].
     pub fn job_accepted(&self, job_id: i64, slurm_id: u64) -> Result<(), CatalogError> {
-        self.job_submitted(job_id, slurm_id)?;
-        self.conn()
-            .execute(
+        self.jobs_accepted(&[job_id], slurm_id)
+    }
+
+    /// [`Catalog::job_accepted`] for every element of a job array (or one
+    /// plain job), in one transaction.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`], or a job no longer `pending`.
+    pub fn jobs_accepted(&self, job_ids: &[i64], slurm_id: u64) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("accept jobs"))?;
+        let now = now_unix_s();
+        for id in job_ids {
+            let n = tx
+                .execute(
+                    "UPDATE jobs SET slurm_id = ?2, submitted_at = ?3, state = 'submitted' WHERE id = ?1 AND state = 'pending'",
+                    params![id, slurm_id, now],
+                )
+                .map_err(self.sql("mark job submitted"))?;
+            if n != 1 {
+                return Err(CatalogError::StateConflict {
+                    what: format!("job {id}"),
+                    expected: "pending".into(),
+                    found: "another state".into(),
+                });
+            }
+            tx.execute(
                 "UPDATE tasks SET state = 'submitted', updated_at = ?2 WHERE job_id = ?1 AND state = 'submitting'",
-                params![job_id, now_unix_s()],
+                params![id, now],
             )
-            .map(drop)
-            .map_err(self.sql("mark tasks submitted"))
+            .map_err(self.sql("mark tasks submitted"))?;
+        }
+        tx.commit().map_err(self.sql("commit accepted jobs"))
     }
 
     /// A job that never reached SLURM: job `pending -> failed`, its tasks back

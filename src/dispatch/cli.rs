@@ -87,9 +87,9 @@ pub fn run_dispatch(a: DispatchArgs) -> Result<()> {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
                     println!(
-                        "pass: ingested {}, salted {}, replicas verified {} (failed {}), tasks queued {}, jobs submitted {}, finished {} \
+                        "pass: ingested {}, salted {}, replicas verified {} (failed {}), tasks queued {}, jobs submitted {} (in {} array(s)), finished {} \
                          (adopted {}, never submitted {}), tasks done {}, failed {}; {} SLURM call(s), {:.3} s",
-                        r.ingested, r.salted, r.replicas_verified, r.replicas_failed, r.tasks_queued, r.jobs_submitted, r.jobs_finished,
+                        r.ingested, r.salted, r.replicas_verified, r.replicas_failed, r.tasks_queued, r.jobs_submitted, r.arrays_submitted, r.jobs_finished,
                         r.jobs_adopted, r.jobs_never_submitted, r.tasks_done, r.tasks_failed, r.slurm_calls, r.seconds
                     );
                     for w in &r.warnings {
@@ -309,8 +309,8 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
                 .into_iter()
                 .filter(|j| jobs.contains(&j.id))
             {
-                if let Some(s) = j.slurm_id {
-                    ids.push(s.to_string());
+                if let Some(s) = j.slurm_ref() {
+                    ids.push(s);
                 }
             }
             if !ids.is_empty() {

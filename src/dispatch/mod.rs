@@ -56,10 +56,19 @@ pub struct Settings {
     pub files_per_job: usize,
     /// Raw bytes per job at most [bytes].
     pub max_job_bytes: u64,
-    /// Jobs pending/submitted/running at once at most.
+    /// SLURM jobs pending/running at once at most (a job array counts as one:
+    /// SLURM keeps its pending elements as one record; `array_throttle` bounds
+    /// how many of its elements run).
     pub max_queued_jobs: usize,
-    /// Submissions per pass at most (the submission rate).
+    /// Submissions (sbatch calls) per pass at most (the submission rate).
     pub max_submissions_per_pass: usize,
+    /// A campaign (not prompt processing) with at least this many jobs' worth
+    /// of runnable files is submitted as one SLURM job array; 0 never uses arrays.
+    pub array_min_jobs: usize,
+    /// Elements per job array at most (SLURM's `MaxArraySize` bounds it, 1001 by default).
+    pub array_max_jobs: usize,
+    /// Elements of one array running at once at most: sbatch `--array=0-N%{array_throttle}`.
+    pub array_throttle: u32,
     /// Attempts per file before it is FAILED.
     pub max_attempts: u32,
     /// First retry delay [s]; doubles with each attempt.
@@ -100,6 +109,9 @@ impl Default for Settings {
             max_job_bytes: 4_000_000_000,
             max_queued_jobs: 8,
             max_submissions_per_pass: 4,
+            array_min_jobs: 8,
+            array_max_jobs: 1000,
+            array_throttle: 4,
             max_attempts: 3,
             backoff_s: 30.0,
             time_limit: "00:30:00".into(),
@@ -145,10 +157,15 @@ impl Settings {
             ("nodes", u64::from(self.nodes)),
             ("ntasks", u64::from(self.ntasks)),
             ("cpus_per_task", u64::from(self.cpus_per_task)),
+            ("array_max_jobs", self.array_max_jobs as u64),
+            ("array_throttle", u64::from(self.array_throttle)),
         ] {
             if v == 0 {
                 bail!("`{key}` must be at least 1");
             }
+        }
+        if self.array_max_jobs > 1000 {
+            bail!("`array_max_jobs` must be at most 1000 (SLURM's default MaxArraySize is 1001)");
         }
         if self.salt_key.is_empty() != self.salt_vault.is_empty() {
             bail!("`salt_key` and `salt_vault` go together");
@@ -192,8 +209,10 @@ pub struct PassReport {
     pub replicas_failed: usize,
     /// Tasks queued.
     pub tasks_queued: usize,
-    /// Jobs submitted.
+    /// Jobs submitted (an array counts each element).
     pub jobs_submitted: usize,
+    /// Of the submissions, SLURM job arrays.
+    pub arrays_submitted: usize,
     /// Jobs found finished (or vanished) and ingested.
     pub jobs_finished: usize,
     /// Pending jobs found never submitted (a crash before sbatch).
@@ -429,12 +448,12 @@ impl Dispatcher {
     fn reconcile(&self, snap: &Snapshot, report: &mut PassReport) -> Result<()> {
         for job in self.catalog.active_jobs()? {
             let slurm_job = match (job.state, job.slurm_id) {
-                (JobState::Pending, _) => match snap.by_name(&job.name) {
+                (JobState::Pending, _) => match snap.id_by_name(&job.slurm_name) {
                     // sbatch ran but we crashed before recording it: adopt it.
-                    Some(found) => {
-                        self.catalog.job_accepted(job.id, found.id)?;
+                    Some(id) => {
+                        self.catalog.job_accepted(job.id, id)?;
                         report.jobs_adopted += 1;
-                        Some(found.clone())
+                        snap.job(id, job.array_index, &job.slurm_name).cloned()
                     }
                     None => {
                         self.catalog.job_never_submitted(
@@ -445,7 +464,7 @@ impl Dispatcher {
                         continue;
                     }
                 },
-                (_, Some(id)) => snap.job(id, &job.name).cloned(),
+                (_, Some(id)) => snap.job(id, job.array_index, &job.slurm_name).cloned(),
                 (_, None) => None,
             };
             let state = slurm_job.as_ref().map_or(SlurmState::Unknown, |j| j.state);
@@ -481,7 +500,7 @@ impl Dispatcher {
         let (state, exit) = slurm.map_or((SlurmState::Unknown, None), |j| {
             (j.state, j.exit_code.clone())
         });
-        let slurm_text = match (job.slurm_id, &exit) {
+        let slurm_text = match (job.slurm_ref(), &exit) {
             (Some(id), Some(e)) => format!("SLURM job {id} {} (exit {e})", state.name()),
             (Some(id), None) => format!("SLURM job {id} {}", state.name()),
             _ => format!("job {} {}", job.name, state.name()),
@@ -582,86 +601,180 @@ impl Dispatcher {
 
     fn submit(&self, campaigns: &[(CampaignRow, bool)], report: &mut PassReport) -> Result<()> {
         let s = &self.cfg.settings;
-        let active = self.catalog.active_jobs()?.len();
+        // SLURM job records in flight: an array is one, whatever its elements.
+        let queued: std::collections::HashSet<String> = self
+            .catalog
+            .active_jobs()?
+            .into_iter()
+            .map(|j| j.slurm_name)
+            .collect();
         let mut budget = s
             .max_queued_jobs
-            .saturating_sub(active)
+            .saturating_sub(queued.len())
             .min(s.max_submissions_per_pass);
-        for (c, _) in campaigns {
+        let usdc = self.cfg.sites.get(crate::catalog::Site::Usdc)?.root.clone();
+        for (c, prompt) in campaigns {
+            let arrays = !prompt && s.array_min_jobs > 0;
+            let fetch = s.files_per_job * if arrays { s.array_max_jobs } else { 1 };
             while budget > 0 {
-                let tasks = self.catalog.runnable_tasks(c.id, s.files_per_job)?;
+                let tasks = self.catalog.runnable_tasks(c.id, fetch)?;
                 if tasks.is_empty() {
                     break;
                 }
-                let usdc = &self.cfg.sites.get(crate::catalog::Site::Usdc)?.root;
-                let mut batch: Vec<(i64, PathBuf, String)> = Vec::new();
-                let mut bytes = 0u64;
-                for t in &tasks {
-                    let Some(rel) = &t.usdc_path else {
-                        self.catalog.task_failed(
-                            t.id,
-                            "no verified USDC replica",
-                            s.max_attempts,
-                            s.backoff_s,
-                        )?;
-                        report.tasks_failed += 1;
-                        continue;
-                    };
-                    if !batch.is_empty() && bytes + t.size_bytes > s.max_job_bytes {
-                        break;
-                    }
-                    bytes += t.size_bytes;
-                    batch.push((t.id, usdc.join(rel), t.adler32.clone()));
-                }
-                if batch.is_empty() {
+                let batches = self.batches(&tasks, &usdc, report)?;
+                if batches.is_empty() {
                     continue;
                 }
-                let ids: Vec<i64> = batch.iter().map(|b| b.0).collect();
-                let attempt = tasks
-                    .iter()
-                    .filter(|t| ids.contains(&t.id))
-                    .map(|t| t.attempts + 1)
-                    .max()
-                    .unwrap_or(1);
-                // Intent first: if we crash after this, reconcile finds the name.
-                let (job_id, name) = self.catalog.begin_job(
-                    c.id,
-                    &format!("tpcflow-{}-c{}", self.instance, c.id),
-                    &ids,
-                    attempt,
-                )?;
-                match self.sbatch(c, &name, &batch) {
-                    Ok(slurm_id) => {
-                        report.slurm_calls += 1;
-                        self.catalog.job_accepted(job_id, slurm_id)?;
-                        tracing::info!(job = %name, slurm_id, files = batch.len(), "submitted");
-                        report.jobs_submitted += 1;
-                        budget -= 1;
-                    }
-                    Err(e) => {
-                        report.slurm_calls += 1;
-                        let msg = format!("sbatch failed for {name}: {e:#}");
-                        self.catalog.job_never_submitted(job_id, &msg)?;
-                        report.warnings.push(msg);
-                        return Ok(());
-                    }
+                let submitted = if arrays && batches.len() >= s.array_min_jobs {
+                    self.submit_array(c, &batches, report)?
+                } else {
+                    self.submit_job(c, &batches[0], report)?
+                };
+                if !submitted {
+                    return Ok(());
                 }
+                budget -= 1;
             }
         }
         Ok(())
     }
 
-    fn sbatch(&self, c: &CampaignRow, name: &str, batch: &[(i64, PathBuf, String)]) -> Result<u64> {
+    /// Group runnable tasks into jobs of at most `files_per_job` files and
+    /// `max_job_bytes`; a task without a verified USDC replica fails its attempt.
+    fn batches(
+        &self,
+        tasks: &[TaskRow],
+        usdc: &Path,
+        report: &mut PassReport,
+    ) -> Result<Vec<Batch>> {
+        let s = &self.cfg.settings;
+        let mut out: Vec<Batch> = Vec::new();
+        let mut bytes = 0u64;
+        for t in tasks {
+            let Some(rel) = &t.usdc_path else {
+                self.catalog.task_failed(
+                    t.id,
+                    "no verified USDC replica",
+                    s.max_attempts,
+                    s.backoff_s,
+                )?;
+                report.tasks_failed += 1;
+                continue;
+            };
+            let full = out.last().is_none_or(|b| {
+                b.files.len() >= s.files_per_job || bytes + t.size_bytes > s.max_job_bytes
+            });
+            if full {
+                out.push(Batch::default());
+                bytes = 0;
+            }
+            let b = out.last_mut().context("batch just pushed")?;
+            bytes += t.size_bytes;
+            b.attempt = b.attempt.max(t.attempts + 1);
+            b.files.push((t.id, usdc.join(rel), t.adler32.clone()));
+        }
+        Ok(out)
+    }
+
+    /// One plain job: intent first (if we crash after it, reconcile finds the
+    /// name), then sbatch. False when sbatch failed (the pass stops submitting).
+    fn submit_job(&self, c: &CampaignRow, batch: &Batch, report: &mut PassReport) -> Result<bool> {
+        let ids = batch.task_ids();
+        let (job_id, name) = self.catalog.begin_job(
+            c.id,
+            &format!("tpcflow-{}-c{}", self.instance, c.id),
+            &ids,
+            batch.attempt,
+        )?;
+        let dir = self.job_dir(&name)?;
+        let list = dir.join("inputs.txt");
+        write_input_list(&list, batch)?;
+        let inputs = format!("@{}", shell_quote(&list.display().to_string()));
+        let result = self.sbatch(c, &name, &dir, &inputs, &dir.join("job.log"), &[]);
+        report.slurm_calls += 1;
+        match result {
+            Ok(slurm_id) => {
+                self.catalog.job_accepted(job_id, slurm_id)?;
+                tracing::info!(job = %name, slurm_id, files = ids.len(), "submitted");
+                report.jobs_submitted += 1;
+                Ok(true)
+            }
+            Err(e) => {
+                let msg = format!("sbatch failed for {name}: {e:#}");
+                self.catalog.job_never_submitted(job_id, &msg)?;
+                report.warnings.push(msg);
+                Ok(false)
+            }
+        }
+    }
+
+    /// One SLURM job array, an element per batch, throttled by `%array_throttle`;
+    /// element `i` reads `inputs-{i}.txt`. Intent first for every element.
+    fn submit_array(
+        &self,
+        c: &CampaignRow,
+        batches: &[Batch],
+        report: &mut PassReport,
+    ) -> Result<bool> {
+        let elements: Vec<(Vec<i64>, u32)> =
+            batches.iter().map(|b| (b.task_ids(), b.attempt)).collect();
+        let (name, jobs) = self.catalog.begin_array(
+            c.id,
+            &format!("tpcflow-{}-c{}", self.instance, c.id),
+            &elements,
+        )?;
+        let dir = self.job_dir(&name)?;
+        for (i, b) in batches.iter().enumerate() {
+            write_input_list(&dir.join(format!("inputs-{i}.txt")), b)?;
+        }
+        let inputs = format!(
+            "@{}\"${{SLURM_ARRAY_TASK_ID}}\"{}",
+            shell_quote(&format!("{}/inputs-", dir.display())),
+            shell_quote(".txt")
+        );
+        let array = format!(
+            "--array=0-{}%{}",
+            batches.len() - 1,
+            self.cfg.settings.array_throttle
+        );
+        let result = self.sbatch(c, &name, &dir, &inputs, &dir.join("job-%a.log"), &[&array]);
+        report.slurm_calls += 1;
+        let ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
+        match result {
+            Ok(slurm_id) => {
+                self.catalog.jobs_accepted(&ids, slurm_id)?;
+                tracing::info!(job = %name, slurm_id, elements = ids.len(), %array, "submitted array");
+                report.jobs_submitted += ids.len();
+                report.arrays_submitted += 1;
+                Ok(true)
+            }
+            Err(e) => {
+                let msg = format!("sbatch failed for {name}: {e:#}");
+                for id in ids {
+                    self.catalog.job_never_submitted(id, &msg)?;
+                }
+                report.warnings.push(msg);
+                Ok(false)
+            }
+        }
+    }
+
+    fn job_dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.cfg.work_dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let list = dir.join("inputs.txt");
-        std::fs::write(
-            &list,
-            batch
-                .iter()
-                .map(|(_, p, adler)| format!("{}\t{adler}\n", p.display()))
-                .collect::<String>(),
-        )?;
+        Ok(dir)
+    }
+
+    /// Render the template for this job (or array) and call sbatch.
+    fn sbatch(
+        &self,
+        c: &CampaignRow,
+        name: &str,
+        dir: &Path,
+        inputs: &str,
+        log: &Path,
+        extra: &[&str],
+    ) -> Result<u64> {
         let (config_json, _) = self.catalog.campaign_extras(c.id)?;
         let config: RecoConfig =
             serde_json::from_str(&config_json).context("campaign reco config")?;
@@ -669,20 +782,17 @@ impl Dispatcher {
         std::fs::write(&config_path, toml::to_string(&config)?)?;
         let out_dir = self.out_dir(c);
         let args = format!(
-            "--inputs @{} --out-dir {} --conditions {} --config {} --json",
-            shell_quote(&list.display().to_string()),
+            "--inputs {inputs} --out-dir {} --conditions {} --config {} --json",
             shell_quote(&out_dir.display().to_string()),
             shell_quote(&c.conditions_tag),
             shell_quote(&config_path.display().to_string())
         );
-        let text = self.cfg.template.render(&template_values(
-            &self.cfg,
-            name,
-            &dir.join("job.log"),
-            &args,
-        ))?;
+        let text = self
+            .cfg
+            .template
+            .render(&template_values(&self.cfg, name, log, &args))?;
         let script = crate::sbatch::write_script(&dir.join("job.sbatch"), &text)?;
-        Ok(crate::slurm::submit(&script, &[])?)
+        Ok(crate::slurm::submit(&script, extra)?)
     }
 
     fn complete_campaigns(&self) -> Result<()> {
@@ -701,6 +811,30 @@ impl Dispatcher {
         }
         Ok(())
     }
+}
+
+/// The files of one job (one array element): (task id, USDC path, adler32).
+#[derive(Debug, Default)]
+struct Batch {
+    files: Vec<(i64, PathBuf, String)>,
+    attempt: u32,
+}
+
+impl Batch {
+    fn task_ids(&self) -> Vec<i64> {
+        self.files.iter().map(|f| f.0).collect()
+    }
+}
+
+/// The job's input list: `path<TAB>adler32` per line, the catalogued checksum
+/// the reco job verifies its input against.
+fn write_input_list(path: &Path, batch: &Batch) -> Result<()> {
+    let text: String = batch
+        .files
+        .iter()
+        .map(|(_, p, adler)| format!("{}\t{adler}\n", p.display()))
+        .collect();
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Values for the sbatch template.

@@ -1,9 +1,11 @@
 //! Dynamic work distribution over MPI ranks.
 //!
-//! Rank 0 holds the counter of the next unit and works too: between batches
-//! of its own events it answers the other ranks' requests (non-blocking
-//! probe), so a rank that finishes early gets the next unit at once. With
-//! one rank this is a plain loop.
+//! Every rank starts on the unit of its own rank number (no message, so a rank
+//! that starts late on another node still gets work, and the start costs no
+//! round trip). Rank 0 holds the counter of the units after those and works
+//! too: between batches of its own events it answers the other ranks'
+//! requests (non-blocking probe), so a rank that finishes early gets the next
+//! unit at once. With one rank this is a plain loop.
 
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -21,6 +23,8 @@ pub struct WorkQueue<'a> {
     next: u64,
     n_units: u64,
     stopped: i32,
+    /// This rank's first unit, taken without asking.
+    first: Option<u64>,
     /// Units this rank took.
     pub taken: u64,
 }
@@ -28,13 +32,15 @@ pub struct WorkQueue<'a> {
 impl<'a> WorkQueue<'a> {
     /// A queue of `n_units` over `world`.
     pub fn new(world: &'a SimpleCommunicator, n_units: usize) -> Self {
+        let (rank, size, n) = (world.rank(), world.size(), n_units as u64);
         Self {
             world,
-            rank: world.rank(),
-            size: world.size(),
-            next: 0,
-            n_units: n_units as u64,
+            rank,
+            size,
+            next: (size as u64).min(n),
+            n_units: n,
             stopped: 0,
+            first: Some(rank as u64).filter(|&r| r < n),
             taken: 0,
         }
     }
@@ -78,7 +84,9 @@ impl<'a> WorkQueue<'a> {
 
     /// The next unit for this rank, or None when all are handed out.
     pub fn next_unit(&mut self) -> Option<usize> {
-        let unit = if self.rank == 0 {
+        let unit = if let Some(first) = self.first.take() {
+            first
+        } else if self.rank == 0 {
             self.serve();
             self.take_local()
         } else {

@@ -215,20 +215,26 @@ fn live_run_is_moved_reconstructed_and_catalogued_without_an_operator() {
     assert_eq!(v["latency"]["files"], 20);
 }
 
-/// Every SLURM job the dispatcher ran (from the jobcomp file) and the files it read.
+/// Every SLURM job (or array element) the dispatcher ran, from the jobcomp
+/// file, with its state and the files it read.
 fn jobs_that_ran(work_dir: &Path) -> Vec<(String, String, Vec<String>)> {
     let jobcomp = std::fs::read_to_string("/var/log/slurm/jobcomp.log").unwrap_or_default();
     let mut out = Vec::new();
     for entry in std::fs::read_dir(work_dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let inputs = std::fs::read_to_string(entry.path().join("inputs.txt")).unwrap_or_default();
         for line in jobcomp
             .lines()
             .filter(|l| l.contains(&format!(" Name={name} ")))
         {
             let rec = tpcflow::slurm::parse_record(line);
+            // A plain job reads inputs.txt, array element i inputs-{i}.txt.
+            let (label, list) = match rec.get("ArrayTaskId") {
+                Some(i) => (format!("{name}_{i}"), format!("inputs-{i}.txt")),
+                None => (name.clone(), "inputs.txt".to_string()),
+            };
+            let inputs = std::fs::read_to_string(entry.path().join(list)).unwrap_or_default();
             out.push((
-                name.clone(),
+                label,
                 rec["JobState"].clone(),
                 inputs
                     .lines()
@@ -240,6 +246,110 @@ fn jobs_that_ran(work_dir: &Path) -> Vec<(String, String, Vec<String>)> {
     out
 }
 
+/// Create a campaign over `runs` with the default conditions.
+fn create_campaign(s: &Site, name: &str, runs: &str) {
+    let o = tpcflow()
+        .args(["campaign", "create", "--name", name, "--runs", runs])
+        .args(["--conditions", "v1", "--catalog"])
+        .arg(&s.catalog)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn large_campaign_runs_as_one_throttled_job_array() {
+    if !require_cluster() {
+        return;
+    }
+    let _cluster = cluster_shared();
+    let s = site(
+        "dispatch-array",
+        "prompt_conditions = \"\"\nfiles_per_job = 1\narray_min_jobs = 4\narray_throttle = 2\n\
+         max_queued_jobs = 1\nnodes = 1\nntasks = 1\n",
+    );
+    sim(&s.root, 17410, 10, 3, &[]);
+    create_campaign(&s, "SR3_array", "17410");
+    // One pass: ten jobs' worth of files go to SLURM as one array: one squeue, one sbatch.
+    let o = dispatch_cmd(&s)
+        .args(["--once", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["jobs_submitted"], 10, "{r}");
+    assert_eq!(r["arrays_submitted"], 1, "{r}");
+    assert_eq!(r["slurm_calls"], 2, "{r}");
+    let c = Catalog::open(&s.catalog).unwrap();
+    let jobs = c
+        .jobs_in_state(tpcflow::catalog::JobState::Submitted)
+        .unwrap();
+    assert_eq!(jobs.len(), 10);
+    let array_id = jobs[0].slurm_id.expect("submitted with an id");
+    let mut indices: Vec<u32> = jobs.iter().filter_map(|j| j.array_index).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..10).collect::<Vec<_>>());
+    assert!(jobs
+        .iter()
+        .all(|j| j.slurm_id == Some(array_id) && j.slurm_name == jobs[0].slurm_name));
+    let show = Command::new("scontrol")
+        .args(["show", "job", &array_id.to_string()])
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("ArrayTaskThrottle=2"), "{show}");
+    // SLURM runs at most two elements at a time; the queue is full with one
+    // array (max_queued_jobs = 1), so a pass in the meantime submits nothing.
+    let o = dispatch_cmd(&s)
+        .args(["--once", "--json"])
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["jobs_submitted"], 0, "{r}");
+    let start = Instant::now();
+    let mut most_running = 0;
+    loop {
+        let q = Command::new("squeue")
+            .args(["-h", "-r", "-j", &array_id.to_string(), "-o", "%i|%T"])
+            .output()
+            .unwrap();
+        let q = String::from_utf8_lossy(&q.stdout).into_owned();
+        let running = q.lines().filter(|l| l.ends_with("|RUNNING")).count();
+        most_running = most_running.max(running);
+        let live = q
+            .lines()
+            .filter(|l| l.ends_with("|RUNNING") || l.ends_with("|PENDING"))
+            .count();
+        if live == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "array still running: {q}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        (1..=2).contains(&most_running),
+        "{most_running} elements ran at once"
+    );
+    dispatch_until(&s, Duration::from_secs(60), |c| {
+        let p = c.campaign_progress().unwrap();
+        p.iter()
+            .any(|p| p.campaign.name == "SR3_array" && p.done == 10)
+    });
+    for f in c.files_of_run(17410).unwrap() {
+        let outs = c.outputs_of(f.id).unwrap();
+        assert_eq!(outs.len(), 1, "{}: {outs:?}", f.name);
+        assert_eq!(outs[0].events, 3);
+    }
+    let ran = jobs_that_ran(&s.root.join("jobs"));
+    assert_eq!(ran.len(), 10, "{ran:?}");
+    assert!(ran
+        .iter()
+        .all(|(_, state, inputs)| state == "COMPLETED" && inputs.len() == 1));
+}
+
 #[test]
 fn killed_dispatcher_loses_nothing_and_runs_nothing_twice() {
     if !require_cluster() {
@@ -248,25 +358,13 @@ fn killed_dispatcher_loses_nothing_and_runs_nothing_twice() {
     let _cluster = cluster_shared();
     let s = site(
         "dispatch-crash",
-        "prompt_conditions = \"\"\nfiles_per_job = 2\nmax_queued_jobs = 3\nmax_submissions_per_pass = 2\nnodes = 1\nntasks = 1\n",
+        // 10 jobs of 2 files: arrays of 3 elements (3 + 3 + 3) and a plain job
+        // for the last one, so kills land around both kinds of submission.
+        "prompt_conditions = \"\"\nfiles_per_job = 2\nmax_queued_jobs = 3\nmax_submissions_per_pass = 2\n\
+         array_min_jobs = 2\narray_max_jobs = 3\narray_throttle = 2\nnodes = 1\nntasks = 1\n",
     );
     sim(&s.root, 17400, 20, 4, &[]);
-    let o = tpcflow()
-        .args([
-            "campaign",
-            "create",
-            "--name",
-            "SR3_reprocess_PROD-2",
-            "--runs",
-            "17400-17400",
-            "--conditions",
-            "v1",
-            "--catalog",
-        ])
-        .arg(&s.catalog)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    create_campaign(&s, "SR3_reprocess_PROD-2", "17400-17400");
     // kill -9 at random points of a running daemon, at least 5 times.
     let mut rng_state = 0x2545_f491_4f6c_dd1du64;
     let mut kills = 0;
@@ -318,6 +416,10 @@ fn killed_dispatcher_loses_nothing_and_runs_nothing_twice() {
     for (file, jobs) in &per_file {
         assert_eq!(jobs.len(), 1, "{file} ran in {jobs:?}");
     }
+    assert!(
+        ran.iter().any(|(label, _, _)| label.contains('_')),
+        "the campaign ran as job arrays: {ran:?}"
+    );
     eprintln!("crash test: {kills} kills, {} SLURM jobs ran", ran.len());
     // A campaign over the same runs with other settings makes new outputs beside the old ones.
     let cfg = s.root.join("reco-alt.toml");
