@@ -62,9 +62,9 @@ echo "== live DAQ: runs 17390 (science), 17391 (calibration, 83mKr), 17392 (scie
 start=$(date +%s.%N)
 mkdir -p "$DATA/SURF/017391"
 printf 'run_type = "calibration"\nconditions = "v1"\n' > "$DATA/SURF/017391/RUNINFO.toml"
-"$BIN" sim --run 17390 --files 12 --events-per-file 40 --seed 17390 --source mixed --live --rate 120 --out "$DATA/SURF" >/dev/null
-"$BIN" sim --run 17391 --files 8 --events-per-file 40 --seed 17391 --source kr83m --live --rate 120 --out "$DATA/SURF" >/dev/null
-"$BIN" sim --run 17392 --files 10 --events-per-file 40 --seed 17392 --source mixed --live --rate 120 --out "$DATA/SURF" >/dev/null
+"$BIN" sim --run 17390 --files 12 --events-per-file 40 --close-on-time --seed 17390 --source mixed --live --rate 120 --out "$DATA/SURF" >/dev/null
+"$BIN" sim --run 17391 --files 8 --events-per-file 40 --close-on-time --seed 17391 --source kr83m --live --rate 120 --out "$DATA/SURF" >/dev/null
+"$BIN" sim --run 17392 --files 10 --events-per-file 40 --close-on-time --seed 17392 --source mixed --live --rate 120 --out "$DATA/SURF" >/dev/null
 echo "   30 files written at SURF"
 
 echo "== waiting for every file to be reconstructed and catalogued"

@@ -74,9 +74,14 @@ struct SimArgs {
     /// Number of files.
     #[arg(long, default_value_t = 1)]
     files: u32,
-    /// Events per file.
+    /// Events per file (the mean with --close-on-time).
     #[arg(long, default_value_t = 100)]
     events_per_file: u32,
+    /// Close files on DAQ time, like a real DAQ: each file covers
+    /// --events-per-file mean trigger intervals, so event counts vary from
+    /// file to file (and a salted file's count hides its salt count).
+    #[arg(long)]
+    close_on_time: bool,
     /// Seed of every random stream (same seed, same files).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -198,7 +203,12 @@ fn sim(a: SimArgs) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads.unwrap_or(0))
         .build()?;
-    let report = pool.install(|| tpcflow::sim::run(&opts, &cond))?;
+    let closing = if a.close_on_time {
+        tpcflow::sim::FileClosing::Time
+    } else {
+        tpcflow::sim::FileClosing::Count
+    };
+    let report = pool.install(|| tpcflow::sim::run_with(&opts, &cond, closing))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -379,7 +379,10 @@ impl Dispatcher {
                 .insert(name, lap.elapsed().as_secs_f64());
             lap = Instant::now();
         };
-        let snapshot = Snapshot::take(self.jobcomp.as_deref())?;
+        let snapshot = Snapshot::take(
+            self.jobcomp.as_deref(),
+            &format!("tpcflow-{}-", self.instance),
+        )?;
         report.slurm_calls += snapshot.calls;
         self.reconcile(&snapshot, &mut report)?;
         stage("reconcile", &mut report);

@@ -92,17 +92,25 @@ pub fn parse_jobcomp_line(line: &str) -> Option<SlurmJob> {
 }
 
 impl Snapshot {
-    /// Take a snapshot: `squeue` for what the controller remembers, then the
-    /// jobcomp file for what finished earlier (the newest record of an id wins).
+    /// Take a snapshot: the jobcomp file for what finished earlier (only jobs
+    /// named `{name_prefix}...`; the newest record of an id wins), then `squeue`
+    /// for what the controller remembers.
     ///
     /// # Errors
     /// When `squeue` cannot run or fails (the controller is down): the pass
     /// must not conclude anything about its jobs then.
-    pub fn take(jobcomp: Option<&Path>) -> Result<Self, SlurmError> {
+    pub fn take(jobcomp: Option<&Path>, name_prefix: &str) -> Result<Self, SlurmError> {
         let mut snap = Snapshot::default();
         if let Some(path) = jobcomp {
             if let Ok(text) = std::fs::read_to_string(path) {
-                for job in text.lines().filter_map(parse_jobcomp_line) {
+                // The file keeps every job the cluster ever ran: parse only
+                // the lines of our jobs (a substring scan is cheap; parsing is not).
+                let needle = format!(" Name={name_prefix}");
+                for job in text
+                    .lines()
+                    .filter(|l| l.contains(&needle))
+                    .filter_map(parse_jobcomp_line)
+                {
                     snap.insert(job);
                 }
             }

@@ -32,9 +32,11 @@
 //!   gets no salt (so ids cannot collide); that is a normal Poisson outcome.
 //! - The last event of a file is always real (the gap after it belongs to
 //!   the next file); the first may be salt when the previous file is salted.
-//! - The simulator writes a fixed number of events per file, so a file's
-//!   event count minus that number is its salt count. A real DAQ closes
-//!   files on size or time, which hides it; the salting cannot.
+//! - Event counts per file must vary for the salt count to stay hidden: a
+//!   real DAQ closes files on time or size, and so does `tpcflow sim
+//!   --close-on-time` (the demo uses it). With a fixed count per file
+//!   (`sim` without it, as tests use), a file's count minus that number is
+//!   its salt count; the salting cannot hide that.
 //! - Truth files (`*.truth.h5`, simulation only) are left untouched: they
 //!   describe the real events under their original ids; salt truth lives
 //!   only in the vault. A blind simulation challenge must keep truth files

@@ -10,6 +10,7 @@ pub mod quanta;
 pub mod signals;
 pub mod source;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -153,23 +154,78 @@ pub struct Scratch {
     digitiser: digitise::Digitiser,
 }
 
-/// Trigger times of a run [ns since run start]: Poisson arrivals after a
-/// dead time of one event window.
-fn trigger_times(opts: &SimOptions, model: &DetectorModel, p: &SimParams) -> Vec<i64> {
-    let n = u64::from(opts.files) * u64::from(opts.events_per_file);
-    let mut rng = event_rng(opts.seed, opts.run, u64::MAX, 1);
-    let gap = Exp::new(p.event_rate_hz.max(1e-6)).expect("positive rate");
-    let dead_ns = model.params.daq.window_before_ns + model.params.daq.window_after_ns;
-    let mut t = 0.0f64;
-    (0..n)
-        .map(|_| {
-            t += dead_ns + gap.sample(&mut rng) * 1e9;
-            t.round() as i64
-        })
-        .collect()
+/// How the simulated DAQ closes its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileClosing {
+    /// Exactly `events_per_file` events per file (tests and benchmarks).
+    #[default]
+    Count,
+    /// Each file covers the same span of DAQ time, `events_per_file` mean
+    /// trigger intervals long, so its event count varies as a real DAQ's does
+    /// (and a salted file's count does not tell its salt count).
+    Time,
 }
 
-/// Simulate the events of file `file` of the run.
+/// Trigger times of a run [ns since run start] (Poisson arrivals after a dead
+/// time of one event window) and the range of events in each file.
+fn trigger_times(
+    opts: &SimOptions,
+    model: &DetectorModel,
+    p: &SimParams,
+    closing: FileClosing,
+) -> (Vec<i64>, Vec<Range<u64>>) {
+    let e = u64::from(opts.events_per_file);
+    let mut rng = event_rng(opts.seed, opts.run, u64::MAX, 1);
+    let rate = p.event_rate_hz.max(1e-6);
+    let gap = Exp::new(rate).expect("positive rate");
+    let dead_ns = model.params.daq.window_before_ns + model.params.daq.window_after_ns;
+    let mut t = 0.0f64;
+    let mut next = || {
+        t += dead_ns + gap.sample(&mut rng) * 1e9;
+        t
+    };
+    match closing {
+        FileClosing::Count => {
+            let n = u64::from(opts.files) * e;
+            let times = (0..n).map(|_| next().round() as i64).collect();
+            let ranges = (0..u64::from(opts.files))
+                .map(|f| f * e..(f + 1) * e)
+                .collect();
+            (times, ranges)
+        }
+        FileClosing::Time => {
+            let span_ns = e as f64 * (dead_ns + 1e9 / rate);
+            let end_ns = span_ns * f64::from(opts.files);
+            let mut times = Vec::new();
+            let mut ranges = vec![0..0; opts.files as usize];
+            loop {
+                let t = next();
+                if t >= end_ns {
+                    break;
+                }
+                let f = ((t / span_ns) as usize).min(ranges.len() - 1);
+                let i = times.len() as u64;
+                if ranges[f].is_empty() {
+                    ranges[f] = i..i;
+                }
+                ranges[f].end = i + 1;
+                times.push(t.round() as i64);
+            }
+            // A file with no trigger still starts where the events stand.
+            let mut at = 0;
+            for r in &mut ranges {
+                if r.is_empty() {
+                    *r = at..at;
+                }
+                at = r.end;
+            }
+            (times, ranges)
+        }
+    }
+}
+
+/// Simulate the events of file `file` of a run with exactly
+/// `events_per_file` events per file ([`FileClosing::Count`]).
 pub fn simulate_file(
     opts: &SimOptions,
     cond: &Conditions,
@@ -178,10 +234,19 @@ pub fn simulate_file(
 ) -> (Vec<OwnedEvent>, Vec<EventTruth>) {
     let e = u64::from(opts.events_per_file);
     let base = u64::from(file) * e;
-    (0..e)
+    simulate_events(opts, cond, base..base + e, times)
+}
+
+/// Simulate events `range` of a run (index = event id = position in `times`).
+fn simulate_events(
+    opts: &SimOptions,
+    cond: &Conditions,
+    range: Range<u64>,
+    times: &[i64],
+) -> (Vec<OwnedEvent>, Vec<EventTruth>) {
+    range
         .into_par_iter()
-        .map_init(Scratch::default, |scratch, i| {
-            let idx = base + i;
+        .map_init(Scratch::default, |scratch, idx| {
             simulate_event(
                 &cond.detector,
                 &cond.sim,
@@ -199,13 +264,25 @@ pub fn simulate_file(
         .unzip()
 }
 
-/// Run the simulator.
+/// Run the simulator with exactly `events_per_file` events per file.
 ///
 /// # Errors
 /// When a file cannot be written.
 pub fn run(opts: &SimOptions, cond: &Conditions) -> Result<SimReport, RawError> {
+    run_with(opts, cond, FileClosing::Count)
+}
+
+/// Run the simulator, closing files as `closing` says.
+///
+/// # Errors
+/// When a file cannot be written.
+pub fn run_with(
+    opts: &SimOptions,
+    cond: &Conditions,
+    closing: FileClosing,
+) -> Result<SimReport, RawError> {
     let start = Instant::now();
-    let times = trigger_times(opts, &cond.detector, &cond.sim);
+    let (times, ranges) = trigger_times(opts, &cond.detector, &cond.sim, closing);
     let d = &cond.detector.params.daq;
     let header_for = |seq| RawHeader {
         run: opts.run,
@@ -225,7 +302,7 @@ pub fn run(opts: &SimOptions, cond: &Conditions) -> Result<SimReport, RawError> 
     for f in 0..opts.files {
         let file_start = Instant::now();
         let seq = opts.first_sequence + f;
-        let (events, truths) = simulate_file(opts, cond, f, &times);
+        let (events, truths) = simulate_events(opts, cond, ranges[f as usize].clone(), &times);
         let path = raw::raw_file_path(&opts.out, opts.run, seq);
         // Truth first: when the raw file appears, its truth is already there.
         if let Some(dir) = path.parent() {

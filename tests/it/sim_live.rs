@@ -67,3 +67,48 @@ fn live_daq_writes_files_over_time_and_each_appears_complete() {
         "files appeared over {spread:?}, not like a live DAQ"
     );
 }
+
+#[test]
+fn files_closed_on_daq_time_vary_in_event_count_and_tile_the_run() {
+    let dir = scratch("close-on-time");
+    let out = dir.path().join("SURF");
+    let o = Command::new(tpcflow_bin())
+        .args([
+            "sim",
+            "--run",
+            "18",
+            "--files",
+            "8",
+            "--events-per-file",
+            "12",
+        ])
+        .args(["--seed", "4", "--close-on-time", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut counts = Vec::new();
+    let mut next_id = 0u64;
+    let mut last_time = i64::MIN;
+    for seq in 0..8u32 {
+        let f = RawFile::open(&out.join(format!("000018/000018_{seq:05}.raw.h5"))).unwrap();
+        counts.push(f.n_events());
+        for e in f.events() {
+            // Ids continue across files in trigger-time order: the files tile the run.
+            assert_eq!(e.event_id, next_id, "file {seq}");
+            assert!(e.trigger_time_ns > last_time, "file {seq}");
+            next_id += 1;
+            last_time = e.trigger_time_ns;
+        }
+    }
+    assert_eq!(next_id, report["events"].as_u64().unwrap());
+    let mean = next_id as f64 / 8.0;
+    // Poisson-like counts around the requested mean, not a constant.
+    assert!((6.0..=18.0).contains(&mean), "mean {mean} events per file");
+    assert!(
+        counts.iter().any(|&c| c != counts[0]),
+        "every file has {} events: {counts:?}",
+        counts[0]
+    );
+}
