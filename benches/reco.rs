@@ -21,6 +21,8 @@
 //! per benchmark as MB/s and events/s, the stage costs, and the 2-thread
 //! speed-up and parallel efficiency.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -29,7 +31,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use rayon::prelude::*;
 use tpcflow::conditions::Conditions;
 use tpcflow::raw::RawFile;
-use tpcflow::sim::{self, SimOptions, Source};
+
 use tpcflow_reco::{
     fit_xy, reconstruct_event_until, reconstruct_event_with, DetectorModel, RecoConfig,
     RecoScratch, Stage,
@@ -37,33 +39,7 @@ use tpcflow_reco::{
 
 /// The mixed raw file shared with `benches/sim_and_raw.rs` (made once).
 fn bench_file() -> PathBuf {
-    let gb: f64 = std::env::var("TPCFLOW_BENCH_RAW_GB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2.0);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
-    // ~0.33 MB of samples per mixed event.
-    let events = ((gb * 1e9) / 0.33e6).ceil() as u32;
-    let path = tpcflow::raw::raw_file_path(&dir.join(format!("reader-{events}")), 900, 0);
-    if !path.exists() {
-        let cond = Conditions::load("v1").expect("v1 conditions");
-        let opts = SimOptions {
-            run: 900,
-            files: 1,
-            events_per_file: events,
-            seed: 900,
-            out: dir.join(format!("reader-{events}")),
-            source: Source::Mixed,
-            first_sequence: 0,
-            live_rate_hz: None,
-        };
-        eprintln!(
-            "simulating {events} events for the reco benchmark into {}",
-            path.display()
-        );
-        sim::run(&opts, &cond).expect("simulate the benchmark file");
-    }
-    path
+    common::bench_file(common::raw_gb())
 }
 
 /// Reconstruct events `0..n` of the file serially up to `stage`; returns a

@@ -4,12 +4,12 @@
 //! `TPCFLOW_BENCH_RAW_GB` sets the reader file size (default 2 GB); the file is
 //! simulated once into `target/bench-data/` and reused.
 
-use std::path::PathBuf;
+mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tpcflow::conditions::Conditions;
 use tpcflow::raw::RawFile;
-use tpcflow::sim::{self, EventSpec, Scratch, SimOptions, Source};
+use tpcflow::sim::{self, EventSpec, Scratch, Source};
 
 fn bench_sim(c: &mut Criterion) {
     let cond = Conditions::load("v1").expect("v1 conditions");
@@ -49,33 +49,6 @@ fn bench_sim(c: &mut Criterion) {
     g.finish();
 }
 
-/// A raw file of about `gb` GB of samples, made once.
-fn bench_file(gb: f64) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
-    // ~0.33 MB of samples per mixed event.
-    let events = ((gb * 1e9) / 0.33e6).ceil() as u32;
-    let path = tpcflow::raw::raw_file_path(&dir.join(format!("reader-{events}")), 900, 0);
-    if !path.exists() {
-        let cond = Conditions::load("v1").expect("v1 conditions");
-        let opts = SimOptions {
-            run: 900,
-            files: 1,
-            events_per_file: events,
-            seed: 900,
-            out: dir.join(format!("reader-{events}")),
-            source: Source::Mixed,
-            first_sequence: 0,
-            live_rate_hz: None,
-        };
-        eprintln!(
-            "simulating {events} events for the reader benchmark into {}",
-            path.display()
-        );
-        sim::run(&opts, &cond).expect("simulate the benchmark file");
-    }
-    path
-}
-
 /// Sum of a pod's samples (pods are short: an i32 cannot overflow below 65536 samples).
 fn sum_i16(s: &[i16]) -> i32 {
     s.iter().fold(0i32, |a, &v| a.wrapping_add(i32::from(v)))
@@ -93,11 +66,7 @@ fn touch_all(file: &RawFile) -> i64 {
 }
 
 fn bench_reader(c: &mut Criterion) {
-    let gb: f64 = std::env::var("TPCFLOW_BENCH_RAW_GB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2.0);
-    let path = bench_file(gb);
+    let path = common::bench_file(common::raw_gb());
     let bytes = std::fs::metadata(&path).expect("bench file").len();
     let mut g = c.benchmark_group("raw_reader");
     g.sample_size(10);
