@@ -580,13 +580,19 @@ fn drift(events: &[MatchedEvent], ph: &Physics<'_>) -> DriftReport {
 
 /// One event of the xy study.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct XyRow {
-    pub(crate) ss: bool,
-    pub(crate) s2: f64,
-    pub(crate) res: [f64; 2],
-    pub(crate) crb: f64,
-    pub(crate) diff: f64,
-    pub(crate) pull: [f64; 2],
+pub struct XyRow {
+    /// Reconstructed as a single scatter.
+    pub ss: bool,
+    /// True S2 [phd].
+    pub s2: f64,
+    /// x and y residuals, reco - truth [mm].
+    pub res: [f64; 2],
+    /// Per-axis Cramer-Rao bound at the true position and top light [mm].
+    pub crb: f64,
+    /// Per-axis spread the simulated transverse diffusion adds [mm].
+    pub diff: f64,
+    /// x and y residuals over the reported uncertainties.
+    pub pull: [f64; 2],
 }
 
 pub(crate) fn xy_rows(events: &[MatchedEvent], ph: &Physics<'_>) -> Vec<XyRow> {
@@ -620,8 +626,9 @@ pub(crate) fn xy_rows(events: &[MatchedEvent], ph: &Physics<'_>) -> Vec<XyRow> {
         .collect()
 }
 
-/// rms of residual / bound (with or without the diffusion term).
-fn norm_rms(set: &[&XyRow], with_diff: bool) -> f64 {
+/// rms of residual / bound (with or without the diffusion term, added in
+/// quadrature): the resolution in units of the bound.
+pub fn norm_rms(set: &[&XyRow], with_diff: bool) -> f64 {
     let z: Vec<f64> = set
         .iter()
         .flat_map(|r| {

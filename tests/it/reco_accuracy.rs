@@ -27,6 +27,7 @@ use tpcflow::sim::event_rng;
 use tpcflow::sim::quanta::Recoil;
 use tpcflow::sim::signals::{Deposits, EventSimulator, VertexTruth};
 use tpcflow::sim::source::{uniform_point, Vertex};
+use tpcflow::validate::metrics::{clipped_mean_sd, mean_sd, norm_rms, quantile, XyRow};
 use tpcflow_reco::interactions::s1_time_ns;
 use tpcflow_reco::xy::excess_variance_factor;
 use tpcflow_reco::{
@@ -237,41 +238,6 @@ fn s1_pulse<'a>(ev: &'a Ev, v: &VertexTruth) -> Option<&'a PulseRq> {
     let mut it = ev.recon.pulses.iter().filter(near);
     let first = it.clone().find(|p| p.kind == PulseKind::S1);
     first.or_else(|| it.next())
-}
-
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0).max(1.0);
-    (mean, var.sqrt())
-}
-
-/// Mean and sd after iterative clipping at `k` sd (robust core of a peak).
-fn clipped_mean_sd(v: &[f64], k: f64) -> (f64, f64, usize) {
-    let (mut mean, mut sd) = mean_sd(v);
-    let mut kept = v.len();
-    for _ in 0..20 {
-        let core: Vec<f64> = v
-            .iter()
-            .copied()
-            .filter(|x| (x - mean).abs() < k * sd)
-            .collect();
-        let (m2, s2) = mean_sd(&core);
-        kept = core.len();
-        if (m2 - mean).abs() < 1e-9 * sd.max(1e-12) && (s2 - sd).abs() < 1e-9 * sd.max(1e-12) {
-            break;
-        }
-        (mean, sd) = (m2, s2);
-    }
-    (mean, sd, kept)
 }
 
 #[test]
@@ -519,14 +485,6 @@ fn xy_resolution_against_the_cramer_rao_bound() {
     let m = &cond.detector;
     let f = excess_variance_factor(m);
     let aft = m.params.light.s2_top_fraction;
-    struct Row {
-        ss: bool,
-        s2: f64,
-        res: [f64; 2],
-        crb: f64,
-        diff: f64,
-        pull: [f64; 2],
-    }
     let mut rows = Vec::new();
     for ev in singles().iter().chain(kr83m()).chain(small()) {
         let rq = &ev.recon.event;
@@ -544,7 +502,7 @@ fn xy_resolution_against_the_cramer_rao_bound() {
         // sub-positions: their mean is off the vertex by sigma_xy / sqrt(n).
         let n_sub = v.n_extracted.clamp(1, 16) as f64;
         let diff = sigma_xy_mm(v.drift_ns) / n_sub.sqrt();
-        rows.push(Row {
+        rows.push(XyRow {
             ss: rq.kind == InteractionKind::SingleScatter,
             s2,
             res: [rq.x_mm - v.x, rq.y_mm - v.y],
@@ -561,10 +519,10 @@ fn xy_resolution_against_the_cramer_rao_bound() {
     let edges = [150.0, 250.0, 1e3, 3e3, 1e4, 3e4, 1e5, 1e7];
     let mut bins: Vec<[f64; 2]> = edges.windows(2).map(|w| [w[0], w[1]]).collect();
     bins.push([3000.0, 5000.0]); // beside LUX's 4000
-    let mut in_range = Vec::new();
+    let mut in_range: Vec<&XyRow> = Vec::new();
     let mut worst_bin: f64 = 0.0;
     for (b, w) in bins.iter().enumerate() {
-        let set: Vec<&Row> = rows
+        let set: Vec<&XyRow> = rows
             .iter()
             .filter(|r| r.s2 >= w[0] && r.s2 < w[1])
             .collect();
@@ -581,21 +539,6 @@ fn xy_resolution_against_the_cramer_rao_bound() {
             .sum::<f64>()
             / set.len() as f64)
             .sqrt();
-        // Per-event normalised residuals: the resolution in units of the bound.
-        let norm = |with_diff: bool| {
-            let z: Vec<f64> = set
-                .iter()
-                .flat_map(|r| {
-                    let b = if with_diff {
-                        r.crb.hypot(r.diff)
-                    } else {
-                        r.crb
-                    };
-                    r.res.map(|x| x / b)
-                })
-                .collect();
-            (z.iter().map(|x| x * x).sum::<f64>() / z.len() as f64).sqrt()
-        };
         let pulls: Vec<f64> = set.iter().flat_map(|r| r.pull).collect();
         let (_, psd) = mean_sd(&pulls);
         eprintln!(
@@ -603,11 +546,11 @@ fn xy_resolution_against_the_cramer_rao_bound() {
             w[0],
             w[1],
             set.len(),
-            norm(false),
-            norm(true)
+            norm_rms(&set, false),
+            norm_rms(&set, true)
         );
         if w[0] >= 1e3 && w[1] <= 1e5 && b + 1 < bins.len() {
-            worst_bin = worst_bin.max(norm(true));
+            worst_bin = worst_bin.max(norm_rms(&set, true));
             in_range.extend(set.into_iter().filter(|r| r.ss));
         }
     }
@@ -624,21 +567,7 @@ fn xy_resolution_against_the_cramer_rao_bound() {
     }
     let pulls: Vec<f64> = in_range.iter().flat_map(|r| r.pull).collect();
     let (pmean, psd) = mean_sd(&pulls);
-    let ratio = |with_diff: bool| {
-        let z: Vec<f64> = in_range
-            .iter()
-            .flat_map(|r| {
-                let b = if with_diff {
-                    r.crb.hypot(r.diff)
-                } else {
-                    r.crb
-                };
-                r.res.map(|x| x / b)
-            })
-            .collect();
-        (z.iter().map(|x| x * x).sum::<f64>() / z.len() as f64).sqrt()
-    };
-    let (r_stat, r_diff) = (ratio(false), ratio(true));
+    let (r_stat, r_diff) = (norm_rms(&in_range, false), norm_rms(&in_range, true));
     eprintln!(
         "  1e3-1e5 phd: {} events, resolution / CRB = {r_stat:.3}, / (CRB (+) diffusion) = {r_diff:.3} (target <= 1.2); pull mean {pmean:.3} sd {psd:.3} (target 0.8-1.25)",
         in_range.len()
