@@ -36,6 +36,20 @@ fn svg(draw: impl FnOnce(&Area<'_>) -> PlotResult) -> Result<String, String> {
     Ok(buf)
 }
 
+/// The series legend in a white box at `position`.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> PlotResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(e2s)
+}
+
 fn legend_line(c: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c)
 }
@@ -110,13 +124,7 @@ fn efficiency_plot(
             e.efficiency_above * 100.0
         ))
         .legend(legend_line(RED));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(e2s)
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 /// A histogram of `values` in [lo, hi) with an optional Gaussian of (mean, sd)
@@ -192,13 +200,7 @@ fn histogram(
             s.label(label).legend(legend_line(c));
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(e2s)
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 fn xy_resolution(area: &Area<'_>, r: &ValidationReport, cond: &Conditions) -> PlotResult {
@@ -280,13 +282,7 @@ fn xy_resolution(area: &Area<'_>, r: &ValidationReport, cond: &Conditions) -> Pl
         .map_err(e2s)?
         .label("LUX, arXiv:1710.02752 (2-inch PMTs)")
         .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, RED.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(e2s)
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 fn er_energy(area: &Area<'_>, pairs: &[(f64, f64)]) -> PlotResult {
@@ -318,13 +314,7 @@ fn er_energy(area: &Area<'_>, pairs: &[(f64, f64)]) -> PlotResult {
         .map_err(e2s)?
         .label(format!("single scatters ({})", pairs.len()))
         .legend(|(x, y)| Circle::new((x + 10, y), 3, BLUE.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(e2s)
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 /// Draw every figure into `dir`; returns the file names.

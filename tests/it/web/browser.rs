@@ -89,6 +89,16 @@ async fn wait_loaded(c: &Client, what: &str) {
     }
 }
 
+/// Click the element `css` selects.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
 async fn js(c: &Client, script: &str) -> Value {
     c.execute(script, vec![]).await.unwrap()
 }
@@ -143,12 +153,7 @@ pub async fn check_pages(
         .send_keys("100")
         .await
         .unwrap();
-    c.find(Locator::Css("#lookup-btn"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#lookup-btn").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_loaded(&c, "runs look-up").await;
     let n = js(
@@ -157,18 +162,8 @@ pub async fn check_pages(
     )
     .await;
     assert_eq!(n, 1);
-    c.find(Locator::Css("#all-btn"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("#missing"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#all-btn").await;
+    click(&c, "#missing").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_loaded(&c, "missing first").await;
     let first = js(
@@ -308,12 +303,7 @@ pub async fn check_pages(
         wait_loaded(&c, "S1 selected").await;
         screenshot(&c, "event-s1.png").await;
     }
-    c.find(Locator::Css("#next-event"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#next-event").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while js(
         &c,
