@@ -7,7 +7,7 @@ use rayon::ThreadPool;
 use tpcflow_reco::{reconstruct_batch, DetectorModel, EventRecon, EventView, RecoConfig};
 
 use crate::raw::RawFile;
-use crate::rq::{Column, ColumnData, RqFile};
+use crate::rq::{Column, ColumnData, RqError, RqFile, RqWriter};
 
 /// The RQ columns of a range of events.
 #[derive(Debug, Clone, PartialEq)]
@@ -265,8 +265,91 @@ fn sort_by_name(cols: &mut [Column]) {
     cols.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
-/// Reconstruct events `range` of `raw` in batches on `pool`, calling `between`
-/// after each batch (rank 0 serves work requests there).
+/// Append a unit (or batch) to an RQ file being written, re-basing its index
+/// columns (`first_pulse`, `first_channel`) on the rows already there.
+///
+/// # Errors
+/// [`RqError`] from the writer.
+pub fn append_to(w: &mut RqWriter, mut out: UnitOutput) -> Result<(), RqError> {
+    let [_, pulses, channels] = w.rows();
+    offset_column(&mut out.events, "first_pulse", pulses);
+    offset_column(&mut out.pulses, "first_channel", channels);
+    w.append(&out.events, &out.pulses, &out.channels)
+}
+
+/// Why streaming a range stopped.
+#[derive(Debug)]
+pub enum StreamError {
+    /// An event could not be reconstructed (the input's fault): names file and event.
+    Event(String),
+    /// The sink failed (the output's fault).
+    Sink(anyhow::Error),
+}
+
+/// What a streamed range held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCounts {
+    /// Events.
+    pub events: u64,
+    /// Pulses.
+    pub pulses: u64,
+    /// Raw sample bytes read.
+    pub bytes_read: u64,
+}
+
+/// Reconstruct events `range` of `raw` in batches of `batch` events on
+/// `pool` and hand each batch's columns to `sink` (index columns local to the
+/// batch), calling `between` after each batch (rank 0 serves work requests
+/// there). Memory holds one batch, whatever the range.
+///
+/// # Errors
+/// The first reconstruction error, naming file and event, or the sink's.
+#[allow(clippy::too_many_arguments)]
+pub fn stream_range(
+    raw: &RawFile,
+    range: Range<usize>,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    batch: usize,
+    pool: &ThreadPool,
+    between: &mut dyn FnMut(),
+    sink: &mut dyn FnMut(UnitOutput) -> anyhow::Result<()>,
+) -> Result<StreamCounts, StreamError> {
+    let mut counts = StreamCounts::default();
+    let mut views: Vec<EventView<'_>> = Vec::with_capacity(batch);
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + batch.max(1)).min(range.end);
+        views.clear();
+        views.extend((start..end).map(|i| raw.event(i)));
+        let bytes = views.iter().map(|v| 2 * v.n_samples()).sum::<u64>();
+        let results = pool.install(|| reconstruct_batch(&views, model, cfg));
+        let mut builder = RqBuilder::default();
+        for (view, r) in views.iter().zip(results) {
+            match r {
+                Ok(rec) => builder.push(&rec),
+                Err(e) => {
+                    return Err(StreamError::Event(format!(
+                        "{}: event {}: {e}",
+                        raw.path().display(),
+                        view.event_id
+                    )))
+                }
+            }
+        }
+        let out = builder.finish(bytes);
+        counts.events += out.n_events;
+        counts.pulses += out.n_pulses;
+        counts.bytes_read += bytes;
+        sink(out).map_err(StreamError::Sink)?;
+        between();
+        start = end;
+    }
+    Ok(counts)
+}
+
+/// [`stream_range`] collected into one [`UnitOutput`] (memory grows with the
+/// range: for benchmarks and small ranges).
 ///
 /// # Errors
 /// The first reconstruction error, naming file and event.
@@ -279,30 +362,17 @@ pub fn process_range(
     pool: &ThreadPool,
     between: &mut dyn FnMut(),
 ) -> Result<UnitOutput, String> {
-    let mut builder = RqBuilder::default();
-    let mut bytes = 0u64;
-    let mut views: Vec<EventView<'_>> = Vec::with_capacity(batch);
-    let mut start = range.start;
-    while start < range.end {
-        let end = (start + batch.max(1)).min(range.end);
-        views.clear();
-        views.extend((start..end).map(|i| raw.event(i)));
-        bytes += views.iter().map(|v| 2 * v.n_samples()).sum::<u64>();
-        let results = pool.install(|| reconstruct_batch(&views, model, cfg));
-        for (view, r) in views.iter().zip(results) {
-            match r {
-                Ok(rec) => builder.push(&rec),
-                Err(e) => {
-                    return Err(format!(
-                        "{}: event {}: {e}",
-                        raw.path().display(),
-                        view.event_id
-                    ))
-                }
-            }
+    let mut all: Option<UnitOutput> = None;
+    let mut sink = |out: UnitOutput| {
+        match all.as_mut() {
+            None => all = Some(out),
+            Some(a) => a.append(out),
         }
-        between();
-        start = end;
+        Ok(())
+    };
+    match stream_range(raw, range, model, cfg, batch, pool, between, &mut sink) {
+        Ok(_) => Ok(all.unwrap_or_else(|| RqBuilder::default().finish(0))),
+        Err(StreamError::Event(e)) => Err(e),
+        Err(StreamError::Sink(e)) => Err(format!("{e:#}")),
     }
-    Ok(builder.finish(bytes))
 }

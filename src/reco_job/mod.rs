@@ -254,30 +254,36 @@ impl Job<'_> {
         write_json_atomic(&self.names[file].record, &r)
     }
 
-    fn finish_ok(&self, file: usize, mut r: FileResult, out: &columns::UnitOutput) -> Result<()> {
+    /// Close the file's RQ output and record success with its checksum.
+    fn finish_ok(&self, file: usize, mut r: FileResult, w: rq::RqWriter) -> Result<()> {
         let names = &self.names[file];
-        rq::write_rq_file_with_channels(
-            &names.rq,
-            &self.header(file, true)?,
-            &out.events,
-            &out.pulses,
-            &out.channels,
-        )?;
+        w.finish(&self.header(file, true)?)?;
         r.status = "ok".into();
         r.output = Some(names.rq.clone());
         r.output_adler32 = Some(crate::adler::digest_file(&names.rq)?.adler32);
         write_json_atomic(&names.record, &r)
     }
 
-    /// Process one unit; returns its statistics.
+    /// Process one unit, streaming its events batch by batch into its RQ
+    /// output (the file's, or a part's when the file is split); returns its
+    /// statistics. A bad event fails the unit and leaves no output.
     fn run_unit(&self, unit: Unit, serve: &mut dyn FnMut()) -> Result<RankStats> {
         let start = Instant::now();
         let input = &self.opts.inputs[unit.file];
-        let processed = RawFile::open(input)
-            .map_err(|e| e.to_string())
-            .and_then(|raw| {
+        let names = &self.names[unit.file];
+        let whole = unit.n_parts == 1;
+        let target = if whole {
+            names.rq.clone()
+        } else {
+            names.part(unit.part)
+        };
+        let mut writer = rq::RqWriter::create(&target)?;
+        let processed = match RawFile::open(input) {
+            Err(e) => Err(e.to_string()),
+            Ok(raw) => {
                 let range = unit.first_event as usize..unit.end_event as usize;
-                columns::process_range(
+                let mut sink = |out| Ok(columns::append_to(&mut writer, out)?);
+                match columns::stream_range(
                     &raw,
                     range,
                     &self.opts.conditions.detector,
@@ -285,40 +291,40 @@ impl Job<'_> {
                     self.opts.batch_events,
                     &self.pool,
                     serve,
-                )
-            });
-        let wall = start.elapsed().as_secs_f64();
+                    &mut sink,
+                ) {
+                    Ok(counts) => Ok(counts),
+                    Err(columns::StreamError::Event(e)) => Err(e),
+                    // The output cannot be written: a job error, not the input's.
+                    Err(columns::StreamError::Sink(e)) => return Err(e),
+                }
+            }
+        };
         let mut r = self.result(unit.file, "ok");
-        r.wall_seconds = wall;
         let mut stats = RankStats {
             units: 1,
-            busy_seconds: wall,
             ..Default::default()
         };
-        let names = &self.names[unit.file];
         match processed {
-            Ok(out) => {
-                r.events = out.n_events;
-                r.pulses = out.n_pulses;
-                r.bytes_read = out.bytes_read;
-                stats.events = out.n_events;
-                stats.pulses = out.n_pulses;
-                stats.bytes = out.bytes_read;
-                if unit.n_parts == 1 {
-                    self.finish_ok(unit.file, r, &out)?;
+            Ok(c) => {
+                r.events = c.events;
+                r.pulses = c.pulses;
+                r.bytes_read = c.bytes_read;
+                stats.events = c.events;
+                stats.pulses = c.pulses;
+                stats.bytes = c.bytes_read;
+                r.wall_seconds = start.elapsed().as_secs_f64();
+                if whole {
+                    self.finish_ok(unit.file, r, writer)?;
                 } else {
-                    rq::write_rq_file_with_channels(
-                        &names.part(unit.part),
-                        &self.header(unit.file, false)?,
-                        &out.events,
-                        &out.pulses,
-                        &out.channels,
-                    )?;
+                    writer.finish(&self.header(unit.file, false)?)?;
                     write_json_atomic(&names.part_record(unit.part), &r)?;
                 }
             }
             Err(error) => {
-                if unit.n_parts == 1 {
+                drop(writer);
+                r.wall_seconds = start.elapsed().as_secs_f64();
+                if whole {
                     self.fail(unit.file, error, Some(&r))?;
                 } else {
                     r.status = "failed".into();
@@ -331,11 +337,12 @@ impl Job<'_> {
         Ok(stats)
     }
 
-    /// Merge the parts of a split file into its final RQ file, in part order.
+    /// Merge the parts of a split file into its final RQ file, in part
+    /// order, one part in memory at a time.
     fn merge(&self, file: usize, n_parts: u32) -> Result<()> {
         let names = &self.names[file];
         let mut total = self.result(file, "ok");
-        let mut merged: Option<columns::UnitOutput> = None;
+        let mut writer = Some(rq::RqWriter::create(&names.rq)?);
         let mut error = None;
         for part in 0..n_parts {
             let r = read_result(&names.part_record(part));
@@ -345,13 +352,12 @@ impl Job<'_> {
                     total.pulses += r.pulses;
                     total.wall_seconds += r.wall_seconds;
                     total.bytes_read += r.bytes_read;
-                    if error.is_none() {
+                    if let (None, Some(w)) = (&error, writer.as_mut()) {
                         let part_file = rq::read_rq_file(&names.part(part))?;
-                        let out = columns::UnitOutput::from_rq(part_file, r.bytes_read);
-                        match merged.as_mut() {
-                            None => merged = Some(out),
-                            Some(m) => m.append(out),
-                        }
+                        columns::append_to(
+                            w,
+                            columns::UnitOutput::from_rq(part_file, r.bytes_read),
+                        )?;
                     }
                 }
                 Ok(r) => error = error.or(r.error).or(Some(format!("part {part} failed"))),
@@ -360,10 +366,10 @@ impl Job<'_> {
                 }
             }
         }
-        match (error, merged) {
-            (None, Some(out)) => self.finish_ok(file, total, &out)?,
+        match (error, writer.take()) {
+            (None, Some(w)) if n_parts > 0 => self.finish_ok(file, total, w)?,
             (Some(e), _) => self.fail(file, e, Some(&total))?,
-            (None, None) => self.fail(file, "no parts".into(), None)?,
+            _ => self.fail(file, "no parts".into(), None)?,
         }
         for part in 0..n_parts {
             let _ = std::fs::remove_file(names.part(part));
