@@ -82,6 +82,16 @@ impl<'a> WorkQueue<'a> {
             .send_with_tag(&unit, TAG_ASSIGN);
     }
 
+    /// Units handed out so far (rank 0's count: each rank's first unit and
+    /// every one assigned since); 0 elsewhere.
+    pub fn handed_out(&self) -> u64 {
+        if self.rank == 0 {
+            self.next
+        } else {
+            0
+        }
+    }
+
     /// The next unit for this rank, or None when all are handed out.
     pub fn next_unit(&mut self) -> Option<usize> {
         let unit = if let Some(first) = self.first.take() {

@@ -24,6 +24,7 @@ pub mod columns;
 pub mod distribute;
 pub mod plan;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -451,22 +452,47 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
     let mut stats = RankStats::default();
     let mut queue = distribute::WorkQueue::new(world, units.len());
     let mut last_log = Instant::now();
+    // On a terminal, rank 0 draws a bar of the units started on any rank; in
+    // batch logs it writes a plain progress line every 10 s instead.
+    let bar = (rank == 0 && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(units.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "reco [{bar:30}] {pos}/{len} units started, {msg} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
     while let Some(u) = queue.next_unit() {
-        let s = job.run_unit(units[u], &mut || queue.serve())?;
+        let s = job.run_unit(units[u], &mut || {
+            queue.serve();
+            if let Some(b) = &bar {
+                b.set_position(queue.handed_out());
+            }
+        })?;
         stats.units += s.units;
         stats.events += s.events;
         stats.pulses += s.pulses;
         stats.bytes += s.bytes;
         stats.busy_seconds += s.busy_seconds;
-        if rank == 0 && last_log.elapsed() > Duration::from_secs(10) {
+        if let Some(b) = &bar {
+            b.set_position(queue.handed_out());
+            b.set_message(format!("rank 0: {} events", stats.events));
+        } else if rank == 0 && last_log.elapsed() > Duration::from_secs(10) {
             tracing::info!(
                 rank,
-                units_done = stats.units,
-                events = stats.events,
+                units_started = queue.handed_out(),
+                units = units.len(),
+                rank0_units_done = stats.units,
+                rank0_events = stats.events,
                 "progress"
             );
             last_log = Instant::now();
         }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
     }
     queue.drain();
     world.barrier();
