@@ -7,6 +7,7 @@
 //! chunked or compressed `/samples` (not written by tpcflow, but legal HDF5)
 //! is read through HDF5 instead.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -32,8 +33,28 @@ pub struct RawFile {
     trigger_time_ns: Vec<i64>,
     first_pod: Vec<u64>,
     pod_count: Vec<u32>,
+    /// Every pod, read at open ([`RawFile::open`]); empty when streaming.
     pods: Vec<PodRecord>,
+    /// The pod columns, read a batch at a time ([`RawFile::open_streaming`]).
+    pod_columns: Option<PodColumns>,
     samples: Samples,
+}
+
+/// The `/pods` datasets of a file opened for streaming.
+#[derive(Debug)]
+struct PodColumns {
+    channel: hdf5::Dataset,
+    start: hdf5::Dataset,
+    length: hdf5::Dataset,
+    offset: hdf5::Dataset,
+    n_pods: usize,
+}
+
+/// The pods of a range of events (see [`RawFile::pod_batch`]).
+#[derive(Debug)]
+pub struct PodBatch<'a> {
+    base: u64,
+    pods: std::borrow::Cow<'a, [PodRecord]>,
 }
 
 fn read_attr<T: hdf5::H5Type>(file: &hdf5::File, name: &str, path: &Path) -> Result<T, RawError> {
@@ -64,7 +85,19 @@ impl RawFile {
     /// # Errors
     /// A [`RawError`] naming the file, and the event and pod for pod-level faults.
     pub fn open(path: &Path) -> Result<Self, RawError> {
-        Self::open_with(path, true)
+        Self::open_with(path, true, false)
+    }
+
+    /// Open for streaming: the sample array is mapped, the pod index is read
+    /// and validated a batch of events at a time ([`RawFile::pod_batch`]), so
+    /// memory does not grow with the file. [`RawFile::event`] is not
+    /// available on such a file; use [`RawFile::event_in`].
+    ///
+    /// # Errors
+    /// As [`RawFile::open`], for the header and event index; pod faults come
+    /// from [`RawFile::pod_batch`].
+    pub fn open_streaming(path: &Path) -> Result<Self, RawError> {
+        Self::open_with(path, true, true)
     }
 
     /// Open reading the samples through HDF5 instead of mapping them (the
@@ -73,10 +106,10 @@ impl RawFile {
     /// # Errors
     /// As [`RawFile::open`].
     pub fn open_via_hdf5(path: &Path) -> Result<Self, RawError> {
-        Self::open_with(path, false)
+        Self::open_with(path, false, false)
     }
 
-    fn open_with(path: &Path, allow_mmap: bool) -> Result<Self, RawError> {
+    fn open_with(path: &Path, allow_mmap: bool, streaming: bool) -> Result<Self, RawError> {
         let io = |source| RawError::Io {
             path: path.to_path_buf(),
             source,
@@ -104,10 +137,6 @@ impl RawFile {
         let trigger_time_ns: Vec<i64> = read_column(&file, "events/trigger_time_ns", path)?;
         let first_pod: Vec<u64> = read_column(&file, "events/first_pod", path)?;
         let pod_count: Vec<u32> = read_column(&file, "events/pod_count", path)?;
-        let channel: Vec<u16> = read_column(&file, "pods/channel", path)?;
-        let start: Vec<i32> = read_column(&file, "pods/start_sample", path)?;
-        let length: Vec<u32> = read_column(&file, "pods/length", path)?;
-        let offset: Vec<u64> = read_column(&file, "pods/offset", path)?;
         let n_events = event_id.len();
         if [trigger_time_ns.len(), first_pod.len(), pod_count.len()]
             .iter()
@@ -118,24 +147,35 @@ impl RawFile {
                 what: "the /events columns have different lengths".into(),
             });
         }
-        let n_pods = channel.len();
-        if [start.len(), length.len(), offset.len()]
+        let pod_ds = |name: &str| {
+            file.dataset(name).map_err(|e| RawError::Malformed {
+                path: path.to_path_buf(),
+                what: format!("dataset `{name}`: {e}"),
+            })
+        };
+        let columns = PodColumns {
+            channel: pod_ds("pods/channel")?,
+            start: pod_ds("pods/start_sample")?,
+            length: pod_ds("pods/length")?,
+            offset: pod_ds("pods/offset")?,
+            n_pods: 0,
+        };
+        let n_pods = columns.channel.size();
+        if [&columns.start, &columns.length, &columns.offset]
             .iter()
-            .any(|&l| l != n_pods)
+            .any(|d| d.size() != n_pods)
         {
             return Err(RawError::Malformed {
                 path: path.to_path_buf(),
                 what: "the /pods columns have different lengths".into(),
             });
         }
-        let pods: Vec<PodRecord> = (0..n_pods)
-            .map(|i| PodRecord {
-                channel: channel[i],
-                start_sample: start[i],
-                length: length[i],
-                offset: offset[i],
-            })
-            .collect();
+        let columns = PodColumns { n_pods, ..columns };
+        let (pods, pod_columns) = if streaming {
+            (Vec::new(), Some(columns))
+        } else {
+            (read_pods(&columns, 0..n_pods, path)?, None)
+        };
 
         let ds = file.dataset("samples").map_err(|e| RawError::Malformed {
             path: path.to_path_buf(),
@@ -199,16 +239,19 @@ impl RawFile {
             first_pod,
             pod_count,
             pods,
+            pod_columns,
             samples,
         };
-        raw.validate()?;
+        raw.validate_events()?;
+        if raw.pod_columns.is_none() {
+            raw.validate_pods(0..raw.n_events(), &raw.pods, 0)?;
+        }
         Ok(raw)
     }
 
-    fn validate(&self) -> Result<(), RawError> {
-        let n_samples = self.samples().len();
-        let n_pods = self.pods.len();
-        let window = i64::from(self.header.window_samples);
+    /// Every event's pod range lies within the pod index.
+    fn validate_events(&self) -> Result<(), RawError> {
+        let n_pods = self.n_pods();
         for i in 0..self.event_id.len() {
             let (first, count, id) = (
                 self.first_pod[i],
@@ -226,7 +269,32 @@ impl RawFile {
                     n_pods,
                 });
             }
-            for (k, p) in self.pods[first as usize..end as usize].iter().enumerate() {
+        }
+        Ok(())
+    }
+
+    /// The pods of `events` (`pods[0]` is pod number `base`) index real
+    /// samples, real channels and the event window.
+    fn validate_pods(
+        &self,
+        events: Range<usize>,
+        pods: &[PodRecord],
+        base: u64,
+    ) -> Result<(), RawError> {
+        let n_samples = self.samples().len();
+        let window = i64::from(self.header.window_samples);
+        for i in events {
+            let (first, count, id) = (
+                self.first_pod[i],
+                u64::from(self.pod_count[i]),
+                self.event_id[i],
+            );
+            if count == 0 {
+                continue;
+            }
+            let end = first + count;
+            let local = (first - base) as usize..(end - base) as usize;
+            for (k, p) in pods[local].iter().enumerate() {
                 let pod = first as usize + k;
                 let stop = p.offset.saturating_add(u64::from(p.length));
                 if stop > n_samples as u64 {
@@ -284,7 +352,57 @@ impl RawFile {
 
     /// Number of pods.
     pub fn n_pods(&self) -> usize {
-        self.pods.len()
+        self.pod_columns
+            .as_ref()
+            .map_or(self.pods.len(), |c| c.n_pods)
+    }
+
+    /// The pods of events `events` (rows), for [`RawFile::event_in`]: borrowed
+    /// from a file opened with [`RawFile::open`], read and validated now for
+    /// one opened with [`RawFile::open_streaming`].
+    ///
+    /// # Errors
+    /// A [`RawError`] naming the file, event and pod (streaming files only).
+    pub fn pod_batch(&self, events: Range<usize>) -> Result<PodBatch<'_>, RawError> {
+        let span = events.clone().filter(|&i| self.pod_count[i] > 0).map(|i| {
+            let first = self.first_pod[i];
+            (first, first + u64::from(self.pod_count[i]))
+        });
+        let (lo, hi) = span.fold((u64::MAX, 0), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
+        if lo >= hi {
+            return Ok(PodBatch {
+                base: 0,
+                pods: std::borrow::Cow::Borrowed(&[]),
+            });
+        }
+        let pods = match &self.pod_columns {
+            None => std::borrow::Cow::Borrowed(&self.pods[lo as usize..hi as usize]),
+            Some(c) => {
+                let pods = read_pods(c, lo as usize..hi as usize, &self.path)?;
+                self.validate_pods(events, &pods, lo)?;
+                std::borrow::Cow::Owned(pods)
+            }
+        };
+        Ok(PodBatch { base: lo, pods })
+    }
+
+    /// Event `index` (row) as a zero-copy view with its pods from `batch`.
+    ///
+    /// # Panics
+    /// When `index >= n_events()` or the event is not in `batch`.
+    pub fn event_in<'a>(&'a self, batch: &'a PodBatch<'_>, index: usize) -> EventView<'a> {
+        let count = self.pod_count[index] as usize;
+        let first = if count == 0 {
+            0
+        } else {
+            (self.first_pod[index] - batch.base) as usize
+        };
+        EventView {
+            event_id: self.event_id[index],
+            trigger_time_ns: self.trigger_time_ns[index],
+            pods: &batch.pods[first..first + count],
+            samples: self.samples(),
+        }
     }
 
     /// True when the samples are served from the memory map (zero copy).
@@ -307,6 +425,10 @@ impl RawFile {
     /// # Panics
     /// When `index >= n_events()`.
     pub fn event(&self, index: usize) -> EventView<'_> {
+        assert!(
+            self.pod_columns.is_none(),
+            "RawFile::event on a file opened for streaming: use pod_batch and event_in"
+        );
         let first = self.first_pod[index] as usize;
         let count = self.pod_count[index] as usize;
         EventView {
@@ -326,6 +448,37 @@ impl RawFile {
     pub fn event_ids(&self) -> &[u64] {
         &self.event_id
     }
+}
+
+/// Pods `range` of the pod index, read from the `/pods` columns.
+fn read_pods(c: &PodColumns, range: Range<usize>, path: &Path) -> Result<Vec<PodRecord>, RawError> {
+    fn col<T: hdf5::H5Type>(
+        d: &hdf5::Dataset,
+        range: Range<usize>,
+        path: &Path,
+    ) -> Result<Vec<T>, RawError> {
+        d.read_slice_1d::<T, _>(range)
+            .map(|a| a.into_iter().collect())
+            .map_err(|e| RawError::Malformed {
+                path: path.to_path_buf(),
+                what: format!("dataset `{}`: {e}", d.name()),
+            })
+    }
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    let channel: Vec<u16> = col(&c.channel, range.clone(), path)?;
+    let start: Vec<i32> = col(&c.start, range.clone(), path)?;
+    let length: Vec<u32> = col(&c.length, range.clone(), path)?;
+    let offset: Vec<u64> = col(&c.offset, range, path)?;
+    Ok((0..channel.len())
+        .map(|i| PodRecord {
+            channel: channel[i],
+            start_sample: start[i],
+            length: length[i],
+            offset: offset[i],
+        })
+        .collect())
 }
 
 /// Number of events in a raw file, reading only its header and event index

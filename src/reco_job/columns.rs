@@ -277,6 +277,10 @@ pub fn append_to(w: &mut RqWriter, mut out: UnitOutput) -> Result<(), RqError> {
     w.append(&out.events, &out.pulses, &out.channels)
 }
 
+/// Events whose pods are read at once when streaming (~10 MB of pod index
+/// for mixed events).
+pub const POD_WINDOW_EVENTS: usize = 256;
+
 /// Why streaming a range stopped.
 #[derive(Debug)]
 pub enum StreamError {
@@ -300,7 +304,8 @@ pub struct StreamCounts {
 /// Reconstruct events `range` of `raw` in batches of `batch` events on
 /// `pool` and hand each batch's columns to `sink` (index columns local to the
 /// batch), calling `between` after each batch (rank 0 serves work requests
-/// there). Memory holds one batch, whatever the range.
+/// there). Memory holds one batch, whatever the range (with a file opened by
+/// [`RawFile::open_streaming`], its pod index too).
 ///
 /// # Errors
 /// The first reconstruction error, naming file and event, or the sink's.
@@ -316,34 +321,44 @@ pub fn stream_range(
     sink: &mut dyn FnMut(UnitOutput) -> anyhow::Result<()>,
 ) -> Result<StreamCounts, StreamError> {
     let mut counts = StreamCounts::default();
-    let mut views: Vec<EventView<'_>> = Vec::with_capacity(batch);
     let mut start = range.start;
+    // Pods are read in windows of several batches (fewer, larger HDF5 reads);
+    // the window bounds the memory they take.
+    let batch = batch.max(1);
+    let window = batch * POD_WINDOW_EVENTS.div_ceil(batch);
     while start < range.end {
-        let end = (start + batch.max(1)).min(range.end);
-        views.clear();
-        views.extend((start..end).map(|i| raw.event(i)));
-        let bytes = views.iter().map(|v| 2 * v.n_samples()).sum::<u64>();
-        let results = pool.install(|| reconstruct_batch(&views, model, cfg));
-        let mut builder = RqBuilder::default();
-        for (view, r) in views.iter().zip(results) {
-            match r {
-                Ok(rec) => builder.push(&rec),
-                Err(e) => {
-                    return Err(StreamError::Event(format!(
-                        "{}: event {}: {e}",
-                        raw.path().display(),
-                        view.event_id
-                    )))
+        let window_end = (start + window).min(range.end);
+        // The window's pods: borrowed, or read and validated now when the file
+        // was opened for streaming (a bad pod fails the input, naming it).
+        let pods = raw
+            .pod_batch(start..window_end)
+            .map_err(|e| StreamError::Event(e.to_string()))?;
+        while start < window_end {
+            let end = (start + batch).min(window_end);
+            let views: Vec<EventView<'_>> = (start..end).map(|i| raw.event_in(&pods, i)).collect();
+            let bytes = views.iter().map(|v| 2 * v.n_samples()).sum::<u64>();
+            let results = pool.install(|| reconstruct_batch(&views, model, cfg));
+            let mut builder = RqBuilder::default();
+            for (view, r) in views.iter().zip(results) {
+                match r {
+                    Ok(rec) => builder.push(&rec),
+                    Err(e) => {
+                        return Err(StreamError::Event(format!(
+                            "{}: event {}: {e}",
+                            raw.path().display(),
+                            view.event_id
+                        )))
+                    }
                 }
             }
+            let out = builder.finish(bytes);
+            counts.events += out.n_events;
+            counts.pulses += out.n_pulses;
+            counts.bytes_read += bytes;
+            sink(out).map_err(StreamError::Sink)?;
+            between();
+            start = end;
         }
-        let out = builder.finish(bytes);
-        counts.events += out.n_events;
-        counts.pulses += out.n_pulses;
-        counts.bytes_read += bytes;
-        sink(out).map_err(StreamError::Sink)?;
-        between();
-        start = end;
     }
     Ok(counts)
 }

@@ -279,7 +279,7 @@ impl Job<'_> {
             names.part(unit.part)
         };
         let mut writer = rq::RqWriter::create(&target)?;
-        let processed = match RawFile::open(input) {
+        let processed = match RawFile::open_streaming(input) {
             Err(e) => Err(e.to_string()),
             Ok(raw) => {
                 let range = unit.first_event as usize..unit.end_event as usize;

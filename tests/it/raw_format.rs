@@ -195,6 +195,40 @@ fn corrupt_pod_offset_is_a_typed_error_naming_event_and_pod() {
         msg.contains("event 0, pod 4") && msg.contains(path.to_str().unwrap()),
         "{msg}"
     );
+    // Opened for streaming, the same fault surfaces with the batch holding it.
+    let s = RawFile::open_streaming(&path).unwrap();
+    let msg = s.pod_batch(0..1).unwrap_err().to_string();
+    assert!(msg.contains("event 0, pod 4"), "{msg}");
+}
+
+#[test]
+fn streaming_open_reads_pods_a_batch_at_a_time_and_gives_the_same_events() {
+    let dir = scratch("streaming");
+    let path = simulated_file(dir.path(), 7);
+    let whole = RawFile::open(&path).unwrap();
+    let s = RawFile::open_streaming(&path).unwrap();
+    assert_eq!(s.n_pods(), whole.n_pods());
+    assert_eq!(s.n_events(), 7);
+    for range in [0..3, 3..4, 4..7, 2..2] {
+        let batch = s.pod_batch(range.clone()).unwrap();
+        let same = whole.pod_batch(range.clone()).unwrap();
+        for i in range {
+            let (a, b, c) = (
+                s.event_in(&batch, i),
+                whole.event(i),
+                whole.event_in(&same, i),
+            );
+            assert_eq!(
+                (a.event_id, a.trigger_time_ns),
+                (b.event_id, b.trigger_time_ns)
+            );
+            assert_eq!(a.pods, b.pods, "event {i}");
+            assert_eq!(c.pods, b.pods, "event {i}");
+            for p in a.pods {
+                assert_eq!(a.pod_samples(p), b.pod_samples(p));
+            }
+        }
+    }
 }
 
 #[test]
