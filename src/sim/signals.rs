@@ -273,14 +273,27 @@ impl<'a> EventSimulator<'a> {
             / m.params.tpc.drift_velocity_mm_per_us
             * 1e3;
         let sigma_xy = (2.0 * self.p.diffusion_trans_mm2_per_us * drift_us).sqrt();
-        // Transverse diffusion: electrons are spread over up to 16 sub-positions,
-        // each with its own top pattern (cheap, and exact in the limit).
+        // Transverse diffusion: the cloud is drawn as up to 16 sub-positions,
+        // each with its own top pattern (cheap). The sub-positions keep the
+        // cloud's width, but are shifted so that their mean, the centroid the
+        // light follows, is off the vertex by sigma_xy / sqrt(N_extracted) as
+        // for N_extracted independent electrons, not by sigma_xy / sqrt(16).
         let n_sub = n_ext.min(16) as usize;
         let r_max = m.params.tpc.radius_mm;
         let diffuse = Normal::new(0.0, sigma_xy.max(1e-9)).expect("valid sigma");
+        let offsets: Vec<(f64, f64)> = (0..n_sub)
+            .map(|_| (diffuse.sample(rng), diffuse.sample(rng)))
+            .collect();
+        let centroid = Normal::new(0.0, (sigma_xy / (n_ext as f64).sqrt()).max(1e-9))
+            .expect("valid sigma");
+        let (cx, cy) = (centroid.sample(rng), centroid.sample(rng));
+        let (mx, my) = offsets
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        let (mx, my) = (mx / n_sub as f64, my / n_sub as f64);
         let mut subs = Vec::with_capacity(n_sub);
-        for _ in 0..n_sub {
-            let (mut x, mut y) = (v.x + diffuse.sample(rng), v.y + diffuse.sample(rng));
+        for (dx, dy) in offsets {
+            let (mut x, mut y) = (v.x + dx - mx + cx, v.y + dy - my + cy);
             let r = x.hypot(y);
             if r > r_max {
                 x *= r_max / r;

@@ -610,7 +610,7 @@ pub(crate) fn xy_rows(events: &[MatchedEvent], ph: &Physics<'_>) -> Vec<XyRow> {
             }
             let s2 = v.s2_phd as f64;
             let (cx, cy) = cramer_rao_xy(m, v.x, v.y, s2 * aft, f);
-            let n_sub = v.n_extracted.clamp(1, 16) as f64;
+            let n_sub = v.n_extracted.max(1) as f64;
             Some(XyRow {
                 ss: rq.interaction == 1,
                 s2,

@@ -498,9 +498,9 @@ fn xy_resolution_against_the_cramer_rao_bound() {
         let s2 = v.s2_phd as f64;
         // CRB at the true position with the true top light.
         let (cx, cy) = cramer_rao_xy(m, v.x, v.y, s2 * aft, f);
-        // The simulator spreads the electrons over min(N_e, 16) diffused
-        // sub-positions: their mean is off the vertex by sigma_xy / sqrt(n).
-        let n_sub = v.n_extracted.clamp(1, 16) as f64;
+        // Transverse diffusion moves the centroid of the N_e extracted
+        // electrons off the vertex by sigma_xy / sqrt(N_e) (as the simulator draws it).
+        let n_sub = v.n_extracted.max(1) as f64;
         let diff = sigma_xy_mm(v.drift_ns) / n_sub.sqrt();
         rows.push(XyRow {
             ss: rq.kind == InteractionKind::SingleScatter,
