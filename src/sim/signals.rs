@@ -284,8 +284,8 @@ impl<'a> EventSimulator<'a> {
         let offsets: Vec<(f64, f64)> = (0..n_sub)
             .map(|_| (diffuse.sample(rng), diffuse.sample(rng)))
             .collect();
-        let centroid = Normal::new(0.0, (sigma_xy / (n_ext as f64).sqrt()).max(1e-9))
-            .expect("valid sigma");
+        let centroid =
+            Normal::new(0.0, (sigma_xy / (n_ext as f64).sqrt()).max(1e-9)).expect("valid sigma");
         let (cx, cy) = (centroid.sample(rng), centroid.sample(rng));
         let (mx, my) = offsets
             .iter()
