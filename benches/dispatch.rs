@@ -111,14 +111,20 @@ fn bench_dispatch(c: &mut Criterion) {
         b.iter(|| d.pass().expect("pass"))
     });
     let cat = d.catalog();
+    // The file in the middle of the catalog (run 10500 at 1M files) and its run.
+    let mid = n / 2;
+    let run = u32::try_from(10_000 + mid / FILES_PER_RUN).expect("run number");
+    let name = format!("{run:06}_{:05}.raw.h5", mid % FILES_PER_RUN);
+    assert!(!cat.files_of_run(run).unwrap().is_empty(), "run {run}");
+    cat.file(&name).expect("the middle file is catalogued");
     g.bench_function(format!("status_one_run_{n}_files"), |b| {
-        b.iter(|| cat.run_status(Some(10_500), false).unwrap())
+        b.iter(|| cat.run_status(Some(run), false).unwrap())
     });
     g.bench_function(format!("files_of_run_{n}_files"), |b| {
-        b.iter(|| cat.files_of_run(10_500).unwrap())
+        b.iter(|| cat.files_of_run(run).unwrap())
     });
     g.bench_function(format!("file_by_name_{n}_files"), |b| {
-        b.iter(|| cat.file("010500_00042.raw.h5").unwrap())
+        b.iter(|| cat.file(&name).unwrap())
     });
     g.finish();
 }
