@@ -48,6 +48,66 @@ struct PodColumns {
     length: hdf5::Dataset,
     offset: hdf5::Dataset,
     n_pods: usize,
+    /// Byte offsets of the four columns in the file's memory map, when all
+    /// are contiguous, unfiltered, native and aligned (what tpcflow writes):
+    /// windows are then read from the map instead of through HDF5.
+    mapped: Option<[usize; 4]>,
+}
+
+impl PodColumns {
+    /// Where each column lies in `map` (see `mapped`), or None.
+    fn locate_in(&self, map: &[u8]) -> Option<[usize; 4]> {
+        fn at<T: hdf5::H5Type + bytemuck::Pod>(
+            d: &hdf5::Dataset,
+            n: usize,
+            map: &[u8],
+        ) -> Option<usize> {
+            let native = hdf5::Datatype::from_type::<T>().ok()?;
+            if d.is_chunked() || !d.filters().is_empty() || d.dtype().ok()? != native {
+                return None;
+            }
+            let start = usize::try_from(d.offset()?).ok()?;
+            let bytes = map.get(start..start.checked_add(n * std::mem::size_of::<T>())?)?;
+            bytemuck::try_cast_slice::<u8, T>(bytes).ok()?;
+            Some(start)
+        }
+        if self.n_pods == 0 {
+            return None;
+        }
+        let n = self.n_pods;
+        Some([
+            at::<u16>(&self.channel, n, map)?,
+            at::<i32>(&self.start, n, map)?,
+            at::<u32>(&self.length, n, map)?,
+            at::<u64>(&self.offset, n, map)?,
+        ])
+    }
+}
+
+/// Pods `range` from the columns at `offsets` in `map` (checked at open).
+fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>) -> Vec<PodRecord> {
+    fn col<'a, T: bytemuck::Pod>(map: &'a [u8], at: usize, range: &Range<usize>) -> &'a [T] {
+        let size = std::mem::size_of::<T>();
+        bytemuck::cast_slice(&map[at + range.start * size..at + range.end * size])
+    }
+    let channel: &[u16] = col(map, offsets[0], &range);
+    let start: &[i32] = col(map, offsets[1], &range);
+    let length: &[u32] = col(map, offsets[2], &range);
+    let offset: &[u64] = col(map, offsets[3], &range);
+    channel
+        .iter()
+        .zip(start)
+        .zip(length)
+        .zip(offset)
+        .map(
+            |(((&channel, &start_sample), &length), &offset)| PodRecord {
+                channel,
+                start_sample,
+                length,
+                offset,
+            },
+        )
+        .collect()
 }
 
 /// The pods of a range of events (see [`RawFile::pod_batch`]).
@@ -159,6 +219,7 @@ impl RawFile {
             length: pod_ds("pods/length")?,
             offset: pod_ds("pods/offset")?,
             n_pods: 0,
+            mapped: None,
         };
         let n_pods = columns.channel.size();
         if [&columns.start, &columns.length, &columns.offset]
@@ -230,6 +291,13 @@ impl RawFile {
                 ds.read_raw::<i16>()
                     .map_err(|e| RawError::hdf5(path, "samples", e))?,
             ),
+        };
+        let pod_columns = match (pod_columns, &samples) {
+            (Some(c), Samples::Mapped { map, .. }) => {
+                let mapped = c.locate_in(map);
+                Some(PodColumns { mapped, ..c })
+            }
+            (c, _) => c,
         };
         let raw = Self {
             path: path.to_path_buf(),
@@ -378,7 +446,11 @@ impl RawFile {
         let pods = match &self.pod_columns {
             None => std::borrow::Cow::Borrowed(&self.pods[lo as usize..hi as usize]),
             Some(c) => {
-                let pods = read_pods(c, lo as usize..hi as usize, &self.path)?;
+                let range = lo as usize..hi as usize;
+                let pods = match (c.mapped, &self.samples) {
+                    (Some(at), Samples::Mapped { map, .. }) => mapped_pods(map, at, range),
+                    _ => read_pods(c, range, &self.path)?,
+                };
                 self.validate_pods(events, &pods, lo)?;
                 std::borrow::Cow::Owned(pods)
             }
@@ -403,6 +475,14 @@ impl RawFile {
             pods: &batch.pods[first..first + count],
             samples: self.samples(),
         }
+    }
+
+    /// True when a streaming file's pod windows are read from the memory map
+    /// (its pod columns contiguous, native and aligned) rather than through HDF5.
+    pub fn pods_mapped(&self) -> bool {
+        self.pod_columns
+            .as_ref()
+            .is_some_and(|c| c.mapped.is_some())
     }
 
     /// True when the samples are served from the memory map (zero copy).

@@ -71,20 +71,36 @@ fn print_summary(s: &JobSummary) {
         "reco: {} rank(s) x {} thread(s), lineage {}: files ok {}, failed {}, skipped {}; wall {:.2} s",
         s.ranks, s.threads, s.lineage_hash, s.files_ok, s.files_failed, s.files_skipped, s.wall_seconds
     );
+    // busy = read + reco + write + opening files; "reco MB/s" is the core's
+    // own speed inside the job, to set beside `cargo bench --bench reco`.
     println!(
-        "{:>5} {:>6} {:>8} {:>9} {:>10} {:>8} {:>9}",
-        "rank", "units", "events", "pulses", "MB read", "busy s", "MB/s"
+        "{:>5} {:>6} {:>8} {:>9} {:>10} {:>8} {:>9} {:>7} {:>7} {:>8} {:>10}",
+        "rank",
+        "units",
+        "events",
+        "pulses",
+        "MB read",
+        "busy s",
+        "MB/s",
+        "read s",
+        "reco s",
+        "write s",
+        "reco MB/s"
     );
     let (mut ev, mut pu, mut by) = (0, 0, 0);
     for (r, st) in s.per_rank.iter().enumerate() {
         let mb = st.bytes as f64 / 1e6;
         println!(
-            "{r:>5} {:>6} {:>8} {:>9} {mb:>10.1} {:>8.2} {:>9.1}",
+            "{r:>5} {:>6} {:>8} {:>9} {mb:>10.1} {:>8.2} {:>9.1} {:>7.2} {:>7.2} {:>8.2} {:>10.1}",
             st.units,
             st.events,
             st.pulses,
             st.busy_seconds,
-            mb / st.busy_seconds.max(1e-9)
+            mb / st.busy_seconds.max(1e-9),
+            st.read_seconds,
+            st.reco_seconds,
+            st.write_seconds,
+            mb / st.reco_seconds.max(1e-9)
         );
         ev += st.events;
         pu += st.pulses;

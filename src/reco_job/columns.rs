@@ -2,6 +2,7 @@
 //! events from the raw file through the reconstruction core in batches.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use rayon::ThreadPool;
 use tpcflow_reco::{reconstruct_batch, DetectorModel, EventRecon, EventView, RecoConfig};
@@ -290,8 +291,8 @@ pub enum StreamError {
     Sink(anyhow::Error),
 }
 
-/// What a streamed range held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a streamed range held, and where its time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StreamCounts {
     /// Events.
     pub events: u64,
@@ -299,6 +300,12 @@ pub struct StreamCounts {
     pub pulses: u64,
     /// Raw sample bytes read.
     pub bytes_read: u64,
+    /// Reading and validating pods [s].
+    pub read_seconds: f64,
+    /// Reconstructing (the reco core on the pool) [s].
+    pub reco_seconds: f64,
+    /// Building columns and handing them to the sink [s].
+    pub write_seconds: f64,
 }
 
 /// Reconstruct events `range` of `raw` in batches of `batch` events on
@@ -330,14 +337,19 @@ pub fn stream_range(
         let window_end = (start + window).min(range.end);
         // The window's pods: borrowed, or read and validated now when the file
         // was opened for streaming (a bad pod fails the input, naming it).
+        let t = Instant::now();
         let pods = raw
             .pod_batch(start..window_end)
             .map_err(|e| StreamError::Event(e.to_string()))?;
+        counts.read_seconds += t.elapsed().as_secs_f64();
         while start < window_end {
             let end = (start + batch).min(window_end);
+            let t = Instant::now();
             let views: Vec<EventView<'_>> = (start..end).map(|i| raw.event_in(&pods, i)).collect();
             let bytes = views.iter().map(|v| 2 * v.n_samples()).sum::<u64>();
             let results = pool.install(|| reconstruct_batch(&views, model, cfg));
+            let t_built = Instant::now();
+            counts.reco_seconds += (t_built - t).as_secs_f64();
             let mut builder = RqBuilder::default();
             for (view, r) in views.iter().zip(results) {
                 match r {
@@ -356,6 +368,7 @@ pub fn stream_range(
             counts.pulses += out.n_pulses;
             counts.bytes_read += bytes;
             sink(out).map_err(StreamError::Sink)?;
+            counts.write_seconds += t_built.elapsed().as_secs_f64();
             between();
             start = end;
         }

@@ -104,8 +104,16 @@ pub struct RankStats {
     pub pulses: u64,
     /// Raw sample bytes read.
     pub bytes: u64,
-    /// Time spent in units [s].
+    /// Time spent in units [s]: reading, reconstructing, writing, and
+    /// opening inputs and outputs.
     pub busy_seconds: f64,
+    /// Of which reading and validating pod indices [s].
+    pub read_seconds: f64,
+    /// Of which reconstructing [s] (bytes / this is the core's speed in the job).
+    pub reco_seconds: f64,
+    /// Of which building, encoding and writing RQ columns, finishing the
+    /// files (fsync, rename) and result records [s].
+    pub write_seconds: f64,
 }
 
 /// What rank 0 reports.
@@ -197,7 +205,7 @@ struct Job<'a> {
     opts: &'a RecoJobOptions,
     lineage: Lineage,
     hash: String,
-    pool: rayon::ThreadPool,
+    pool: std::sync::Arc<rayon::ThreadPool>,
     names: Vec<OutputNames>,
 }
 
@@ -278,7 +286,7 @@ impl Job<'_> {
         } else {
             names.part(unit.part)
         };
-        let mut writer = rq::RqWriter::create(&target)?;
+        let mut writer = rq::RqWriter::create(&target)?.encode_on(self.pool.clone());
         let processed = match RawFile::open_streaming(input) {
             Err(e) => Err(e.to_string()),
             Ok(raw) => {
@@ -314,13 +322,17 @@ impl Job<'_> {
                 stats.events = c.events;
                 stats.pulses = c.pulses;
                 stats.bytes = c.bytes_read;
+                stats.read_seconds = c.read_seconds;
+                stats.reco_seconds = c.reco_seconds;
                 r.wall_seconds = start.elapsed().as_secs_f64();
+                let t = Instant::now();
                 if whole {
                     self.finish_ok(unit.file, r, writer)?;
                 } else {
                     writer.finish(&self.header(unit.file, false)?)?;
                     write_json_atomic(&names.part_record(unit.part), &r)?;
                 }
+                stats.write_seconds = c.write_seconds + t.elapsed().as_secs_f64();
             }
             Err(error) => {
                 drop(writer);
@@ -343,7 +355,7 @@ impl Job<'_> {
     fn merge(&self, file: usize, n_parts: u32) -> Result<()> {
         let names = &self.names[file];
         let mut total = self.result(file, "ok");
-        let mut writer = Some(rq::RqWriter::create(&names.rq)?);
+        let mut writer = Some(rq::RqWriter::create(&names.rq)?.encode_on(self.pool.clone()));
         let mut error = None;
         for part in 0..n_parts {
             let r = read_result(&names.part_record(part));
@@ -392,9 +404,11 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
     let lineage = lineage(&opts.conditions, &opts.config);
     let hash = lineage.hash();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .build()?;
+    let pool = std::sync::Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads)
+            .build()?,
+    );
     let names: Vec<OutputNames> = opts
         .inputs
         .iter()
@@ -476,6 +490,9 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         stats.pulses += s.pulses;
         stats.bytes += s.bytes;
         stats.busy_seconds += s.busy_seconds;
+        stats.read_seconds += s.read_seconds;
+        stats.reco_seconds += s.reco_seconds;
+        stats.write_seconds += s.write_seconds;
         if let Some(b) = &bar {
             b.set_position(queue.handed_out());
             b.set_message(format!("rank 0: {} events", stats.events));
@@ -518,6 +535,9 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         stats.pulses as f64,
         stats.bytes as f64,
         stats.busy_seconds,
+        stats.read_seconds,
+        stats.reco_seconds,
+        stats.write_seconds,
     ];
     let root = world.process_at_rank(0);
     let mut code = exit::OK;
@@ -533,6 +553,9 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
                 pulses: c[2] as u64,
                 bytes: c[3] as u64,
                 busy_seconds: c[4],
+                read_seconds: c[5],
+                reco_seconds: c[6],
+                write_seconds: c[7],
             })
             .collect();
         let (mut ok, mut failed, mut skipped) = (0, 0, 0);

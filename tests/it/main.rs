@@ -11,6 +11,7 @@ mod dispatch;
 mod raw_format;
 mod reco_accuracy;
 mod reco_mpi;
+mod rq_format;
 mod salting;
 mod sim_live;
 mod sim_physics;

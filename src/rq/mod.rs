@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 
 use hdf5::types::VarLenUnicode;
 
-use crate::raw::writer::temp_name;
+mod chunk;
+mod writer;
+
+pub use writer::RqWriter;
 
 /// Rows per chunk (64 Ki rows: 256-512 KiB per chunk for 4-8 byte columns).
 pub const CHUNK_ROWS: usize = 65_536;
@@ -145,6 +148,18 @@ pub enum RqError {
         /// Rows expected.
         expected: usize,
     },
+    /// A batch whose columns differ from the file's (set or value type).
+    #[error("{path}: /{group}/{column}: {message}")]
+    Schema {
+        /// File.
+        path: PathBuf,
+        /// Group.
+        group: &'static str,
+        /// Column.
+        column: String,
+        /// What differs.
+        message: String,
+    },
 }
 
 fn h5err(path: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> RqError {
@@ -153,217 +168,6 @@ fn h5err(path: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> RqError {
         path,
         what,
         message: e.to_string(),
-    }
-}
-
-/// Create `col`'s dataset, empty and growable along rows (chunked, shuffle +
-/// deflate), with its `units` and `description` attributes.
-fn create_column(group: &hdf5::Group, col: &Column, path: &Path) -> Result<hdf5::Dataset, RqError> {
-    macro_rules! create {
-        ($t:ty) => {
-            group
-                .new_dataset::<$t>()
-                .chunk(CHUNK_ROWS)
-                .shuffle()
-                .deflate(DEFLATE_LEVEL)
-                .shape(0..)
-                .create(col.name.as_str())
-        };
-    }
-    let ds = match &col.data {
-        ColumnData::F32(_) => create!(f32),
-        ColumnData::F64(_) => create!(f64),
-        ColumnData::I64(_) => create!(i64),
-        ColumnData::I32(_) => create!(i32),
-        ColumnData::U64(_) => create!(u64),
-        ColumnData::U32(_) => create!(u32),
-        ColumnData::U16(_) => create!(u16),
-        ColumnData::U8(_) => create!(u8),
-    }
-    .map_err(h5err(path, &col.name))?;
-    for (key, value) in [("units", &col.units), ("description", &col.description)] {
-        let s: VarLenUnicode = value.parse().unwrap_or_default();
-        ds.new_attr::<VarLenUnicode>()
-            .shape(())
-            .create(key)
-            .and_then(|a| a.write_scalar(&s))
-            .map_err(h5err(path, &format!("{}@{key}", col.name)))?;
-    }
-    Ok(ds)
-}
-
-/// Append `col`'s rows to its dataset, which holds `at` rows.
-fn append_column(ds: &hdf5::Dataset, at: usize, col: &Column, path: &Path) -> Result<(), RqError> {
-    let n = col.data.len();
-    if n == 0 {
-        return Ok(());
-    }
-    ds.resize(at + n).map_err(h5err(path, &col.name))?;
-    let r = match &col.data {
-        ColumnData::F32(v) => ds.write_slice(&v[..], at..at + n),
-        ColumnData::F64(v) => ds.write_slice(&v[..], at..at + n),
-        ColumnData::I64(v) => ds.write_slice(&v[..], at..at + n),
-        ColumnData::I32(v) => ds.write_slice(&v[..], at..at + n),
-        ColumnData::U64(v) => ds.write_slice(&v[..], at..at + n),
-        ColumnData::U32(v) => ds.write_slice(&v[..], at..at + n),
-        ColumnData::U16(v) => ds.write_slice(&v[..], at..at + n),
-        ColumnData::U8(v) => ds.write_slice(&v[..], at..at + n),
-    };
-    r.map_err(h5err(path, &col.name))
-}
-
-/// Rows of `cols`, which must all have the same length.
-fn group_rows(name: &'static str, cols: &[Column], path: &Path) -> Result<usize, RqError> {
-    let expected = cols.first().map_or(0, |c| c.data.len());
-    for c in cols {
-        if c.data.len() != expected {
-            return Err(RqError::Ragged {
-                path: path.to_path_buf(),
-                group: name,
-                column: c.name.clone(),
-                got: c.data.len(),
-                expected,
-            });
-        }
-    }
-    Ok(expected)
-}
-
-/// The RQ groups, in file order.
-const GROUPS: [&str; 3] = ["events", "pulses", "channels"];
-
-/// An RQ file written batch by batch, so that memory holds one batch of
-/// columns whatever the file size. Written under a temporary name; `finish`
-/// adds the root attributes, fsyncs and renames it to its final name. A
-/// writer dropped unfinished removes its temporary file.
-#[allow(missing_debug_implementations)] // hdf5 handles have no useful Debug
-pub struct RqWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    file: Option<hdf5::File>,
-    /// Per group: its datasets by column name, and the rows written.
-    groups: [(Vec<(String, hdf5::Dataset)>, usize); 3],
-}
-
-impl RqWriter {
-    /// Start the RQ file that will be `path`.
-    ///
-    /// # Errors
-    /// [`RqError`] naming the file.
-    pub fn create(path: &Path) -> Result<Self, RqError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| RqError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let tmp = temp_name(path);
-        let file = crate::h5::create(&tmp).map_err(h5err(&tmp, "create"))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            tmp,
-            file: Some(file),
-            groups: Default::default(),
-        })
-    }
-
-    /// Rows written so far to `/events`, `/pulses` and `/channels`.
-    pub fn rows(&self) -> [u64; 3] {
-        [0, 1, 2].map(|i| self.groups[i].1 as u64)
-    }
-
-    /// Append rows to the three groups (each group's columns of equal length;
-    /// every batch has the same columns; an empty column list adds nothing).
-    ///
-    /// # Errors
-    /// [`RqError`] naming the file and dataset; ragged or changed columns.
-    pub fn append(
-        &mut self,
-        events: &[Column],
-        pulses: &[Column],
-        channels: &[Column],
-    ) -> Result<(), RqError> {
-        let file = self.file.as_ref().ok_or_else(|| RqError::Io {
-            path: self.tmp.clone(),
-            source: std::io::Error::other("writer already finished"),
-        })?;
-        for (i, cols) in [events, pulses, channels].into_iter().enumerate() {
-            let name = GROUPS[i];
-            let n = group_rows(name, cols, &self.tmp)?;
-            if cols.is_empty() {
-                continue;
-            }
-            let (datasets, rows) = &mut self.groups[i];
-            if datasets.is_empty() {
-                let g = file.create_group(name).map_err(h5err(&self.tmp, name))?;
-                for c in cols {
-                    datasets.push((c.name.clone(), create_column(&g, c, &self.tmp)?));
-                }
-            }
-            for c in cols {
-                let ds = datasets
-                    .iter()
-                    .find(|(n, _)| *n == c.name)
-                    .map(|(_, ds)| ds)
-                    .ok_or_else(|| RqError::Ragged {
-                        path: self.tmp.clone(),
-                        group: name,
-                        column: c.name.clone(),
-                        got: c.data.len(),
-                        expected: 0,
-                    })?;
-                append_column(ds, *rows, c, &self.tmp)?;
-            }
-            *rows += n;
-        }
-        Ok(())
-    }
-
-    /// Write the root attributes, close, fsync and rename to the final name;
-    /// returns the file size [bytes].
-    ///
-    /// # Errors
-    /// [`RqError`] naming the file; the temporary file is removed.
-    pub fn finish(mut self, header: &RqHeader) -> Result<u64, RqError> {
-        let tmp = self.tmp.clone();
-        let file = self.file.take().ok_or_else(|| RqError::Io {
-            path: tmp.clone(),
-            source: std::io::Error::other("writer already finished"),
-        })?;
-        let [n_events, n_pulses, _] = self.rows();
-        let result = (|| {
-            for g in ["events", "pulses"] {
-                if file.group(g).is_err() {
-                    file.create_group(g).map_err(h5err(&tmp, g))?;
-                }
-            }
-            str_attr(&file, "software_version", crate::SOFTWARE_VERSION, &tmp)?;
-            str_attr(&file, "lineage_json", &header.lineage_json, &tmp)?;
-            str_attr(&file, "lineage_hash", &header.lineage_hash, &tmp)?;
-            str_attr(&file, "conditions_tag", &header.conditions_tag, &tmp)?;
-            str_attr(&file, "input_file", &header.input_file, &tmp)?;
-            str_attr(&file, "input_adler32", &header.input_adler32, &tmp)?;
-            for (key, v) in [("n_events", n_events), ("n_pulses", n_pulses)] {
-                file.new_attr::<u64>()
-                    .shape(())
-                    .create(key)
-                    .and_then(|a| a.write_scalar(&v))
-                    .map_err(h5err(&tmp, key))?;
-            }
-            file.flush().map_err(h5err(&tmp, "flush"))
-        })();
-        self.groups = Default::default();
-        drop(file);
-        result.and_then(|()| durable_rename(&tmp, &self.path))
-    }
-}
-
-impl Drop for RqWriter {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            self.groups = Default::default();
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
 

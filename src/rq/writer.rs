@@ -1,0 +1,402 @@
+//! [`RqWriter`]: an RQ file written batch by batch.
+//!
+//! Rows wait in memory until a whole chunk of a column is there (at most
+//! [`CHUNK_ROWS`] rows per column, whatever the file size); whole chunks are
+//! encoded together (in parallel on the writer's pool) and written with
+//! `H5Dwrite_chunk`. A dataset is created when its first chunk is written:
+//! a column that never fills a chunk gets one chunk of exactly its rows, so
+//! the small `/events` columns of a file are not padded to 64 Ki rows (HDF5
+//! would compress the padding too), and only the last chunk of a long column
+//! is padded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hdf5::types::VarLenUnicode;
+
+use super::chunk::{self, ChunkJob};
+use super::{
+    durable_rename, h5err, str_attr, Column, ColumnData, RqError, RqHeader, CHUNK_ROWS,
+    DEFLATE_LEVEL,
+};
+use crate::raw::writer::temp_name;
+
+/// The RQ groups, in file order.
+const GROUPS: [&str; 3] = ["events", "pulses", "channels"];
+
+/// One column being written.
+struct ColumnOut {
+    name: String,
+    units: String,
+    description: String,
+    /// Rows not yet in the file.
+    pending: ColumnData,
+    /// Created with the first chunk.
+    ds: Option<hdf5::Dataset>,
+}
+
+/// One group being written: its columns share the row count.
+#[derive(Default)]
+struct GroupOut {
+    group: Option<hdf5::Group>,
+    columns: Vec<ColumnOut>,
+    /// Rows appended.
+    rows: usize,
+    /// Rows in the file (whole chunks).
+    written: usize,
+}
+
+/// An RQ file written batch by batch, so that memory holds one batch of
+/// columns plus less than one chunk per column, whatever the file size.
+/// Written under a temporary name; `finish` adds the root attributes, fsyncs
+/// and renames it to its final name. A writer dropped unfinished removes its
+/// temporary file.
+#[allow(missing_debug_implementations)] // hdf5 handles have no useful Debug
+pub struct RqWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<hdf5::File>,
+    groups: [GroupOut; 3],
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+/// Rows of `cols`, which must all have the same length.
+fn group_rows(name: &'static str, cols: &[Column], path: &Path) -> Result<usize, RqError> {
+    let expected = cols.first().map_or(0, |c| c.data.len());
+    for c in cols {
+        if c.data.len() != expected {
+            return Err(RqError::Ragged {
+                path: path.to_path_buf(),
+                group: name,
+                column: c.name.clone(),
+                got: c.data.len(),
+                expected,
+            });
+        }
+    }
+    Ok(expected)
+}
+
+/// Create `col`'s dataset with chunks of `chunk_rows` rows (growable along
+/// rows, shuffle + deflate) and its `units` and `description` attributes.
+fn create_dataset(
+    group: &hdf5::Group,
+    col: &ColumnOut,
+    chunk_rows: usize,
+    path: &Path,
+) -> Result<hdf5::Dataset, RqError> {
+    macro_rules! create {
+        ($t:ty) => {
+            group
+                .new_dataset::<$t>()
+                .chunk(chunk_rows.max(1))
+                .shuffle()
+                .deflate(DEFLATE_LEVEL)
+                .shape(0..)
+                .create(col.name.as_str())
+        };
+    }
+    let ds = match &col.pending {
+        ColumnData::F32(_) => create!(f32),
+        ColumnData::F64(_) => create!(f64),
+        ColumnData::I64(_) => create!(i64),
+        ColumnData::I32(_) => create!(i32),
+        ColumnData::U64(_) => create!(u64),
+        ColumnData::U32(_) => create!(u32),
+        ColumnData::U16(_) => create!(u16),
+        ColumnData::U8(_) => create!(u8),
+    }
+    .map_err(h5err(path, &col.name))?;
+    for (key, value) in [("units", &col.units), ("description", &col.description)] {
+        let s: VarLenUnicode = value.parse().unwrap_or_default();
+        ds.new_attr::<VarLenUnicode>()
+            .shape(())
+            .create(key)
+            .and_then(|a| a.write_scalar(&s))
+            .map_err(h5err(path, &format!("{}@{key}", col.name)))?;
+    }
+    Ok(ds)
+}
+
+impl GroupOut {
+    /// Check a batch's columns against the group's: where each goes (None:
+    /// the batch is empty or starts the group).
+    fn check(
+        &self,
+        name: &'static str,
+        cols: &[Column],
+        path: &Path,
+    ) -> Result<Option<Vec<usize>>, RqError> {
+        group_rows(name, cols, path)?;
+        if cols.is_empty() || self.columns.is_empty() {
+            return Ok(None);
+        }
+        let schema = |column: &str, message: String| RqError::Schema {
+            path: path.to_path_buf(),
+            group: name,
+            column: column.to_string(),
+            message,
+        };
+        if cols.len() != self.columns.len() {
+            let missing = self
+                .columns
+                .iter()
+                .find(|o| !cols.iter().any(|c| c.name == o.name))
+                .map_or_else(|| cols[0].name.clone(), |o| o.name.clone());
+            return Err(schema(
+                &missing,
+                format!(
+                    "batch has {} columns, the file {}",
+                    cols.len(),
+                    self.columns.len()
+                ),
+            ));
+        }
+        let mut order = Vec::with_capacity(cols.len());
+        for (i, c) in cols.iter().enumerate() {
+            let k = if self.columns[i].name == c.name {
+                i
+            } else {
+                self.columns
+                    .iter()
+                    .position(|o| o.name == c.name)
+                    .ok_or_else(|| schema(&c.name, "not a column of this file".into()))?
+            };
+            if !self.columns[k].pending.same_type(&c.data) {
+                return Err(schema(&c.name, "value type differs from the file's".into()));
+            }
+            order.push(k);
+        }
+        Ok(Some(order))
+    }
+
+    /// Take a checked batch's columns into the pending rows.
+    fn take(&mut self, cols: &[Column], order: Option<Vec<usize>>) {
+        let n = cols.first().map_or(0, |c| c.data.len());
+        match order {
+            Some(order) => {
+                for (c, k) in cols.iter().zip(order) {
+                    self.columns[k].pending.extend(&c.data);
+                }
+                self.rows += n;
+            }
+            None if !cols.is_empty() => {
+                self.columns = cols
+                    .iter()
+                    .map(|c| ColumnOut {
+                        name: c.name.clone(),
+                        units: c.units.clone(),
+                        description: c.description.clone(),
+                        pending: c.data.clone(),
+                        ds: None,
+                    })
+                    .collect();
+                self.rows = n;
+            }
+            None => {}
+        }
+    }
+
+    /// Make sure the group and every dataset exist (chunks of `chunk_rows`).
+    fn create(
+        &mut self,
+        file: &hdf5::File,
+        name: &str,
+        chunk_rows: usize,
+        path: &Path,
+    ) -> Result<(), RqError> {
+        if self.group.is_none() {
+            self.group = Some(file.create_group(name).map_err(h5err(path, name))?);
+        }
+        let group = self.group.as_ref().expect("created above");
+        for col in &mut self.columns {
+            if col.ds.is_none() {
+                col.ds = Some(create_dataset(group, col, chunk_rows, path)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the pending rows' whole chunks, or with `last` every pending
+    /// row (a single exact chunk when the column never filled one).
+    fn flush(
+        &mut self,
+        file: &hdf5::File,
+        name: &str,
+        last: bool,
+        pool: Option<&rayon::ThreadPool>,
+        path: &Path,
+    ) -> Result<(), RqError> {
+        let pending = self.rows - self.written;
+        let whole = pending / CHUNK_ROWS;
+        let first_chunk = self.written == 0 && self.columns.first().is_some_and(|c| c.ds.is_none());
+        let chunk_rows = if last && whole == 0 && first_chunk {
+            pending
+        } else {
+            CHUNK_ROWS
+        };
+        if self.columns.is_empty() || (!last && whole == 0) {
+            return Ok(());
+        }
+        self.create(file, name, chunk_rows, path)?;
+        let take = if last { pending } else { whole * CHUNK_ROWS };
+        if take == 0 {
+            return Ok(());
+        }
+        // (column, first row) of each chunk, and what to encode.
+        let mut at = Vec::new();
+        let mut jobs = Vec::new();
+        for (k, col) in self.columns.iter().enumerate() {
+            let size = col.pending.value_size();
+            let bytes = col.pending.as_bytes();
+            let mut row = 0;
+            while row < take {
+                let end = (row + chunk_rows).min(take);
+                at.push((k, self.written + row));
+                jobs.push(ChunkJob {
+                    data: &bytes[row * size..end * size],
+                    size,
+                    rows: chunk_rows,
+                });
+                row = end;
+            }
+        }
+        let encoded = chunk::encode(&jobs, pool);
+        drop(jobs);
+        let rows_after = self.written + take;
+        for col in &self.columns {
+            let ds = col.ds.as_ref().expect("created above");
+            ds.resize(rows_after).map_err(h5err(path, &col.name))?;
+        }
+        for ((k, row), bytes) in at.into_iter().zip(encoded) {
+            let col = &self.columns[k];
+            let ds = col.ds.as_ref().expect("created above");
+            chunk::write_chunk(ds, row, &bytes, path, &format!("/{name}/{}", col.name))?;
+        }
+        for col in &mut self.columns {
+            col.pending.remove_front(take);
+        }
+        self.written = rows_after;
+        Ok(())
+    }
+}
+
+impl RqWriter {
+    /// Start the RQ file that will be `path`; chunks are encoded on the
+    /// calling thread (see [`RqWriter::encode_on`]).
+    ///
+    /// # Errors
+    /// [`RqError`] naming the file.
+    pub fn create(path: &Path) -> Result<Self, RqError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| RqError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let tmp = temp_name(path);
+        let file = crate::h5::create(&tmp).map_err(h5err(&tmp, "create"))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(file),
+            groups: Default::default(),
+            pool: None,
+        })
+    }
+
+    /// Encode chunks on `pool` (a reco rank's rayon pool: its threads are
+    /// idle while the rank writes).
+    #[must_use]
+    pub fn encode_on(mut self, pool: Arc<rayon::ThreadPool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Rows written so far to `/events`, `/pulses` and `/channels`.
+    pub fn rows(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.groups[i].rows as u64)
+    }
+
+    /// Append rows to the three groups (each group's columns of equal length;
+    /// every batch has the same columns; an empty column list adds nothing).
+    /// A refused batch adds nothing to any group.
+    ///
+    /// # Errors
+    /// [`RqError`] naming the file and dataset; ragged or changed columns.
+    pub fn append(
+        &mut self,
+        events: &[Column],
+        pulses: &[Column],
+        channels: &[Column],
+    ) -> Result<(), RqError> {
+        let file = self.file.as_ref().ok_or_else(|| RqError::Io {
+            path: self.tmp.clone(),
+            source: std::io::Error::other("writer already finished"),
+        })?;
+        let batch = [events, pulses, channels];
+        // Every group is checked before any takes rows.
+        let mut orders = Vec::with_capacity(3);
+        for (i, cols) in batch.iter().enumerate() {
+            orders.push(self.groups[i].check(GROUPS[i], cols, &self.tmp)?);
+        }
+        for ((g, cols), order) in self.groups.iter_mut().zip(batch).zip(orders) {
+            g.take(cols, order);
+        }
+        for (i, g) in self.groups.iter_mut().enumerate() {
+            g.flush(file, GROUPS[i], false, self.pool.as_deref(), &self.tmp)?;
+        }
+        Ok(())
+    }
+
+    /// Write the pending rows and the root attributes, close, fsync and
+    /// rename to the final name; returns the file size [bytes].
+    ///
+    /// # Errors
+    /// [`RqError`] naming the file; the temporary file is removed.
+    pub fn finish(mut self, header: &RqHeader) -> Result<u64, RqError> {
+        let tmp = self.tmp.clone();
+        let file = self.file.take().ok_or_else(|| RqError::Io {
+            path: tmp.clone(),
+            source: std::io::Error::other("writer already finished"),
+        })?;
+        let [n_events, n_pulses, _] = self.rows();
+        let pool = self.pool.clone();
+        let result = (|| {
+            for (i, g) in self.groups.iter_mut().enumerate() {
+                g.flush(&file, GROUPS[i], true, pool.as_deref(), &tmp)?;
+            }
+            for g in ["events", "pulses"] {
+                if file.group(g).is_err() {
+                    file.create_group(g).map_err(h5err(&tmp, g))?;
+                }
+            }
+            str_attr(&file, "software_version", crate::SOFTWARE_VERSION, &tmp)?;
+            str_attr(&file, "lineage_json", &header.lineage_json, &tmp)?;
+            str_attr(&file, "lineage_hash", &header.lineage_hash, &tmp)?;
+            str_attr(&file, "conditions_tag", &header.conditions_tag, &tmp)?;
+            str_attr(&file, "input_file", &header.input_file, &tmp)?;
+            str_attr(&file, "input_adler32", &header.input_adler32, &tmp)?;
+            for (key, v) in [("n_events", n_events), ("n_pulses", n_pulses)] {
+                file.new_attr::<u64>()
+                    .shape(())
+                    .create(key)
+                    .and_then(|a| a.write_scalar(&v))
+                    .map_err(h5err(&tmp, key))?;
+            }
+            file.flush().map_err(h5err(&tmp, "flush"))
+        })();
+        self.groups = Default::default();
+        drop(file);
+        result.and_then(|()| durable_rename(&tmp, &self.path))
+    }
+}
+
+impl Drop for RqWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            self.groups = Default::default();
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
