@@ -90,7 +90,7 @@ for mode in ("strong", "weak"):
     def mb(r): return sum(p["bytes"] for p in r["per_rank"]) / 1e6
     def rate(r): return mb(r) / r["wall_seconds"]
     print(f"\n{mode} scaling (threads/rank = {base['threads']})")
-    print(f"{'ranks':>5} {'files':>6} {'events':>7} {'MB':>8} {'wall s':>7} {'MB/s':>8} {'MB/s/rank':>10} {'busy MB/s/rank':>15} {'efficiency':>10}")
+    print(f"{'ranks':>5} {'files':>6} {'events':>7} {'MB':>8} {'wall s':>7} {'MB/s':>8} {'MB/s/rank':>10} {'busy MB/s/rank':>15} {'reco MB/s/rank':>15} {'read+write':>10} {'efficiency':>10}")
     for r in rs:
         n = r["ranks"]
         ev = sum(p["events"] for p in r["per_rank"])
@@ -102,5 +102,9 @@ for mode in ("strong", "weak"):
         # Busy: raw bytes over the seconds each rank spent on its files (read,
         # reconstruct, write RQ, fsync, result record), without job start-up.
         busy = sum(p["bytes"] / 1e6 / max(p["busy_seconds"], 1e-9) for p in r["per_rank"]) / n
-        print(f"{n:>5} {files:>6} {ev:>7} {mb(r):>8.1f} {r['wall_seconds']:>7.2f} {rate(r):>8.1f} {rate(r)/n:>10.1f} {busy:>15.1f} {eff:>9.0%}")
+        # Reco: the core alone inside the job (compare with `cargo bench --bench
+        # reco`); read+write: the share of busy time spent outside the core.
+        reco = sum(p["bytes"] / 1e6 / max(p["reco_seconds"], 1e-9) for p in r["per_rank"]) / n
+        io = sum(p["busy_seconds"] - p["reco_seconds"] for p in r["per_rank"]) / max(sum(p["busy_seconds"] for p in r["per_rank"]), 1e-9)
+        print(f"{n:>5} {files:>6} {ev:>7} {mb(r):>8.1f} {r['wall_seconds']:>7.2f} {rate(r):>8.1f} {rate(r)/n:>10.1f} {busy:>15.1f} {reco:>15.1f} {io:>10.0%} {eff:>9.0%}")
 PY

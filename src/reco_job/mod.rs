@@ -286,7 +286,9 @@ impl Job<'_> {
         } else {
             names.part(unit.part)
         };
-        let mut writer = rq::RqWriter::create(&target)?.encode_on(self.pool.clone());
+        let mut writer = rq::RqWriter::create(&target)?
+            .encode_on(self.pool.clone())
+            .plain(columns::PLAIN_COLUMNS);
         let processed = match RawFile::open_streaming(input) {
             Err(e) => Err(e.to_string()),
             Ok(raw) => {
@@ -355,7 +357,11 @@ impl Job<'_> {
     fn merge(&self, file: usize, n_parts: u32) -> Result<()> {
         let names = &self.names[file];
         let mut total = self.result(file, "ok");
-        let mut writer = Some(rq::RqWriter::create(&names.rq)?.encode_on(self.pool.clone()));
+        let mut writer = Some(
+            rq::RqWriter::create(&names.rq)?
+                .encode_on(self.pool.clone())
+                .plain(columns::PLAIN_COLUMNS),
+        );
         let mut error = None;
         for part in 0..n_parts {
             let r = read_result(&names.part_record(part));

@@ -62,12 +62,14 @@ impl ColumnData {
 }
 
 /// One chunk to encode: `data` holds its rows (value size `size`), the chunk
-/// holds `rows` rows (the rows past the data are zeros, HDF5's fill value).
+/// holds `rows` rows (the rows past the data are zeros, HDF5's fill value);
+/// a `plain` dataset has no filters (the chunk is stored as it is).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChunkJob<'a> {
     pub data: &'a [u8],
     pub size: usize,
     pub rows: usize,
+    pub plain: bool,
 }
 
 /// HDF5's shuffle filter over a chunk of `rows` values of `size` bytes:
@@ -92,6 +94,11 @@ fn compressor() -> Compressor {
 }
 
 fn encode_one(c: &mut Compressor, job: &ChunkJob<'_>) -> Vec<u8> {
+    if job.plain {
+        let mut out = vec![0u8; job.rows * job.size];
+        out[..job.data.len()].copy_from_slice(job.data);
+        return out;
+    }
     let shuffled = shuffle(job.data, job.size, job.rows);
     let mut out = vec![0u8; c.zlib_compress_bound(shuffled.len())];
     // The bound is libdeflate's own worst case: compression cannot run short.

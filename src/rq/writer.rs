@@ -33,6 +33,8 @@ struct ColumnOut {
     pending: ColumnData,
     /// Created with the first chunk.
     ds: Option<hdf5::Dataset>,
+    /// Stored without shuffle + deflate.
+    plain: bool,
 }
 
 /// One group being written: its columns share the row count.
@@ -58,6 +60,8 @@ pub struct RqWriter {
     file: Option<hdf5::File>,
     groups: [GroupOut; 3],
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// Datasets (`group/column`) stored without shuffle + deflate.
+    plain: &'static [&'static str],
 }
 
 /// Rows of `cols`, which must all have the same length.
@@ -86,15 +90,15 @@ fn create_dataset(
     path: &Path,
 ) -> Result<hdf5::Dataset, RqError> {
     macro_rules! create {
-        ($t:ty) => {
-            group
-                .new_dataset::<$t>()
-                .chunk(chunk_rows.max(1))
-                .shuffle()
-                .deflate(DEFLATE_LEVEL)
-                .shape(0..)
-                .create(col.name.as_str())
-        };
+        ($t:ty) => {{
+            let b = group.new_dataset::<$t>().chunk(chunk_rows.max(1));
+            let b = if col.plain {
+                b
+            } else {
+                b.shuffle().deflate(DEFLATE_LEVEL)
+            };
+            b.shape(0..).create(col.name.as_str())
+        }};
     }
     let ds = match &col.pending {
         ColumnData::F32(_) => create!(f32),
@@ -171,7 +175,7 @@ impl GroupOut {
     }
 
     /// Take a checked batch's columns into the pending rows.
-    fn take(&mut self, cols: &[Column], order: Option<Vec<usize>>) {
+    fn take(&mut self, cols: &[Column], order: Option<Vec<usize>>, plain: impl Fn(&str) -> bool) {
         let n = cols.first().map_or(0, |c| c.data.len());
         match order {
             Some(order) => {
@@ -189,6 +193,7 @@ impl GroupOut {
                         description: c.description.clone(),
                         pending: c.data.clone(),
                         ds: None,
+                        plain: plain(&c.name),
                     })
                     .collect();
                 self.rows = n;
@@ -257,6 +262,7 @@ impl GroupOut {
                     data: &bytes[row * size..end * size],
                     size,
                     rows: chunk_rows,
+                    plain: col.plain,
                 });
                 row = end;
             }
@@ -302,6 +308,7 @@ impl RqWriter {
             file: Some(file),
             groups: Default::default(),
             pool: None,
+            plain: &[],
         })
     }
 
@@ -310,6 +317,15 @@ impl RqWriter {
     #[must_use]
     pub fn encode_on(mut self, pool: Arc<rayon::ThreadPool>) -> Self {
         self.pool = Some(pool);
+        self
+    }
+
+    /// Store the datasets `plain` (`"group/column"`) chunked but without
+    /// shuffle + deflate: for full-precision float columns that deflate
+    /// barely shrinks (see `reco_job::columns::PLAIN_COLUMNS`).
+    #[must_use]
+    pub fn plain(mut self, plain: &'static [&'static str]) -> Self {
+        self.plain = plain;
         self
     }
 
@@ -340,8 +356,13 @@ impl RqWriter {
         for (i, cols) in batch.iter().enumerate() {
             orders.push(self.groups[i].check(GROUPS[i], cols, &self.tmp)?);
         }
-        for ((g, cols), order) in self.groups.iter_mut().zip(batch).zip(orders) {
-            g.take(cols, order);
+        let plain = self.plain;
+        for (i, ((g, cols), order)) in self.groups.iter_mut().zip(batch).zip(orders).enumerate() {
+            g.take(cols, order, |c| {
+                plain
+                    .iter()
+                    .any(|p| p.split_once('/') == Some((GROUPS[i], c)))
+            });
         }
         for (i, g) in self.groups.iter_mut().enumerate() {
             g.flush(file, GROUPS[i], false, self.pool.as_deref(), &self.tmp)?;
