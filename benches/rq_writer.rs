@@ -5,9 +5,11 @@
 //! `TPCFLOW_BENCH_RQ_BATCH` (default 32, as `tpcflow reco --batch`) events,
 //! keeping each batch's columns.
 //! The benchmark then writes them exactly as a reco unit does: `RqWriter::create`,
-//! `columns::append_to` per batch (growable chunked datasets, shuffle +
-//! deflate, units attributes, index columns re-based), `finish` (root
-//! attributes, fsync, rename); and reads the file back.
+//! `columns::append_to` per batch (rows held until a column fills a chunk;
+//! chunks shuffled and deflated by tpcflow and written whole, the
+//! `PLAIN_COLUMNS` floats without filters; units attributes; index columns
+//! re-based), `finish` (last chunks, root attributes, fsync, rename); and
+//! reads the file back. One thread, as a 1-CPU rank.
 //!
 //! ```text
 //! benchmark                        throughput counts
@@ -30,7 +32,7 @@ use std::time::Instant;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use tpcflow::conditions::Conditions;
 use tpcflow::raw::RawFile;
-use tpcflow::reco_job::columns::{append_to, stream_range, UnitOutput};
+use tpcflow::reco_job::columns::{append_to, stream_range, UnitOutput, PLAIN_COLUMNS};
 use tpcflow::rq::{self, ColumnData, RqHeader, RqWriter};
 use tpcflow_reco::RecoConfig;
 
@@ -92,7 +94,9 @@ fn reconstruct_batches(
 
 /// Write one RQ file from `batches` the way a reco unit does; its size [bytes].
 fn write_rq(path: &Path, header: &RqHeader, batches: Vec<UnitOutput>) -> u64 {
-    let mut w = RqWriter::create(path).expect("create RQ file");
+    let mut w = RqWriter::create(path)
+        .expect("create RQ file")
+        .plain(PLAIN_COLUMNS);
     for b in batches {
         append_to(&mut w, b).expect("append a batch");
     }
