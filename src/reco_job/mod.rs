@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod columns;
 pub mod distribute;
+mod finisher;
 pub mod plan;
 
 use std::io::IsTerminal;
@@ -175,6 +176,16 @@ pub fn default_threads(explicit: Option<usize>) -> usize {
     (cores / local.max(1)).max(1)
 }
 
+/// Make a closed RQ file final, then record its success with its checksum.
+fn commit_ok(closed: rq::ClosedRq, record: PathBuf, mut r: FileResult) -> Result<()> {
+    let path = closed.path().to_path_buf();
+    closed.commit()?;
+    r.status = "ok".into();
+    r.output_adler32 = Some(crate::adler::digest_file(&path)?.adler32);
+    r.output = Some(path);
+    write_json_atomic(&record, &r)
+}
+
 fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let tmp = crate::raw::writer::temp_name(path);
     std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
@@ -207,6 +218,7 @@ struct Job<'a> {
     hash: String,
     pool: std::sync::Arc<rayon::ThreadPool>,
     names: Vec<OutputNames>,
+    finisher: finisher::Finisher,
 }
 
 impl Job<'_> {
@@ -264,13 +276,17 @@ impl Job<'_> {
     }
 
     /// Close the file's RQ output and record success with its checksum.
-    fn finish_ok(&self, file: usize, mut r: FileResult, w: rq::RqWriter) -> Result<()> {
-        let names = &self.names[file];
-        w.finish(&self.header(file, true)?)?;
-        r.status = "ok".into();
-        r.output = Some(names.rq.clone());
-        r.output_adler32 = Some(crate::adler::digest_file(&names.rq)?.adler32);
-        write_json_atomic(&names.record, &r)
+    fn finish_ok(&self, file: usize, r: FileResult, w: rq::RqWriter) -> Result<()> {
+        let closed = w.close(&self.header(file, true)?)?;
+        commit_ok(closed, self.names[file].record.clone(), r)
+    }
+
+    /// [`Job::finish_ok`] with the durable part (fsync, rename, checksum,
+    /// record) queued on the finisher, overlapping the next unit.
+    fn finish_ok_later(&self, file: usize, r: FileResult, w: rq::RqWriter) -> Result<()> {
+        let closed = w.close(&self.header(file, true)?)?;
+        let record = self.names[file].record.clone();
+        self.finisher.submit(move || commit_ok(closed, record, r))
     }
 
     /// Process one unit, streaming its events batch by batch into its RQ
@@ -329,10 +345,14 @@ impl Job<'_> {
                 r.wall_seconds = start.elapsed().as_secs_f64();
                 let t = Instant::now();
                 if whole {
-                    self.finish_ok(unit.file, r, writer)?;
+                    self.finish_ok_later(unit.file, r, writer)?;
                 } else {
-                    writer.finish(&self.header(unit.file, false)?)?;
-                    write_json_atomic(&names.part_record(unit.part), &r)?;
+                    let closed = writer.close(&self.header(unit.file, false)?)?;
+                    let record = names.part_record(unit.part);
+                    self.finisher.submit(move || {
+                        closed.commit()?;
+                        write_json_atomic(&record, &r)
+                    })?;
                 }
                 stats.write_seconds = c.write_seconds + t.elapsed().as_secs_f64();
             }
@@ -426,6 +446,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         hash: hash.clone(),
         pool,
         names,
+        finisher: finisher::Finisher::start(4)?,
     };
 
     // Plan: identical on every rank (same inputs, same answers).
@@ -517,7 +538,14 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    // Every output of this rank durable and recorded before the merge and the
+    // summary read the records; the wait counts as the rank's write time.
+    let t = Instant::now();
+    let finished = job.finisher.wait();
+    stats.write_seconds += t.elapsed().as_secs_f64();
+    stats.busy_seconds += t.elapsed().as_secs_f64();
     queue.drain();
+    finished?;
     world.barrier();
 
     // Merge split files.

@@ -22,7 +22,7 @@ use hdf5::types::VarLenUnicode;
 mod chunk;
 mod writer;
 
-pub use writer::RqWriter;
+pub use writer::{ClosedRq, RqWriter};
 
 /// Rows per chunk (64 Ki rows: 256-512 KiB per chunk for 4-8 byte columns).
 pub const CHUNK_ROWS: usize = 65_536;

@@ -375,7 +375,17 @@ impl RqWriter {
     ///
     /// # Errors
     /// [`RqError`] naming the file; the temporary file is removed.
-    pub fn finish(mut self, header: &RqHeader) -> Result<u64, RqError> {
+    pub fn finish(self, header: &RqHeader) -> Result<u64, RqError> {
+        self.close(header)?.commit()
+    }
+
+    /// Write the pending rows and the root attributes and close the file,
+    /// still under its temporary name: [`ClosedRq::commit`] makes it durable
+    /// and final (on another thread if wanted: it only waits on the disk).
+    ///
+    /// # Errors
+    /// [`RqError`] naming the file; the temporary file is removed.
+    pub fn close(mut self, header: &RqHeader) -> Result<ClosedRq, RqError> {
         let tmp = self.tmp.clone();
         let file = self.file.take().ok_or_else(|| RqError::Io {
             path: tmp.clone(),
@@ -409,7 +419,47 @@ impl RqWriter {
         })();
         self.groups = Default::default();
         drop(file);
-        result.and_then(|()| durable_rename(&tmp, &self.path))
+        let closed = ClosedRq {
+            tmp,
+            path: self.path.clone(),
+            committed: false,
+        };
+        // On error, dropping `closed` removes the temporary file.
+        result.map(|()| closed)
+    }
+}
+
+/// A complete RQ file under its temporary name. Dropped without
+/// [`ClosedRq::commit`], the temporary file is removed.
+#[derive(Debug)]
+pub struct ClosedRq {
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl ClosedRq {
+    /// The final name.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fsync, rename to the final name, fsync the directory; the file size
+    /// [bytes].
+    ///
+    /// # Errors
+    /// [`RqError`] naming the file; the temporary file is removed.
+    pub fn commit(mut self) -> Result<u64, RqError> {
+        self.committed = true;
+        durable_rename(&self.tmp, &self.path)
+    }
+}
+
+impl Drop for ClosedRq {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
