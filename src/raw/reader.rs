@@ -62,8 +62,7 @@ impl PodColumns {
             n: usize,
             map: &[u8],
         ) -> Option<usize> {
-            let native = hdf5::Datatype::from_type::<T>().ok()?;
-            if d.is_chunked() || !d.filters().is_empty() || d.dtype().ok()? != native {
+            if !stored_as_native::<T>(d) {
                 return None;
             }
             let start = usize::try_from(d.offset()?).ok()?;
@@ -82,6 +81,17 @@ impl PodColumns {
             at::<u64>(&self.offset, n, map)?,
         ])
     }
+}
+
+/// True when `d` is stored contiguous, unfiltered and as native `T`: its
+/// bytes in the file are the values, so they can be served from the map.
+fn stored_as_native<T: hdf5::H5Type>(d: &hdf5::Dataset) -> bool {
+    !d.is_chunked()
+        && d.filters().is_empty()
+        && matches!(
+            (d.dtype(), hdf5::Datatype::from_type::<T>()),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
 
 /// Pods `range` from the columns at `offsets` in `map` (checked at open).
@@ -243,8 +253,6 @@ impl RawFile {
             what: format!("dataset `samples`: {e}"),
         })?;
         let n_samples = ds.size();
-        let native =
-            hdf5::Datatype::from_type::<i16>().map_err(|e| RawError::hdf5(path, "i16 type", e))?;
         let dtype = ds
             .dtype()
             .map_err(|e| RawError::hdf5(path, "samples dtype", e))?;
@@ -257,7 +265,7 @@ impl RawFile {
                 ),
             });
         }
-        let mappable = allow_mmap && !ds.is_chunked() && ds.filters().is_empty() && dtype == native;
+        let mappable = allow_mmap && stored_as_native::<i16>(&ds);
         let mapped_at = if mappable && n_samples > 0 {
             ds.offset()
         } else {

@@ -30,7 +30,7 @@ pub struct UnitOutput {
 /// RQ datasets stored without shuffle + deflate: full-precision floats that
 /// deflate shrinks by only 1.20-1.26x (measured on mixed events, libdeflate
 /// level 1), at a third of a reco rank's compression time for
-/// `channels/area_phd` alone. Files grow ~18 %; every other column (indices,
+/// `channels/area_phd` alone. Files grow 9-21 %; every other column (indices,
 /// counts, codes, integer times, the top/bottom areas at 1.5x) keeps them.
 pub const PLAIN_COLUMNS: &[&str] = &[
     "channels/area_phd",
