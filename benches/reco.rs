@@ -5,7 +5,8 @@
 //! The data are `mixed` events simulated once into `target/bench-data/` (the
 //! same file as `benches/sim_and_raw.rs`, `TPCFLOW_BENCH_RAW_GB`, default 2 GB)
 //! and read through the memory map; the benchmark set is the first events
-//! holding at least `TPCFLOW_BENCH_RECO_MB` (default 500) MB of samples. Events
+//! holding at least `TPCFLOW_BENCH_RECO_MB` (default 500) MB of samples, or
+//! the first `TPCFLOW_BENCH_RECO_EVENTS` events when that is set. Events
 //! are reconstructed one at a time from the mapped file and the results
 //! dropped, so memory does not grow with the set.
 //!
@@ -110,20 +111,25 @@ struct Set {
 }
 
 fn bench_set() -> Set {
-    let mb: f64 = std::env::var("TPCFLOW_BENCH_RECO_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500.0);
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    let mb = env("TPCFLOW_BENCH_RECO_MB").unwrap_or(500.0);
+    // An explicit event count instead (scripts/bench-scaling.sh: the same
+    // events as its workload, which it simulates with the same run and seed).
+    let events = env("TPCFLOW_BENCH_RECO_EVENTS").map(|n| n as usize);
     let file = RawFile::open(&bench_file()).expect("open the benchmark file");
     assert!(file.is_mapped(), "the benchmark file must be memory-mapped");
     let (mut n, mut bytes) = (0usize, 0u64);
-    while n < file.n_events() && (bytes as f64) < mb * 1e6 {
+    let more = |n: usize, bytes: u64| match events {
+        Some(e) => n < e,
+        None => (bytes as f64) < mb * 1e6,
+    };
+    while n < file.n_events() && more(n, bytes) {
         bytes += file.event(n).n_samples() * 2;
         n += 1;
     }
     assert!(
-        bytes as f64 >= mb * 1e6,
-        "the benchmark file holds only {:.0} MB of samples; raise TPCFLOW_BENCH_RAW_GB",
+        !more(n, bytes),
+        "the benchmark file holds only {n} events, {:.0} MB of samples; raise TPCFLOW_BENCH_RAW_GB",
         bytes as f64 / 1e6
     );
     Set { file, n, bytes }

@@ -16,6 +16,13 @@ FILES_PER_RANK=${TPCFLOW_FILES_PER_RANK:-4}
 # ~130 MB per file: a rank's share must outweigh the job's fixed start-up
 # (srun, MPI init, planning: ~0.5 s here) for per-rank rates to mean anything.
 EVENTS=${TPCFLOW_EVENTS_PER_FILE:-400}
+# Each configuration runs REPEAT times, interleaved; the table shows medians.
+REPEAT=${TPCFLOW_BENCH_REPEAT:-3}
+# The single-core reco benchmark (`cargo bench --bench reco`, ~1 min; the
+# first time it simulates its 2 GB raw file) on the strong workload's events,
+# the reference of the per-rank rates (1 = run it, 0 = skip; a number > 1 is
+# taken as its MB/s, measured elsewhere).
+CORE=${TPCFLOW_BENCH_CORE:-1}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 cargo build --release --locked -q
@@ -26,12 +33,15 @@ RANKS=${TPCFLOW_RANKS:-$(seq 1 "${1:-$total_cpus}" | tr '\n' ' ')}
 max_ranks=$(echo "$RANKS" | tr ' ' '\n' | sort -n | tail -1)
 mkdir -p "$BENCH_DIR"
 
-# Workload: FILES_PER_RANK files per rank at the largest rank count.
+# Workload: FILES_PER_RANK files per rank at the largest rank count. Run 900,
+# seed 900 and `mixed` events, as the benchmarks' raw file (benches/common):
+# events depend only on (seed, run, event number), so its first events are
+# this workload's, and the core benchmark below runs on the same events.
 n_files=$((FILES_PER_RANK * max_ranks))
-if [[ ! -f $BENCH_DIR/SURF/.complete-$n_files-$EVENTS ]]; then
+if [[ ! -f $BENCH_DIR/SURF/.complete-900-$n_files-$EVENTS ]]; then
   rm -rf "$BENCH_DIR/SURF"
-  "$BIN" sim --run 500 --files "$n_files" --events-per-file "$EVENTS" --seed 500 --source mixed --out "$BENCH_DIR/SURF" >&2
-  touch "$BENCH_DIR/SURF/.complete-$n_files-$EVENTS"
+  "$BIN" sim --run 900 --files "$n_files" --events-per-file "$EVENTS" --seed 900 --source mixed --out "$BENCH_DIR/SURF" >&2
+  touch "$BENCH_DIR/SURF/.complete-900-$n_files-$EVENTS"
 fi
 mapfile -t all_files < <(find "$BENCH_DIR/SURF" -name '*.raw.h5' | sort)
 # Input lists carry each file's catalogued adler32, as the dispatcher writes
@@ -48,6 +58,20 @@ for path in sys.argv[1:]:
 PY
 fi
 mapfile -t all_lines < "$BENCH_DIR/SURF/.adler32-$n_files-$EVENTS"
+
+core_mbs=""
+if [[ $CORE == 1 ]]; then
+  echo "core benchmark: cargo bench --bench reco -- reco_1core/stage/full" >&2
+  core_mbs=$(TPCFLOW_BENCH_RECO_EVENTS=$((n_files * EVENTS)) cargo bench -q --bench reco -- "reco_1core/stage/full" 2>&1 \
+    | awk '/1 core, up to full/ {print $7}' | tail -1)
+  [[ -n $core_mbs ]] || { echo "the core benchmark printed no MB/s" >&2; exit 1; }
+elif [[ $CORE != 0 ]]; then
+  core_mbs=$CORE
+fi
+# The inputs are read once here so that every job finds them in the page
+# cache: the table measures the pipeline, not this machine's disk (without
+# this, whichever job runs first reads 1 GB from disk: read 20-30 % of busy).
+cat "${all_files[@]}" > /dev/null
 
 submit() { # ranks nfiles tag -> prints the job's JSON summary
   local ranks=$1 nfiles=$2 tag=$3 out=$BENCH_DIR/out-$3 nodes
@@ -74,37 +98,59 @@ submit() { # ranks nfiles tag -> prints the job's JSON summary
 results=$BENCH_DIR/results.jsonl
 : > "$results"
 base_files=$((FILES_PER_RANK * max_ranks))
-for r in $RANKS; do
-  echo "strong: $r rank(s), $base_files files" >&2
-  submit "$r" "$base_files" "strong-$r" | python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='strong'; print(json.dumps(d))" >> "$results"
-  echo "weak: $r rank(s), $((FILES_PER_RANK * r)) files" >&2
-  submit "$r" "$((FILES_PER_RANK * r))" "weak-$r" | python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='weak'; print(json.dumps(d))" >> "$results"
+for rep in $(seq 1 "$REPEAT"); do
+  for r in $RANKS; do
+    echo "run $rep/$REPEAT strong: $r rank(s), $base_files files" >&2
+    submit "$r" "$base_files" "strong-$r" | python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='strong'; print(json.dumps(d))" >> "$results"
+    echo "run $rep/$REPEAT weak: $r rank(s), $((FILES_PER_RANK * r)) files" >&2
+    submit "$r" "$((FILES_PER_RANK * r))" "weak-$r" | python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='weak'; print(json.dumps(d))" >> "$results"
+  done
 done
 
-python3 - "$results" <<'PY'
+python3 - "$results" "$core_mbs" <<'PY'
 import json, sys
+from statistics import median
 rows = [json.loads(l) for l in open(sys.argv[1])]
+core = float(sys.argv[2]) if sys.argv[2] else None
+def mb(r): return sum(p["bytes"] for p in r["per_rank"]) / 1e6
+def per_rank(r, f): return sum(f(p) for p in r["per_rank"]) / r["ranks"]
+# Busy: raw bytes over the seconds each rank spent on its files (read,
+# reconstruct, write RQ, fsync, result record), without job start-up or
+# waiting. Reco: the core alone inside the job (compare with the core
+# benchmark). read+write: the share of busy time outside the core. Idle: time
+# ranks waited for work or for the others to finish, share of the wall time.
+metrics = {
+    "wall": lambda r: r["wall_seconds"],
+    "busy": lambda r: per_rank(r, lambda p: p["bytes"] / 1e6 / max(p["busy_seconds"], 1e-9)),
+    "reco": lambda r: per_rank(r, lambda p: p["bytes"] / 1e6 / max(p["reco_seconds"], 1e-9)),
+    "io": lambda r: sum(p["busy_seconds"] - p["reco_seconds"] for p in r["per_rank"])
+    / max(sum(p["busy_seconds"] for p in r["per_rank"]), 1e-9),
+    "idle": lambda r: per_rank(r, lambda p: p.get("idle_seconds", 0.0)) / max(r["wall_seconds"], 1e-9),
+}
+runs = len([r for r in rows if r["mode"] == rows[0]["mode"] and r["ranks"] == rows[0]["ranks"]])
+print(f"\nmedians of {runs} run(s) per row", end="")
+print(f"; core benchmark (1 core, reco only, the strong workload's events): {core:.0f} MB/s" if core else "")
 for mode in ("strong", "weak"):
-    rs = [r for r in rows if r["mode"] == mode]
-    base = rs[0]
-    def mb(r): return sum(p["bytes"] for p in r["per_rank"]) / 1e6
-    def rate(r): return mb(r) / r["wall_seconds"]
-    print(f"\n{mode} scaling (threads/rank = {base['threads']})")
-    print(f"{'ranks':>5} {'files':>6} {'events':>7} {'MB':>8} {'wall s':>7} {'MB/s':>8} {'MB/s/rank':>10} {'busy MB/s/rank':>15} {'reco MB/s/rank':>15} {'read+write':>10} {'efficiency':>10}")
-    for r in rs:
-        n = r["ranks"]
-        ev = sum(p["events"] for p in r["per_rank"])
-        files = r["files_ok"] + r["files_skipped"]
-        if mode == "strong":
-            eff = base["wall_seconds"] / (n * r["wall_seconds"]) * base["ranks"]
-        else:
-            eff = base["wall_seconds"] / r["wall_seconds"]
-        # Busy: raw bytes over the seconds each rank spent on its files (read,
-        # reconstruct, write RQ, fsync, result record), without job start-up.
-        busy = sum(p["bytes"] / 1e6 / max(p["busy_seconds"], 1e-9) for p in r["per_rank"]) / n
-        # Reco: the core alone inside the job (compare with `cargo bench --bench
-        # reco`); read+write: the share of busy time spent outside the core.
-        reco = sum(p["bytes"] / 1e6 / max(p["reco_seconds"], 1e-9) for p in r["per_rank"]) / n
-        io = sum(p["busy_seconds"] - p["reco_seconds"] for p in r["per_rank"]) / max(sum(p["busy_seconds"] for p in r["per_rank"]), 1e-9)
-        print(f"{n:>5} {files:>6} {ev:>7} {mb(r):>8.1f} {r['wall_seconds']:>7.2f} {rate(r):>8.1f} {rate(r)/n:>10.1f} {busy:>15.1f} {reco:>15.1f} {io:>10.0%} {eff:>9.0%}")
+    ranks = sorted({r["ranks"] for r in rows if r["mode"] == mode})
+    med = {}
+    for n in ranks:
+        rs = [r for r in rows if r["mode"] == mode and r["ranks"] == n]
+        med[n] = {k: median(f(r) for r in rs) for k, f in metrics.items()}
+        med[n]["walls"] = sorted(r["wall_seconds"] for r in rs)
+        med[n]["mb"] = mb(rs[0])
+        med[n]["files"] = rs[0]["files_ok"] + rs[0]["files_skipped"]
+        med[n]["threads"] = rs[0]["threads"]
+    b = ranks[0]
+    print(f"\n{mode} scaling (threads/rank = {med[b]['threads']})")
+    vs = "busy/core" if core else ""
+    print(f"{'ranks':>5} {'files':>6} {'MB':>8} {'wall s':>7} {'(range)':>11} {'MB/s':>8} {'MB/s/rank':>10} "
+          f"{'busy MB/s/rank':>15} {'reco MB/s/rank':>15} {'read+write':>10} {'idle':>5} {'efficiency':>10} {vs:>9}")
+    for n in ranks:
+        m = med[n]
+        rate = m["mb"] / m["wall"]
+        eff = med[b]["wall"] * b / (n * m["wall"]) if mode == "strong" else med[b]["wall"] / m["wall"]
+        rng = f"{m['walls'][0]:.2f}-{m['walls'][-1]:.2f}"
+        rel = f"{m['busy'] / core:>9.0%}" if core else ""
+        print(f"{n:>5} {m['files']:>6} {m['mb']:>8.1f} {m['wall']:>7.2f} {rng:>11} {rate:>8.1f} {rate / n:>10.1f} "
+              f"{m['busy']:>15.1f} {m['reco']:>15.1f} {m['io']:>10.0%} {m['idle']:>5.0%} {eff:>10.0%} {rel}")
 PY

@@ -95,7 +95,7 @@ fn stored_as_native<T: hdf5::H5Type>(d: &hdf5::Dataset) -> bool {
 }
 
 /// Pods `range` from the columns at `offsets` in `map` (checked at open).
-fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>) -> Vec<PodRecord> {
+fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>, out: &mut Vec<PodRecord>) {
     fn col<'a, T: bytemuck::Pod>(map: &'a [u8], at: usize, range: &Range<usize>) -> &'a [T] {
         let size = std::mem::size_of::<T>();
         bytemuck::cast_slice(&map[at + range.start * size..at + range.end * size])
@@ -104,20 +104,15 @@ fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>) -> Vec<PodR
     let start: &[i32] = col(map, offsets[1], &range);
     let length: &[u32] = col(map, offsets[2], &range);
     let offset: &[u64] = col(map, offsets[3], &range);
-    channel
-        .iter()
-        .zip(start)
-        .zip(length)
-        .zip(offset)
-        .map(
-            |(((&channel, &start_sample), &length), &offset)| PodRecord {
-                channel,
-                start_sample,
-                length,
-                offset,
-            },
-        )
-        .collect()
+    out.clear();
+    out.extend(channel.iter().zip(start).zip(length).zip(offset).map(
+        |(((&channel, &start_sample), &length), &offset)| PodRecord {
+            channel,
+            start_sample,
+            length,
+            offset,
+        },
+    ));
 }
 
 /// The pods of a range of events (see [`RawFile::pod_batch`]).
@@ -125,6 +120,21 @@ fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>) -> Vec<PodR
 pub struct PodBatch<'a> {
     base: u64,
     pods: std::borrow::Cow<'a, [PodRecord]>,
+}
+
+impl PodBatch<'_> {
+    /// The batch's buffer, emptied, for the next [`RawFile::pod_batch_reusing`]
+    /// (a streaming window's pods are megabytes: reusing them saves the page
+    /// faults of a fresh allocation per window).
+    pub fn into_buffer(self) -> Vec<PodRecord> {
+        match self.pods {
+            std::borrow::Cow::Owned(mut v) => {
+                v.clear();
+                v
+            }
+            std::borrow::Cow::Borrowed(_) => Vec::new(),
+        }
+    }
 }
 
 fn read_attr<T: hdf5::H5Type>(file: &hdf5::File, name: &str, path: &Path) -> Result<T, RawError> {
@@ -350,15 +360,17 @@ impl RawFile {
     }
 
     /// The pods of `events` (`pods[0]` is pod number `base`) index real
-    /// samples, real channels and the event window.
+    /// samples, real channels and the event window; returns the range of
+    /// samples they cover.
     fn validate_pods(
         &self,
         events: Range<usize>,
         pods: &[PodRecord],
         base: u64,
-    ) -> Result<(), RawError> {
+    ) -> Result<Range<u64>, RawError> {
         let n_samples = self.samples().len();
         let window = i64::from(self.header.window_samples);
+        let (mut lo, mut hi) = (u64::MAX, 0);
         for i in events {
             let (first, count, id) = (
                 self.first_pod[i],
@@ -373,6 +385,8 @@ impl RawFile {
             for (k, p) in pods[local].iter().enumerate() {
                 let pod = first as usize + k;
                 let stop = p.offset.saturating_add(u64::from(p.length));
+                lo = lo.min(p.offset);
+                hi = hi.max(stop);
                 if stop > n_samples as u64 {
                     return Err(RawError::PodOutOfRange {
                         path: self.path.clone(),
@@ -408,7 +422,7 @@ impl RawFile {
                 }
             }
         }
-        Ok(())
+        Ok(lo.min(hi)..hi)
     }
 
     /// The file's header.
@@ -440,6 +454,19 @@ impl RawFile {
     /// # Errors
     /// A [`RawError`] naming the file, event and pod (streaming files only).
     pub fn pod_batch(&self, events: Range<usize>) -> Result<PodBatch<'_>, RawError> {
+        self.pod_batch_reusing(events, Vec::new())
+    }
+
+    /// [`RawFile::pod_batch`] building a streaming window's pods in `buffer`
+    /// (from [`PodBatch::into_buffer`] of the previous window).
+    ///
+    /// # Errors
+    /// As [`RawFile::pod_batch`].
+    pub fn pod_batch_reusing(
+        &self,
+        events: Range<usize>,
+        mut buffer: Vec<PodRecord>,
+    ) -> Result<PodBatch<'_>, RawError> {
         let span = events.clone().filter(|&i| self.pod_count[i] > 0).map(|i| {
             let first = self.first_pod[i];
             (first, first + u64::from(self.pod_count[i]))
@@ -455,26 +482,25 @@ impl RawFile {
             None => std::borrow::Cow::Borrowed(&self.pods[lo as usize..hi as usize]),
             Some(c) => {
                 let range = lo as usize..hi as usize;
-                let pods = match (c.mapped, &self.samples) {
-                    (Some(at), Samples::Mapped { map, .. }) => mapped_pods(map, at, range),
-                    _ => read_pods(c, range, &self.path)?,
-                };
-                if let Samples::Mapped { map, start, len } = &self.samples {
+                match (c.mapped, &self.samples) {
+                    (Some(at), Samples::Mapped { map, .. }) => {
+                        mapped_pods(map, at, range, &mut buffer);
+                    }
+                    _ => buffer = read_pods(c, range, &self.path)?,
+                }
+                let covered = self.validate_pods(events, &buffer, lo)?;
+                if let Samples::Mapped { map, start, .. } = &self.samples {
                     // Map the window's samples in one call instead of a page
-                    // fault per 64 KiB as the reconstruction first reads them.
-                    let (lo, hi) = pods.iter().fold((u64::MAX, 0), |(lo, hi), p| {
-                        (lo.min(p.offset), hi.max(p.offset + u64::from(p.length)))
-                    });
-                    let (lo, hi) = (lo as usize, hi as usize);
-                    let (a, b) = (start + 2 * lo.min(*len), start + 2 * hi.min(*len));
+                    // fault per 64 KiB as the reconstruction first reads them
+                    // (validated: within the samples).
                     let page = 4096;
-                    let a = a / page * page;
+                    let a = (start + 2 * covered.start as usize) / page * page;
+                    let b = start + 2 * covered.end as usize;
                     if b > a {
                         let _ = map.advise_range(memmap2::Advice::PopulateRead, a, b - a);
                     }
                 }
-                self.validate_pods(events, &pods, lo)?;
-                std::borrow::Cow::Owned(pods)
+                std::borrow::Cow::Owned(buffer)
             }
         };
         Ok(PodBatch { base: lo, pods })

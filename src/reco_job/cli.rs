@@ -74,7 +74,7 @@ fn print_summary(s: &JobSummary) {
     // busy = read + reco + write + opening files; "reco MB/s" is the core's
     // own speed inside the job, to set beside `cargo bench --bench reco`.
     println!(
-        "{:>5} {:>6} {:>8} {:>9} {:>10} {:>8} {:>9} {:>7} {:>7} {:>8} {:>10}",
+        "{:>5} {:>6} {:>8} {:>9} {:>10} {:>8} {:>9} {:>7} {:>7} {:>8} {:>10} {:>7}",
         "rank",
         "units",
         "events",
@@ -85,13 +85,14 @@ fn print_summary(s: &JobSummary) {
         "read s",
         "reco s",
         "write s",
-        "reco MB/s"
+        "reco MB/s",
+        "idle s"
     );
     let (mut ev, mut pu, mut by) = (0, 0, 0);
     for (r, st) in s.per_rank.iter().enumerate() {
         let mb = st.bytes as f64 / 1e6;
         println!(
-            "{r:>5} {:>6} {:>8} {:>9} {mb:>10.1} {:>8.2} {:>9.1} {:>7.2} {:>7.2} {:>8.2} {:>10.1}",
+            "{r:>5} {:>6} {:>8} {:>9} {mb:>10.1} {:>8.2} {:>9.1} {:>7.2} {:>7.2} {:>8.2} {:>10.1} {:>7.2}",
             st.units,
             st.events,
             st.pulses,
@@ -100,7 +101,8 @@ fn print_summary(s: &JobSummary) {
             st.read_seconds,
             st.reco_seconds,
             st.write_seconds,
-            mb / st.reco_seconds.max(1e-9)
+            mb / st.reco_seconds.max(1e-9),
+            st.idle_seconds
         );
         ev += st.events;
         pu += st.pulses;
@@ -133,9 +135,12 @@ pub fn run_reco(a: RecoArgs) -> Result<()> {
     config.validate().with_context(|| "reco config")?;
     let (inputs, input_adler32): (Vec<PathBuf>, Vec<Option<String>>) =
         expand_inputs(&a.inputs)?.into_iter().unzip();
-    let universe = mpi::initialize().context("MPI_Init failed")?;
+    let (universe, threading) =
+        mpi::initialize_with_threading(super::distribute::REQUIRED_THREADING)
+            .context("MPI_Init_thread failed")?;
     let world = universe.world();
     crate::mpi_env::check_world_size(world.size() as u32, &crate::mpi_env::launch_info())?;
+    super::distribute::check_threading(threading, world.size())?;
     let opts = RecoJobOptions {
         inputs,
         input_adler32,

@@ -27,20 +27,41 @@ pub struct UnitOutput {
     pub bytes_read: u64,
 }
 
-/// RQ datasets stored without shuffle + deflate: full-precision floats that
-/// deflate shrinks by only 1.20-1.26x (measured on mixed events, libdeflate
-/// level 1), at a third of a reco rank's compression time for
-/// `channels/area_phd` alone. Files grow 9-21 %; every other column (indices,
-/// counts, codes, integer times, the top/bottom areas at 1.5x) keeps them.
+/// RQ datasets stored without shuffle + deflate: the full-precision float
+/// columns that deflate shrinks by less than 1.5x (shuffled, zlib level 1, on
+/// mixed events: the float pulse quantities and channel areas 1.19-1.46x, the
+/// event positions, times and corrected areas 1.06-1.39x). Their deflate cost
+/// a reco rank more than what it saved (`channels/area_phd` alone was a third
+/// of the compression time; the small event columns pay deflate's fixed cost
+/// per chunk). RQ files grow by 22-31 % (measured on 130 MB raw files of mixed
+/// events; RQ files are ~2 % of raw), part of it the zero padding of a long
+/// plain column's last chunk, stored as it is; every other column (indices,
+/// counts, codes, integer times, areas of the main S1/S2 and fractions:
+/// 1.9-84x) keeps shuffle + deflate.
 pub const PLAIN_COLUMNS: &[&str] = &[
     "channels/area_phd",
     "pulses/center_ns",
     "pulses/area_phd",
+    "pulses/area_top_phd",
+    "pulses/area_bottom_phd",
     "pulses/height_phd",
     "pulses/rise_time_ns",
     "pulses/width_10_ns",
     "pulses/width_50_ns",
     "pulses/width_90_ns",
+    "events/s1_time_ns",
+    "events/s2_time_ns",
+    "events/drift_time_ns",
+    "events/x_mm",
+    "events/y_mm",
+    "events/z_mm",
+    "events/sigma_x_mm",
+    "events/sigma_y_mm",
+    "events/xy_gof",
+    "events/s1c_phd",
+    "events/s2c_phd",
+    "events/energy_kev",
+    "events/total_area_phd",
 ];
 
 macro_rules! columns {
@@ -49,6 +70,9 @@ macro_rules! columns {
         #[derive(Debug, Default)]
         struct $builders { $($name: Vec<$t>,)* }
         impl $builders {
+            fn with_capacity(n: usize) -> Self {
+                Self { $($name: Vec::with_capacity(n),)* }
+            }
             fn into_columns(self) -> Vec<Column> {
                 vec![$(Column::new(stringify!($name), $units, $doc, ColumnData::$variant(self.$name)),)*]
             }
@@ -131,6 +155,25 @@ pub struct RqBuilder {
 }
 
 impl RqBuilder {
+    /// A builder with room for `[events, pulses, channel areas]` rows (a
+    /// batch's columns are built without growing when sized from the last).
+    pub fn with_capacity(rows: [usize; 3]) -> Self {
+        Self {
+            ev: EventBuilders::with_capacity(rows[0]),
+            pu: PulseBuilders::with_capacity(rows[1]),
+            ch: ChannelBuilders::with_capacity(rows[2]),
+        }
+    }
+
+    /// Rows so far: `[events, pulses, channel areas]`.
+    pub fn rows(&self) -> [usize; 3] {
+        [
+            self.ev.event_id.len(),
+            self.pu.event_id.len(),
+            self.ch.channel.len(),
+        ]
+    }
+
     /// Add one event.
     pub fn push(&mut self, r: &EventRecon) {
         let e = &r.event;
@@ -349,13 +392,16 @@ pub fn stream_range(
     // the window bounds the memory they take.
     let batch = batch.max(1);
     let window = batch * POD_WINDOW_EVENTS.div_ceil(batch);
+    let mut pod_buffer = Vec::new();
+    // Rows of the last batch, an eighth more: the next batch's capacity.
+    let mut rows_hint = [0usize; 3];
     while start < range.end {
         let window_end = (start + window).min(range.end);
         // The window's pods: borrowed, or read and validated now when the file
         // was opened for streaming (a bad pod fails the input, naming it).
         let t = Instant::now();
         let pods = raw
-            .pod_batch(start..window_end)
+            .pod_batch_reusing(start..window_end, std::mem::take(&mut pod_buffer))
             .map_err(|e| StreamError::Event(e.to_string()))?;
         counts.read_seconds += t.elapsed().as_secs_f64();
         while start < window_end {
@@ -366,7 +412,7 @@ pub fn stream_range(
             let results = pool.install(|| reconstruct_batch(&views, model, cfg));
             let t_built = Instant::now();
             counts.reco_seconds += (t_built - t).as_secs_f64();
-            let mut builder = RqBuilder::default();
+            let mut builder = RqBuilder::with_capacity(rows_hint);
             for (view, r) in views.iter().zip(results) {
                 match r {
                     Ok(rec) => builder.push(&rec),
@@ -379,6 +425,7 @@ pub fn stream_range(
                     }
                 }
             }
+            rows_hint = builder.rows().map(|n| n + n / 8);
             let out = builder.finish(bytes);
             counts.events += out.n_events;
             counts.pulses += out.n_pulses;
@@ -388,6 +435,7 @@ pub fn stream_range(
             between();
             start = end;
         }
+        pod_buffer = pods.into_buffer();
     }
     Ok(counts)
 }

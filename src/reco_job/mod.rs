@@ -115,6 +115,9 @@ pub struct RankStats {
     /// Of which building, encoding and writing RQ columns, finishing the
     /// files (fsync, rename) and result records [s].
     pub write_seconds: f64,
+    /// Time waiting: for a unit to be assigned, and at the end for the other
+    /// ranks to finish theirs [s] (not part of busy).
+    pub idle_seconds: f64,
 }
 
 /// What rank 0 reports.
@@ -491,7 +494,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
 
     // Work.
     let mut stats = RankStats::default();
-    let mut queue = distribute::WorkQueue::new(world, units.len());
+    let mut queue = distribute::WorkQueue::new(world, units.len())?;
     let mut last_log = Instant::now();
     // On a terminal, rank 0 draws a bar of the units started on any rank; in
     // batch logs it writes a plain progress line every 10 s instead.
@@ -505,9 +508,14 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         );
         b
     });
-    while let Some(u) = queue.next_unit() {
+    loop {
+        let t = Instant::now();
+        let Some(u) = queue.next_unit() else {
+            stats.idle_seconds += t.elapsed().as_secs_f64();
+            break;
+        };
+        stats.idle_seconds += t.elapsed().as_secs_f64();
         let s = job.run_unit(units[u], &mut || {
-            queue.serve();
             if let Some(b) = &bar {
                 b.set_position(queue.handed_out());
             }
@@ -544,9 +552,13 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
     let finished = job.finisher.wait();
     stats.write_seconds += t.elapsed().as_secs_f64();
     stats.busy_seconds += t.elapsed().as_secs_f64();
+    // Rank 0 waits for its server to have told every rank to stop; then all
+    // wait for the slowest.
+    let t = Instant::now();
     queue.drain();
     finished?;
     world.barrier();
+    stats.idle_seconds += t.elapsed().as_secs_f64();
 
     // Merge split files.
     for (file, p) in plans.iter().enumerate() {
@@ -572,6 +584,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         stats.read_seconds,
         stats.reco_seconds,
         stats.write_seconds,
+        stats.idle_seconds,
     ];
     let root = world.process_at_rank(0);
     let mut code = exit::OK;
@@ -590,6 +603,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
                 read_seconds: c[5],
                 reco_seconds: c[6],
                 write_seconds: c[7],
+                idle_seconds: c[8],
             })
             .collect();
         let (mut ok, mut failed, mut skipped) = (0, 0, 0);

@@ -9,6 +9,8 @@
 //! deflate filter pipeline in its creation properties, so every HDF5 reader
 //! (h5py, h5dump, ROOT) decodes the chunks as if HDF5 had written them.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::path::Path;
 
 use libdeflater::{CompressionLvl, Compressor};
@@ -74,11 +76,20 @@ pub(crate) struct ChunkJob<'a> {
 
 /// HDF5's shuffle filter over a chunk of `rows` values of `size` bytes:
 /// byte `b` of value `i` goes to `b * rows + i`. Values past `data` are zero.
+#[cfg(test)]
 pub(crate) fn shuffle(data: &[u8], size: usize, rows: usize) -> Vec<u8> {
-    let mut out = vec![0u8; rows * size];
+    let mut out = Vec::new();
+    shuffle_into(data, size, rows, &mut out);
+    out
+}
+
+/// [`shuffle`] into `out` (its allocation reused).
+fn shuffle_into(data: &[u8], size: usize, rows: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(rows * size, 0);
     if size == 1 {
         out[..data.len()].copy_from_slice(data);
-        return out;
+        return;
     }
     let n = data.len() / size;
     for (b, plane) in out.chunks_exact_mut(rows).enumerate() {
@@ -86,42 +97,70 @@ pub(crate) fn shuffle(data: &[u8], size: usize, rows: usize) -> Vec<u8> {
             *dst = value[b];
         }
     }
-    out
 }
 
-fn compressor() -> Compressor {
-    Compressor::new(CompressionLvl::new(i32::from(DEFLATE_LEVEL)).unwrap_or_default())
+/// A thread's deflate state and buffers, reused from chunk to chunk (fresh
+/// chunk-sized buffers cost a page fault and a zeroed page per 4 KiB).
+struct Encoder {
+    compressor: Compressor,
+    shuffled: Vec<u8>,
+    deflated: Vec<u8>,
 }
 
-fn encode_one(c: &mut Compressor, job: &ChunkJob<'_>) -> Vec<u8> {
-    if job.plain {
-        let mut out = vec![0u8; job.rows * job.size];
-        out[..job.data.len()].copy_from_slice(job.data);
-        return out;
+impl Encoder {
+    fn new() -> Self {
+        Self {
+            compressor: Compressor::new(
+                CompressionLvl::new(i32::from(DEFLATE_LEVEL)).unwrap_or_default(),
+            ),
+            shuffled: Vec::new(),
+            deflated: Vec::new(),
+        }
     }
-    let shuffled = shuffle(job.data, job.size, job.rows);
-    let mut out = vec![0u8; c.zlib_compress_bound(shuffled.len())];
-    // The bound is libdeflate's own worst case: compression cannot run short.
-    let n = c
-        .zlib_compress(&shuffled, &mut out)
-        .expect("output sized by zlib_compress_bound");
-    out.truncate(n);
-    out
+
+    /// The chunk as stored: a whole plain chunk is its data as it is.
+    fn encode<'a>(&mut self, job: &ChunkJob<'a>) -> Cow<'a, [u8]> {
+        if job.plain {
+            if job.data.len() == job.rows * job.size {
+                return Cow::Borrowed(job.data);
+            }
+            let mut out = vec![0u8; job.rows * job.size];
+            out[..job.data.len()].copy_from_slice(job.data);
+            return Cow::Owned(out);
+        }
+        shuffle_into(job.data, job.size, job.rows, &mut self.shuffled);
+        let bound = self.compressor.zlib_compress_bound(self.shuffled.len());
+        if self.deflated.len() < bound {
+            self.deflated.resize(bound, 0);
+        }
+        // The bound is libdeflate's own worst case: compression cannot run short.
+        let n = self
+            .compressor
+            .zlib_compress(&self.shuffled, &mut self.deflated)
+            .expect("output sized by zlib_compress_bound");
+        Cow::Owned(self.deflated[..n].to_vec())
+    }
+}
+
+thread_local! {
+    static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
+}
+
+fn encode_one<'a>(job: &ChunkJob<'a>) -> Cow<'a, [u8]> {
+    ENCODER.with(|e| e.borrow_mut().encode(job))
 }
 
 /// Shuffle and deflate `jobs` (on `pool` when given, else on this thread);
 /// the encoded chunks in job order.
-pub(crate) fn encode(jobs: &[ChunkJob<'_>], pool: Option<&rayon::ThreadPool>) -> Vec<Vec<u8>> {
+pub(crate) fn encode<'a>(
+    jobs: &[ChunkJob<'a>],
+    pool: Option<&rayon::ThreadPool>,
+) -> Vec<Cow<'a, [u8]>> {
     match pool {
-        Some(p) if jobs.len() > 1 && p.current_num_threads() > 1 => p.install(|| {
-            jobs.par_iter()
-                .map_init(compressor, |c, job| encode_one(c, job))
-                .collect()
-        }),
-        _ => {
-            let mut c = compressor();
-            jobs.iter().map(|job| encode_one(&mut c, job)).collect()
+        Some(p) if jobs.len() > 1 && p.current_num_threads() > 1 => {
+            p.install(|| jobs.par_iter().map(encode_one).collect())
         }
+        _ => jobs.iter().map(encode_one).collect(),
     }
 }
 

@@ -135,6 +135,13 @@ fn same_input_gives_identical_datasets_for_any_rank_and_thread_count() {
                 .filter(|l| l.trim_start().starts_with(['0', '1']))
                 .collect();
             assert_eq!(per_rank.len(), 2, "{stdout}");
+            // Every unit (3 files of 24 events in units of <= 7: 4 parts
+            // each) was handed out once, by the server thread or rank 0.
+            let units: u64 = per_rank
+                .iter()
+                .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+                .sum();
+            assert_eq!(units, 12, "{stdout}");
         }
         outputs.push(rq_files(&out));
     }
