@@ -18,10 +18,12 @@ FILES_PER_RANK=${TPCFLOW_FILES_PER_RANK:-4}
 EVENTS=${TPCFLOW_EVENTS_PER_FILE:-400}
 # Each configuration runs REPEAT times, interleaved; the table shows medians.
 REPEAT=${TPCFLOW_BENCH_REPEAT:-3}
-# The single-core reco benchmark (`cargo bench --bench reco`, ~1 min; the
-# first time it simulates its 2 GB raw file) on the strong workload's events,
-# the reference of the per-rank rates (1 = run it, 0 = skip; a number > 1 is
-# taken as its MB/s, measured elsewhere).
+# The reference of the per-rank rates: the single-core reco benchmark
+# (`cargo bench --bench reco`, ~25 s; the first time it also simulates its
+# 2 GB raw file) on the strong workload's events, run once per repeat before
+# that repeat's jobs, so that each job is compared with the core measured in
+# the same minutes (this machine's speed drifts by 10 % within an hour).
+# 1 = run it, 0 = skip it; a number > 1 is taken as its MB/s, measured elsewhere.
 CORE=${TPCFLOW_BENCH_CORE:-1}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
@@ -59,19 +61,19 @@ PY
 fi
 mapfile -t all_lines < "$BENCH_DIR/SURF/.adler32-$n_files-$EVENTS"
 
-core_mbs=""
-if [[ $CORE == 1 ]]; then
-  echo "core benchmark: cargo bench --bench reco -- reco_1core/stage/full" >&2
-  core_mbs=$(TPCFLOW_BENCH_RECO_EVENTS=$((n_files * EVENTS)) cargo bench -q --bench reco -- "reco_1core/stage/full" 2>&1 \
-    | awk '/1 core, up to full/ {print $7}' | tail -1)
-  [[ -n $core_mbs ]] || { echo "the core benchmark printed no MB/s" >&2; exit 1; }
-elif [[ $CORE != 0 ]]; then
-  core_mbs=$CORE
-fi
-# The inputs are read once here so that every job finds them in the page
-# cache: the table measures the pipeline, not this machine's disk (without
-# this, whichever job runs first reads 1 GB from disk: read 20-30 % of busy).
-cat "${all_files[@]}" > /dev/null
+core_mbs() { # the core benchmark's median MB/s on the workload's events
+  if [[ $CORE == 1 ]]; then
+    local mbs
+    mbs=$(TPCFLOW_BENCH_RECO_EVENTS=$((n_files * EVENTS)) cargo bench -q --bench reco -- "reco_1core/stage/full" 2>&1 \
+      | awk '/1 core, up to full/ {print $7}' | tail -1)
+    [[ -n $mbs ]] || { echo "the core benchmark printed no MB/s" >&2; exit 1; }
+    echo "$mbs"
+  elif [[ $CORE != 0 ]]; then
+    echo "$CORE"
+  else
+    echo 0
+  fi
+}
 
 submit() { # ranks nfiles tag -> prints the job's JSON summary
   local ranks=$1 nfiles=$2 tag=$3 out=$BENCH_DIR/out-$3 nodes
@@ -98,20 +100,29 @@ submit() { # ranks nfiles tag -> prints the job's JSON summary
 results=$BENCH_DIR/results.jsonl
 : > "$results"
 base_files=$((FILES_PER_RANK * max_ranks))
+tag() { python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='$1'; d['rep']=$2; d['core_mbs']=$3; print(json.dumps(d))"; }
 for rep in $(seq 1 "$REPEAT"); do
+  [[ $CORE == 1 ]] && echo "run $rep/$REPEAT core benchmark: cargo bench --bench reco -- reco_1core/stage/full" >&2
+  core=$(core_mbs)
+  # The inputs are read here so that the jobs find them in the page cache: the
+  # table measures the pipeline, not this machine's disk (this VM also drops
+  # cached pages that were not used for a while; a job reading 1 GB from disk
+  # spends 20-30 % of its time reading).
+  cat "${all_files[@]}" > /dev/null
   for r in $RANKS; do
     echo "run $rep/$REPEAT strong: $r rank(s), $base_files files" >&2
-    submit "$r" "$base_files" "strong-$r" | python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='strong'; print(json.dumps(d))" >> "$results"
+    submit "$r" "$base_files" "strong-$r" | tag strong "$rep" "$core" >> "$results"
     echo "run $rep/$REPEAT weak: $r rank(s), $((FILES_PER_RANK * r)) files" >&2
-    submit "$r" "$((FILES_PER_RANK * r))" "weak-$r" | python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='weak'; print(json.dumps(d))" >> "$results"
+    submit "$r" "$((FILES_PER_RANK * r))" "weak-$r" | tag weak "$rep" "$core" >> "$results"
   done
 done
 
-python3 - "$results" "$core_mbs" <<'PY'
+python3 - "$results" <<'PY'
 import json, sys
 from statistics import median
 rows = [json.loads(l) for l in open(sys.argv[1])]
-core = float(sys.argv[2]) if sys.argv[2] else None
+cores = sorted({r["rep"]: r["core_mbs"] for r in rows if r["core_mbs"] > 0}.values())
+core = median(cores) if cores else None
 def mb(r): return sum(p["bytes"] for p in r["per_rank"]) / 1e6
 def per_rank(r, f): return sum(f(p) for p in r["per_rank"]) / r["ranks"]
 # Busy: raw bytes over the seconds each rank spent on its files (read,
@@ -126,10 +137,14 @@ metrics = {
     "io": lambda r: sum(p["busy_seconds"] - p["reco_seconds"] for p in r["per_rank"])
     / max(sum(p["busy_seconds"] for p in r["per_rank"]), 1e-9),
     "idle": lambda r: per_rank(r, lambda p: p.get("idle_seconds", 0.0)) / max(r["wall_seconds"], 1e-9),
+    # Per-rank busy rate over the core benchmark run just before this job.
+    "vs_core": lambda r: per_rank(r, lambda p: p["bytes"] / 1e6 / max(p["busy_seconds"], 1e-9))
+    / r["core_mbs"] if r["core_mbs"] > 0 else 0.0,
 }
 runs = len([r for r in rows if r["mode"] == rows[0]["mode"] and r["ranks"] == rows[0]["ranks"]])
 print(f"\nmedians of {runs} run(s) per row", end="")
-print(f"; core benchmark (1 core, reco only, the strong workload's events): {core:.0f} MB/s" if core else "")
+print(f"; core benchmark (1 core, reco only, the strong workload's events): {core:.0f} MB/s "
+      f"(runs {cores[0]:.0f}-{cores[-1]:.0f}); busy/core compares each job with the core run before it" if core else "")
 for mode in ("strong", "weak"):
     ranks = sorted({r["ranks"] for r in rows if r["mode"] == mode})
     med = {}
@@ -150,7 +165,7 @@ for mode in ("strong", "weak"):
         rate = m["mb"] / m["wall"]
         eff = med[b]["wall"] * b / (n * m["wall"]) if mode == "strong" else med[b]["wall"] / m["wall"]
         rng = f"{m['walls'][0]:.2f}-{m['walls'][-1]:.2f}"
-        rel = f"{m['busy'] / core:>9.0%}" if core else ""
+        rel = f"{m['vs_core']:>9.0%}" if core else ""
         print(f"{n:>5} {m['files']:>6} {m['mb']:>8.1f} {m['wall']:>7.2f} {rng:>11} {rate:>8.1f} {rate / n:>10.1f} "
               f"{m['busy']:>15.1f} {m['reco']:>15.1f} {m['io']:>10.0%} {m['idle']:>5.0%} {eff:>10.0%} {rel}")
 PY

@@ -5,7 +5,10 @@ use std::ops::Range;
 use std::time::Instant;
 
 use rayon::ThreadPool;
-use tpcflow_reco::{reconstruct_batch, DetectorModel, EventRecon, EventView, RecoConfig};
+use tpcflow_reco::{
+    reconstruct_batch, reconstruct_event_with, DetectorModel, EventRecon, EventView, RecoConfig,
+    RecoScratch,
+};
 
 use crate::raw::RawFile;
 use crate::rq::{Column, ColumnData, RqError, RqFile, RqWriter};
@@ -393,6 +396,11 @@ pub fn stream_range(
     let batch = batch.max(1);
     let window = batch * POD_WINDOW_EVENTS.div_ceil(batch);
     let mut pod_buffer = Vec::new();
+    // A one-thread pool: events are reconstructed on this thread, as the core
+    // benchmark does (no hand-over to the pool's thread and back per batch,
+    // one scratch for the whole range); results are the same either way.
+    let serial = pool.current_num_threads() == 1;
+    let mut scratch = RecoScratch::default();
     // Rows of the last batch, an eighth more: the next batch's capacity.
     let mut rows_hint = [0usize; 3];
     while start < range.end {
@@ -409,7 +417,14 @@ pub fn stream_range(
             let t = Instant::now();
             let views: Vec<EventView<'_>> = (start..end).map(|i| raw.event_in(&pods, i)).collect();
             let bytes = views.iter().map(|v| 2 * v.n_samples()).sum::<u64>();
-            let results = pool.install(|| reconstruct_batch(&views, model, cfg));
+            let results = if serial {
+                views
+                    .iter()
+                    .map(|v| reconstruct_event_with(v, model, cfg, &mut scratch))
+                    .collect()
+            } else {
+                pool.install(|| reconstruct_batch(&views, model, cfg))
+            };
             let t_built = Instant::now();
             counts.reco_seconds += (t_built - t).as_secs_f64();
             let mut builder = RqBuilder::with_capacity(rows_hint);
