@@ -372,8 +372,8 @@ pub struct StreamCounts {
 
 /// Reconstruct events `range` of `raw` in batches of `batch` events on
 /// `pool` and hand each batch's columns to `sink` (index columns local to the
-/// batch), calling `between` after each batch (rank 0 serves work requests
-/// there). Memory holds one batch, whatever the range (with a file opened by
+/// batch), calling `between` after each batch (rank 0 updates its progress
+/// bar there). Memory holds one batch, whatever the range (with a file opened by
 /// [`RawFile::open_streaming`], its pod index too).
 ///
 /// # Errors

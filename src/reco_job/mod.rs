@@ -6,9 +6,10 @@
 //! plan     every rank probes the inputs (event counts only) and cuts them into
 //!          units: event ranges, ~4 per rank, largest first; inputs with a
 //!          complete output of the same lineage are skipped
-//! work     units are handed out dynamically (rank 0 serves requests between
-//!          its own batches); a unit that is a whole file writes the final RQ
-//!          file, a part of a split file writes a hidden part file
+//! work     units are handed out dynamically (a thread on rank 0 answers the
+//!          other ranks' requests while rank 0 works too); a unit that is a
+//!          whole file writes the final RQ file, a part of a split file writes
+//!          a hidden part file
 //! merge    after a barrier, split files are merged in part order by rank
 //!          (file index mod size): output is identical whatever the rank count
 //! report   per-rank statistics are gathered on rank 0, which prints the summary;
@@ -295,7 +296,7 @@ impl Job<'_> {
     /// Process one unit, streaming its events batch by batch into its RQ
     /// output (the file's, or a part's when the file is split); returns its
     /// statistics. A bad event fails the unit and leaves no output.
-    fn run_unit(&self, unit: Unit, serve: &mut dyn FnMut()) -> Result<RankStats> {
+    fn run_unit(&self, unit: Unit, between: &mut dyn FnMut()) -> Result<RankStats> {
         let start = Instant::now();
         let input = &self.opts.inputs[unit.file];
         let names = &self.names[unit.file];
@@ -320,7 +321,7 @@ impl Job<'_> {
                     &self.opts.config,
                     self.opts.batch_events,
                     &self.pool,
-                    serve,
+                    between,
                     &mut sink,
                 ) {
                     Ok(counts) => Ok(counts),
