@@ -83,19 +83,22 @@ pub(crate) fn shuffle(data: &[u8], size: usize, rows: usize) -> Vec<u8> {
     out
 }
 
-/// [`shuffle`] into `out` (its allocation reused).
+/// [`shuffle`] into `out` (its allocation reused): each byte plane is written
+/// once, its padding past the data zeroed (not the whole chunk first).
 fn shuffle_into(data: &[u8], size: usize, rows: usize, out: &mut Vec<u8>) {
-    out.clear();
     out.resize(rows * size, 0);
+    let n = data.len() / size;
     if size == 1 {
-        out[..data.len()].copy_from_slice(data);
+        out[..n].copy_from_slice(data);
+        out[n..].fill(0);
         return;
     }
-    let n = data.len() / size;
     for (b, plane) in out.chunks_exact_mut(rows).enumerate() {
-        for (dst, value) in plane[..n].iter_mut().zip(data.chunks_exact(size)) {
+        let (values, padding) = plane.split_at_mut(n);
+        for (dst, value) in values.iter_mut().zip(data.chunks_exact(size)) {
             *dst = value[b];
         }
+        padding.fill(0);
     }
 }
 
@@ -207,5 +210,11 @@ mod tests {
         let s = shuffle(bytemuck::cast_slice(&v), 4, 3);
         assert_eq!(s, vec![1, 5, 0, 2, 6, 0, 3, 7, 0, 4, 8, 0]);
         assert_eq!(shuffle(&[7, 8], 1, 3), vec![7, 8, 0]);
+        // A reused buffer's old bytes never leak into the padding.
+        let mut out = vec![0xff; 64];
+        shuffle_into(bytemuck::cast_slice(&v), 4, 3, &mut out);
+        assert_eq!(out, vec![1, 5, 0, 2, 6, 0, 3, 7, 0, 4, 8, 0]);
+        shuffle_into(&[7, 8], 1, 3, &mut out);
+        assert_eq!(out, vec![7, 8, 0]);
     }
 }
