@@ -185,6 +185,7 @@ pub fn run() -> Report {
     let (v, sv) = mpi::environment::version();
     let lib = mpi_env::library_version();
     let launch = mpi_env::launch_info();
+    mpi_env::prepare_singleton(&launch);
     match mpi::initialize() {
         Some(universe) => {
             use mpi::topology::Communicator;

@@ -49,6 +49,32 @@ pub fn launch_info() -> LaunchInfo {
     }
 }
 
+/// Before `MPI_Init` in a process no launcher started: Open MPI then forks a
+/// singleton `orted` whose PMIx tries munge authentication first and, when
+/// no munge daemon runs (a laptop, a login node without it), retries for
+/// ~2.5 s before falling back. Authentication between a process and the
+/// daemon it forked itself needs no munge: ask PMIx for its native
+/// (uid-checking) security unless the user chose one (`PMIX_MCA_psec`).
+/// Nothing changes under `mpirun`, `srun` or any other launcher.
+pub fn prepare_singleton(launch: &LaunchInfo) {
+    if let Some((key, value)) = singleton_env(launch, std::env::var_os(PSEC).as_deref()) {
+        // Called before MPI (and the work threads) start: no other thread
+        // reads the environment yet.
+        std::env::set_var(key, value);
+    }
+}
+
+const PSEC: &str = "PMIX_MCA_psec";
+
+/// The variable [`prepare_singleton`] sets, given the launcher and the
+/// user's own `PMIX_MCA_psec`.
+fn singleton_env(
+    launch: &LaunchInfo,
+    user: Option<&std::ffi::OsStr>,
+) -> Option<(&'static str, &'static str)> {
+    (launch.launcher == "none" && user.is_none()).then_some((PSEC, "native"))
+}
+
 /// The MPI library's own description (first line), e.g. `Open MPI v4.1.4, ...`.
 pub fn library_version() -> String {
     mpi::environment::library_version()
@@ -74,4 +100,29 @@ pub fn check_world_size(mpi_size: u32, launch: &LaunchInfo) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn singleton_security_only_for_lone_processes_and_never_over_the_user() {
+        let lone = LaunchInfo {
+            launcher: "none",
+            rank: None,
+            size: None,
+        };
+        let srun = LaunchInfo {
+            launcher: "srun",
+            rank: Some(0),
+            size: Some(2),
+        };
+        assert_eq!(
+            singleton_env(&lone, None),
+            Some(("PMIX_MCA_psec", "native"))
+        );
+        assert_eq!(singleton_env(&lone, Some("munge".as_ref())), None);
+        assert_eq!(singleton_env(&srun, None), None);
+    }
 }

@@ -88,11 +88,12 @@ pub fn read_rank_file(path: &Path) -> Result<(Array1<f64>, u32, String)> {
 /// When MPI cannot start, a file cannot be written or read back, the world
 /// size is wrong, or the allreduce sum disagrees.
 pub fn run(out: &Path, expect_size: Option<u32>) -> Result<Option<Summary>> {
+    let launch = mpi_env::launch_info();
+    mpi_env::prepare_singleton(&launch);
     let universe = mpi::initialize().context("MPI_Init failed")?;
     let world = universe.world();
     let rank = world.rank() as u32;
     let size = world.size() as u32;
-    let launch = mpi_env::launch_info();
     mpi_env::check_world_size(size, &launch)?;
     if let Some(expected) = expect_size {
         ensure!(

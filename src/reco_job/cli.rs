@@ -135,11 +135,13 @@ pub fn run_reco(a: RecoArgs) -> Result<()> {
     config.validate().with_context(|| "reco config")?;
     let (inputs, input_adler32): (Vec<PathBuf>, Vec<Option<String>>) =
         expand_inputs(&a.inputs)?.into_iter().unzip();
+    let launch = crate::mpi_env::launch_info();
+    crate::mpi_env::prepare_singleton(&launch);
     let (universe, threading) =
         mpi::initialize_with_threading(super::distribute::REQUIRED_THREADING)
             .context("MPI_Init_thread failed")?;
     let world = universe.world();
-    crate::mpi_env::check_world_size(world.size() as u32, &crate::mpi_env::launch_info())?;
+    crate::mpi_env::check_world_size(world.size() as u32, &launch)?;
     super::distribute::check_threading(threading, world.size())?;
     let opts = RecoJobOptions {
         inputs,
