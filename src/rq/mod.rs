@@ -419,6 +419,35 @@ mod tests {
     }
 
     #[test]
+    fn the_next_file_on_a_thread_reuses_buffers_without_the_last_files_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let col = |v: ColumnData| vec![Column::new("t", "ns", "time", v)];
+        let write = |name: &str, batches: &[ColumnData]| {
+            let path = dir.path().join(name);
+            let mut w = RqWriter::create(&path).unwrap();
+            for b in batches {
+                w.append(&col(b.clone()), &[], &[]).unwrap();
+            }
+            w.finish(&header()).unwrap();
+            read_rq_file(&path).unwrap()
+        };
+        let a = write("a.rq.h5", &[ColumnData::F64(vec![1.0, 2.0, 3.0])]);
+        assert_eq!(
+            a.event_column("t"),
+            Some(&ColumnData::F64(vec![1.0, 2.0, 3.0]))
+        );
+        // Same column: the recycled buffer holds only this file's rows.
+        let b = write(
+            "b.rq.h5",
+            &[ColumnData::F64(vec![7.0]), ColumnData::F64(vec![8.0])],
+        );
+        assert_eq!(b.event_column("t"), Some(&ColumnData::F64(vec![7.0, 8.0])));
+        // Same name, another type: not mixed up with the recycled buffer.
+        let c = write("c.rq.h5", &[ColumnData::U8(vec![5])]);
+        assert_eq!(c.event_column("t"), Some(&ColumnData::U8(vec![5])));
+    }
+
+    #[test]
     fn columns_round_trip_with_units() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.rq.h5");

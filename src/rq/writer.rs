@@ -37,6 +37,53 @@ struct ColumnOut {
     plain: bool,
 }
 
+thread_local! {
+    /// Pending-row buffers of the writers this thread closed, by group and
+    /// column, for the next file's writer: a reco rank writes file after file
+    /// with the same columns, and a fresh buffer per file cost its page
+    /// faults (on this VM several ms per file). Each buffer is bounded by a
+    /// chunk plus a batch of rows.
+    static RECYCLED: std::cell::RefCell<Vec<(usize, String, ColumnData)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept for reuse per thread (more than the three groups' columns).
+const RECYCLED_MAX: usize = 128;
+
+/// `data` in a recycled buffer of `group`'s column `name`, when there is one.
+fn pending_from(group: usize, name: &str, data: &ColumnData) -> ColumnData {
+    let reused = RECYCLED.with(|r| {
+        let mut r = r.borrow_mut();
+        let i = r
+            .iter()
+            .position(|(g, n, d)| *g == group && n == name && d.same_type(data))?;
+        Some(r.swap_remove(i).2)
+    });
+    match reused {
+        Some(mut buffer) => {
+            buffer.extend(data);
+            buffer
+        }
+        None => data.clone(),
+    }
+}
+
+/// Keep the pending buffers of `groups` for this thread's next writer.
+fn recycle(groups: &mut [GroupOut; 3]) {
+    RECYCLED.with(|r| {
+        let mut r = r.borrow_mut();
+        for (g, group) in groups.iter_mut().enumerate() {
+            for mut col in group.columns.drain(..) {
+                if r.len() < RECYCLED_MAX {
+                    // Empty after a complete close; not after a failed one.
+                    col.pending.remove_front(col.pending.len());
+                    r.push((g, col.name, col.pending));
+                }
+            }
+        }
+    });
+}
+
 /// One group being written: its columns share the row count.
 #[derive(Default)]
 struct GroupOut {
@@ -175,7 +222,13 @@ impl GroupOut {
     }
 
     /// Take a checked batch's columns into the pending rows.
-    fn take(&mut self, cols: &[Column], order: Option<Vec<usize>>, plain: impl Fn(&str) -> bool) {
+    fn take(
+        &mut self,
+        group: usize,
+        cols: &[Column],
+        order: Option<Vec<usize>>,
+        plain: impl Fn(&str) -> bool,
+    ) {
         let n = cols.first().map_or(0, |c| c.data.len());
         match order {
             Some(order) => {
@@ -191,7 +244,7 @@ impl GroupOut {
                         name: c.name.clone(),
                         units: c.units.clone(),
                         description: c.description.clone(),
-                        pending: c.data.clone(),
+                        pending: pending_from(group, &c.name, &c.data),
                         ds: None,
                         plain: plain(&c.name),
                     })
@@ -358,7 +411,7 @@ impl RqWriter {
         }
         let plain = self.plain;
         for (i, ((g, cols), order)) in self.groups.iter_mut().zip(batch).zip(orders).enumerate() {
-            g.take(cols, order, |c| {
+            g.take(i, cols, order, |c| {
                 plain
                     .iter()
                     .any(|p| p.split_once('/') == Some((GROUPS[i], c)))
@@ -417,6 +470,7 @@ impl RqWriter {
             }
             file.flush().map_err(h5err(&tmp, "flush"))
         })();
+        recycle(&mut self.groups);
         self.groups = Default::default();
         drop(file);
         let closed = ClosedRq {
