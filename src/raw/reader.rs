@@ -359,6 +359,29 @@ impl RawFile {
         Ok(())
     }
 
+    /// The samples a window's `pods` cover when every one of them indexes real
+    /// samples, a real channel and the event window (one branch-free pass);
+    /// `None` when any does not, or covers nothing: then
+    /// [`RawFile::validate_pods`] names the fault.
+    fn quick_check(&self, pods: &[PodRecord]) -> Option<Range<u64>> {
+        let n_samples = self.samples().len() as u64;
+        let window = i64::from(self.header.window_samples);
+        let n_channels = self.header.n_channels;
+        let (mut lo, mut hi, mut bad) = (u64::MAX, 0u64, false);
+        for p in pods {
+            let stop = p.offset.wrapping_add(u64::from(p.length));
+            let start = i64::from(p.start_sample);
+            lo = lo.min(p.offset);
+            hi = hi.max(stop);
+            bad |= (stop < p.offset)
+                | (stop > n_samples)
+                | (u32::from(p.channel) >= n_channels)
+                | (start < 0)
+                | (start + i64::from(p.length) > window);
+        }
+        (!bad && lo < hi).then_some(lo..hi)
+    }
+
     /// The pods of `events` (`pods[0]` is pod number `base`) index real
     /// samples, real channels and the event window; returns the range of
     /// samples they cover.
@@ -488,7 +511,12 @@ impl RawFile {
                     }
                     _ => buffer = read_pods(c, range, &self.path)?,
                 }
-                let covered = self.validate_pods(events, &buffer, lo)?;
+                // The window's pods are those of its events (files are written
+                // so); when one is not valid, the per-event pass names it.
+                let covered = match self.quick_check(&buffer) {
+                    Some(covered) => covered,
+                    None => self.validate_pods(events, &buffer, lo)?,
+                };
                 if let Samples::Mapped { map, start, .. } = &self.samples {
                     // Map the window's samples in one call instead of a page
                     // fault per 64 KiB as the reconstruction first reads them

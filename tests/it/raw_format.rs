@@ -264,6 +264,54 @@ fn channel_out_of_range_is_a_typed_error() {
             ..
         }
     ));
+    // Streaming: the window's quick check fails, the per-event pass names it.
+    let s = RawFile::open_streaming(&path).unwrap();
+    assert!(matches!(
+        s.pod_batch(0..2).unwrap_err(),
+        RawError::BadChannel {
+            channel: 600,
+            pod: 1,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn pods_outside_the_window_or_wrapping_past_the_samples_are_typed_errors() {
+    let dir = scratch("badwindow");
+    let path = simulated_file(dir.path(), 2);
+    modify(&path, |f| {
+        let ds = f.dataset("pods/start_sample").unwrap();
+        let mut start: Vec<i32> = ds.read_raw().unwrap();
+        start[2] = -5;
+        ds.write_raw(&start).unwrap();
+    });
+    let outside = |e: RawError| {
+        matches!(
+            e,
+            RawError::PodOutsideWindow {
+                pod: 2,
+                start: -5,
+                ..
+            }
+        )
+    };
+    assert!(outside(RawFile::open(&path).unwrap_err()));
+    let s = RawFile::open_streaming(&path).unwrap();
+    assert!(outside(s.pod_batch(0..2).unwrap_err()));
+
+    // An offset so large that offset + length wraps around u64.
+    let path = simulated_file(dir.path(), 2);
+    modify(&path, |f| {
+        let ds = f.dataset("pods/offset").unwrap();
+        let mut off: Vec<u64> = ds.read_raw().unwrap();
+        off[3] = u64::MAX - 1;
+        ds.write_raw(&off).unwrap();
+    });
+    let wraps = |e: RawError| matches!(e, RawError::PodOutOfRange { pod: 3, .. });
+    assert!(wraps(RawFile::open(&path).unwrap_err()));
+    let s = RawFile::open_streaming(&path).unwrap();
+    assert!(wraps(s.pod_batch(0..2).unwrap_err()));
 }
 
 #[test]
