@@ -272,8 +272,10 @@ fn cluster(
             s.entries.push((entry_key(sub, h.channel), area));
         }
     }
-    // Unstable but deterministic: the same input always sums in the same order.
-    s.entries.sort_unstable_by_key(|e| e.0);
+    // Radix sort (a few passes over the key's varying bytes; ~2x faster
+    // here than a comparison sort); stable: a channel's pieces of one
+    // sub-pulse are summed in hit order.
+    radsort::sort_by_key(&mut s.entries, |e| e.0);
     let mut e = 0;
     for sub in 0..n_sub {
         let mut lo = if sub == 0 { 0 } else { s.splits[sub - 1] };

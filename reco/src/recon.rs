@@ -286,9 +286,12 @@ pub fn reconstruct_event_until(
         };
         find_hits(raw, &search, &mut scratch.hits);
     }
-    scratch
-        .hits
-        .sort_unstable_by_key(|h| (u64::from(h.start) << 16) | u64::from(h.channel));
+    // Time, then channel order: a radix sort over the key's varying bytes
+    // (start and channel; the constant high bytes are skipped). Sorting was
+    // ~17 % of reconstruction time with a comparison sort.
+    radsort::sort_by_key(&mut scratch.hits, |h| {
+        (u64::from(h.start) << 16) | u64::from(h.channel)
+    });
     let mut recon = EventRecon::default();
     if until == Stage::Hits {
         recon.event.event_id = ev.event_id;
