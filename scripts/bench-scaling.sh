@@ -64,7 +64,8 @@ mapfile -t all_lines < "$BENCH_DIR/SURF/.adler32-$n_files-$EVENTS"
 core_mbs() { # the core benchmark's median MB/s on the workload's events
   if [[ $CORE == 1 ]]; then
     local mbs
-    mbs=$(TPCFLOW_BENCH_RECO_EVENTS=$((n_files * EVENTS)) cargo bench -q --bench reco -- "reco_1core/stage/full" 2>&1 \
+    # On core 0, as the local template pins rank 0 (slurm/reco-local.sbatch).
+    mbs=$(TPCFLOW_BENCH_RECO_EVENTS=$((n_files * EVENTS)) taskset -c 0 cargo bench -q --bench reco -- "reco_1core/stage/full" 2>&1 \
       | awk '/1 core, up to full/ {print $7}' | tail -1)
     [[ -n $mbs ]] || { echo "the core benchmark printed no MB/s" >&2; exit 1; }
     echo "$mbs"

@@ -199,7 +199,8 @@ mod tests {
         );
         let text = local.render(&v).unwrap();
         assert!(text.contains("#SBATCH --job-name=tpcflow-reco-j7\n"));
-        assert!(text.contains("srun --mpi=pmix /usr/bin/tpcflow reco --threads"));
+        assert!(text.contains("pin-rank /usr/bin/tpcflow reco --threads"));
+        assert!(text.contains("srun --mpi=pmix bash -c"));
         assert!(!text.contains("{{"));
         v.insert("log".into(), "/tmp/x\n#SBATCH --uid=0".into());
         assert!(matches!(

@@ -332,6 +332,10 @@ fn sbatch_job_with_two_ranks_on_two_nodes_writes_files_pandas_reads() {
         serde_json::from_str(&text[json_start..text.rfind('}').unwrap() + 1]).unwrap();
     assert_eq!(summary["ranks"], 2);
     assert_eq!(summary["files_ok"], 4);
+    // The emulated nodes share the host: each rank was given a core of its own.
+    for line in ["rank 0: pinned to cores 0-0", "rank 1: pinned to cores 1-1"] {
+        assert!(text.contains(line), "{line:?} not in the job log:\n{text}");
+    }
     let per_rank = summary["per_rank"].as_array().unwrap();
     assert!(
         per_rank.iter().all(|r| r["events"].as_u64().unwrap() > 0),
