@@ -166,17 +166,22 @@ fn modify(path: &Path, f: impl FnOnce(&hdf5::File)) {
     f(&file);
 }
 
+/// Corrupt one value: element `i` of `dataset` in the file at `path`.
+fn poke<T: hdf5::H5Type + Copy>(path: &Path, dataset: &str, i: usize, value: T) {
+    modify(path, |f| {
+        let ds = f.dataset(dataset).unwrap();
+        let mut v: Vec<T> = ds.read_raw().unwrap();
+        v[i] = value;
+        ds.write_raw(&v).unwrap();
+    });
+}
+
 #[test]
 fn corrupt_pod_offset_is_a_typed_error_naming_event_and_pod() {
     let dir = scratch("badpod");
     let path = simulated_file(dir.path(), 3);
     let n = RawFile::open(&path).unwrap().samples().len() as u64;
-    modify(&path, |f| {
-        let ds = f.dataset("pods/offset").unwrap();
-        let mut off: Vec<u64> = ds.read_raw().unwrap();
-        off[4] = n + 1000;
-        ds.write_raw(&off).unwrap();
-    });
+    poke(&path, "pods/offset", 4, n + 1000);
     match RawFile::open(&path).unwrap_err() {
         RawError::PodOutOfRange {
             path: p,
@@ -249,12 +254,7 @@ fn streaming_open_reads_pods_a_batch_at_a_time_and_gives_the_same_events() {
 fn channel_out_of_range_is_a_typed_error() {
     let dir = scratch("badchan");
     let path = simulated_file(dir.path(), 2);
-    modify(&path, |f| {
-        let ds = f.dataset("pods/channel").unwrap();
-        let mut ch: Vec<u16> = ds.read_raw().unwrap();
-        ch[1] = 600;
-        ds.write_raw(&ch).unwrap();
-    });
+    poke(&path, "pods/channel", 1, 600u16);
     assert!(matches!(
         RawFile::open(&path).unwrap_err(),
         RawError::BadChannel {
@@ -280,12 +280,7 @@ fn channel_out_of_range_is_a_typed_error() {
 fn pods_outside_the_window_or_wrapping_past_the_samples_are_typed_errors() {
     let dir = scratch("badwindow");
     let path = simulated_file(dir.path(), 2);
-    modify(&path, |f| {
-        let ds = f.dataset("pods/start_sample").unwrap();
-        let mut start: Vec<i32> = ds.read_raw().unwrap();
-        start[2] = -5;
-        ds.write_raw(&start).unwrap();
-    });
+    poke(&path, "pods/start_sample", 2, -5i32);
     let outside = |e: RawError| {
         matches!(
             e,
@@ -301,13 +296,9 @@ fn pods_outside_the_window_or_wrapping_past_the_samples_are_typed_errors() {
     assert!(outside(s.pod_batch(0..2).unwrap_err()));
 
     // An offset so large that offset + length wraps around u64.
+    let dir = scratch("badwrap");
     let path = simulated_file(dir.path(), 2);
-    modify(&path, |f| {
-        let ds = f.dataset("pods/offset").unwrap();
-        let mut off: Vec<u64> = ds.read_raw().unwrap();
-        off[3] = u64::MAX - 1;
-        ds.write_raw(&off).unwrap();
-    });
+    poke(&path, "pods/offset", 3, u64::MAX - 1);
     let wraps = |e: RawError| matches!(e, RawError::PodOutOfRange { pod: 3, .. });
     assert!(wraps(RawFile::open(&path).unwrap_err()));
     let s = RawFile::open_streaming(&path).unwrap();
