@@ -17,7 +17,12 @@ FILES_PER_RANK=${TPCFLOW_FILES_PER_RANK:-4}
 # (srun, MPI init, planning: ~0.5 s here) for per-rank rates to mean anything.
 EVENTS=${TPCFLOW_EVENTS_PER_FILE:-400}
 # Each configuration runs REPEAT times, interleaved; the table shows medians.
-REPEAT=${TPCFLOW_BENCH_REPEAT:-3}
+# Within a repeat each configuration runs JOBS times after one core
+# benchmark: a job (1-3 s here) is much shorter than the core benchmark
+# (~25 s), and this machine's speed swings by 10-20 % from one job to the
+# next, so more jobs per core run make the medians steadier for little time.
+REPEAT=${TPCFLOW_BENCH_REPEAT:-5}
+JOBS=${TPCFLOW_BENCH_JOBS:-2}
 # The reference of the per-rank rates: the single-core reco benchmark
 # (`cargo bench --bench reco`, ~25 s; the first time it also simulates its
 # 2 GB raw file) on the strong workload's events, run once per repeat before
@@ -110,11 +115,13 @@ for rep in $(seq 1 "$REPEAT"); do
   # cached pages that were not used for a while; a job reading 1 GB from disk
   # spends 20-30 % of its time reading).
   cat "${all_files[@]}" > /dev/null
-  for r in $RANKS; do
-    echo "run $rep/$REPEAT strong: $r rank(s), $base_files files" >&2
-    submit "$r" "$base_files" "strong-$r" | tag strong "$rep" "$core" >> "$results"
-    echo "run $rep/$REPEAT weak: $r rank(s), $((FILES_PER_RANK * r)) files" >&2
-    submit "$r" "$((FILES_PER_RANK * r))" "weak-$r" | tag weak "$rep" "$core" >> "$results"
+  for j in $(seq 1 "$JOBS"); do
+    for r in $RANKS; do
+      echo "run $rep/$REPEAT job $j/$JOBS strong: $r rank(s), $base_files files" >&2
+      submit "$r" "$base_files" "strong-$r" | tag strong "$rep" "$core" >> "$results"
+      echo "run $rep/$REPEAT job $j/$JOBS weak: $r rank(s), $((FILES_PER_RANK * r)) files" >&2
+      submit "$r" "$((FILES_PER_RANK * r))" "weak-$r" | tag weak "$rep" "$core" >> "$results"
+    done
   done
 done
 
@@ -143,7 +150,7 @@ metrics = {
     / r["core_mbs"] if r["core_mbs"] > 0 else 0.0,
 }
 runs = len([r for r in rows if r["mode"] == rows[0]["mode"] and r["ranks"] == rows[0]["ranks"]])
-print(f"\nmedians of {runs} run(s) per row", end="")
+print(f"\nmedians of {runs} job(s) per row", end="")
 print(f"; core benchmark (1 core, reco only, the strong workload's events): {core:.0f} MB/s "
       f"(runs {cores[0]:.0f}-{cores[-1]:.0f}); busy/core compares each job with the core run before it" if core else "")
 for mode in ("strong", "weak"):
@@ -153,20 +160,22 @@ for mode in ("strong", "weak"):
         rs = [r for r in rows if r["mode"] == mode and r["ranks"] == n]
         med[n] = {k: median(f(r) for r in rs) for k, f in metrics.items()}
         med[n]["walls"] = sorted(r["wall_seconds"] for r in rs)
+        rel = sorted(metrics["vs_core"](r) for r in rs)
+        med[n]["rel_q"] = (rel[len(rel) // 4], rel[(3 * len(rel)) // 4])
         med[n]["mb"] = mb(rs[0])
         med[n]["files"] = rs[0]["files_ok"] + rs[0]["files_skipped"]
         med[n]["threads"] = rs[0]["threads"]
     b = ranks[0]
     print(f"\n{mode} scaling (threads/rank = {med[b]['threads']})")
-    vs = "busy/core" if core else ""
+    vs = "busy/core (q1-q3)" if core else ""
     print(f"{'ranks':>5} {'files':>6} {'MB':>8} {'wall s':>7} {'(range)':>11} {'MB/s':>8} {'MB/s/rank':>10} "
-          f"{'busy MB/s/rank':>15} {'reco MB/s/rank':>15} {'read+write':>10} {'idle':>5} {'efficiency':>10} {vs:>9}")
+          f"{'busy MB/s/rank':>15} {'reco MB/s/rank':>15} {'read+write':>10} {'idle':>5} {'efficiency':>10} {vs:>17}")
     for n in ranks:
         m = med[n]
         rate = m["mb"] / m["wall"]
         eff = med[b]["wall"] * b / (n * m["wall"]) if mode == "strong" else med[b]["wall"] / m["wall"]
         rng = f"{m['walls'][0]:.2f}-{m['walls'][-1]:.2f}"
-        rel = f"{m['vs_core']:>9.0%}" if core else ""
+        rel = f"{m['vs_core']:>7.0%} ({m['rel_q'][0]:.0%}-{m['rel_q'][1]:.0%})" if core else ""
         print(f"{n:>5} {m['files']:>6} {m['mb']:>8.1f} {m['wall']:>7.2f} {rng:>11} {rate:>8.1f} {rate / n:>10.1f} "
               f"{m['busy']:>15.1f} {m['reco']:>15.1f} {m['io']:>10.0%} {m['idle']:>5.0%} {eff:>10.0%} {rel}")
 PY
