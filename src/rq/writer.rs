@@ -320,7 +320,10 @@ impl GroupOut {
                 row = end;
             }
         }
-        let encoded = chunk::encode(&jobs, pool);
+        let encoded = chunk::encode(&jobs, pool).map_err(|source| RqError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         drop(jobs);
         let rows_after = self.written + take;
         for col in &self.columns {
