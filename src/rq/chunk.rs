@@ -110,6 +110,7 @@ fn shuffle_into(data: &[u8], size: usize, rows: usize, out: &mut Vec<u8>) {
 struct Encoder {
     compressor: Compress,
     shuffled: Vec<u8>,
+    deflated: Vec<u8>,
 }
 
 impl Encoder {
@@ -117,6 +118,7 @@ impl Encoder {
         Self {
             compressor: Compress::new(Compression::new(u32::from(DEFLATE_LEVEL)), true),
             shuffled: Vec::new(),
+            deflated: Vec::new(),
         }
     }
 
@@ -131,22 +133,24 @@ impl Encoder {
             return Ok(Cow::Owned(out));
         }
         shuffle_into(job.data, job.size, job.rows, &mut self.shuffled);
-        // One zlib stream per chunk, into an output that grows only when
-        // deflate's worst case (stored blocks: +5 bytes per 16 KiB, zlib
-        // header and trailer) is reached.
+        // One zlib stream per chunk, into the thread's output buffer, sized
+        // for deflate's worst case (stored blocks: +5 bytes per 16 KiB, zlib
+        // header and trailer) and grown if that is ever short.
         let z = &mut self.compressor;
         z.reset();
         let input = &self.shuffled[..];
-        let mut out = Vec::with_capacity(input.len() + input.len() / 1024 + 64);
+        let out = &mut self.deflated;
+        out.clear();
+        out.reserve(input.len() + input.len() / 1024 + 64);
         loop {
             let read = z.total_in() as usize;
-            match z.compress_vec(&input[read..], &mut out, FlushCompress::Finish) {
+            match z.compress_vec(&input[read..], out, FlushCompress::Finish) {
                 Ok(Status::StreamEnd) => break,
                 Ok(_) => out.reserve(out.capacity().max(64)),
                 Err(e) => return Err(std::io::Error::other(format!("deflate: {e}"))),
             }
         }
-        Ok(Cow::Owned(out))
+        Ok(Cow::Owned(out.clone()))
     }
 }
 
