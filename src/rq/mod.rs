@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use hdf5::types::VarLenUnicode;
 
 mod chunk;
+mod create;
 mod writer;
 
 pub use writer::{ClosedRq, RqWriter};

@@ -12,9 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hdf5::types::VarLenUnicode;
-
 use super::chunk::{self, ChunkJob};
+use super::create::Creator;
 use super::{
     durable_rename, h5err, str_attr, Column, ColumnData, RqError, RqHeader, CHUNK_ROWS,
     DEFLATE_LEVEL,
@@ -128,47 +127,6 @@ fn group_rows(name: &'static str, cols: &[Column], path: &Path) -> Result<usize,
     Ok(expected)
 }
 
-/// Create `col`'s dataset with chunks of `chunk_rows` rows (growable along
-/// rows, shuffle + deflate) and its `units` and `description` attributes.
-fn create_dataset(
-    group: &hdf5::Group,
-    col: &ColumnOut,
-    chunk_rows: usize,
-    path: &Path,
-) -> Result<hdf5::Dataset, RqError> {
-    macro_rules! create {
-        ($t:ty) => {{
-            let b = group.new_dataset::<$t>().chunk(chunk_rows.max(1));
-            let b = if col.plain {
-                b
-            } else {
-                b.shuffle().deflate(DEFLATE_LEVEL)
-            };
-            b.shape(0..).create(col.name.as_str())
-        }};
-    }
-    let ds = match &col.pending {
-        ColumnData::F32(_) => create!(f32),
-        ColumnData::F64(_) => create!(f64),
-        ColumnData::I64(_) => create!(i64),
-        ColumnData::I32(_) => create!(i32),
-        ColumnData::U64(_) => create!(u64),
-        ColumnData::U32(_) => create!(u32),
-        ColumnData::U16(_) => create!(u16),
-        ColumnData::U8(_) => create!(u8),
-    }
-    .map_err(h5err(path, &col.name))?;
-    for (key, value) in [("units", &col.units), ("description", &col.description)] {
-        let s: VarLenUnicode = value.parse().unwrap_or_default();
-        ds.new_attr::<VarLenUnicode>()
-            .shape(())
-            .create(key)
-            .and_then(|a| a.write_scalar(&s))
-            .map_err(h5err(path, &format!("{}@{key}", col.name)))?;
-    }
-    Ok(ds)
-}
-
 impl GroupOut {
     /// Check a batch's columns against the group's: where each goes (None:
     /// the batch is empty or starts the group).
@@ -267,9 +225,22 @@ impl GroupOut {
             self.group = Some(file.create_group(name).map_err(h5err(path, name))?);
         }
         let group = self.group.as_ref().expect("created above");
+        if self.columns.iter().all(|c| c.ds.is_some()) {
+            return Ok(());
+        }
+        // Chunked along rows, growable, shuffle + deflate unless plain, with
+        // `units` and `description` attributes.
+        let creator = Creator::new(chunk_rows, DEFLATE_LEVEL, path)?;
         for col in &mut self.columns {
             if col.ds.is_none() {
-                col.ds = Some(create_dataset(group, col, chunk_rows, path)?);
+                col.ds = Some(creator.dataset(
+                    group,
+                    &col.name,
+                    &col.pending,
+                    col.plain,
+                    [("units", &col.units), ("description", &col.description)],
+                    path,
+                )?);
             }
         }
         Ok(())
