@@ -161,6 +161,12 @@ pub fn run_reco(a: RecoArgs) -> Result<()> {
             print_summary(&s);
         }
         if s.exit_code != exit::OK {
+            for f in &s.failures {
+                eprintln!("failed: {}: {}", f.input, f.error);
+            }
+            if s.files_failed > s.failures.len() {
+                eprintln!("failed: ... and {} more", s.files_failed - s.failures.len());
+            }
             let what = if s.exit_code == exit::PARTIAL_FAILURE {
                 "partial failure"
             } else {

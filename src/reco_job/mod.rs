@@ -121,6 +121,19 @@ pub struct RankStats {
     pub idle_seconds: f64,
 }
 
+/// Failed inputs the summary names (the batch log then says which inputs
+/// failed and why without opening the result records).
+pub const MAX_FAILURES_LISTED: usize = 20;
+
+/// A failed input in the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailedInput {
+    /// The raw file.
+    pub input: String,
+    /// Its error, as in its result record.
+    pub error: String,
+}
+
 /// What rank 0 reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {
@@ -140,6 +153,9 @@ pub struct JobSummary {
     pub wall_seconds: f64,
     /// Per rank.
     pub per_rank: Vec<RankStats>,
+    /// The first [`MAX_FAILURES_LISTED`] failed inputs and why (all of
+    /// them are in their result records).
+    pub failures: Vec<FailedInput>,
     /// Exit code (see `crate::exit`).
     pub exit_code: u8,
 }
@@ -608,13 +624,28 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
             })
             .collect();
         let (mut ok, mut failed, mut skipped) = (0, 0, 0);
+        let mut failures = Vec::new();
         for (file, p) in plans.iter().enumerate() {
-            match p {
-                FilePlan::Skip => skipped += 1,
+            let error = match p {
+                FilePlan::Skip => {
+                    skipped += 1;
+                    continue;
+                }
                 _ => match read_result(&job.names[file].record) {
-                    Ok(r) if r.status == "ok" => ok += 1,
-                    _ => failed += 1,
+                    Ok(r) if r.status == "ok" => {
+                        ok += 1;
+                        continue;
+                    }
+                    Ok(r) => r.error.unwrap_or_else(|| format!("status {}", r.status)),
+                    Err(e) => format!("no result record: {e:#}"),
                 },
+            };
+            failed += 1;
+            if failures.len() < MAX_FAILURES_LISTED {
+                failures.push(FailedInput {
+                    input: opts.inputs[file].display().to_string(),
+                    error,
+                });
             }
         }
         code = if failed == 0 {
@@ -633,6 +664,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
             files_skipped: skipped,
             wall_seconds: start.elapsed().as_secs_f64(),
             per_rank,
+            failures,
             exit_code: code,
         });
     } else {

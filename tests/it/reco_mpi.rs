@@ -186,7 +186,17 @@ fn corrupt_input_among_good_ones_is_a_partial_failure() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("partial failure"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("partial failure"), "{stderr}");
+    // The log names the failed input and its error, not only the count.
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("failed: "))
+        .unwrap_or_else(|| panic!("no `failed:` line in\n{stderr}"));
+    assert!(
+        line.contains(&format!("{}: ", bad.display())) && line.len() > bad.as_os_str().len() + 12,
+        "{line}"
+    );
     let records: Vec<FileResult> = std::fs::read_dir(&out)
         .unwrap()
         .flatten()
@@ -325,7 +335,22 @@ fn sbatch_job_with_two_ranks_on_two_nodes_writes_files_pandas_reads() {
     let job = slurm::submit(&script, &[]).unwrap();
     let info = slurm::wait_for_job(job, Duration::from_secs(240)).unwrap();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(info.state, JobState::Completed, "{info:?}\n{text}");
+    // On failure, the result records say why each input failed.
+    let records: String = std::fs::read_dir(&out)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".result.json"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|r| !r.contains("\"status\": \"ok\""))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        info.state,
+        JobState::Completed,
+        "{info:?}\n{text}\nrecords not ok:\n{records}"
+    );
     // The summary rank 0 printed: 2 ranks, both busy.
     let json_start = text.find('{').expect("JSON summary in the log");
     let summary: serde_json::Value =
