@@ -162,7 +162,12 @@ pub fn run_reco(a: RecoArgs) -> Result<()> {
         }
         if s.exit_code != exit::OK {
             for f in &s.failures {
-                eprintln!("failed: {}: {}", f.input, f.error);
+                // Input errors name their file already.
+                if f.error.contains(&f.input) {
+                    eprintln!("failed: {}", f.error);
+                } else {
+                    eprintln!("failed: {}: {}", f.input, f.error);
+                }
             }
             if s.files_failed > s.failures.len() {
                 eprintln!("failed: ... and {} more", s.files_failed - s.failures.len());

@@ -8,8 +8,8 @@
 //! "quick" strategy: on the RQ writer benchmark (1000 mixed events) 30-37 ms
 //! against libdeflate level 1's 39-40 ms, for a 3 % larger file (6.8 vs 6.6
 //! MB); libdeflate spent ~0.5 ms on a 157 KB pulse column that deflates 125x.
-//! Both are about twice the system zlib's speed. The dataset keeps the standard shuffle +
-//! deflate filter pipeline in its creation properties, so every HDF5 reader
+//! Both are about twice the system zlib's speed. The dataset keeps the
+//! standard shuffle + deflate filter pipeline in its creation properties, so every HDF5 reader
 //! (h5py, h5dump, ROOT) decodes the chunks as if HDF5 had written them.
 
 use std::borrow::Cow;

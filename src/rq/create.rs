@@ -267,30 +267,23 @@ mod tests {
             plain.attr("description").unwrap().read_scalar().unwrap();
         assert_eq!(d.as_str(), "é");
 
-        let err = creator
-            .dataset(
-                &group,
-                "a\0b",
-                &data,
-                false,
-                [("units", "1"), ("description", "x")],
-                &path,
-            )
-            .unwrap_err()
-            .to_string();
+        let refused = |name: &str| {
+            creator
+                .dataset(
+                    &group,
+                    name,
+                    &data,
+                    false,
+                    [("units", "1"), ("description", "x")],
+                    &path,
+                )
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused("a\0b");
         assert!(err.contains("c.h5") && err.contains("NUL"), "{err}");
         // An existing name: HDF5's own error, naming file and dataset.
-        let err = creator
-            .dataset(
-                &group,
-                "n_hits",
-                &data,
-                false,
-                [("units", "1"), ("description", "x")],
-                &path,
-            )
-            .unwrap_err()
-            .to_string();
+        let err = refused("n_hits");
         assert!(err.contains("c.h5") && err.contains("n_hits"), "{err}");
     }
 }

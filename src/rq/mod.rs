@@ -27,10 +27,10 @@ pub use writer::{ClosedRq, RqWriter};
 
 /// Rows per chunk (64 Ki rows: 256-512 KiB per chunk for 4-8 byte columns).
 pub const CHUNK_ROWS: usize = 65_536;
-/// Deflate level: 1 (zlib-rs, see `chunk`). On 1000 mixed events' columns
-/// (4 MB shuffled): libdeflate level 1 19 ms -> 2.08 MB, level 4 28 ms -> 2.05
-/// MB; the system zlib level 1 42 ms -> 2.12 MB. The cheapest level that still
-/// halves the file.
+/// Deflate level: 1 (zlib-rs, see `chunk`). When the level was chosen, on
+/// 1000 mixed events' columns (4 MB shuffled): libdeflate level 1 19 ms ->
+/// 2.08 MB, level 4 28 ms -> 2.05 MB; the system zlib level 1 42 ms -> 2.12
+/// MB. The cheapest level that still halves the file.
 pub const DEFLATE_LEVEL: u8 = 1;
 
 /// The values of one column.

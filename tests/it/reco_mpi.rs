@@ -340,8 +340,9 @@ fn sbatch_job_with_two_ranks_on_two_nodes_writes_files_pandas_reads() {
         .map(|d| {
             d.flatten()
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".result.json"))
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .filter(|r| !r.contains("\"status\": \"ok\""))
+                .filter_map(|e| read_result(&e.path()).ok())
+                .filter(|r| r.status != "ok")
+                .map(|r| format!("{}: {:?}", r.input.display(), r.error))
                 .collect::<Vec<_>>()
                 .join("\n")
         })
