@@ -85,7 +85,8 @@ fn reconstruct_batches(
         &RecoConfig::default(),
         batch,
         &pool,
-        &mut || {},
+        None,
+        &mut |_| {},
         &mut sink,
     )
     .expect("reconstruct the benchmark events");

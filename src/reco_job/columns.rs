@@ -10,6 +10,7 @@ use tpcflow_reco::{
     RecoScratch,
 };
 
+use crate::raw::prefetch::Prefetcher;
 use crate::raw::RawFile;
 use crate::rq::{Column, ColumnData, RqError, RqFile, RqWriter};
 
@@ -378,9 +379,12 @@ pub struct StreamCounts {
 
 /// Reconstruct events `range` of `raw` in batches of `batch` events on
 /// `pool` and hand each batch's columns to `sink` (index columns local to the
-/// batch), calling `between` after each batch (rank 0 updates its progress
-/// bar there). Memory holds one batch, whatever the range (with a file opened by
-/// [`RawFile::open_streaming`], its pod index too).
+/// batch), calling `between` with the events left after each batch (rank 0
+/// updates its progress bar there; near the end a rank asks for its next
+/// unit). With a `prefetch` thread each window's successor is read ahead
+/// while the window is reconstructed. Memory holds one batch, whatever the
+/// range (with a file opened by [`RawFile::open_streaming`], its pod window
+/// too).
 ///
 /// # Errors
 /// The first reconstruction error, naming file and event, or the sink's.
@@ -392,7 +396,8 @@ pub fn stream_range(
     cfg: &RecoConfig,
     batch: usize,
     pool: &ThreadPool,
-    between: &mut dyn FnMut(),
+    prefetch: Option<&Prefetcher>,
+    between: &mut dyn FnMut(usize),
     sink: &mut dyn FnMut(UnitOutput) -> anyhow::Result<()>,
 ) -> Result<StreamCounts, StreamError> {
     let mut counts = StreamCounts::default();
@@ -413,6 +418,12 @@ pub fn stream_range(
     let mut rows_hint = [0usize; 3];
     while start < range.end {
         let window_end = (start + window).min(range.end);
+        // The next window is read ahead while this one is reconstructed.
+        if let Some(p) = prefetch {
+            if let Some(ahead) = raw.readahead(window_end..range.end.min(window_end + window)) {
+                p.submit(ahead);
+            }
+        }
         // The window's pods: borrowed, or read and validated now when the file
         // was opened for streaming (a bad pod fails the input, naming it).
         let t = Instant::now();
@@ -467,40 +478,11 @@ pub fn stream_range(
             counts.bytes_read += bytes;
             sink(out).map_err(StreamError::Sink)?;
             counts.write_seconds += t_built.elapsed().as_secs_f64();
-            between();
+            between(range.end - end);
             start = end;
         }
         pod_buffer = pods.into_buffer();
     }
     POD_BUFFER.set(pod_buffer);
     Ok(counts)
-}
-
-/// [`stream_range`] collected into one [`UnitOutput`] (memory grows with the
-/// range: for benchmarks and small ranges).
-///
-/// # Errors
-/// The first reconstruction error, naming file and event.
-pub fn process_range(
-    raw: &RawFile,
-    range: Range<usize>,
-    model: &DetectorModel,
-    cfg: &RecoConfig,
-    batch: usize,
-    pool: &ThreadPool,
-    between: &mut dyn FnMut(),
-) -> Result<UnitOutput, String> {
-    let mut all: Option<UnitOutput> = None;
-    let mut sink = |out: UnitOutput| {
-        match all.as_mut() {
-            None => all = Some(out),
-            Some(a) => a.append(out),
-        }
-        Ok(())
-    };
-    match stream_range(raw, range, model, cfg, batch, pool, between, &mut sink) {
-        Ok(_) => Ok(all.unwrap_or_else(|| RqBuilder::default().finish(0))),
-        Err(StreamError::Event(e)) => Err(e),
-        Err(StreamError::Sink(e)) => Err(format!("{e:#}")),
-    }
 }

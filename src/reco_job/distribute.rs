@@ -13,6 +13,12 @@
 //! request, several batches for the first). With one rank this is a plain
 //! loop.
 //!
+//! A rank asks for its next unit when its current one enters its last window
+//! of events ([`WorkQueue::ask_ahead`]), so that it knows the unit before it
+//! needs it and its input is read ahead (`crate::raw::prefetch`) while the
+//! current unit finishes; asking earlier would keep a unit from the other
+//! ranks longer and unbalance the end of the job.
+//!
 //! MPI: the server thread is the only thread of rank 0 that calls MPI while
 //! units are handed out (rank 0's main thread takes units from the shared
 //! counter and calls MPI again only after [`WorkQueue::drain`] joined the
@@ -99,8 +105,11 @@ pub struct WorkQueue<'a> {
     counter: Arc<Counter>,
     server: Option<JoinHandle<()>>,
     quit: Arc<AtomicBool>,
-    /// This rank's first unit, taken without asking.
-    first: Option<u64>,
+    /// This rank's next unit when already known: its first one (taken
+    /// without asking), or one asked for ahead ([`WorkQueue::ask_ahead`]).
+    ahead: Option<u64>,
+    /// A request sent to rank 0 whose answer was not received yet.
+    asked: bool,
     /// Units this rank took.
     pub taken: u64,
 }
@@ -134,7 +143,8 @@ impl<'a> WorkQueue<'a> {
             counter,
             server,
             quit,
-            first: Some(rank as u64).filter(|&r| r < n),
+            ahead: Some(rank as u64).filter(|&r| r < n),
+            asked: false,
             taken: 0,
         })
     }
@@ -149,15 +159,49 @@ impl<'a> WorkQueue<'a> {
         }
     }
 
+    /// Ask for this rank's next unit now, while the current one is still
+    /// being worked on (near its end: a unit asked for early is a unit the
+    /// other ranks cannot take), so that [`WorkQueue::peek_ahead`] can tell
+    /// which one it is before [`WorkQueue::next_unit`] and its input can be
+    /// read ahead. Does nothing when the next unit is known or asked for.
+    pub fn ask_ahead(&mut self) {
+        if self.ahead.is_some() || self.asked {
+            return;
+        }
+        if self.rank == 0 {
+            self.ahead = Some(self.counter.take());
+        } else {
+            self.world
+                .process_at_rank(0)
+                .send_with_tag(&(self.rank as u64), TAG_REQUEST);
+            self.asked = true;
+        }
+    }
+
+    /// The next unit if it is known already (taken, or its answer arrived:
+    /// checked without waiting); None when unknown or when there is none.
+    pub fn peek_ahead(&mut self) -> Option<usize> {
+        if self.asked {
+            let root = self.world.process_at_rank(0);
+            if root.immediate_probe_with_tag(TAG_ASSIGN).is_some() {
+                self.ahead = Some(root.receive_with_tag::<u64>(TAG_ASSIGN).0);
+                self.asked = false;
+            }
+        }
+        self.ahead.filter(|&u| u != NONE).map(|u| u as usize)
+    }
+
     /// The next unit for this rank, or None when all are handed out.
     pub fn next_unit(&mut self) -> Option<usize> {
-        let unit = if let Some(first) = self.first.take() {
-            first
+        let unit = if let Some(known) = self.ahead.take() {
+            known
         } else if self.rank == 0 {
             self.counter.take()
         } else {
             let root = self.world.process_at_rank(0);
-            root.send_with_tag(&(self.rank as u64), TAG_REQUEST);
+            if !std::mem::take(&mut self.asked) {
+                root.send_with_tag(&(self.rank as u64), TAG_REQUEST);
+            }
             root.receive_with_tag::<u64>(TAG_ASSIGN).0
         };
         if unit == NONE {

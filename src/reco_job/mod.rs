@@ -40,6 +40,7 @@ use tpcflow_reco::RecoConfig;
 use crate::conditions::Conditions;
 use crate::exit;
 use crate::lineage::Lineage;
+use crate::raw::prefetch::Prefetcher;
 use crate::raw::{self, RawFile};
 use crate::rq::{self, RqHeader};
 use plan::{FilePlan, OutputNames, Unit};
@@ -120,6 +121,12 @@ pub struct RankStats {
     /// ranks to finish theirs [s] (not part of busy).
     pub idle_seconds: f64,
 }
+
+/// Events left in a unit when its rank asks for the next one and reads that
+/// one's input ahead: half a pod window (~0.1 s of reconstruction here, about
+/// what reading a window of cold input takes); asking earlier would hold a
+/// unit back from the other ranks longer.
+const ASK_AHEAD_EVENTS: usize = columns::POD_WINDOW_EVENTS / 2;
 
 /// Failed inputs the summary names (the batch log then says which inputs
 /// failed and why without opening the result records).
@@ -239,6 +246,7 @@ struct Job<'a> {
     pool: std::sync::Arc<rayon::ThreadPool>,
     names: Vec<OutputNames>,
     finisher: finisher::Finisher,
+    prefetch: Prefetcher,
 }
 
 impl Job<'_> {
@@ -309,12 +317,34 @@ impl Job<'_> {
         self.finisher.submit(move || commit_ok(closed, record, r))
     }
 
+    /// Open a unit's input for streaming (the error is the input's).
+    fn open_input(&self, unit: Unit) -> Result<RawFile, String> {
+        RawFile::open_streaming(&self.opts.inputs[unit.file]).map_err(|e| e.to_string())
+    }
+
+    /// Open the unit this rank will do next and read its first window ahead.
+    fn open_ahead(&self, unit: Unit) -> Result<RawFile, String> {
+        let raw = self.open_input(unit)?;
+        let first = unit.first_event as usize;
+        let window = columns::POD_WINDOW_EVENTS.min((unit.end_event - unit.first_event) as usize);
+        if let Some(ahead) = raw.readahead(first..first + window) {
+            self.prefetch.submit(ahead);
+        }
+        Ok(raw)
+    }
+
     /// Process one unit, streaming its events batch by batch into its RQ
     /// output (the file's, or a part's when the file is split); returns its
-    /// statistics. A bad event fails the unit and leaves no output.
-    fn run_unit(&self, unit: Unit, between: &mut dyn FnMut()) -> Result<RankStats> {
+    /// statistics. A bad event fails the unit and leaves no output. `opened`
+    /// is its input when it was opened ahead ([`Job::open_ahead`]); `between`
+    /// gets the events left after each batch.
+    fn run_unit(
+        &self,
+        unit: Unit,
+        opened: Option<Result<RawFile, String>>,
+        between: &mut dyn FnMut(usize),
+    ) -> Result<RankStats> {
         let start = Instant::now();
-        let input = &self.opts.inputs[unit.file];
         let names = &self.names[unit.file];
         let whole = unit.n_parts == 1;
         let target = if whole {
@@ -325,8 +355,8 @@ impl Job<'_> {
         let mut writer = rq::RqWriter::create(&target)?
             .encode_on(self.pool.clone())
             .plain(columns::PLAIN_COLUMNS);
-        let processed = match RawFile::open_streaming(input) {
-            Err(e) => Err(e.to_string()),
+        let processed = match opened.unwrap_or_else(|| self.open_input(unit)) {
+            Err(e) => Err(e),
             Ok(raw) => {
                 let range = unit.first_event as usize..unit.end_event as usize;
                 let mut sink = |out| Ok(columns::append_to(&mut writer, out)?);
@@ -337,6 +367,7 @@ impl Job<'_> {
                     &self.opts.config,
                     self.opts.batch_events,
                     &self.pool,
+                    Some(&self.prefetch),
                     between,
                     &mut sink,
                 ) {
@@ -467,6 +498,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         pool,
         names,
         finisher: finisher::Finisher::start(4)?,
+        prefetch: Prefetcher::start()?,
     };
 
     // Plan: identical on every rank (same inputs, same answers).
@@ -525,6 +557,9 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         );
         b
     });
+    // The next unit, opened (and its first window read ahead) while the
+    // current one finishes.
+    let mut next: Option<(usize, Result<RawFile, String>)> = None;
     loop {
         let t = Instant::now();
         let Some(u) = queue.next_unit() else {
@@ -532,9 +567,16 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
             break;
         };
         stats.idle_seconds += t.elapsed().as_secs_f64();
-        let s = job.run_unit(units[u], &mut || {
+        let opened = next.take().filter(|(n, _)| *n == u).map(|(_, raw)| raw);
+        let s = job.run_unit(units[u], opened, &mut |left| {
             if let Some(b) = &bar {
                 b.set_position(queue.handed_out());
+            }
+            if left <= ASK_AHEAD_EVENTS {
+                queue.ask_ahead();
+                if next.is_none() {
+                    next = queue.peek_ahead().map(|n| (n, job.open_ahead(units[n])));
+                }
             }
         })?;
         stats.units += s.units;

@@ -250,6 +250,55 @@ fn streaming_open_reads_pods_a_batch_at_a_time_and_gives_the_same_events() {
     }
 }
 
+/// Bytes of `path` in the page cache (util-linux `fincore`).
+fn resident_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux) runs");
+    assert!(out.status.success(), "fincore: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Drop `path` from the page cache (`dd iflag=nocache count=0`).
+fn evict(path: &Path) {
+    let st = std::process::Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .expect("dd runs");
+    assert!(st.success());
+}
+
+#[test]
+fn the_prefetcher_brings_a_window_of_a_cold_file_into_memory() {
+    let dir = scratch("prefetch");
+    let path = simulated_file(dir.path(), 40);
+    let size = std::fs::metadata(&path).unwrap().len();
+    evict(&path);
+    let s = RawFile::open_streaming(&path).unwrap();
+    // Opening read the header and event columns only.
+    let opened = resident_bytes(&path);
+    assert!(
+        opened < size / 4,
+        "{opened} of {size} bytes resident after open"
+    );
+    let window = s.readahead(0..40).expect("a mapped file with pods");
+    let p = tpcflow::raw::prefetch::Prefetcher::start().unwrap();
+    assert!(p.submit(window));
+    drop(p); // waits for the queued windows
+    let read = resident_bytes(&path);
+    let samples = 2 * s.samples().len() as u64;
+    assert!(
+        read >= opened + samples * 9 / 10,
+        "{read} bytes resident after the readahead, samples {samples}, file {size}"
+    );
+    // Events without pods, or past the end, have nothing to read ahead.
+    assert!(s.readahead(40..45).is_none());
+    assert!(s.readahead(3..3).is_none());
+}
+
 #[test]
 fn channel_out_of_range_is_a_typed_error() {
     let dir = scratch("badchan");
