@@ -30,6 +30,12 @@ JOBS=${TPCFLOW_BENCH_JOBS:-2}
 # the same minutes (this machine's speed drifts by 10 % within an hour).
 # 1 = run it, 0 = skip it; a number > 1 is taken as its MB/s, measured elsewhere.
 CORE=${TPCFLOW_BENCH_CORE:-1}
+# Where the jobs find their inputs: `cached` (read into the page cache before
+# the repeat's jobs: the table measures the pipeline, not the disk) or `cold`
+# (dropped from the cache before every job: the job reads them from disk, as
+# when a year of data is reprocessed; on Perlmutter, from Lustre).
+INPUTS=${TPCFLOW_BENCH_INPUTS:-cached}
+[[ $INPUTS == cached || $INPUTS == cold ]] || { echo "TPCFLOW_BENCH_INPUTS is cached or cold, not $INPUTS" >&2; exit 2; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 cargo build --release --locked -q
@@ -81,8 +87,20 @@ core_mbs() { # the core benchmark's median MB/s on the workload's events
   fi
 }
 
+evict_inputs() { # drop the inputs from the page cache
+  sync
+  python3 - "${all_files[@]}" <<'PY'
+import os, sys
+for path in sys.argv[1:]:
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+PY
+}
+
 submit() { # ranks nfiles tag -> prints the job's JSON summary
   local ranks=$1 nfiles=$2 tag=$3 out=$BENCH_DIR/out-$3 nodes
+  [[ $INPUTS == cold ]] && evict_inputs
   nodes=$(( ranks < nodes_avail ? ranks : nodes_avail ))
   rm -rf "$out"; mkdir -p "$out"
   printf '%s\n' "${all_lines[@]:0:$nfiles}" > "$out/inputs.txt"
@@ -92,12 +110,26 @@ submit() { # ranks nfiles tag -> prints the job's JSON summary
       -e "s|{{time_limit}}|00:30:00|" -e "s|{{log}}|$out/job.log|" -e "s|{{tpcflow}}|$BIN|" \
       -e "s|{{account}}|${TPCFLOW_ACCOUNT:-none}|" -e "s|{{qos}}|${TPCFLOW_QOS:-regular}|" \
       -e "s|{{reco_args}}|--inputs @$out/inputs.txt --out-dir $out/rq --json|" "$template" > "$script"
-  local job state=""
+  local job state="" n=0 log=()
   job=$(sbatch --parsable "$script"); job=${job%%;*}
+  # While the job runs, wait for rank 0's summary in its log (read by bash
+  # itself) rather than asking slurmctld: here the controller, munge and the
+  # polling commands share the ranks' two cores, and `scontrol` every 0.5 s
+  # took ~3 % of a two-rank job's CPU (a one-rank job leaves them a core).
+  # slurmctld is asked every 10 s, in case the job ends without a summary.
+  while :; do
+    mapfile -t log 2>/dev/null < "$out/job.log" || true
+    [[ ${log[*]: -5} == *'"exit_code"'* ]] && break
+    if (( ++n % 20 == 0 )); then
+      state=$(scontrol show job -o "$job" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true)
+      case $state in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL) break ;; esac
+    fi
+    sleep 0.5
+  done
   while :; do
     state=$(scontrol show job -o "$job" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true)
     case $state in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL) break ;; esac
-    sleep 0.5
+    sleep 0.2
   done
   [[ $state == COMPLETED ]] || { echo "job $job ($tag) ended $state" >&2; cat "$out/job.log" >&2; exit 1; }
   sed -n '/^{/,/^}/p' "$out/job.log"
@@ -110,24 +142,15 @@ tag() { python3 -c "import json,sys; d=json.load(sys.stdin); d['mode']='$1'; d['
 for rep in $(seq 1 "$REPEAT"); do
   [[ $CORE == 1 ]] && echo "run $rep/$REPEAT core benchmark: cargo bench --bench reco -- reco_1core/stage/full" >&2
   core=$(core_mbs)
-  # The inputs are read here so that the jobs find them in the page cache: the
-  # table measures the pipeline, not this machine's disk (this VM also drops
-  # cached pages that were not used for a while; a job reading 1 GB from disk
-  # spends 20-30 % of its time reading). They are first dropped from the cache
-  # and then read whole, sequentially, so that each repeat starts from the
-  # same cache: pages read back one by one after the VM dropped some hold 4
-  # KiB folios, a sequential read 2 MB ones, and mapping a file of small
-  # folios costs a rank more than twice as much (read 5.6 % of its busy time
-  # against 2.2 %, same binary and files).
-  sync
-  python3 - "${all_files[@]}" <<'PY'
-import os, sys
-for path in sys.argv[1:]:
-    fd = os.open(path, os.O_RDONLY)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    os.close(fd)
-PY
-  cat "${all_files[@]}" > /dev/null
+  # Cached inputs are read here so that the jobs find them in the page cache
+  # (this VM also drops cached pages that were not used for a minute). They
+  # are first dropped from the cache and then read whole, sequentially, so
+  # that each repeat starts from the same cache: pages read back one by one
+  # after the VM dropped some hold 4 KiB folios, a sequential read 2 MB ones,
+  # and mapping a file of small folios costs a rank more than twice as much
+  # (read 5.6 % of its busy time against 2.2 %, same binary and files).
+  evict_inputs
+  [[ $INPUTS == cached ]] && cat "${all_files[@]}" > /dev/null
   for j in $(seq 1 "$JOBS"); do
     for r in $RANKS; do
       echo "run $rep/$REPEAT job $j/$JOBS strong: $r rank(s), $base_files files" >&2
@@ -138,8 +161,8 @@ PY
   done
 done
 
-python3 - "$results" <<'PY'
-import json, sys
+INPUTS=$INPUTS python3 - "$results" <<'PY'
+import json, os, sys
 from statistics import median
 rows = [json.loads(l) for l in open(sys.argv[1])]
 cores = sorted({r["rep"]: r["core_mbs"] for r in rows if r["core_mbs"] > 0}.values())
@@ -163,7 +186,7 @@ metrics = {
     / r["core_mbs"] if r["core_mbs"] > 0 else 0.0,
 }
 runs = len([r for r in rows if r["mode"] == rows[0]["mode"] and r["ranks"] == rows[0]["ranks"]])
-print(f"\nmedians of {runs} job(s) per row", end="")
+print(f"\nmedians of {runs} job(s) per row; inputs {os.environ['INPUTS']}", end="")
 print(f"; core benchmark (1 core, reco only, the strong workload's events): {core:.0f} MB/s "
       f"(runs {cores[0]:.0f}-{cores[-1]:.0f}); busy/core compares each job with the core run before it" if core else "")
 for mode in ("strong", "weak"):

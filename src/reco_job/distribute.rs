@@ -6,9 +6,10 @@
 //! too; a server thread on rank 0 answers the other ranks' requests whatever
 //! rank 0's own work is doing: it polls with a non-blocking probe every
 //! [`POLL`] and sleeps in between, so it takes no core (polling every 0.5 ms
-//! cost rank 0 ~5 % of its reconstruction speed, 2 ms is within noise). A
-//! request waits 3-10 ms here, the first one of a rank 10-35 ms more while MPI
-//! sets up the connection. Serving between rank 0's batches, as before, left
+//! cost rank 0 ~5 % of its reconstruction speed: ~25 us per wake-up on its
+//! core). A request waits up to a poll here, the first one of a rank 10-35 ms
+//! more while MPI sets up the connection; both are hidden by asking ahead
+//! (below), so the poll can be slow. Serving between rank 0's batches, as before, left
 //! a rank idle for 0.15-0.26 s of a 1.3 s two-rank job here (half a batch per
 //! request, several batches for the first). With one rank this is a plain
 //! loop.
@@ -37,8 +38,12 @@ use mpi::Threading;
 const TAG_REQUEST: i32 = 101;
 const TAG_ASSIGN: i32 = 102;
 const NONE: u64 = u64::MAX;
-/// How long the server sleeps when no request is waiting.
-pub const POLL: Duration = Duration::from_millis(2);
+/// A request that asks for no unit: answered with itself (see
+/// [`WorkQueue::new`]).
+const HELLO: u64 = u64::MAX - 1;
+/// How long the server sleeps when no request is waiting: 100 wake-ups a
+/// second (~0.25 % of rank 0's core); a rank asks ahead by ~0.1 s of work.
+pub const POLL: Duration = Duration::from_millis(10);
 
 /// The MPI thread level `tpcflow reco` asks for: rank 0's server thread and
 /// its main thread call MPI, never at the same time.
@@ -88,7 +93,11 @@ fn serve(counter: &Counter, others: i32, quit: &AtomicBool) {
             continue;
         };
         let source = world.process_at_rank(status.source_rank());
-        let (_msg, _status) = source.receive_with_tag::<u64>(TAG_REQUEST);
+        let (msg, _status) = source.receive_with_tag::<u64>(TAG_REQUEST);
+        if msg == HELLO {
+            source.send_with_tag(&HELLO, TAG_ASSIGN);
+            continue;
+        }
         let unit = counter.take();
         if unit == NONE {
             stopped += 1;
@@ -116,7 +125,12 @@ pub struct WorkQueue<'a> {
 
 impl<'a> WorkQueue<'a> {
     /// A queue of `n_units` over `world`; on rank 0 of several, starts the
-    /// server thread (MPI must provide [`REQUIRED_THREADING`]).
+    /// server thread (MPI must provide [`REQUIRED_THREADING`]). The other
+    /// ranks exchange a first message with it now: the first message between
+    /// two ranks on different nodes sets up their connection (and looks up
+    /// rank 0's address through PMIx), which took 40-90 ms here, 3-7 % of a
+    /// rank's busy time in a short job when it happened at the first request
+    /// for a unit; it is start-up, like `MPI_Init`.
     ///
     /// # Errors
     /// When the server thread cannot be started.
@@ -137,6 +151,14 @@ impl<'a> WorkQueue<'a> {
         } else {
             None
         };
+        if rank > 0 {
+            let root = world.process_at_rank(0);
+            root.send_with_tag(&HELLO, TAG_REQUEST);
+            let (answer, _) = root.receive_with_tag::<u64>(TAG_ASSIGN);
+            if answer != HELLO {
+                bail!("rank {rank}: rank 0 answered {answer} to a first message, not {HELLO}");
+            }
+        }
         Ok(Self {
             world,
             rank,
