@@ -93,11 +93,7 @@ fn serve(counter: &Counter, others: i32, quit: &AtomicBool) {
             continue;
         };
         let source = world.process_at_rank(status.source_rank());
-        let (msg, _status) = source.receive_with_tag::<u64>(TAG_REQUEST);
-        if msg == HELLO {
-            source.send_with_tag(&HELLO, TAG_ASSIGN);
-            continue;
-        }
+        let (_msg, _status) = source.receive_with_tag::<u64>(TAG_REQUEST);
         let unit = counter.take();
         if unit == NONE {
             stopped += 1;
@@ -125,12 +121,13 @@ pub struct WorkQueue<'a> {
 
 impl<'a> WorkQueue<'a> {
     /// A queue of `n_units` over `world`; on rank 0 of several, starts the
-    /// server thread (MPI must provide [`REQUIRED_THREADING`]). The other
-    /// ranks exchange a first message with it now: the first message between
-    /// two ranks on different nodes sets up their connection (and looks up
-    /// rank 0's address through PMIx), which took 40-90 ms here, 3-7 % of a
-    /// rank's busy time in a short job when it happened at the first request
-    /// for a unit; it is start-up, like `MPI_Init`.
+    /// server thread (MPI must provide [`REQUIRED_THREADING`]). First every
+    /// other rank exchanges a message with rank 0's main thread: the first
+    /// message between two ranks on different nodes sets up their connection.
+    /// At a rank's first request for a unit that took 40-90 ms here (3-7 % of
+    /// its busy time in a short job), and answered by the server's 10 ms polls
+    /// 40-70 ms, which also started that rank late; now it is start-up, like
+    /// `MPI_Init`, and the ranks start their work together.
     ///
     /// # Errors
     /// When the server thread cannot be started.
@@ -140,6 +137,35 @@ impl<'a> WorkQueue<'a> {
             next: AtomicU64::new((size as u64).min(n)),
             n_units: n,
         });
+        // Every other rank exchanges a first message with rank 0, whose main
+        // thread answers them all before any rank starts working.
+        if size > 1 && rank == 0 {
+            for _ in 1..size {
+                let (msg, status) = world.any_process().receive_with_tag::<u64>(TAG_REQUEST);
+                if msg != HELLO {
+                    bail!(
+                        "rank 0: a first message from rank {} was {msg}, not {HELLO}",
+                        status.source_rank()
+                    );
+                }
+                world
+                    .process_at_rank(status.source_rank())
+                    .send_with_tag(&HELLO, TAG_ASSIGN);
+            }
+        } else if size > 1 {
+            let t = std::time::Instant::now();
+            let root = world.process_at_rank(0);
+            root.send_with_tag(&HELLO, TAG_REQUEST);
+            let (answer, _) = root.receive_with_tag::<u64>(TAG_ASSIGN);
+            tracing::debug!(
+                rank,
+                ms = t.elapsed().as_secs_f64() * 1e3,
+                "first message to rank 0 answered"
+            );
+            if answer != HELLO {
+                bail!("rank {rank}: rank 0 answered {answer} to a first message, not {HELLO}");
+            }
+        }
         let quit = Arc::new(AtomicBool::new(false));
         let server = if rank == 0 && size > 1 {
             let (c, q) = (counter.clone(), quit.clone());
@@ -151,14 +177,6 @@ impl<'a> WorkQueue<'a> {
         } else {
             None
         };
-        if rank > 0 {
-            let root = world.process_at_rank(0);
-            root.send_with_tag(&HELLO, TAG_REQUEST);
-            let (answer, _) = root.receive_with_tag::<u64>(TAG_ASSIGN);
-            if answer != HELLO {
-                bail!("rank {rank}: rank 0 answered {answer} to a first message, not {HELLO}");
-            }
-        }
         Ok(Self {
             world,
             rank,
