@@ -7,9 +7,11 @@
 //!          units: event ranges, ~4 per rank, largest first; inputs with a
 //!          complete output of the same lineage are skipped
 //! work     units are handed out dynamically (a thread on rank 0 answers the
-//!          other ranks' requests while rank 0 works too); a unit that is a
-//!          whole file writes the final RQ file, a part of a split file writes
-//!          a hidden part file
+//!          other ranks' requests while rank 0 works too; a rank asks for its
+//!          next unit near the end of the current one and a prefetch thread
+//!          reads that input's first window ahead, as it reads each next
+//!          window within a unit); a unit that is a whole file writes the
+//!          final RQ file, a part of a split file writes a hidden part file
 //! merge    after a barrier, split files are merged in part order by rank
 //!          (file index mod size): output is identical whatever the rank count
 //! report   per-rank statistics are gathered on rank 0, which prints the summary;
