@@ -556,7 +556,31 @@ impl RawFile {
     pub fn pod_batch_reusing(
         &self,
         events: Range<usize>,
+        buffer: Vec<PodRecord>,
+    ) -> Result<PodBatch<'_>, RawError> {
+        self.window(events, buffer, true)
+    }
+
+    /// [`RawFile::pod_batch_reusing`] for a window a prefetch thread is
+    /// reading ahead right now ([`Readahead`]): its samples are not mapped
+    /// in one call first, so the reconstruction starts on the window's first
+    /// events while the rest arrive instead of waiting for all of them.
+    ///
+    /// # Errors
+    /// As [`RawFile::pod_batch`].
+    pub fn pod_batch_behind_readahead(
+        &self,
+        events: Range<usize>,
+        buffer: Vec<PodRecord>,
+    ) -> Result<PodBatch<'_>, RawError> {
+        self.window(events, buffer, false)
+    }
+
+    fn window(
+        &self,
+        events: Range<usize>,
         mut buffer: Vec<PodRecord>,
+        populate: bool,
     ) -> Result<PodBatch<'_>, RawError> {
         let (lo, hi) = self.pod_span(events.clone());
         if lo >= hi {
@@ -581,7 +605,7 @@ impl RawFile {
                     Some(covered) => covered,
                     None => self.validate_pods(events, &buffer, lo)?,
                 };
-                if let Samples::Mapped { map, start, .. } = &self.samples {
+                if let (true, Samples::Mapped { map, start, .. }) = (populate, &self.samples) {
                     // Map the window's samples in one call instead of a page
                     // fault per 64 KiB as the reconstruction first reads them
                     // (validated: within the samples).

@@ -360,6 +360,17 @@ pub enum StreamError {
     Sink(anyhow::Error),
 }
 
+/// A unit's reading ahead: the rank's prefetch thread, and whether the
+/// unit's first window was handed to it already (when the unit was opened
+/// ahead, near the end of the one before).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadAhead<'a> {
+    /// The rank's prefetch thread.
+    pub prefetcher: &'a Prefetcher,
+    /// The first window is queued or read already.
+    pub first_window_queued: bool,
+}
+
 /// What a streamed range held, and where its time went.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StreamCounts {
@@ -381,8 +392,8 @@ pub struct StreamCounts {
 /// `pool` and hand each batch's columns to `sink` (index columns local to the
 /// batch), calling `between` with the events left after each batch (rank 0
 /// updates its progress bar there; near the end a rank asks for its next
-/// unit). With a `prefetch` thread each window's successor is read ahead
-/// while the window is reconstructed. Memory holds one batch, whatever the
+/// unit). With `read_ahead` each window's successor is read ahead while the
+/// window is reconstructed. Memory holds one batch, whatever the
 /// range (with a file opened by [`RawFile::open_streaming`], its pod window
 /// too).
 ///
@@ -396,7 +407,7 @@ pub fn stream_range(
     cfg: &RecoConfig,
     batch: usize,
     pool: &ThreadPool,
-    prefetch: Option<&Prefetcher>,
+    read_ahead: Option<ReadAhead<'_>>,
     between: &mut dyn FnMut(usize),
     sink: &mut dyn FnMut(UnitOutput) -> anyhow::Result<()>,
 ) -> Result<StreamCounts, StreamError> {
@@ -416,20 +427,35 @@ pub fn stream_range(
     let mut scratch = RecoScratch::default();
     // Rows of the last batch, an eighth more: the next batch's capacity.
     let mut rows_hint = [0usize; 3];
+    let mut first = true;
     while start < range.end {
         let window_end = (start + window).min(range.end);
+        // The first window, unless it was handed to the prefetch thread when
+        // the unit was opened ahead, is handed to it now: the reconstruction
+        // starts on its first events while the thread reads the rest.
+        let behind = std::mem::take(&mut first)
+            && read_ahead.is_some_and(|r| {
+                !r.first_window_queued
+                    && raw
+                        .readahead(start..window_end)
+                        .is_some_and(|w| r.prefetcher.submit(w))
+            });
         // The next window is read ahead while this one is reconstructed.
-        if let Some(p) = prefetch {
-            if let Some(ahead) = raw.readahead(window_end..range.end.min(window_end + window)) {
-                p.submit(ahead);
+        if let Some(r) = read_ahead {
+            if let Some(w) = raw.readahead(window_end..range.end.min(window_end + window)) {
+                r.prefetcher.submit(w);
             }
         }
         // The window's pods: borrowed, or read and validated now when the file
         // was opened for streaming (a bad pod fails the input, naming it).
         let t = Instant::now();
-        let pods = raw
-            .pod_batch_reusing(start..window_end, std::mem::take(&mut pod_buffer))
-            .map_err(|e| StreamError::Event(e.to_string()))?;
+        let buffer = std::mem::take(&mut pod_buffer);
+        let pods = if behind {
+            raw.pod_batch_behind_readahead(start..window_end, buffer)
+        } else {
+            raw.pod_batch_reusing(start..window_end, buffer)
+        }
+        .map_err(|e| StreamError::Event(e.to_string()))?;
         counts.read_seconds += t.elapsed().as_secs_f64();
         while start < window_end {
             let end = (start + batch).min(window_end);

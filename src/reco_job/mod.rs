@@ -241,6 +241,13 @@ fn already_done(names: &OutputNames, hash: &str) -> bool {
         && read_result(&names.record).is_ok_and(|r| r.status == "ok")
 }
 
+/// A unit's input opened ahead ([`Job::open_ahead`]).
+struct Opened {
+    raw: Result<RawFile, String>,
+    /// Its first window was handed to the prefetch thread.
+    queued: bool,
+}
+
 struct Job<'a> {
     opts: &'a RecoJobOptions,
     lineage: Lineage,
@@ -325,14 +332,15 @@ impl Job<'_> {
     }
 
     /// Open the unit this rank will do next and read its first window ahead.
-    fn open_ahead(&self, unit: Unit) -> Result<RawFile, String> {
-        let raw = self.open_input(unit)?;
+    fn open_ahead(&self, unit: Unit) -> Opened {
+        let raw = self.open_input(unit);
         let first = unit.first_event as usize;
         let window = columns::POD_WINDOW_EVENTS.min((unit.end_event - unit.first_event) as usize);
-        if let Some(ahead) = raw.readahead(first..first + window) {
-            self.prefetch.submit(ahead);
-        }
-        Ok(raw)
+        let queued = raw.as_ref().is_ok_and(|raw| {
+            raw.readahead(first..first + window)
+                .is_some_and(|w| self.prefetch.submit(w))
+        });
+        Opened { raw, queued }
     }
 
     /// Process one unit, streaming its events batch by batch into its RQ
@@ -343,7 +351,7 @@ impl Job<'_> {
     fn run_unit(
         &self,
         unit: Unit,
-        opened: Option<Result<RawFile, String>>,
+        opened: Option<Opened>,
         between: &mut dyn FnMut(usize),
     ) -> Result<RankStats> {
         let start = Instant::now();
@@ -357,7 +365,15 @@ impl Job<'_> {
         let mut writer = rq::RqWriter::create(&target)?
             .encode_on(self.pool.clone())
             .plain(columns::PLAIN_COLUMNS);
-        let processed = match opened.unwrap_or_else(|| self.open_input(unit)) {
+        let opened = opened.unwrap_or_else(|| Opened {
+            raw: self.open_input(unit),
+            queued: false,
+        });
+        let read_ahead = columns::ReadAhead {
+            prefetcher: &self.prefetch,
+            first_window_queued: opened.queued,
+        };
+        let processed = match opened.raw {
             Err(e) => Err(e),
             Ok(raw) => {
                 let range = unit.first_event as usize..unit.end_event as usize;
@@ -369,7 +385,7 @@ impl Job<'_> {
                     &self.opts.config,
                     self.opts.batch_events,
                     &self.pool,
-                    Some(&self.prefetch),
+                    Some(read_ahead),
                     between,
                     &mut sink,
                 ) {
@@ -561,7 +577,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
     });
     // The next unit, opened (and its first window read ahead) while the
     // current one finishes.
-    let mut next: Option<(usize, Result<RawFile, String>)> = None;
+    let mut next: Option<(usize, Opened)> = None;
     loop {
         let t = Instant::now();
         let Some(u) = queue.next_unit() else {

@@ -248,6 +248,12 @@ fn streaming_open_reads_pods_a_batch_at_a_time_and_gives_the_same_events() {
         }
         buffer = batch.into_buffer();
     }
+    // A window being read ahead by a prefetch thread holds the same pods.
+    let behind = s.pod_batch_behind_readahead(4..40, buffer).unwrap();
+    let same = whole.pod_batch(4..40).unwrap();
+    for i in 4..40 {
+        assert_eq!(s.event_in(&behind, i).pods, whole.event_in(&same, i).pods);
+    }
 }
 
 /// Bytes of `path` in the page cache (util-linux `fincore`).
