@@ -7,18 +7,20 @@
 //! rank 0's own work is doing: it polls with a non-blocking probe every
 //! [`POLL`] and sleeps in between, so it takes no core (polling every 0.5 ms
 //! cost rank 0 ~5 % of its reconstruction speed: ~25 us per wake-up on its
-//! core). A request waits up to a poll here, the first one of a rank 10-35 ms
-//! more while MPI sets up the connection; both are hidden by asking ahead
-//! (below), so the poll can be slow. Serving between rank 0's batches, as before, left
-//! a rank idle for 0.15-0.26 s of a 1.3 s two-rank job here (half a batch per
+//! core). A request waits up to a poll; asking ahead (below) hides that, so
+//! the poll can be slow. The connection between two ranks is set up before
+//! any work, by a first message each rank exchanges with rank 0's main thread
+//! ([`WorkQueue::new`]). Serving between rank 0's batches, as before, left a
+//! rank idle for 0.15-0.26 s of a 1.3 s two-rank job here (half a batch per
 //! request, several batches for the first). With one rank this is a plain
 //! loop.
 //!
-//! A rank asks for its next unit when its current one enters its last window
-//! of events ([`WorkQueue::ask_ahead`]), so that it knows the unit before it
-//! needs it and its input is read ahead (`crate::raw::prefetch`) while the
-//! current unit finishes; asking earlier would keep a unit from the other
-//! ranks longer and unbalance the end of the job.
+//! A rank asks for its next unit near the end of its current one (the job
+//! asks with half a pod window left, [`WorkQueue::ask_ahead`]), so that it
+//! knows the unit before it needs it and its input is read ahead
+//! (`crate::raw::prefetch`) while the current unit finishes; asking earlier
+//! would keep a unit from the other ranks longer and unbalance the end of the
+//! job.
 //!
 //! MPI: the server thread is the only thread of rank 0 that calls MPI while
 //! units are handed out (rank 0's main thread takes units from the shared
