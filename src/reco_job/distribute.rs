@@ -16,7 +16,7 @@
 //! loop.
 //!
 //! A rank asks for its next unit near the end of its current one (the job
-//! asks with half a pod window left, [`WorkQueue::ask_ahead`]), so that it
+//! asks with a pod window left, [`WorkQueue::ask_ahead`]), so that it
 //! knows the unit before it needs it and its input is read ahead
 //! (`crate::raw::prefetch`) while the current unit finishes; asking earlier
 //! would keep a unit from the other ranks longer and unbalance the end of the

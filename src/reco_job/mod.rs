@@ -125,10 +125,14 @@ pub struct RankStats {
 }
 
 /// Events left in a unit when its rank asks for the next one and reads that
-/// one's input ahead: half a pod window (~0.1 s of reconstruction here, about
-/// what reading a window of cold input takes); asking earlier would hold a
-/// unit back from the other ranks longer.
-const ASK_AHEAD_EVENTS: usize = columns::POD_WINDOW_EVENTS / 2;
+/// one's input ahead: a pod window, so the next unit's first window is read
+/// while the last one is reconstructed (~0.14 s here). Half a window was
+/// too little with cold inputs and two ranks sharing the disk: the
+/// second rank waited for its next unit's first window 10-21 ms per unit,
+/// reading was 10-11 % of its busy time (2-4.5 % asking a window ahead), and
+/// the other rank idled at the end. Asking earlier holds a unit back from
+/// the other ranks for longer.
+const ASK_AHEAD_EVENTS: usize = columns::POD_WINDOW_EVENTS;
 
 /// Failed inputs the summary names (the batch log then says which inputs
 /// failed and why without opening the result records).
