@@ -19,6 +19,7 @@
 //! `/samples` is contiguous so that [`reader::RawFile`] can memory-map it and
 //! serve events as zero-copy views.
 
+pub mod direct;
 pub mod prefetch;
 pub mod reader;
 pub mod writer;

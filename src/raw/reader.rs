@@ -14,6 +14,8 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use tpcflow_reco::{EventView, PodRecord};
 
+use super::direct::{BufferPool, DirectWindow};
+use super::prefetch::Fetched;
 use super::{RawError, RawHeader, FORMAT_VERSION};
 
 /// How the sample array is held.
@@ -44,6 +46,9 @@ pub struct RawFile {
     /// The pod columns, read a batch at a time ([`RawFile::open_streaming`]).
     pod_columns: Option<PodColumns>,
     samples: Samples,
+    /// The file opened for direct reads of cold windows (streaming files
+    /// whose samples are mapped; see `crate::raw::direct`).
+    direct: Option<Arc<std::fs::File>>,
 }
 
 /// The `/pods` datasets of a file opened for streaming.
@@ -138,6 +143,8 @@ pub struct Readahead {
     pods: Range<usize>,
     /// Byte range of the sample array in the map.
     samples: Range<usize>,
+    /// The file opened for direct reads, when it may be read so.
+    direct: Option<Arc<std::fs::File>>,
 }
 
 impl Readahead {
@@ -148,10 +155,39 @@ impl Readahead {
     /// in the page cache), blocking this thread, not the one that will read
     /// them; errors are ignored (the reader then faults them in itself).
     pub fn run(&self) {
-        let map: &[u8] = &self.map;
+        self.populate_columns();
+        let bytes = self.sample_bytes();
+        self.populate(bytes.start, bytes.len());
+    }
+
+    /// [`Readahead::run`], except that the samples of a window made with
+    /// `cold` ([`RawFile::readahead_for`]) are read directly from disk into a
+    /// buffer from `pool` (see `crate::raw::direct`), for
+    /// [`RawFile::pod_batch_fetched`].
+    pub fn fetch(&self, pool: &BufferPool) -> Fetched {
+        self.populate_columns();
+        let bytes = self.sample_bytes();
+        if let Some(file) = &self.direct {
+            if !bytes.is_empty() && bytes.len() <= super::direct::MAX_DIRECT_BYTES {
+                if let Ok(w) = DirectWindow::read(file, bytes.clone(), pool.take()) {
+                    return Fetched::Direct(w);
+                }
+            }
+        }
+        self.populate(bytes.start, bytes.len());
+        Fetched::Mapped
+    }
+
+    fn populate_columns(&self) {
         for (at, size) in self.columns.iter().zip(Self::POD_BYTES) {
             self.populate(at + self.pods.start * size, self.pods.len() * size);
         }
+    }
+
+    /// Bytes of the map holding the samples the window's pods point to
+    /// (clamped to the sample array: the pods are not validated yet).
+    fn sample_bytes(&self) -> Range<usize> {
+        let map: &[u8] = &self.map;
         let offset: &[u64] = col(map, self.columns[3], &self.pods);
         let length: &[u32] = col(map, self.columns[2], &self.pods);
         let (lo, hi) = offset
@@ -163,7 +199,9 @@ impl Readahead {
         let n_samples = ((self.samples.end - self.samples.start) / 2) as u64;
         let (lo, hi) = (lo.min(n_samples) as usize, hi.min(n_samples) as usize);
         if lo < hi {
-            self.populate(self.samples.start + 2 * lo, 2 * (hi - lo));
+            self.samples.start + 2 * lo..self.samples.start + 2 * hi
+        } else {
+            0..0
         }
     }
 
@@ -184,6 +222,9 @@ impl Readahead {
 pub struct PodBatch<'a> {
     base: u64,
     pods: std::borrow::Cow<'a, [PodRecord]>,
+    /// The window's samples, read directly; the pods' offsets are then
+    /// counted from its first sample.
+    direct: Option<DirectWindow>,
 }
 
 impl PodBatch<'_> {
@@ -191,13 +232,28 @@ impl PodBatch<'_> {
     /// (a streaming window's pods are megabytes: reusing them saves the page
     /// faults of a fresh allocation per window).
     pub fn into_buffer(self) -> Vec<PodRecord> {
-        match self.pods {
+        self.into_parts().0
+    }
+
+    /// The pod buffer (as [`PodBatch::into_buffer`]) and the direct-read
+    /// buffer, when the samples were read directly.
+    pub fn into_parts(self) -> (Vec<PodRecord>, Option<Vec<u8>>) {
+        let direct = self.direct.map(DirectWindow::into_buffer);
+        let pods = match self.pods {
             std::borrow::Cow::Owned(mut v) => {
                 v.clear();
                 v
             }
             std::borrow::Cow::Borrowed(_) => Vec::new(),
-        }
+        };
+        (pods, direct)
+    }
+
+    /// Bytes of samples read directly (0 when read through the map).
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct
+            .as_ref()
+            .map_or(0, |d| d.file_bytes().len() as u64)
     }
 }
 
@@ -385,7 +441,16 @@ impl RawFile {
             }
             (c, _) => c,
         };
+        // A streaming file's cold event ranges are read directly from disk
+        // ([`RawFile::is_cold`], [`RawFile::readahead_for`]).
+        let direct = match (&pod_columns, &samples) {
+            (Some(c), Samples::Mapped { .. }) if streaming && c.mapped.is_some() => {
+                super::direct::open_direct(path).map(Arc::new)
+            }
+            _ => None,
+        };
         let raw = Self {
+            direct,
             path: path.to_path_buf(),
             header,
             event_id,
@@ -576,19 +641,81 @@ impl RawFile {
         self.window(events, buffer, false)
     }
 
+    /// [`RawFile::pod_batch_reusing`] for a window the prefetch thread
+    /// fetched ([`Readahead::fetch`]): when it read the window's samples
+    /// directly, the batch serves them from its buffer (the pods' offsets
+    /// rebased to it); otherwise, or when the buffer does not hold every
+    /// sample the validated pods point to, from the map (the buffer then goes
+    /// back to `pool`).
+    ///
+    /// # Errors
+    /// As [`RawFile::pod_batch`].
+    pub fn pod_batch_fetched(
+        &self,
+        events: Range<usize>,
+        buffer: Vec<PodRecord>,
+        fetched: Fetched,
+        pool: &BufferPool,
+    ) -> Result<PodBatch<'_>, RawError> {
+        let Fetched::Direct(w) = fetched else {
+            return self.window(events, buffer, false);
+        };
+        let (mut batch, covered) = self.window_covered(events, buffer, false)?;
+        let start = match &self.samples {
+            Samples::Mapped { start, .. } => *start,
+            Samples::Owned(_) => usize::MAX,
+        };
+        let held = w.file_bytes();
+        let first = held.start.wrapping_sub(start) / 2;
+        let usable = covered.as_ref().is_some_and(|c| {
+            start <= held.start
+                && (held.start - start) % 2 == 0
+                && bytemuck::try_cast_slice::<u8, i16>(w.bytes()).is_ok()
+                && first as u64 <= c.start
+                && start + 2 * c.end as usize <= held.end
+        });
+        match (&mut batch.pods, usable) {
+            (std::borrow::Cow::Owned(pods), true) => {
+                for p in pods.iter_mut() {
+                    p.offset -= first as u64;
+                }
+                batch.direct = Some(w);
+            }
+            _ => pool.give(w.into_buffer()),
+        }
+        Ok(batch)
+    }
+
     fn window(
+        &self,
+        events: Range<usize>,
+        buffer: Vec<PodRecord>,
+        populate: bool,
+    ) -> Result<PodBatch<'_>, RawError> {
+        self.window_covered(events, buffer, populate)
+            .map(|(b, _)| b)
+    }
+
+    /// The window's pods, and the samples they cover when read from the
+    /// pod columns (validated).
+    fn window_covered(
         &self,
         events: Range<usize>,
         mut buffer: Vec<PodRecord>,
         populate: bool,
-    ) -> Result<PodBatch<'_>, RawError> {
+    ) -> Result<(PodBatch<'_>, Option<Range<u64>>), RawError> {
         let (lo, hi) = self.pod_span(events.clone());
         if lo >= hi {
-            return Ok(PodBatch {
-                base: 0,
-                pods: std::borrow::Cow::Borrowed(&[]),
-            });
+            return Ok((
+                PodBatch {
+                    base: 0,
+                    pods: std::borrow::Cow::Borrowed(&[]),
+                    direct: None,
+                },
+                None,
+            ));
         }
+        let mut covered_out = None;
         let pods = match &self.pod_columns {
             None => std::borrow::Cow::Borrowed(&self.pods[lo as usize..hi as usize]),
             Some(c) => {
@@ -605,6 +732,7 @@ impl RawFile {
                     Some(covered) => covered,
                     None => self.validate_pods(events, &buffer, lo)?,
                 };
+                covered_out = Some(covered.clone());
                 if let (true, Samples::Mapped { map, start, .. }) = (populate, &self.samples) {
                     // Map the window's samples in one call instead of a page
                     // fault per 64 KiB as the reconstruction first reads them
@@ -619,7 +747,14 @@ impl RawFile {
                 std::borrow::Cow::Owned(buffer)
             }
         };
-        Ok(PodBatch { base: lo, pods })
+        Ok((
+            PodBatch {
+                base: lo,
+                pods,
+                direct: None,
+            },
+            covered_out,
+        ))
     }
 
     /// The pods of `events`, as (first, end): first >= end when they have none.
@@ -637,6 +772,13 @@ impl RawFile {
     /// ahead of time ([`Readahead::run`]); None when the file is not read
     /// through the memory map or the events have no pods.
     pub fn readahead(&self, events: Range<usize>) -> Option<Readahead> {
+        self.readahead_for(events, false)
+    }
+
+    /// [`RawFile::readahead`] of a window whose samples, when `cold` (see
+    /// [`RawFile::is_cold`]), are read directly from disk rather than into the
+    /// page cache when it is fetched ([`Readahead::fetch`]).
+    pub fn readahead_for(&self, events: Range<usize>, cold: bool) -> Option<Readahead> {
         let columns = self.pod_columns.as_ref()?.mapped?;
         let Samples::Mapped { map, start, len } = &self.samples else {
             return None;
@@ -648,7 +790,50 @@ impl RawFile {
             columns,
             pods: lo as usize..hi as usize,
             samples: *start..*start + 2 * *len,
+            direct: if cold { self.direct.clone() } else { None },
         })
+    }
+
+    /// True when less than 90 % of the samples of `events` are in the page
+    /// cache (and the file can be read directly): then they are better read
+    /// directly from disk than faulted into the cache (`crate::raw::direct`).
+    /// Not half: reading a range through the map, the kernel reads the next
+    /// megabytes ahead, and the next unit of the same file would count as
+    /// cached and be read through the map in turn.
+    /// Decided from the page cache before anything of the range is read; the
+    /// two pod entries that bound it are read through HDF5, not the map (a
+    /// fault there would read the neighbouring megabytes into the cache).
+    pub fn is_cold(&self, events: Range<usize>) -> bool {
+        let (Some(_), Some(c), Samples::Mapped { map, start, len }) =
+            (&self.direct, &self.pod_columns, &self.samples)
+        else {
+            return false;
+        };
+        let n = self.n_events();
+        let (lo, hi) = self.pod_span(events.start.min(n)..events.end.min(n));
+        if lo >= hi {
+            return false;
+        }
+        let one = |d: &hdf5::Dataset, at: u64| -> Option<u64> {
+            let at = usize::try_from(at).ok()?;
+            d.read_slice_1d::<u64, _>(at..at + 1).ok()?.first().copied()
+        };
+        let first = one(&c.offset, lo);
+        let last = one(&c.offset, hi - 1);
+        let last_len = c
+            .length
+            .read_slice_1d::<u32, _>(hi as usize - 1..hi as usize)
+            .ok()
+            .and_then(|a| a.first().copied());
+        let (Some(first), Some(last), Some(last_len)) = (first, last, last_len) else {
+            return false;
+        };
+        let end = last.saturating_add(u64::from(last_len)).min(*len as u64);
+        if end <= first {
+            return false;
+        }
+        let bytes = start + 2 * first as usize..start + 2 * end as usize;
+        super::direct::resident_fraction(map, bytes) < 0.9
     }
 
     /// Event `index` (row) as a zero-copy view with its pods from `batch`.
@@ -666,7 +851,10 @@ impl RawFile {
             event_id: self.event_id[index],
             trigger_time_ns: self.trigger_time_ns[index],
             pods: &batch.pods[first..first + count],
-            samples: self.samples(),
+            samples: match &batch.direct {
+                Some(d) => bytemuck::cast_slice(d.bytes()),
+                None => self.samples(),
+            },
         }
     }
 

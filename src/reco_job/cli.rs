@@ -74,7 +74,7 @@ fn print_summary(s: &JobSummary) {
     // busy = read + reco + write + opening files; "reco MB/s" is the core's
     // own speed inside the job, to set beside `cargo bench --bench reco`.
     println!(
-        "{:>5} {:>6} {:>8} {:>9} {:>10} {:>8} {:>9} {:>7} {:>7} {:>8} {:>10} {:>7}",
+        "{:>5} {:>6} {:>8} {:>9} {:>10} {:>8} {:>9} {:>7} {:>7} {:>8} {:>10} {:>7} {:>10}",
         "rank",
         "units",
         "events",
@@ -86,13 +86,14 @@ fn print_summary(s: &JobSummary) {
         "reco s",
         "write s",
         "reco MB/s",
-        "idle s"
+        "idle s",
+        "direct MB"
     );
     let (mut ev, mut pu, mut by) = (0, 0, 0);
     for (r, st) in s.per_rank.iter().enumerate() {
         let mb = st.bytes as f64 / 1e6;
         println!(
-            "{r:>5} {:>6} {:>8} {:>9} {mb:>10.1} {:>8.2} {:>9.1} {:>7.2} {:>7.2} {:>8.2} {:>10.1} {:>7.2}",
+            "{r:>5} {:>6} {:>8} {:>9} {mb:>10.1} {:>8.2} {:>9.1} {:>7.2} {:>7.2} {:>8.2} {:>10.1} {:>7.2} {:>10.1}",
             st.units,
             st.events,
             st.pulses,
@@ -102,7 +103,8 @@ fn print_summary(s: &JobSummary) {
             st.reco_seconds,
             st.write_seconds,
             mb / st.reco_seconds.max(1e-9),
-            st.idle_seconds
+            st.idle_seconds,
+            st.direct_bytes as f64 / 1e6
         );
         ev += st.events;
         pu += st.pulses;

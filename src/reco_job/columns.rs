@@ -10,7 +10,7 @@ use tpcflow_reco::{
     RecoScratch,
 };
 
-use crate::raw::prefetch::Prefetcher;
+use crate::raw::prefetch::{Pending, Prefetcher};
 use crate::raw::RawFile;
 use crate::rq::{Column, ColumnData, RqError, RqFile, RqWriter};
 
@@ -345,6 +345,28 @@ pub fn append_to(w: &mut RqWriter, mut out: UnitOutput) -> Result<(), RqError> {
 /// for mixed events).
 pub const POD_WINDOW_EVENTS: usize = 256;
 
+/// Events of a window of a cold range, read directly from disk
+/// (`crate::raw::direct`): smaller windows, more of them ahead
+/// ([`COLD_WINDOWS_AHEAD`]), so the rank waits for a quarter of a window's
+/// read at most, not for a whole one (its reconstruction cannot start on a
+/// direct read before the read is complete, as it can on a mapped one).
+pub const COLD_WINDOW_EVENTS: usize = POD_WINDOW_EVENTS / 4;
+
+/// Windows of a cold range being read while one is reconstructed.
+pub const COLD_WINDOWS_AHEAD: usize = 3;
+
+/// Events per window for batches of `batch` events (a whole number of
+/// batches), of a cold range or not.
+pub fn window_events(batch: usize, cold: bool) -> usize {
+    let batch = batch.max(1);
+    let events = if cold {
+        COLD_WINDOW_EVENTS
+    } else {
+        POD_WINDOW_EVENTS
+    };
+    batch * events.div_ceil(batch)
+}
+
 thread_local! {
     /// A thread's pod window buffer, kept between [`stream_range`] calls.
     static POD_BUFFER: std::cell::Cell<Vec<tpcflow_reco::event::PodRecord>> =
@@ -363,12 +385,17 @@ pub enum StreamError {
 /// A unit's reading ahead: the rank's prefetch thread, and whether the
 /// unit's first window was handed to it already (when the unit was opened
 /// ahead, near the end of the one before).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct ReadAhead<'a> {
     /// The rank's prefetch thread.
     pub prefetcher: &'a Prefetcher,
     /// The first window is queued or read already.
     pub first_window_queued: bool,
+    /// The first window, when it was queued to be fetched.
+    pub first_window: Option<Pending>,
+    /// Whether the range is cold ([`RawFile::is_cold`]), when decided
+    /// already (by whoever queued the first window); decided here otherwise.
+    pub cold: Option<bool>,
 }
 
 /// What a streamed range held, and where its time went.
@@ -380,6 +407,9 @@ pub struct StreamCounts {
     pub pulses: u64,
     /// Raw sample bytes read.
     pub bytes_read: u64,
+    /// Of those, bytes read directly from disk (cold windows; see
+    /// `crate::raw::direct`) rather than through the memory map.
+    pub direct_bytes: u64,
     /// Reading and validating pods [s].
     pub read_seconds: f64,
     /// Reconstructing (the reco core on the pool) [s].
@@ -416,7 +446,6 @@ pub fn stream_range(
     // Pods are read in windows of several batches (fewer, larger HDF5 reads);
     // the window bounds the memory they take.
     let batch = batch.max(1);
-    let window = batch * POD_WINDOW_EVENTS.div_ceil(batch);
     // The pod buffer outlives the range: each unit of a rank reuses the
     // previous unit's (a fresh 10 MB buffer per file costs its page faults).
     let mut pod_buffer = POD_BUFFER.take();
@@ -428,35 +457,69 @@ pub fn stream_range(
     // Rows of the last batch, an eighth more: the next batch's capacity.
     let mut rows_hint = [0usize; 3];
     let mut first = true;
+    // Windows queued to be fetched, by first event, in order.
+    let mut pending: std::collections::VecDeque<(usize, Pending)> = Default::default();
+    let (prefetcher, first_window_queued, cold) = match read_ahead {
+        Some(r) => {
+            if let Some(p) = r.first_window {
+                pending.push_back((range.start, p));
+            }
+            let cold = r.cold.unwrap_or_else(|| raw.is_cold(range.clone()));
+            (Some(r.prefetcher), r.first_window_queued, cold)
+        }
+        None => (None, false, false),
+    };
+    let window = window_events(batch, cold);
+    let ahead = if cold { COLD_WINDOWS_AHEAD } else { 1 };
+    // The first event not fetched yet.
+    let mut fetched_to = pending
+        .back()
+        .map_or(range.start, |_| (range.start + window).min(range.end));
     while start < range.end {
         let window_end = (start + window).min(range.end);
         // The first window, unless it was handed to the prefetch thread when
         // the unit was opened ahead, is handed to it now: the reconstruction
         // starts on its first events while the thread reads the rest.
         let behind = std::mem::take(&mut first)
-            && read_ahead.is_some_and(|r| {
-                !r.first_window_queued
+            && prefetcher.is_some_and(|p| {
+                !first_window_queued
                     && raw
                         .readahead(start..window_end)
-                        .is_some_and(|w| r.prefetcher.submit(w))
+                        .is_some_and(|w| p.submit(w))
             });
-        // The next window is read ahead while this one is reconstructed.
-        if let Some(r) = read_ahead {
-            if let Some(w) = raw.readahead(window_end..range.end.min(window_end + window)) {
-                r.prefetcher.submit(w);
+        // The next window (cold: the next few) is fetched while this one is
+        // reconstructed: read ahead into the page cache, or, when cold, into
+        // a buffer.
+        fetched_to = fetched_to.max(window_end);
+        if let Some(p) = prefetcher {
+            while fetched_to < range.end && fetched_to < window_end + ahead * window {
+                let next = fetched_to..range.end.min(fetched_to + window);
+                fetched_to = next.end;
+                let Some(f) = raw
+                    .readahead_for(next.clone(), cold)
+                    .and_then(|w| p.fetch(w))
+                else {
+                    break;
+                };
+                pending.push_back((next.start, f));
             }
         }
         // The window's pods: borrowed, or read and validated now when the file
         // was opened for streaming (a bad pod fails the input, naming it).
         let t = Instant::now();
         let buffer = std::mem::take(&mut pod_buffer);
-        let pods = if behind {
-            raw.pod_batch_behind_readahead(start..window_end, buffer)
-        } else {
-            raw.pod_batch_reusing(start..window_end, buffer)
+        let fetched = match pending.front() {
+            Some((s, _)) if *s == start => pending.pop_front().map(|(_, f)| f.wait()),
+            _ => None,
+        };
+        let pods = match (fetched, prefetcher) {
+            (Some(f), Some(p)) => raw.pod_batch_fetched(start..window_end, buffer, f, p.pool()),
+            _ if behind => raw.pod_batch_behind_readahead(start..window_end, buffer),
+            _ => raw.pod_batch_reusing(start..window_end, buffer),
         }
         .map_err(|e| StreamError::Event(e.to_string()))?;
         counts.read_seconds += t.elapsed().as_secs_f64();
+        counts.direct_bytes += pods.direct_bytes();
         while start < window_end {
             let end = (start + batch).min(window_end);
             let t = Instant::now();
@@ -507,7 +570,11 @@ pub fn stream_range(
             between(range.end - end);
             start = end;
         }
-        pod_buffer = pods.into_buffer();
+        let (buffer, direct) = pods.into_parts();
+        pod_buffer = buffer;
+        if let (Some(b), Some(p)) = (direct, prefetcher) {
+            p.pool().give(b);
+        }
     }
     POD_BUFFER.set(pod_buffer);
     Ok(counts)

@@ -109,6 +109,9 @@ pub struct RankStats {
     pub pulses: u64,
     /// Raw sample bytes read.
     pub bytes: u64,
+    /// Of those, bytes of windows that were not in the page cache, read
+    /// directly from disk into the rank's buffers (`crate::raw::direct`).
+    pub direct_bytes: u64,
     /// Time spent in units [s]: reading, reconstructing, writing, and
     /// opening inputs and outputs.
     pub busy_seconds: f64,
@@ -250,6 +253,10 @@ struct Opened {
     raw: Result<RawFile, String>,
     /// Its first window was handed to the prefetch thread.
     queued: bool,
+    /// What became of that window.
+    fetch: Option<crate::raw::prefetch::Pending>,
+    /// Whether its events are read directly from disk (`RawFile::is_cold`).
+    cold: Option<bool>,
 }
 
 struct Job<'a> {
@@ -339,12 +346,22 @@ impl Job<'_> {
     fn open_ahead(&self, unit: Unit) -> Opened {
         let raw = self.open_input(unit);
         let first = unit.first_event as usize;
-        let window = columns::POD_WINDOW_EVENTS.min((unit.end_event - unit.first_event) as usize);
-        let queued = raw.as_ref().is_ok_and(|raw| {
-            raw.readahead(first..first + window)
-                .is_some_and(|w| self.prefetch.submit(w))
-        });
-        Opened { raw, queued }
+        let cold = raw
+            .as_ref()
+            .is_ok_and(|raw| raw.is_cold(first..unit.end_event as usize));
+        let window = columns::window_events(self.opts.batch_events, cold)
+            .min((unit.end_event - unit.first_event) as usize);
+        let fetch = raw
+            .as_ref()
+            .ok()
+            .and_then(|raw| raw.readahead_for(first..first + window, cold))
+            .and_then(|w| self.prefetch.fetch(w));
+        Opened {
+            raw,
+            queued: fetch.is_some(),
+            fetch,
+            cold: Some(cold),
+        }
     }
 
     /// Process one unit, streaming its events batch by batch into its RQ
@@ -372,10 +389,14 @@ impl Job<'_> {
         let opened = opened.unwrap_or_else(|| Opened {
             raw: self.open_input(unit),
             queued: false,
+            fetch: None,
+            cold: None,
         });
         let read_ahead = columns::ReadAhead {
             prefetcher: &self.prefetch,
             first_window_queued: opened.queued,
+            first_window: opened.fetch,
+            cold: opened.cold,
         };
         let processed = match opened.raw {
             Err(e) => Err(e),
@@ -414,6 +435,7 @@ impl Job<'_> {
                 stats.pulses = c.pulses;
                 stats.bytes = c.bytes_read;
                 stats.read_seconds = c.read_seconds;
+                stats.direct_bytes = c.direct_bytes;
                 stats.reco_seconds = c.reco_seconds;
                 r.wall_seconds = start.elapsed().as_secs_f64();
                 let t = Instant::now();
@@ -607,6 +629,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         stats.bytes += s.bytes;
         stats.busy_seconds += s.busy_seconds;
         stats.read_seconds += s.read_seconds;
+        stats.direct_bytes += s.direct_bytes;
         stats.reco_seconds += s.reco_seconds;
         stats.write_seconds += s.write_seconds;
         if let Some(b) = &bar {
@@ -666,6 +689,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         stats.reco_seconds,
         stats.write_seconds,
         stats.idle_seconds,
+        stats.direct_bytes as f64,
     ];
     let root = world.process_at_rank(0);
     let mut code = exit::OK;
@@ -685,6 +709,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
                 reco_seconds: c[6],
                 write_seconds: c[7],
                 idle_seconds: c[8],
+                direct_bytes: c[9] as u64,
             })
             .collect();
         let (mut ok, mut failed, mut skipped) = (0, 0, 0);

@@ -115,3 +115,24 @@ pub fn cluster_shared() -> std::sync::RwLockReadGuard<'static, ()> {
 pub fn cluster_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
     CLUSTER.write().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Bytes of `path` in the page cache (util-linux `fincore`).
+pub fn resident_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux) runs");
+    assert!(out.status.success(), "fincore: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Drop `path` from the page cache (`dd iflag=nocache count=0`).
+pub fn evict(path: &Path) {
+    let st = std::process::Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .expect("dd runs");
+    assert!(st.success());
+}

@@ -256,27 +256,6 @@ fn streaming_open_reads_pods_a_batch_at_a_time_and_gives_the_same_events() {
     }
 }
 
-/// Bytes of `path` in the page cache (util-linux `fincore`).
-fn resident_bytes(path: &Path) -> u64 {
-    let out = std::process::Command::new("fincore")
-        .args(["--bytes", "--noheadings", "--output", "RES"])
-        .arg(path)
-        .output()
-        .expect("fincore (util-linux) runs");
-    assert!(out.status.success(), "fincore: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-/// Drop `path` from the page cache (`dd iflag=nocache count=0`).
-fn evict(path: &Path) {
-    let st = std::process::Command::new("dd")
-        .arg(format!("if={}", path.display()))
-        .args(["iflag=nocache", "count=0", "status=none"])
-        .status()
-        .expect("dd runs");
-    assert!(st.success());
-}
-
 #[test]
 fn the_prefetcher_brings_a_window_of_a_cold_file_into_memory() {
     let dir = scratch("prefetch");
@@ -303,6 +282,76 @@ fn the_prefetcher_brings_a_window_of_a_cold_file_into_memory() {
     // Events without pods, or past the end, have nothing to read ahead.
     assert!(s.readahead(40..45).is_none());
     assert!(s.readahead(3..3).is_none());
+}
+
+#[test]
+fn a_cold_window_is_read_directly_and_gives_the_same_events() {
+    let dir = scratch("direct");
+    let path = simulated_file(dir.path(), 40);
+    let p = tpcflow::raw::prefetch::Prefetcher::start().unwrap();
+    // Reference: every event of the window through the map.
+    let s = RawFile::open_streaming(&path).unwrap();
+    let mapped = s.pod_batch(0..40).unwrap();
+    assert_eq!(mapped.direct_bytes(), 0);
+    type Pods = Vec<(PodRecord, Vec<i16>)>;
+    let reference: Vec<(u64, Pods)> = (0..40)
+        .map(|i| {
+            let v = s.event_in(&mapped, i);
+            let pods = v
+                .pods
+                .iter()
+                .map(|p| (*p, v.pod_samples(p).to_vec()))
+                .collect();
+            (v.event_id, pods)
+        })
+        .collect();
+    // A window in the page cache is fetched through the map.
+    assert!(!s.is_cold(0..40));
+    let f = p
+        .fetch(s.readahead_for(0..40, false).unwrap())
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(f, tpcflow::raw::prefetch::Fetched::Mapped),
+        "{f:?}"
+    );
+    drop(mapped);
+    drop(s);
+
+    evict(&path);
+    let s = RawFile::open_streaming(&path).unwrap();
+    assert!(s.is_cold(0..40));
+    let f = p
+        .fetch(s.readahead_for(0..40, true).unwrap())
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(f, tpcflow::raw::prefetch::Fetched::Direct(_)),
+        "{f:?}"
+    );
+    let batch = s.pod_batch_fetched(0..40, Vec::new(), f, p.pool()).unwrap();
+    let samples = 2 * s.samples().len() as u64;
+    assert!(
+        batch.direct_bytes() >= samples * 9 / 10,
+        "{} of {samples} sample bytes read directly",
+        batch.direct_bytes()
+    );
+    // The same pods (offsets aside: counted from the buffer) and samples.
+    for (i, (id, pods)) in reference.iter().enumerate() {
+        let v = s.event_in(&batch, i);
+        assert_eq!(v.event_id, *id);
+        assert_eq!(v.pods.len(), pods.len(), "event {id}");
+        for (p, (q, samples)) in v.pods.iter().zip(pods) {
+            assert_eq!(
+                (p.channel, p.start_sample, p.length),
+                (q.channel, q.start_sample, q.length)
+            );
+            assert_eq!(v.pod_samples(p), &samples[..], "event {id}");
+        }
+    }
+    // The buffer goes back to the rank's pool for the next window.
+    let (_, buffer) = batch.into_parts();
+    assert!(buffer.is_some_and(|b| b.len() as u64 >= samples));
 }
 
 #[test]

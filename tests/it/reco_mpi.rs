@@ -172,6 +172,61 @@ fn same_input_gives_identical_datasets_for_any_rank_and_thread_count() {
 }
 
 #[test]
+fn inputs_not_in_the_page_cache_are_read_directly_and_give_the_same_outputs() {
+    let dir = scratch("reco-direct");
+    let inputs = simulate(&dir.path().join("SURF"), 2, 120);
+    let per_rank = |o: &Output| -> Vec<(u64, u64)> {
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json summary");
+        v["per_rank"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["bytes"].as_u64().unwrap(),
+                    r["direct_bytes"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let unit = ["--json", "--events-per-unit", "30"];
+    // Fresh from the simulator, the inputs are in the page cache: mapped.
+    let cached = dir.path().join("rq-cached");
+    let ranks = per_rank(&reco(1, 1, &inputs, &cached, &unit));
+    assert_eq!(ranks.len(), 1);
+    assert!(ranks[0].0 > 0);
+    assert_eq!(ranks[0].1, 0, "nothing read directly from cached inputs");
+    // Dropped from it, they are read directly: all but each rank's first
+    // window (read through the map while the rank starts on it) and what
+    // the kernel's readahead of that window brought into the cache.
+    for p in &inputs {
+        evict(p);
+    }
+    let cold = dir.path().join("rq-cold");
+    let ranks = per_rank(&reco(1, 1, &inputs, &cold, &unit));
+    let (bytes, direct) = ranks.iter().fold((0, 0), |(b, d), r| (b + r.0, d + r.1));
+    assert!(
+        direct >= bytes / 2 && direct <= bytes,
+        "{direct} of {bytes} bytes read directly"
+    );
+    let (a, b) = (rq_files(&cached), rq_files(&cold));
+    assert_eq!(a.len(), 2);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, path) in &a {
+        let x = read_rq_file(path).unwrap();
+        let y = read_rq_file(&b[name]).unwrap();
+        assert_eq!(x.events[0].data.len(), 120, "all events present");
+        assert_same_contents(&x, &y, &format!("{name} cold vs cached"));
+    }
+}
+
+#[test]
 fn corrupt_input_among_good_ones_is_a_partial_failure() {
     let dir = scratch("reco-partial");
     let mut inputs = simulate(&dir.path().join("SURF"), 2, 10);
