@@ -665,15 +665,20 @@ impl RawFile {
             Samples::Mapped { start, .. } => *start,
             Samples::Owned(_) => usize::MAX,
         };
+        // The buffer's first sample, when it starts on one; it must hold
+        // every sample the validated pods cover.
         let held = w.file_bytes();
-        let first = held.start.wrapping_sub(start) / 2;
-        let usable = covered.as_ref().is_some_and(|c| {
-            start <= held.start
-                && (held.start - start) % 2 == 0
-                && bytemuck::try_cast_slice::<u8, i16>(w.bytes()).is_ok()
-                && first as u64 <= c.start
+        let first = held
+            .start
+            .checked_sub(start)
+            .filter(|skip| skip % 2 == 0)
+            .map(|skip| skip / 2);
+        let usable = first.zip(covered.as_ref()).is_some_and(|(first, c)| {
+            first as u64 <= c.start
                 && start + 2 * c.end as usize <= held.end
+                && bytemuck::try_cast_slice::<u8, i16>(w.bytes()).is_ok()
         });
+        let first = first.unwrap_or(0);
         match (&mut batch.pods, usable) {
             (std::borrow::Cow::Owned(pods), true) => {
                 for p in pods.iter_mut() {

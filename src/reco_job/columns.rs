@@ -382,15 +382,13 @@ pub enum StreamError {
     Sink(anyhow::Error),
 }
 
-/// A unit's reading ahead: the rank's prefetch thread, and whether the
-/// unit's first window was handed to it already (when the unit was opened
-/// ahead, near the end of the one before).
+/// A unit's reading ahead: the rank's prefetch thread, and the unit's first
+/// window when it was handed to it already (when the unit was opened ahead,
+/// near the end of the one before).
 #[derive(Debug)]
 pub struct ReadAhead<'a> {
     /// The rank's prefetch thread.
     pub prefetcher: &'a Prefetcher,
-    /// The first window is queued or read already.
-    pub first_window_queued: bool,
     /// The first window, when it was queued to be fetched.
     pub first_window: Option<Pending>,
     /// Whether the range is cold ([`RawFile::is_cold`]), when decided
@@ -459,15 +457,15 @@ pub fn stream_range(
     let mut first = true;
     // Windows queued to be fetched, by first event, in order.
     let mut pending: std::collections::VecDeque<(usize, Pending)> = Default::default();
-    let (prefetcher, first_window_queued, cold) = match read_ahead {
+    let (prefetcher, cold) = match read_ahead {
         Some(r) => {
             if let Some(p) = r.first_window {
                 pending.push_back((range.start, p));
             }
             let cold = r.cold.unwrap_or_else(|| raw.is_cold(range.clone()));
-            (Some(r.prefetcher), r.first_window_queued, cold)
+            (Some(r.prefetcher), cold)
         }
-        None => (None, false, false),
+        None => (None, false),
     };
     let window = window_events(batch, cold);
     let ahead = if cold { COLD_WINDOWS_AHEAD } else { 1 };
@@ -482,7 +480,7 @@ pub fn stream_range(
         // starts on its first events while the thread reads the rest.
         let behind = std::mem::take(&mut first)
             && prefetcher.is_some_and(|p| {
-                !first_window_queued
+                pending.is_empty()
                     && raw
                         .readahead(start..window_end)
                         .is_some_and(|w| p.submit(w))

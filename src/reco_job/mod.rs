@@ -251,9 +251,8 @@ fn already_done(names: &OutputNames, hash: &str) -> bool {
 /// A unit's input opened ahead ([`Job::open_ahead`]).
 struct Opened {
     raw: Result<RawFile, String>,
-    /// Its first window was handed to the prefetch thread.
-    queued: bool,
-    /// What became of that window.
+    /// Its first window, handed to the prefetch thread (None when the queue
+    /// was full).
     fetch: Option<crate::raw::prefetch::Pending>,
     /// Whether its events are read directly from disk (`RawFile::is_cold`).
     cold: Option<bool>,
@@ -358,7 +357,6 @@ impl Job<'_> {
             .and_then(|w| self.prefetch.fetch(w));
         Opened {
             raw,
-            queued: fetch.is_some(),
             fetch,
             cold: Some(cold),
         }
@@ -388,13 +386,11 @@ impl Job<'_> {
             .plain(columns::PLAIN_COLUMNS);
         let opened = opened.unwrap_or_else(|| Opened {
             raw: self.open_input(unit),
-            queued: false,
             fetch: None,
             cold: None,
         });
         let read_ahead = columns::ReadAhead {
             prefetcher: &self.prefetch,
-            first_window_queued: opened.queued,
             first_window: opened.fetch,
             cold: opened.cold,
         };
