@@ -9,14 +9,18 @@
 //!    until the queue is empty or every failure has hit the retry cap;
 //! 4. files verified at every destination become `transferred`.
 //!
-//! Each copy goes to `.{name}.tmp` beside the destination, is fsynced, its
-//! size and Adler-32 are compared with the catalog ([`crate::adler::same_checksum`]),
-//! and only then is it renamed to its final name (and the directory fsynced).
+//! Each copy goes to `.{name}.tmp` beside the destination, its size and
+//! Adler-32 are compared with the catalog ([`crate::adler::same_checksum`]),
+//! and only then is it fsynced and renamed to its final name, and the
+//! directory fsynced ([`crate::atomic_file::commit`]).
 //! So a final name at a destination is always a complete, verified copy: a
 //! mover killed at any point leaves at most a temporary file, which the next
 //! pass overwrites. A mismatch re-queues the replica with `attempts + 1`; at
 //! `max_attempts` it becomes `bad` with the reason (which says whether the
-//! SURF copy itself no longer matches the catalog).
+//! SURF copy itself no longer matches the catalog). A full destination
+//! (ENOSPC, EDQUOT) is not the file's fault: the replica goes back to
+//! `queued` with the reason and no attempt spent, its temporary is removed,
+//! and the pass stops copying to that site; the next pass retries it.
 //!
 //! A site is a directory, or a directory reached through a copy-command
 //! template (`rsync -a {src} {dst}`, `xrdcp -f {src} {dst}`, `cp {src} {dst}`)

@@ -97,8 +97,7 @@ fn raw_files_that_do_not_fit_leave_no_temporary_and_nothing_incomplete() {
         live_rate_hz: None,
     };
     let e = tpcflow::sim::run(&opts, &Conditions::load("v1").unwrap())
-        .err()
-        .expect("8 files of 20 events do not fit in 256 KiB");
+        .expect_err("8 files of 20 events do not fit in 256 KiB");
     let e = format!("{e:#}");
     assert!(
         e.contains("No space left on device") || e.contains("HDF5"),
