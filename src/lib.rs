@@ -17,6 +17,7 @@
 //! ```
 
 pub mod adler;
+pub mod atomic_file;
 pub mod audit;
 pub mod catalog;
 pub mod conditions;

@@ -106,8 +106,8 @@ pub fn run(out: &Path, expect_size: Option<u32>) -> Result<Option<Summary>> {
     // Write to a temporary name, then rename: readers never see a partial file.
     let values = rank_values(rank);
     let path = rank_file(out, rank);
-    let tmp = path.with_extension("h5.tmp");
-    {
+    let tmp = crate::atomic_file::temp_path(&path);
+    let written = (|| -> Result<()> {
         let file =
             crate::h5::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         file.new_dataset_builder()
@@ -123,9 +123,13 @@ pub fn run(out: &Path, expect_size: Option<u32>) -> Result<Option<Summary>> {
             .create("node")?
             .write_scalar(&node)?;
         file.flush()?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("writing {}", tmp.display())));
     }
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    crate::atomic_file::commit(&tmp, &path)?;
 
     let (back, back_rank, _) = read_rank_file(&path)?;
     ensure!(
@@ -168,9 +172,6 @@ pub fn run(out: &Path, expect_size: Option<u32>) -> Result<Option<Summary>> {
         files,
     };
     let json = out.join("selftest.json");
-    let tmp = json.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &json)?;
+    crate::atomic_file::write(&json, &serde_json::to_vec_pretty(&summary)?)?;
     Ok(Some(summary))
 }

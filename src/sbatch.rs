@@ -138,13 +138,12 @@ pub fn shell_quote(word: &str) -> String {
 /// Write a rendered script (mode 0755) atomically.
 ///
 /// # Errors
-/// When the file cannot be written.
-pub fn write_script(path: &Path, text: &str) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = crate::raw::writer::temp_name(path);
-    std::fs::write(&tmp, text)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&tmp, path)?;
+/// [`crate::atomic_file::AtomicFileError`] naming the step and the path.
+pub fn write_script(
+    path: &Path,
+    text: &str,
+) -> Result<PathBuf, crate::atomic_file::AtomicFileError> {
+    crate::atomic_file::write_with_mode(path, text.as_bytes(), 0o755)?;
     Ok(path.to_path_buf())
 }
 

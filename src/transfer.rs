@@ -9,14 +9,18 @@
 //!    until the queue is empty or every failure has hit the retry cap;
 //! 4. files verified at every destination become `transferred`.
 //!
-//! Each copy goes to `.{name}.tmp` beside the destination, is fsynced, its
-//! size and Adler-32 are compared with the catalog ([`crate::adler::same_checksum`]),
-//! and only then is it renamed to its final name (and the directory fsynced).
+//! Each copy goes to `.{name}.tmp` beside the destination, its size and
+//! Adler-32 are compared with the catalog ([`crate::adler::same_checksum`]),
+//! and only then is it fsynced and renamed to its final name, and the
+//! directory fsynced ([`crate::atomic_file::commit`]).
 //! So a final name at a destination is always a complete, verified copy: a
 //! mover killed at any point leaves at most a temporary file, which the next
 //! pass overwrites. A mismatch re-queues the replica with `attempts + 1`; at
 //! `max_attempts` it becomes `bad` with the reason (which says whether the
-//! SURF copy itself no longer matches the catalog).
+//! SURF copy itself no longer matches the catalog). A full destination
+//! (ENOSPC, EDQUOT) is not the file's fault: the replica goes back to
+//! `queued` with the reason and no attempt spent, its temporary is removed,
+//! and the pass stops copying to that site; the next pass retries it.
 //!
 //! A site is a directory, or a directory reached through a copy-command
 //! template (`rsync -a {src} {dst}`, `xrdcp -f {src} {dst}`, `cp {src} {dst}`)
@@ -28,7 +32,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -198,6 +201,10 @@ pub struct TransferReport {
     pub mb_per_s: f64,
     /// Per destination.
     pub sites: BTreeMap<Site, SiteFigures>,
+    /// Replicas whose destination ran out of space: left `queued` with the
+    /// reason, no attempt spent, no partial file; the next pass retries them
+    /// (this pass stops copying to that site).
+    pub out_of_space: Vec<TransferFailure>,
     /// Replicas that became `bad` in this pass.
     pub failures: Vec<TransferFailure>,
 }
@@ -321,8 +328,24 @@ fn copy_bytes(src: &Path, tmp: &Path, command: Option<&str>) -> Result<(), CopyE
     Ok(())
 }
 
-/// One attempt: copy to a temporary name, fsync, verify, rename, fsync the directory.
-/// Returns the bytes copied.
+impl CopyError {
+    /// True when the destination file system is full (ENOSPC, EDQUOT), from
+    /// the error code or, for a copy command, its message.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::Io { source, .. } => crate::atomic_file::is_no_space(source),
+            Self::Command { stderr, .. } => {
+                let s = stderr.to_ascii_lowercase();
+                s.contains("no space left on device") || s.contains("disk quota exceeded")
+            }
+            Self::Mismatch { .. } => false,
+        }
+    }
+}
+
+/// One attempt: copy to a temporary name, verify, then fsync, rename and
+/// fsync the directory ([`crate::atomic_file::commit`]); any failure removes
+/// the temporary (on a full disk: gives its space back). Returns the bytes copied.
 fn copy_and_verify(item: &TransferItem, cfg: &TransferConfig) -> Result<u64, CopyError> {
     let source_root = &cfg.sites.get(Site::Surf).expect("checked in run").root;
     let dest = cfg.sites.get(item.site).expect("checked in run");
@@ -339,9 +362,6 @@ fn copy_and_verify(item: &TransferItem, cfg: &TransferConfig) -> Result<u64, Cop
     }
     let result = (|| {
         copy_bytes(&src, &tmp, dest.copy_command.as_deref())?;
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("fsync", &tmp))?;
         let got = digest_file(&tmp).map_err(|e| CopyError::Io {
             op: "checksum",
             path: e.path,
@@ -380,10 +400,11 @@ fn copy_and_verify(item: &TransferItem, cfg: &TransferConfig) -> Result<u64, Cop
         if !same_checksum(&got.adler32, &item.adler32) {
             return Err(mismatch("adler32", item.adler32.clone(), got.adler32));
         }
-        std::fs::rename(&tmp, &dst).map_err(io_err("rename to", &dst))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync directory", &dir))?;
+        crate::atomic_file::commit(&tmp, &dst).map_err(|e| CopyError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        })?;
         Ok(got.size_bytes)
     })();
     if result.is_err() {
@@ -396,6 +417,8 @@ fn copy_and_verify(item: &TransferItem, cfg: &TransferConfig) -> Result<u64, Cop
 enum Outcome {
     Verified(u64),
     Requeued,
+    /// The destination is full: re-queued without spending an attempt.
+    OutOfSpace(TransferFailure),
     Bad(TransferFailure),
     Skipped,
 }
@@ -415,6 +438,23 @@ fn attempt(
         Ok(bytes) => {
             catalog.replica_verified(item.file_id, item.site, bytes, &item.adler32)?;
             Ok(Outcome::Verified(bytes))
+        }
+        Err(e) if e.is_no_space() => {
+            let reason = e.to_string();
+            catalog.replica_transition(
+                item.file_id,
+                item.site,
+                Transferring,
+                Queued,
+                Some(&reason),
+            )?;
+            tracing::error!(file = %item.file, site = %item.site, %reason, "destination full: left queued for the next pass");
+            Ok(Outcome::OutOfSpace(TransferFailure {
+                file: item.file.clone(),
+                site: item.site,
+                attempts: item.attempts,
+                reason,
+            }))
         }
         Err(e) => {
             let reason = e.to_string();
@@ -467,9 +507,11 @@ pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, Tr
         report.queued += catalog.queue_replicas_when(site, cfg.require_salted)?;
         report.sites.entry(site).or_default();
     }
+    // Sites found full in this pass get no more copies until the next one.
+    let mut full = std::collections::BTreeSet::new();
     for _round in 0..cfg.max_attempts.max(1) {
         let mut items = Vec::new();
-        for &site in &cfg.destinations {
+        for &site in cfg.destinations.iter().filter(|s| !full.contains(*s)) {
             items.extend(catalog.queued_replicas(site, cfg.max_attempts)?);
         }
         if items.is_empty() {
@@ -496,6 +538,12 @@ pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, Tr
                     report.retries += 1;
                     figures.failed_attempts += 1;
                 }
+                Outcome::OutOfSpace(failure) => {
+                    report.attempts += 1;
+                    figures.failed_attempts += 1;
+                    full.insert(site);
+                    report.out_of_space.push(failure);
+                }
                 Outcome::Bad(failure) => {
                     report.attempts += 1;
                     figures.failed_attempts += 1;
@@ -510,6 +558,9 @@ pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, Tr
     report.mb_per_s = report.bytes as f64 / 1e6 / report.seconds.max(1e-9);
     report
         .failures
+        .sort_by(|a, b| (&a.file, a.site).cmp(&(&b.file, b.site)));
+    report
+        .out_of_space
         .sort_by(|a, b| (&a.file, a.site).cmp(&(&b.file, b.site)));
     Ok(report)
 }
@@ -546,6 +597,13 @@ impl fmt::Display for TransferReport {
                 f,
                 "  BAD {} at {} after {} attempts: {}",
                 x.file, x.site, x.attempts, x.reason
+            )?;
+        }
+        for x in &self.out_of_space {
+            writeln!(
+                f,
+                "  NO SPACE {} at {} (queued for the next pass): {}",
+                x.file, x.site, x.reason
             )?;
         }
         Ok(())

@@ -54,12 +54,8 @@ fn col<T: hdf5::H5Type>(
 /// # Errors
 /// [`RawError`] naming the file.
 pub fn write_truth_file(path: &Path, events: &[EventTruth]) -> Result<(), RawError> {
-    let io = |source| RawError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = crate::raw::writer::temp_name(path);
-    {
+    let tmp = crate::atomic_file::temp_path(path);
+    let written = (|| {
         let f = crate::h5::create(&tmp).map_err(|e| RawError::hdf5(&tmp, "create", e))?;
         let ev = f
             .create_group("events")
@@ -119,12 +115,14 @@ pub fn write_truth_file(path: &Path, events: &[EventTruth]) -> Result<(), RawErr
         vcol!("t_s1_ns", t_s1_ns);
         vcol!("t_s2_ns", t_s2_ns);
         vcol!("drift_ns", drift_ns);
-        f.flush().map_err(|e| RawError::hdf5(&tmp, "flush", e))?;
+        f.flush().map_err(|e| RawError::hdf5(&tmp, "flush", e))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic_file::commit(&tmp, path)?;
+    Ok(())
 }
 
 fn read<T: hdf5::H5Type>(f: &hdf5::File, name: &str, path: &Path) -> Result<Vec<T>, RawError> {

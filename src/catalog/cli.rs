@@ -313,7 +313,8 @@ pub fn run_catalog(cmd: CatalogCommand) -> Result<()> {
     Ok(())
 }
 
-/// Run `tpcflow transfer`: exit 3 (partial failure) when a replica went bad.
+/// Run `tpcflow transfer`: exit 3 (partial failure) when a replica went bad
+/// or a destination was full.
 ///
 /// # Errors
 /// Configuration and catalog errors; [`ExitError`] for bad replicas.
@@ -333,12 +334,16 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
     } else {
         print!("{report}");
     }
-    if report.failures.is_empty() {
+    if report.failures.is_empty() && report.out_of_space.is_empty() {
         Ok(())
     } else {
         Err(ExitError::new(
             exit::PARTIAL_FAILURE,
-            format!("{} replicas marked bad", report.failures.len()),
+            format!(
+                "{} replicas marked bad, {} left queued on a full destination",
+                report.failures.len(),
+                report.out_of_space.len()
+            ),
         )
         .into())
     }

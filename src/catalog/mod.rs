@@ -316,3 +316,6 @@ mod tests {
 
 #[cfg(test)]
 mod method_tests;
+
+#[cfg(test)]
+mod atomicity_tests;

@@ -1,7 +1,7 @@
 //! Processing outputs, SLURM jobs and campaigns (families): the tables the
 //! dispatcher builds on. Basic inserts, queries and checked state changes.
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
 use super::{now_unix_s, CampaignState, Catalog, CatalogError, JobState};
@@ -157,7 +157,35 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`], e.g. for a name already taken.
     pub fn create_campaign(&self, c: &NewCampaign) -> Result<i64, CatalogError> {
-        let conn = self.conn();
+        self.create_campaign_in(&self.conn(), c)
+    }
+
+    /// Define a campaign with its reco configuration and prompt flag, in one
+    /// transaction (never a campaign without its configuration). Returns its id.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`], e.g. for a name already taken.
+    pub fn create_configured_campaign(
+        &self,
+        c: &NewCampaign,
+        config_json: &str,
+        prompt: bool,
+    ) -> Result<i64, CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin campaign creation"))?;
+        let id = self.create_campaign_in(&tx, c)?;
+        tx.execute(
+            "UPDATE campaigns SET config_json = ?2, prompt = ?3 WHERE id = ?1",
+            params![id, config_json, prompt],
+        )
+        .map_err(self.sql("write campaign config"))?;
+        tx.commit().map_err(self.sql("commit campaign creation"))?;
+        Ok(id)
+    }
+
+    fn create_campaign_in(&self, conn: &Connection, c: &NewCampaign) -> Result<i64, CatalogError> {
         conn.execute(
             "INSERT INTO campaigns (name, first_run, last_run, conditions_tag, lineage_hash, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -208,16 +236,25 @@ impl Catalog {
         from: CampaignState,
         to: CampaignState,
     ) -> Result<(), CatalogError> {
-        let n = self
-            .conn()
+        self.campaign_transition_in(&self.conn(), id, from, to)
+    }
+
+    /// [`Catalog::campaign_transition`] inside the caller's transaction.
+    pub(super) fn campaign_transition_in(
+        &self,
+        conn: &Connection,
+        id: i64,
+        from: CampaignState,
+        to: CampaignState,
+    ) -> Result<(), CatalogError> {
+        let n = conn
             .execute(
                 "UPDATE campaigns SET state = ?3 WHERE id = ?1 AND state = ?2",
                 params![id, from, to],
             )
             .map_err(self.sql("write campaign state"))?;
         if n == 0 {
-            let found: Option<CampaignState> = self
-                .conn()
+            let found: Option<CampaignState> = conn
                 .query_row("SELECT state FROM campaigns WHERE id = ?1", [id], |r| {
                     r.get(0)
                 })
@@ -252,14 +289,17 @@ impl Catalog {
     /// # Errors
     /// As [`Catalog::job_transition`].
     pub fn job_submitted(&self, id: i64, slurm_id: u64) -> Result<(), CatalogError> {
-        self.job_transition(id, JobState::Pending, JobState::Submitted, None)?;
-        self.conn()
-            .execute(
-                "UPDATE jobs SET slurm_id = ?2, submitted_at = ?3 WHERE id = ?1",
-                params![id, slurm_id, now_unix_s()],
-            )
-            .map(drop)
-            .map_err(self.sql("record submission"))
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin job submission"))?;
+        self.job_transition_in(&tx, id, JobState::Pending, JobState::Submitted, None)?;
+        tx.execute(
+            "UPDATE jobs SET slurm_id = ?2, submitted_at = ?3 WHERE id = ?1",
+            params![id, slurm_id, now_unix_s()],
+        )
+        .map_err(self.sql("record submission"))?;
+        tx.commit().map_err(self.sql("commit job submission"))
     }
 
     /// Move a job from `from` to `to` with a reason; end states stamp `finished_at`.
@@ -278,6 +318,19 @@ impl Catalog {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin job transition"))?;
+        self.job_transition_in(&tx, id, from, to, reason)?;
+        tx.commit().map_err(self.sql("commit job transition"))
+    }
+
+    /// [`Catalog::job_transition`] inside the caller's transaction.
+    pub(super) fn job_transition_in(
+        &self,
+        tx: &Connection,
+        id: i64,
+        from: JobState,
+        to: JobState,
+        reason: Option<&str>,
+    ) -> Result<(), CatalogError> {
         let found: Option<(String, JobState)> = tx
             .query_row("SELECT name, state FROM jobs WHERE id = ?1", [id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -307,7 +360,7 @@ impl Catalog {
             params![id, to, reason, finished],
         )
         .map_err(self.sql("write job state"))?;
-        tx.commit().map_err(self.sql("commit job transition"))
+        Ok(())
     }
 
     /// Jobs in a state, oldest first.

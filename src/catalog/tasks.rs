@@ -427,14 +427,30 @@ impl Catalog {
     /// # Errors
     /// As [`Catalog::job_transition`].
     pub fn job_never_submitted(&self, job_id: i64, reason: &str) -> Result<(), CatalogError> {
-        self.job_transition(job_id, JobState::Pending, JobState::Failed, Some(reason))?;
-        self.conn()
-            .execute(
+        self.jobs_never_submitted(&[job_id], reason)
+    }
+
+    /// [`Catalog::job_never_submitted`] for every element of a job array (or
+    /// one plain job), in one transaction: a crash never leaves a failed job
+    /// whose tasks are stuck in `submitting`.
+    ///
+    /// # Errors
+    /// As [`Catalog::job_transition`]; nothing is changed then.
+    pub fn jobs_never_submitted(&self, job_ids: &[i64], reason: &str) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin never-submitted jobs"))?;
+        let now = now_unix_s();
+        for &id in job_ids {
+            self.job_transition_in(&tx, id, JobState::Pending, JobState::Failed, Some(reason))?;
+            tx.execute(
                 "UPDATE tasks SET state = 'queued', job_id = NULL, updated_at = ?2 WHERE job_id = ?1 AND state IN ('submitting', 'submitted')",
-                params![job_id, now_unix_s()],
+                params![id, now],
             )
-            .map(drop)
-            .map_err(self.sql("requeue tasks"))
+            .map_err(self.sql("requeue tasks"))?;
+        }
+        tx.commit().map_err(self.sql("commit never-submitted jobs"))
     }
 
     /// A task's output is complete: catalogue it and mark the task done (and a
@@ -527,19 +543,28 @@ impl Catalog {
     /// [`CatalogError::Sqlite`].
     pub fn retry_failed_tasks(&self, campaign_id: i64) -> Result<usize, CatalogError> {
         let now = now_unix_s();
-        let conn = self.conn();
-        conn.execute(
+        let mut conn = self.conn();
+        // Files and tasks together: never a file back to `transferred` whose
+        // task stays `failed`, nor the reverse.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin retry of failed tasks"))?;
+        tx.execute(
             "UPDATE raw_files SET state = 'transferred' WHERE state = 'failed' AND id IN
                (SELECT t.file_id FROM tasks t JOIN campaigns c ON c.id = t.campaign_id
                 WHERE t.campaign_id = ?1 AND t.state = 'failed' AND c.prompt = 1)",
             [campaign_id],
         )
         .map_err(self.sql("reset failed files"))?;
-        conn.execute(
-            "UPDATE tasks SET state = 'queued', attempts = 0, not_before = NULL, updated_at = ?2 WHERE campaign_id = ?1 AND state = 'failed'",
-            params![campaign_id, now],
-        )
-        .map_err(self.sql("retry failed tasks"))
+        let n = tx
+            .execute(
+                "UPDATE tasks SET state = 'queued', attempts = 0, not_before = NULL, updated_at = ?2 WHERE campaign_id = ?1 AND state = 'failed'",
+                params![campaign_id, now],
+            )
+            .map_err(self.sql("retry failed tasks"))?;
+        tx.commit()
+            .map_err(self.sql("commit retry of failed tasks"))?;
+        Ok(n)
     }
 
     /// Cancel a campaign: its queued tasks are cancelled; returns the ids of
@@ -548,23 +573,32 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`] or a forbidden campaign transition.
     pub fn cancel_campaign(&self, c: &CampaignRow) -> Result<Vec<i64>, CatalogError> {
+        let mut conn = self.conn();
+        // The campaign and its queued tasks together: never a cancelled
+        // campaign with tasks still queued, nor the reverse.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin campaign cancel"))?;
         if c.state != CampaignState::Cancelled {
-            self.campaign_transition(c.id, c.state, CampaignState::Cancelled)?;
+            self.campaign_transition_in(&tx, c.id, c.state, CampaignState::Cancelled)?;
         }
-        let conn = self.conn();
-        conn.execute(
+        tx.execute(
             "UPDATE tasks SET state = 'cancelled', updated_at = ?2 WHERE campaign_id = ?1 AND state = 'queued'",
             params![c.id, now_unix_s()],
         )
         .map_err(self.sql("cancel tasks"))?;
-        let mut st = conn
-            .prepare("SELECT id FROM jobs WHERE campaign_id = ?1 AND state IN ('pending','submitted','running')")
-            .map_err(self.sql("list campaign jobs"))?;
-        let ids = st
-            .query_map([c.id], |r| r.get(0))
-            .and_then(|r| r.collect())
-            .map_err(self.sql("list campaign jobs"));
-        ids
+        let ids: Vec<i64> = {
+            let mut st = tx
+                .prepare("SELECT id FROM jobs WHERE campaign_id = ?1 AND state IN ('pending','submitted','running')")
+                .map_err(self.sql("list campaign jobs"))?;
+            let ids = st
+                .query_map([c.id], |r| r.get(0))
+                .and_then(|r| r.collect())
+                .map_err(self.sql("list campaign jobs"))?;
+            ids
+        };
+        tx.commit().map_err(self.sql("commit campaign cancel"))?;
+        Ok(ids)
     }
 
     /// Jobs still pending, submitted or running (what reconciliation looks at).

@@ -295,14 +295,17 @@ pub fn create_campaign(
         bail!("campaign `{name}` already exists");
     }
     let lineage = reco_job::lineage(&cond, config);
-    let id = catalog.create_campaign(&NewCampaign {
-        name: name.into(),
-        first_run: runs.0,
-        last_run: runs.1,
-        conditions_tag: cond.tag.clone(),
-        lineage_hash: lineage.hash(),
-    })?;
-    catalog.set_campaign_extras(id, &serde_json::to_string(config)?, prompt)?;
+    catalog.create_configured_campaign(
+        &NewCampaign {
+            name: name.into(),
+            first_run: runs.0,
+            last_run: runs.1,
+            conditions_tag: cond.tag.clone(),
+            lineage_hash: lineage.hash(),
+        },
+        &serde_json::to_string(config)?,
+        prompt,
+    )?;
     catalog
         .campaign_by_name(name)?
         .context("campaign just created")
@@ -418,6 +421,12 @@ impl Dispatcher {
         stage("transfer", &mut report);
         report.replicas_verified = tr.verified;
         report.replicas_failed = tr.failures.len();
+        for x in &tr.out_of_space {
+            report.warnings.push(format!(
+                "{} at {}: destination full, queued for the next pass: {}",
+                x.file, x.site, x.reason
+            ));
+        }
 
         let mut campaigns: Vec<(CampaignRow, bool)> = Vec::new();
         for c in self.catalog.campaigns()? {
@@ -753,9 +762,7 @@ impl Dispatcher {
             }
             Err(e) => {
                 let msg = format!("sbatch failed for {name}: {e:#}");
-                for id in ids {
-                    self.catalog.job_never_submitted(id, &msg)?;
-                }
+                self.catalog.jobs_never_submitted(&ids, &msg)?;
                 report.warnings.push(msg);
                 Ok(false)
             }

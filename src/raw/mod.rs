@@ -52,6 +52,9 @@ pub struct RawHeader {
 /// Errors reading or writing raw files. Each names the file; pod-level ones the event and pod.
 #[derive(Debug, thiserror::Error)]
 pub enum RawError {
+    /// Finishing a file (fsync, rename, fsync of its directory) failed.
+    #[error(transparent)]
+    Finish(#[from] crate::atomic_file::AtomicFileError),
     /// Operating-system I/O.
     #[error("{path}: {source}")]
     Io {

@@ -1,4 +1,5 @@
-//! Writing raw files: to a temporary name, fsync, rename.
+//! Writing raw files: to a temporary name, then [`crate::atomic_file::commit`]
+//! (fsync, rename, fsync of the directory).
 
 use std::path::{Path, PathBuf};
 
@@ -33,13 +34,10 @@ pub struct WriteStats {
     pub bytes: u64,
 }
 
-/// The temporary name a file is written under before its rename.
+/// The temporary name a file is written under before its rename
+/// ([`crate::atomic_file::temp_path`]).
 pub fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+    crate::atomic_file::temp_path(path)
 }
 
 fn write_column<T: hdf5::H5Type>(
@@ -124,7 +122,7 @@ pub fn write_raw_file(
         samples.extend_from_slice(&e.samples);
     }
 
-    {
+    let written = (|| {
         // Align large objects to 4 KiB so the sample array is page-aligned for mmap.
         let file = crate::h5::create(&tmp).map_err(|e| RawError::hdf5(&tmp, "create", e))?;
         write_attr(&file, "format_version", &FORMAT_VERSION, &tmp)?;
@@ -152,17 +150,14 @@ pub fn write_raw_file(
         // Contiguous (no chunking, no filters): the reader maps it.
         let root: &hdf5::Group = &file;
         write_column(root, "samples", &samples, &tmp)?;
-        file.flush().map_err(|e| RawError::hdf5(&tmp, "flush", e))?;
+        file.flush().map_err(|e| RawError::hdf5(&tmp, "flush", e))
+    })();
+    if let Err(e) = written {
+        // A half-written temporary (e.g. on a full disk) is removed, not left behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    let f = std::fs::File::open(&tmp).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    let bytes = f.metadata().map_err(io)?.len();
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    let bytes = crate::atomic_file::commit(&tmp, path)?;
     Ok(WriteStats {
         events: events.len(),
         pods: n_pods,

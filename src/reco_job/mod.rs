@@ -18,9 +18,11 @@
 //!          the exit code (see `crate::exit`) is broadcast so every rank agrees
 //! ```
 //!
-//! Every output goes to a hidden temporary name and is renamed when complete;
-//! the result record is written after the RQ file, so a record saying `ok`
-//! always has its output.
+//! Every output goes to a hidden temporary name and is renamed when complete
+//! (`crate::atomic_file`); the result record is written after the RQ file, so
+//! a record saying `ok` always has its output. A full output file system
+//! (ENOSPC) fails that input, recorded as `no space left on device for PATH`
+//! with its temporary removed; a later run redoes it.
 
 pub mod cli;
 pub mod columns;
@@ -212,22 +214,62 @@ pub fn default_threads(explicit: Option<usize>) -> usize {
     (cores / local.max(1)).max(1)
 }
 
-/// Make a closed RQ file final, then record its success with its checksum.
-fn commit_ok(closed: rq::ClosedRq, record: PathBuf, mut r: FileResult) -> Result<()> {
+/// Make a closed RQ file final, then record its success (for a whole file:
+/// with the output and its checksum). A full disk records the failure
+/// instead, with no file under the final name.
+fn commit_ok(closed: rq::ClosedRq, record: PathBuf, mut r: FileResult, whole: bool) -> Result<()> {
     let path = closed.path().to_path_buf();
-    closed.commit()?;
+    if let Err(e) = closed.commit() {
+        if !e.is_no_space() {
+            return Err(e.into());
+        }
+        return record_failure(&record, r, no_space_message(&path, &e));
+    }
     r.status = "ok".into();
-    r.output_adler32 = Some(crate::adler::digest_file(&path)?.adler32);
-    r.output = Some(path);
+    if whole {
+        r.output_adler32 = Some(crate::adler::digest_file(&path)?.adler32);
+        r.output = Some(path);
+    }
     write_json_atomic(&record, &r)
 }
 
+/// Write a `failed` record with `error` (no output).
+fn record_failure(record: &Path, mut r: FileResult, error: String) -> Result<()> {
+    r.status = "failed".into();
+    tracing::warn!(input = %r.input.display(), %error, "input failed");
+    r.error = Some(error);
+    r.output = None;
+    r.output_adler32 = None;
+    write_json_atomic(record, &r)
+}
+
+/// True when an output error is a full file system (ENOSPC, EDQUOT): the
+/// input's failure, recorded in its result record (the job goes on, a run
+/// once space is freed redoes it), not a job error.
+fn is_no_space(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rq::RqError>()
+            .is_some_and(rq::RqError::is_no_space)
+            || c.downcast_ref::<crate::atomic_file::AtomicFileError>()
+                .is_some_and(crate::atomic_file::AtomicFileError::is_no_space)
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(crate::atomic_file::is_no_space)
+    })
+}
+
+/// The recorded error of an output that did not fit: says so first, names
+/// the final file, then the cause as reported.
+fn no_space_message(output: &Path, cause: &dyn std::fmt::Display) -> String {
+    format!("no space left on device for {}: {cause}", output.display())
+}
+
+/// Write a result record atomically and durably with its directory entry:
+/// the dispatcher trusts a record it finds, so a power cut must not leave
+/// one that is empty or lost after the rename.
 fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = crate::raw::writer::temp_name(path);
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    let bytes = serde_json::to_vec_pretty(value)
+        .with_context(|| format!("encoding the result record {}", path.display()))?;
+    crate::atomic_file::write(path, &bytes)?;
     Ok(())
 }
 
@@ -311,29 +353,51 @@ impl Job<'_> {
     }
 
     fn fail(&self, file: usize, error: String, partial: Option<&FileResult>) -> Result<()> {
-        let mut r = partial
+        let r = partial
             .cloned()
             .unwrap_or_else(|| self.result(file, "failed"));
-        r.status = "failed".into();
-        r.error = Some(error);
-        r.output = None;
-        r.output_adler32 = None;
-        tracing::warn!(input = %self.opts.inputs[file].display(), error = r.error.as_deref().unwrap_or(""), "input failed");
-        write_json_atomic(&self.names[file].record, &r)
+        record_failure(&self.names[file].record, r, error)
+    }
+
+    /// Close an RQ output (`record` is its result record); `None` when the
+    /// disk was full, recorded as the failure (the temporary is removed).
+    fn close_or_record(
+        &self,
+        w: rq::RqWriter,
+        header: &RqHeader,
+        record: &Path,
+        r: &FileResult,
+    ) -> Result<Option<rq::ClosedRq>> {
+        let output = w.path().to_path_buf();
+        match w.close(header) {
+            Ok(closed) => Ok(Some(closed)),
+            Err(e) if e.is_no_space() => {
+                record_failure(record, r.clone(), no_space_message(&output, &e))?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Close the file's RQ output and record success with its checksum.
     fn finish_ok(&self, file: usize, r: FileResult, w: rq::RqWriter) -> Result<()> {
-        let closed = w.close(&self.header(file, true)?)?;
-        commit_ok(closed, self.names[file].record.clone(), r)
+        let record = &self.names[file].record;
+        match self.close_or_record(w, &self.header(file, true)?, record, &r)? {
+            Some(closed) => commit_ok(closed, record.clone(), r, true),
+            None => Ok(()),
+        }
     }
 
     /// [`Job::finish_ok`] with the durable part (fsync, rename, checksum,
     /// record) queued on the finisher, overlapping the next unit.
     fn finish_ok_later(&self, file: usize, r: FileResult, w: rq::RqWriter) -> Result<()> {
-        let closed = w.close(&self.header(file, true)?)?;
         let record = self.names[file].record.clone();
-        self.finisher.submit(move || commit_ok(closed, record, r))
+        match self.close_or_record(w, &self.header(file, true)?, &record, &r)? {
+            Some(closed) => self
+                .finisher
+                .submit(move || commit_ok(closed, record, r, true)),
+            None => Ok(()),
+        }
     }
 
     /// Open a unit's input for streaming (the error is the input's).
@@ -412,7 +476,12 @@ impl Job<'_> {
                 ) {
                     Ok(counts) => Ok(counts),
                     Err(columns::StreamError::Event(e)) => Err(e),
-                    // The output cannot be written: a job error, not the input's.
+                    // A full disk fails this input (recorded below, after the
+                    // writer's temporary is removed).
+                    Err(columns::StreamError::Sink(e)) if is_no_space(&e) => {
+                        Err(no_space_message(&target, &format!("{e:#}")))
+                    }
+                    // Any other output fault is the job's, not the input's.
                     Err(columns::StreamError::Sink(e)) => return Err(e),
                 }
             }
@@ -438,12 +507,12 @@ impl Job<'_> {
                 if whole {
                     self.finish_ok_later(unit.file, r, writer)?;
                 } else {
-                    let closed = writer.close(&self.header(unit.file, false)?)?;
                     let record = names.part_record(unit.part);
-                    self.finisher.submit(move || {
-                        closed.commit()?;
-                        write_json_atomic(&record, &r)
-                    })?;
+                    let header = self.header(unit.file, false)?;
+                    if let Some(closed) = self.close_or_record(writer, &header, &record, &r)? {
+                        self.finisher
+                            .submit(move || commit_ok(closed, record, r, false))?;
+                    }
                 }
                 stats.write_seconds = c.write_seconds + t.elapsed().as_secs_f64();
             }
@@ -463,16 +532,35 @@ impl Job<'_> {
         Ok(stats)
     }
 
+    /// Append part `part` of `file` to its merged output, creating that first.
+    fn append_part(
+        &self,
+        writer: &mut Option<rq::RqWriter>,
+        file: usize,
+        part: u32,
+        bytes_read: u64,
+    ) -> Result<(), rq::RqError> {
+        let names = &self.names[file];
+        let part_file = rq::read_rq_file(&names.part(part))?;
+        let w = match writer {
+            Some(w) => w,
+            None => writer.insert(
+                rq::RqWriter::create(&names.rq)?
+                    .encode_on(self.pool.clone())
+                    .plain(columns::PLAIN_COLUMNS),
+            ),
+        };
+        columns::append_to(w, columns::UnitOutput::from_rq(part_file, bytes_read))
+    }
+
     /// Merge the parts of a split file into its final RQ file, in part
     /// order, one part in memory at a time.
     fn merge(&self, file: usize, n_parts: u32) -> Result<()> {
         let names = &self.names[file];
         let mut total = self.result(file, "ok");
-        let mut writer = Some(
-            rq::RqWriter::create(&names.rq)?
-                .encode_on(self.pool.clone())
-                .plain(columns::PLAIN_COLUMNS),
-        );
+        // Created with the first part: a file whose first part failed gets
+        // no output at all (on a full disk, not even an empty one).
+        let mut writer = None;
         let mut error = None;
         for part in 0..n_parts {
             let r = read_result(&names.part_record(part));
@@ -482,12 +570,16 @@ impl Job<'_> {
                     total.pulses += r.pulses;
                     total.wall_seconds += r.wall_seconds;
                     total.bytes_read += r.bytes_read;
-                    if let (None, Some(w)) = (&error, writer.as_mut()) {
-                        let part_file = rq::read_rq_file(&names.part(part))?;
-                        columns::append_to(
-                            w,
-                            columns::UnitOutput::from_rq(part_file, r.bytes_read),
-                        )?;
+                    if error.is_none() {
+                        match self.append_part(&mut writer, file, part, r.bytes_read) {
+                            Ok(()) => {}
+                            Err(e) if e.is_no_space() => {
+                                error = Some(no_space_message(&names.rq, &e));
+                                // Dropping the writer removes its temporary.
+                                writer = None;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                 }
                 Ok(r) => error = error.or(r.error).or(Some(format!("part {part} failed"))),

@@ -118,6 +118,9 @@ pub struct RqHeader {
 /// Errors writing RQ files.
 #[derive(Debug, thiserror::Error)]
 pub enum RqError {
+    /// Finishing the file (fsync, rename, fsync of its directory) failed.
+    #[error(transparent)]
+    Finish(#[from] crate::atomic_file::AtomicFileError),
     /// HDF5 refused.
     #[error("{path}: HDF5: {what}: {message}")]
     Hdf5 {
@@ -164,6 +167,22 @@ pub enum RqError {
     },
 }
 
+impl RqError {
+    /// True when the file system is full: an I/O error ENOSPC/EDQUOT, or
+    /// HDF5's report of one (its innermost frame quotes the system's message).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::Finish(e) => e.is_no_space(),
+            Self::Io { source, .. } => crate::atomic_file::is_no_space(source),
+            Self::Hdf5 { message, .. } => {
+                message.contains("No space left on device")
+                    || message.contains("Disk quota exceeded")
+            }
+            _ => false,
+        }
+    }
+}
+
 fn h5err(path: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> RqError {
     let (path, what) = (path.to_path_buf(), what.to_string());
     move |e| RqError::Hdf5 {
@@ -174,26 +193,9 @@ fn h5err(path: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> RqError {
 }
 
 /// fsync `tmp`, rename it to `path`, fsync the directory; the size [bytes].
+/// `tmp` is removed when it cannot be made final.
 fn durable_rename(tmp: &Path, path: &Path) -> Result<u64, RqError> {
-    let io = |source| RqError::Io {
-        path: tmp.to_path_buf(),
-        source,
-    };
-    let result = (|| {
-        let f = std::fs::File::open(tmp).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        let bytes = f.metadata().map_err(io)?.len();
-        std::fs::rename(tmp, path).map_err(io)?;
-        Ok(bytes)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(tmp);
-    } else if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    result
+    Ok(crate::atomic_file::commit(tmp, path)?)
 }
 
 fn str_attr(file: &hdf5::File, key: &str, value: &str, path: &Path) -> Result<(), RqError> {

@@ -18,7 +18,7 @@ use super::{
     durable_rename, h5err, str_attr, Column, ColumnData, RqError, RqHeader, CHUNK_ROWS,
     DEFLATE_LEVEL,
 };
-use crate::raw::writer::temp_name;
+use crate::atomic_file::temp_path as temp_name;
 
 /// The RQ groups, in file order.
 const GROUPS: [&str; 3] = ["events", "pulses", "channels"];
@@ -395,6 +395,11 @@ impl RqWriter {
             g.flush(file, GROUPS[i], false, self.pool.as_deref(), &self.tmp)?;
         }
         Ok(())
+    }
+
+    /// The final name.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Write the pending rows and the root attributes, close, fsync and

@@ -362,15 +362,8 @@ fn salt_one(
     vault.write(&record_name, &record)?;
     ledger.upsert(salted.ledger_entry);
     ledger.save(vault)?;
-    std::fs::rename(&staging, &path).map_err(|source| RawError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    // The staging file was fsynced when written; this makes the rename durable too.
+    crate::atomic_file::commit(&staging, &path).map_err(RawError::from)?;
     catalog.record_salted(f.id, &found.adler32, digest.size_bytes, &digest.adler32)?;
     tracing::info!(file = %f.name, events = salted.n_events, bytes = digest.size_bytes,
         adler32 = %digest.adler32, "salted and re-checksummed");

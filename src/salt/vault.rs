@@ -17,7 +17,7 @@
 //! files. A wrong key or a modified file fails authentication: nothing is
 //! ever decrypted to garbage.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -39,6 +39,10 @@ pub const UNSALT_LOG_NAME: &str = "unsalt.log";
 /// Errors of the key file and the vault. Each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
+    /// Writing a file atomically (temporary, fsync, rename, fsync of the
+    /// directory) failed; the file under its name is unchanged.
+    #[error(transparent)]
+    Write(#[from] crate::atomic_file::AtomicFileError),
     /// File system.
     #[error("{path}: {source}")]
     Io {
@@ -118,32 +122,26 @@ impl VaultKey {
     /// Write a new random key to `path` with mode 0600 (never overwrites).
     ///
     /// # Errors
-    /// [`VaultError::Exists`], [`VaultError::Io`], [`VaultError::Random`].
+    /// [`VaultError::Exists`], [`VaultError::Write`], [`VaultError::Random`].
     pub fn generate(path: &Path) -> Result<Self, VaultError> {
         let key: [u8; 32] = random_bytes()?;
-        let io = |source| VaultError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    VaultError::Exists {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    io(e)
+        if path.exists() {
+            return Err(VaultError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        // Written whole or not at all (a half-written key would lock the
+        // vault); never over a key that appeared meanwhile.
+        let text = format!("{}\n", crate::conditions::hex(&key));
+        crate::atomic_file::write_new(path, text.as_bytes(), 0o600).map_err(|e| {
+            if e.source.kind() == std::io::ErrorKind::AlreadyExists {
+                VaultError::Exists {
+                    path: path.to_path_buf(),
                 }
-            })?;
-        // The umask cannot widen 0600, but make the mode explicit anyway.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-        writeln!(f, "{}", crate::conditions::hex(&key)).map_err(io)?;
-        f.sync_all().map_err(io)?;
+            } else {
+                VaultError::Write(e)
+            }
+        })?;
         Ok(Self {
             key,
             path: path.to_path_buf(),
@@ -280,26 +278,11 @@ impl Vault {
                 .create(dir)
                 .map_err(io)?;
         }
-        let tmp = crate::raw::writer::temp_name(&path);
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(MAGIC).map_err(io)?;
-            f.write_all(&nonce).map_err(io)?;
-            f.write_all(&sealed).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        crate::atomic_file::write_with(&path, 0o600, false, |f| {
+            f.write_all(MAGIC)?;
+            f.write_all(&nonce)?;
+            f.write_all(&sealed)
+        })?;
         Ok(())
     }
 

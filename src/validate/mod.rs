@@ -461,17 +461,18 @@ fn write_outputs(
         path: cfg.out_dir.join("report.json"),
         message: e.to_string(),
     })?;
-    write_atomic(&cfg.out_dir.join("report.json"), json.as_bytes()).map_err(err(&cfg.out_dir))?;
+    write_atomic(&cfg.out_dir.join("report.json"), json.as_bytes())?;
     let md = markdown::render(report);
-    write_atomic(&cfg.out_dir.join("report.md"), md.as_bytes()).map_err(err(&cfg.out_dir))?;
+    write_atomic(&cfg.out_dir.join("report.md"), md.as_bytes())?;
     Ok(())
 }
 
-/// Write a file under a temporary name, then rename it.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = crate::raw::writer::temp_name(path);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+/// Write a report file atomically ([`crate::atomic_file::write`]).
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ValidateError> {
+    crate::atomic_file::write(path, bytes).map_err(|e| ValidateError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

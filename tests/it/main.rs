@@ -7,7 +7,9 @@
 
 mod catalog_transfer;
 mod common;
+mod crash_safety;
 mod dispatch;
+mod full_disk;
 mod raw_format;
 mod reco_accuracy;
 mod reco_mpi;
