@@ -10,6 +10,7 @@ mod common;
 mod dispatch;
 mod raw_format;
 mod reco_accuracy;
+mod reco_hardening;
 mod reco_mpi;
 mod rq_format;
 mod salting;
