@@ -40,8 +40,8 @@ pub struct RecoArgs {
 }
 
 /// Inputs with the checksum an input list may give after a TAB (the
-/// catalogued adler32, verified when the file was placed); without one the
-/// job computes it.
+/// catalogued adler32, which the job verifies the file against); without one
+/// the job computes it.
 fn expand_inputs(inputs: &[String]) -> Result<Vec<(PathBuf, Option<String>)>> {
     let mut out = Vec::new();
     for i in inputs {

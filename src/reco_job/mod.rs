@@ -61,8 +61,9 @@ use plan::{FilePlan, OutputNames, Unit};
 pub struct RecoJobOptions {
     /// Raw input files.
     pub inputs: Vec<PathBuf>,
-    /// Known adler32 of each input (the catalogued one, verified at
-    /// placement); `None` means the job reads the file to compute it.
+    /// Catalogued adler32 of each input: the job checks the file against it
+    /// (a mismatch fails the input) and writes it into the RQ file; `None`
+    /// means the job reads the file to compute it.
     pub input_adler32: Vec<Option<String>>,
     /// Where RQ files and result records go.
     pub out_dir: PathBuf,
