@@ -199,7 +199,7 @@ mod tests {
         let text = local.render(&v).unwrap();
         assert!(text.contains("#SBATCH --job-name=tpcflow-reco-j7\n"));
         assert!(text.contains("pin-rank /usr/bin/tpcflow reco --threads"));
-        assert!(text.contains("srun --mpi=pmix bash -c"));
+        assert!(text.contains("srun --mpi=pmix --kill-on-bad-exit=1 bash -c"));
         assert!(!text.contains("{{"));
         v.insert("log".into(), "/tmp/x\n#SBATCH --uid=0".into());
         assert!(matches!(
@@ -215,7 +215,12 @@ mod tests {
                 "perlmutter template lacks {k}"
             );
         }
-        assert!(pm.text.contains("--constraint=cpu") && pm.text.contains("srun --cpu-bind=cores"));
+        assert!(
+            pm.text.contains("--constraint=cpu")
+                && pm
+                    .text
+                    .contains("srun --cpu-bind=cores --kill-on-bad-exit=1 ")
+        );
     }
 
     #[test]

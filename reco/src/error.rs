@@ -48,13 +48,13 @@ pub enum RecoError {
         window_samples: u32,
     },
     /// Two pods of one channel overlap in time.
-    #[error(
-        "event {event}: pod {pod} on channel {channel} overlaps the previous pod of that channel"
-    )]
+    #[error("event {event}: pods {previous} and {pod} on channel {channel} overlap in time")]
     OverlappingPods {
         /// Event id.
         event: u64,
-        /// Index of the pod within the event.
+        /// Index within the event of the pod that starts first.
+        previous: usize,
+        /// Index within the event of the pod that starts inside it.
         pod: usize,
         /// Channel.
         channel: u16,

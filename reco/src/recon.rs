@@ -32,7 +32,7 @@ use crate::config::RecoConfig;
 use crate::corrections::{correct_s1, correct_s2, energy_kev};
 use crate::detector::DetectorModel;
 use crate::error::RecoError;
-use crate::event::EventView;
+use crate::event::{EventView, PodRecord};
 use crate::hits::{find_hits, Hit, HitSearch};
 use crate::interactions::{find_interaction, InteractionKind};
 use crate::pulses::{
@@ -153,10 +153,16 @@ fn window_samples(model: &DetectorModel) -> u32 {
 }
 
 /// Check the pods against the detector and the event (never panics).
+///
+/// Pods of one channel must not overlap in time, whatever order they come
+/// in. The DAQ writes them sorted by (channel, start): then comparing each
+/// pod with the one before it is enough, and that is all this pass does; a
+/// pod out of that order sends the event to [`first_overlap`], which sorts.
 fn validate_pods(ev: &EventView<'_>, model: &DetectorModel) -> Result<(), RecoError> {
     let n_channels = model.n_channels();
     let window = window_samples(model);
-    let mut prev: Option<(u16, i64)> = None;
+    let mut prev: Option<(u16, i64, i64)> = None;
+    let mut sorted = true;
     for (i, pod) in ev.pods.iter().enumerate() {
         if usize::from(pod.channel) >= n_channels {
             return Err(RecoError::BadChannel {
@@ -189,18 +195,54 @@ fn validate_pods(ev: &EventView<'_>, model: &DetectorModel) -> Result<(), RecoEr
                 window_samples: window,
             });
         }
-        if let Some((ch, prev_end)) = prev {
-            if ch == pod.channel && i64::from(pod.start_sample) < prev_end {
+        let start = i64::from(pod.start_sample);
+        if let Some((ch, prev_start, prev_end)) = prev {
+            let in_order = (ch, prev_start) <= (pod.channel, start);
+            sorted &= in_order;
+            if in_order && ch == pod.channel && start < prev_end {
                 return Err(RecoError::OverlappingPods {
                     event: ev.event_id,
+                    previous: i - 1,
                     pod: i,
                     channel: pod.channel,
                 });
             }
         }
-        prev = Some((pod.channel, end));
+        prev = Some((pod.channel, start, end));
     }
-    Ok(())
+    if sorted {
+        return Ok(());
+    }
+    match first_overlap(ev.pods) {
+        Some((previous, pod)) => Err(RecoError::OverlappingPods {
+            event: ev.event_id,
+            previous,
+            pod,
+            channel: ev.pods[pod].channel,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Two pods of one channel that overlap in time, as (earlier start, later
+/// start) indices, in pods of any order: sorted by (channel, start), each
+/// pod is compared with the latest end of the pods of its channel before it.
+fn first_overlap(pods: &[PodRecord]) -> Option<(usize, usize)> {
+    let mut order: Vec<usize> = (0..pods.len()).collect();
+    order.sort_unstable_by_key(|&i| (pods[i].channel, pods[i].start_sample, i));
+    let end = |i: usize| i64::from(pods[i].start_sample) + i64::from(pods[i].length);
+    let mut reach: Option<(u16, i64, usize)> = None;
+    for &i in &order {
+        let p = &pods[i];
+        match reach {
+            Some((ch, e, j)) if ch == p.channel && i64::from(p.start_sample) < e => {
+                return Some((j, i));
+            }
+            Some((ch, e, _)) if ch == p.channel && e >= end(i) => {}
+            _ => reach = Some((p.channel, end(i), i)),
+        }
+    }
+    None
 }
 
 /// Reconstruct one event with fresh buffers (see [`reconstruct_event_with`]).

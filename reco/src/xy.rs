@@ -46,7 +46,9 @@ pub struct XyFit {
     pub centroid_y_mm: f64,
     /// Iterations used.
     pub iterations: u32,
-    /// True when the last step was shorter than the tolerance.
+    /// True when the last step was shorter than the tolerance; false when
+    /// the line search found no point at least as likely, the Fisher matrix
+    /// was singular or the iterations ran out.
     pub converged: bool,
 }
 
@@ -217,37 +219,16 @@ pub fn fit_xy(
     if local.l > cur.l {
         (x, y, cur) = (lx, ly, local);
     }
-    let mut iterations = 0;
-    let mut converged = false;
-    while iterations < max_iterations {
-        iterations += 1;
-        let Some((ixx, ixy, iyy)) = inverse_2x2(cur.jxx * n_tot, cur.jxy * n_tot, cur.jyy * n_tot)
-        else {
-            break;
-        };
-        let mut dx = ixx * cur.gx + ixy * cur.gy;
-        let mut dy = ixy * cur.gx + iyy * cur.gy;
-        let mut accepted = false;
-        for _ in 0..30 {
-            let (nx, ny) = clamp_to_radius(x + dx, y + dy, r_max);
-            let trial = evaluate(model, &n, nx, ny, false);
-            if trial.l >= cur.l {
-                let step = (nx - x).hypot(ny - y);
-                x = nx;
-                y = ny;
-                cur = evaluate(model, &n, x, y, true);
-                accepted = true;
-                converged = step < tolerance_mm;
-                break;
-            }
-            dx *= 0.5;
-            dy *= 0.5;
-        }
-        if !accepted || converged {
-            converged = true;
-            break;
-        }
-    }
+    let ascent = maximise(
+        (x, y, cur),
+        n_tot,
+        r_max,
+        max_iterations,
+        tolerance_mm,
+        |x, y, fisher| evaluate(model, &n, x, y, fisher),
+    );
+    let (x, y, cur) = (ascent.x, ascent.y, ascent.at);
+    let (iterations, converged) = (ascent.iterations, ascent.converged);
     let f = excess_variance_factor(model);
     let (ixx, ixy, iyy) = inverse_2x2(cur.jxx * n_tot, cur.jxy * n_tot, cur.jyy * n_tot)
         .unwrap_or((f64::INFINITY, 0.0, f64::INFINITY));
@@ -278,6 +259,71 @@ pub fn fit_xy(
         iterations,
         converged,
     })
+}
+
+/// Where [`maximise`] stopped.
+struct Ascent {
+    x: f64,
+    y: f64,
+    /// The likelihood, gradient and Fisher matrix there.
+    at: Eval,
+    iterations: u32,
+    /// True only when an accepted step was shorter than the tolerance: a
+    /// line search that finds no point at least as likely within 30 halvings,
+    /// a singular Fisher matrix or running out of iterations is not
+    /// convergence.
+    converged: bool,
+}
+
+/// Fisher scoring from `start` (its evaluation with the Fisher matrix):
+/// each step `J^-1 grad l` (J per unit N, times `n_tot`) is halved until the
+/// likelihood does not decrease, the trial points projected into r <= `r_max`.
+fn maximise(
+    start: (f64, f64, Eval),
+    n_tot: f64,
+    r_max: f64,
+    max_iterations: u32,
+    tolerance_mm: f64,
+    mut eval: impl FnMut(f64, f64, bool) -> Eval,
+) -> Ascent {
+    let (mut x, mut y, mut cur) = start;
+    let mut iterations = 0;
+    let mut converged = false;
+    while iterations < max_iterations {
+        iterations += 1;
+        let Some((ixx, ixy, iyy)) = inverse_2x2(cur.jxx * n_tot, cur.jxy * n_tot, cur.jyy * n_tot)
+        else {
+            break;
+        };
+        let mut dx = ixx * cur.gx + ixy * cur.gy;
+        let mut dy = ixy * cur.gx + iyy * cur.gy;
+        let mut accepted = false;
+        for _ in 0..30 {
+            let (nx, ny) = clamp_to_radius(x + dx, y + dy, r_max);
+            let trial = eval(nx, ny, false);
+            if trial.l >= cur.l {
+                let step = (nx - x).hypot(ny - y);
+                x = nx;
+                y = ny;
+                cur = eval(x, y, true);
+                accepted = true;
+                converged = step < tolerance_mm;
+                break;
+            }
+            dx *= 0.5;
+            dy *= 0.5;
+        }
+        if !accepted || converged {
+            break;
+        }
+    }
+    Ascent {
+        x,
+        y,
+        at: cur,
+        iterations,
+        converged,
+    }
 }
 
 /// Cramer-Rao bound (sigma_x, sigma_y) [mm] for an S2 at (x, y) with `n_top_phd`
@@ -388,6 +434,33 @@ mod tests {
                 "CRB {crb_x} {crb_y}"
             );
         }
+    }
+
+    /// l = -(x^2 + y^2) with unit Fisher matrix; `sign` -1 reports the
+    /// gradient reversed, so every step leads downhill.
+    fn paraboloid(x: f64, y: f64, sign: f64) -> Eval {
+        Eval {
+            l: -(x * x + y * y),
+            gx: sign * -2.0 * x,
+            gy: sign * -2.0 * y,
+            jxx: 1.0,
+            jxy: 0.0,
+            jyy: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_failed_line_search_is_not_convergence() {
+        let start = (30.0, -40.0, paraboloid(30.0, -40.0, -1.0));
+        let a = maximise(start, 1.0, 728.0, 50, 1e-3, |x, y, _| {
+            paraboloid(x, y, -1.0)
+        });
+        assert!(!a.converged, "the line search failed");
+        assert_eq!((a.x, a.y, a.iterations), (30.0, -40.0, 1));
+        // The same surface with its true gradient converges to the top.
+        let start = (30.0, -40.0, paraboloid(30.0, -40.0, 1.0));
+        let a = maximise(start, 2.0, 728.0, 50, 1e-3, |x, y, _| paraboloid(x, y, 1.0));
+        assert!(a.converged && a.x.hypot(a.y) < 1e-3, "{} {}", a.x, a.y);
     }
 
     #[test]

@@ -159,6 +159,24 @@ pub enum RawError {
         /// Window length.
         window: u32,
     },
+    /// The file's DAQ header disagrees with the detector conditions the
+    /// reconstruction uses (the DAQ's own conditions tag is not compared:
+    /// a newer tag may rightly be used).
+    #[error(
+        "{path}: DAQ header {field} is {in_file}, conditions {conditions_tag} say {in_conditions}"
+    )]
+    DaqMismatch {
+        /// File.
+        path: PathBuf,
+        /// Header attribute.
+        field: &'static str,
+        /// Its value in the file.
+        in_file: String,
+        /// The value the conditions imply.
+        in_conditions: String,
+        /// The conditions' tag.
+        conditions_tag: String,
+    },
 }
 
 impl RawError {

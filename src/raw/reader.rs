@@ -581,6 +581,51 @@ impl RawFile {
         Ok(lo.min(hi)..hi)
     }
 
+    /// The DAQ header (sample period, window length, channel count) agrees
+    /// with `detector`, the conditions (tag `tag`) the file is reconstructed
+    /// with: pods are read in units of its samples, window and channels.
+    ///
+    /// # Errors
+    /// [`RawError::DaqMismatch`] naming the file, the attribute and both values.
+    pub fn check_daq(
+        &self,
+        detector: &tpcflow_reco::DetectorModel,
+        tag: &str,
+    ) -> Result<(), RawError> {
+        let daq = &detector.params.daq;
+        let h = &self.header;
+        let window = ((daq.window_before_ns + daq.window_after_ns) / daq.sample_ns).round();
+        let mismatch = |field, in_file: String, in_conditions: String| RawError::DaqMismatch {
+            path: self.path.clone(),
+            field,
+            in_file,
+            in_conditions,
+            conditions_tag: tag.to_string(),
+        };
+        if (h.sample_period_ns - daq.sample_ns).abs() > 1e-9 * daq.sample_ns.abs() {
+            return Err(mismatch(
+                "sample_period_ns",
+                format!("{} ns", h.sample_period_ns),
+                format!("{} ns", daq.sample_ns),
+            ));
+        }
+        if f64::from(h.window_samples) != window {
+            return Err(mismatch(
+                "window_samples",
+                format!("{} samples", h.window_samples),
+                format!("{window} samples"),
+            ));
+        }
+        if h.n_channels as usize != detector.n_channels() {
+            return Err(mismatch(
+                "n_channels",
+                h.n_channels.to_string(),
+                detector.n_channels().to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The file's header.
     pub fn header(&self) -> &RawHeader {
         &self.header

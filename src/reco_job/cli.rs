@@ -40,8 +40,8 @@ pub struct RecoArgs {
 }
 
 /// Inputs with the checksum an input list may give after a TAB (the
-/// catalogued adler32, verified when the file was placed); without one the
-/// job computes it.
+/// catalogued adler32, which the job verifies the file against); without one
+/// the job computes it.
 fn expand_inputs(inputs: &[String]) -> Result<Vec<(PathBuf, Option<String>)>> {
     let mut out = Vec::new();
     for i in inputs {
@@ -137,6 +137,7 @@ pub fn run_reco(a: RecoArgs) -> Result<()> {
     config.validate().with_context(|| "reco config")?;
     let (inputs, input_adler32): (Vec<PathBuf>, Vec<Option<String>>) =
         expand_inputs(&a.inputs)?.into_iter().unzip();
+    let fault = super::abort::InjectedFault::from_env()?;
     let launch = crate::mpi_env::launch_info();
     crate::mpi_env::prepare_singleton(&launch);
     let (universe, threading) =
@@ -154,6 +155,7 @@ pub fn run_reco(a: RecoArgs) -> Result<()> {
         threads: super::default_threads(a.threads),
         events_per_unit: a.events_per_unit,
         batch_events: a.batch.max(1),
+        fault,
     };
     let summary = super::run(&opts, &world)?;
     if let Some(s) = summary {

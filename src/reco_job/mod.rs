@@ -3,9 +3,11 @@
 //! writes one RQ file and one result record per input.
 //!
 //! ```text
-//! plan     every rank probes the inputs (event counts only) and cuts them into
-//!          units: event ranges, ~4 per rank, largest first; inputs with a
-//!          complete output of the same lineage are skipped
+//! refuse   inputs that would write the same outputs (see `plan`)
+//! plan     rank 0 probes the inputs (event counts only; inputs with a
+//!          complete output of the same lineage are skipped) and broadcasts
+//!          its plan; every rank cuts it into the same units: event ranges,
+//!          ~4 per rank, largest first
 //! work     units are handed out dynamically (a thread on rank 0 answers the
 //!          other ranks' requests while rank 0 works too; a rank asks for its
 //!          next unit near the end of the current one and a prefetch thread
@@ -22,8 +24,15 @@
 //! (`crate::atomic_file`); the result record is written after the RQ file, so
 //! a record saying `ok` always has its output. A full output file system
 //! (ENOSPC) fails that input, recorded as `no space left on device for PATH`
-//! with its temporary removed; a later run redoes it.
+//! with its temporary removed; a later run redoes it. An input given with its
+//! catalogued adler32 is checksummed while its RQ file is finished (on the
+//! finisher thread) and fails without an RQ file when the checksum differs;
+//! its DAQ header (sample period, window, channels) must match the conditions.
+//!
+//! A rank that cannot continue (not an input's fault) aborts the whole job
+//! after recording the failure of the unit it held: see `abort`.
 
+pub mod abort;
 pub mod cli;
 pub mod columns;
 pub mod distribute;
@@ -54,8 +63,9 @@ use plan::{FilePlan, OutputNames, Unit};
 pub struct RecoJobOptions {
     /// Raw input files.
     pub inputs: Vec<PathBuf>,
-    /// Known adler32 of each input (the catalogued one, verified at
-    /// placement); `None` means the job reads the file to compute it.
+    /// Catalogued adler32 of each input: the job checks the file against it
+    /// (a mismatch fails the input) and writes it into the RQ file; `None`
+    /// means the job reads the file to compute it.
     pub input_adler32: Vec<Option<String>>,
     /// Where RQ files and result records go.
     pub out_dir: PathBuf,
@@ -69,6 +79,8 @@ pub struct RecoJobOptions {
     pub events_per_unit: Option<u64>,
     /// Events reconstructed per rayon batch.
     pub batch_events: usize,
+    /// Test-only fault injection (see [`abort::FAULT_ENV`]); None in production.
+    pub fault: Option<abort::InjectedFault>,
 }
 
 /// The machine-readable record of one input, `{stem}.{hash}.result.json`.
@@ -215,9 +227,23 @@ pub fn default_threads(explicit: Option<usize>) -> usize {
 }
 
 /// Make a closed RQ file final, then record its success (for a whole file:
-/// with the output and its checksum). A full disk records the failure
-/// instead, with no file under the final name.
-fn commit_ok(closed: rq::ClosedRq, record: PathBuf, mut r: FileResult, whole: bool) -> Result<()> {
+/// with the output and its checksum). When `verify` holds an input and its
+/// catalogued adler32, the input is checksummed first and a mismatch records
+/// the input's failure instead (the closed file is removed, never renamed into
+/// place). A full disk records the failure, with no file under the final name.
+fn commit_ok(
+    closed: rq::ClosedRq,
+    record: PathBuf,
+    mut r: FileResult,
+    whole: bool,
+    verify: Option<(PathBuf, String)>,
+) -> Result<()> {
+    if let Some((input, expected)) = verify {
+        if let Err(e) = verify_input_adler32(&input, &expected) {
+            drop(closed);
+            return record_failure(&record, r, e);
+        }
+    }
     let path = closed.path().to_path_buf();
     if let Err(e) = closed.commit() {
         if !e.is_no_space() {
@@ -231,6 +257,22 @@ fn commit_ok(closed: rq::ClosedRq, record: PathBuf, mut r: FileResult, whole: bo
         r.output = Some(path);
     }
     write_json_atomic(&record, &r)
+}
+
+/// Check `input` against its catalogued adler32 (read once, 1 MiB blocks);
+/// the error names the file, the expected and the actual checksum.
+fn verify_input_adler32(input: &Path, expected: &str) -> Result<(), String> {
+    let actual = crate::adler::digest_file(input)
+        .map_err(|e| e.to_string())?
+        .adler32;
+    if crate::adler::same_checksum(&actual, expected) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: adler32 mismatch: catalogued {expected}, file has {actual}",
+            input.display()
+        ))
+    }
 }
 
 /// Write a `failed` record with `error` (no output).
@@ -302,6 +344,7 @@ struct Opened {
 
 struct Job<'a> {
     opts: &'a RecoJobOptions,
+    rank: i32,
     lineage: Lineage,
     hash: String,
     pool: std::sync::Arc<rayon::ThreadPool>,
@@ -379,30 +422,61 @@ impl Job<'_> {
         }
     }
 
-    /// Close the file's RQ output and record success with its checksum.
+    /// The input and its catalogued adler32 to verify it against, when the
+    /// job was given one.
+    fn to_verify(&self, file: usize) -> Option<(PathBuf, String)> {
+        let expected = self.opts.input_adler32.get(file).cloned().flatten()?;
+        Some((self.opts.inputs[file].clone(), expected))
+    }
+
+    /// Close the file's RQ output and record success with its checksum (the
+    /// input was verified by its part 0, see [`Job::run_unit`]).
     fn finish_ok(&self, file: usize, r: FileResult, w: rq::RqWriter) -> Result<()> {
         let record = &self.names[file].record;
         match self.close_or_record(w, &self.header(file, true)?, record, &r)? {
-            Some(closed) => commit_ok(closed, record.clone(), r, true),
+            Some(closed) => commit_ok(closed, record.clone(), r, true, None),
             None => Ok(()),
         }
     }
 
-    /// [`Job::finish_ok`] with the durable part (fsync, rename, checksum,
-    /// record) queued on the finisher, overlapping the next unit.
+    /// Close a whole file's RQ output, then on the finisher (overlapping the
+    /// next unit): verify the input's checksum, make the output durable
+    /// (fsync, rename, checksum) and record it.
     fn finish_ok_later(&self, file: usize, r: FileResult, w: rq::RqWriter) -> Result<()> {
         let record = self.names[file].record.clone();
+        let verify = self.to_verify(file);
         match self.close_or_record(w, &self.header(file, true)?, &record, &r)? {
             Some(closed) => self
                 .finisher
-                .submit(move || commit_ok(closed, record, r, true)),
+                .submit(move || commit_ok(closed, record, r, true, verify)),
             None => Ok(()),
         }
     }
 
-    /// Open a unit's input for streaming (the error is the input's).
+    /// Open a unit's input for streaming and check its DAQ header against
+    /// the conditions (the error is the input's).
     fn open_input(&self, unit: Unit) -> Result<RawFile, String> {
-        RawFile::open_streaming(&self.opts.inputs[unit.file]).map_err(|e| e.to_string())
+        let raw =
+            RawFile::open_streaming(&self.opts.inputs[unit.file]).map_err(|e| e.to_string())?;
+        raw.check_daq(&self.opts.conditions.detector, &self.opts.conditions.tag)
+            .map_err(|e| e.to_string())?;
+        Ok(raw)
+    }
+
+    /// This rank cannot go on with `unit`: let the outputs it finished become
+    /// durable, then record the unit's input as failed with `error` (best
+    /// effort: the output directory may be what failed).
+    fn abandon(&self, unit: Unit, error: &anyhow::Error) {
+        if let Err(e) = self.finisher.wait() {
+            tracing::error!(rank = self.rank, error = %format!("{e:#}"), "finishing outputs");
+        }
+        let why = format!(
+            "rank {} could not finish events {}..{} of this input: {error:#}",
+            self.rank, unit.first_event, unit.end_event
+        );
+        if let Err(e) = self.fail(unit.file, why, None) {
+            tracing::error!(rank = self.rank, error = %format!("{e:#}"), "cannot record the failure");
+        }
     }
 
     /// Open the unit this rank will do next and read its first window ahead.
@@ -509,9 +583,16 @@ impl Job<'_> {
                 } else {
                     let record = names.part_record(unit.part);
                     let header = self.header(unit.file, false)?;
+                    // Part 0 verifies the whole input: a mismatch fails the
+                    // part, and with it the merge of the file.
+                    let verify = if unit.part == 0 {
+                        self.to_verify(unit.file)
+                    } else {
+                        None
+                    };
                     if let Some(closed) = self.close_or_record(writer, &header, &record, &r)? {
                         self.finisher
-                            .submit(move || commit_ok(closed, record, r, false))?;
+                            .submit(move || commit_ok(closed, record, r, false, verify))?;
                     }
                 }
                 stats.write_seconds = c.write_seconds + t.elapsed().as_secs_f64();
@@ -603,10 +684,46 @@ impl Job<'_> {
 
 /// Run the job on this rank. Rank 0 returns the summary.
 ///
+/// With several ranks, a rank that cannot continue (its outputs cannot be
+/// written, a panic, a failed exchange) records the failure of the unit it
+/// held and aborts the whole job with [`abort::ABORT_CODE`]
+/// (`MPI_Abort`: this function does not return then).
+///
 /// # Errors
-/// When the output directory cannot be written (input faults are recorded
-/// per file, not returned).
+/// Inputs that would write the same outputs ([`plan::PlanError`], on every
+/// rank); with one rank, what would abort a job of several; on ranks other
+/// than 0, the job's exit code when it is not success (input faults are
+/// recorded per file, not returned).
 pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<JobSummary>> {
+    plan::check_distinct_outputs(&opts.inputs)?;
+    let rank = world.rank();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(opts, world)))
+        .unwrap_or_else(|p| {
+            Err(anyhow::anyhow!(
+                "rank {rank} panicked: {}",
+                abort::panic_message(&*p)
+            ))
+        });
+    match outcome {
+        Ok((summary, code)) => {
+            if rank != 0 && code != exit::OK {
+                // Every rank exits with the job's code; rank 0 prints the summary.
+                return Err(exit::ExitError::new(
+                    code,
+                    format!("rank {rank}: job ended with code {code}"),
+                )
+                .into());
+            }
+            Ok(summary)
+        }
+        Err(e) if world.size() > 1 => abort::abort_job(world, &e),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`run`] on this rank until the exit code is known to all: the summary
+/// (rank 0) and the code. An error means this rank cannot continue.
+fn run_job(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<(Option<JobSummary>, u8)> {
     let start = Instant::now();
     let (rank, size) = (world.rank(), world.size());
     std::fs::create_dir_all(&opts.out_dir)
@@ -625,6 +742,7 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         .collect();
     let job = Job {
         opts,
+        rank,
         lineage,
         hash: hash.clone(),
         pool,
@@ -633,22 +751,32 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         prefetch: Prefetcher::start()?,
     };
 
-    // Plan: identical on every rank (same inputs, same answers).
-    let plans: Vec<FilePlan> = opts
-        .inputs
-        .iter()
-        .zip(&job.names)
-        .map(|(input, names)| {
-            if already_done(names, &hash) {
-                FilePlan::Skip
-            } else {
-                match raw::reader::probe_events(input) {
-                    Ok(n) => FilePlan::Process { n_events: n },
-                    Err(e) => FilePlan::Fail(e.to_string()),
+    // Plan: made by rank 0 alone, the same on every rank.
+    let plans: Vec<FilePlan> = if rank == 0 {
+        opts.inputs
+            .iter()
+            .zip(&job.names)
+            .map(|(input, names)| {
+                if already_done(names, &hash) {
+                    FilePlan::Skip
+                } else {
+                    match raw::reader::probe_events(input) {
+                        Ok(n) => FilePlan::Process { n_events: n },
+                        Err(e) => FilePlan::Fail(e.to_string()),
+                    }
                 }
-            }
-        })
-        .collect();
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let plans = plan::broadcast_plans(world, plans)?;
+    anyhow::ensure!(
+        plans.len() == opts.inputs.len(),
+        "rank {rank}: rank 0's plan has {} inputs, this rank was given {}",
+        plans.len(),
+        opts.inputs.len()
+    );
     let counts: Vec<Option<u64>> = plans
         .iter()
         .map(|p| {
@@ -700,17 +828,40 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         };
         stats.idle_seconds += t.elapsed().as_secs_f64();
         let opened = next.take().filter(|(n, _)| *n == u).map(|(_, raw)| raw);
-        let s = job.run_unit(units[u], opened, &mut |left| {
-            if let Some(b) = &bar {
-                b.set_position(queue.handed_out());
+        let outcome = if opts.fault.is_some_and(|f| f.fires(rank, stats.units)) {
+            Err(anyhow::anyhow!(
+                "injected fault ({}): rank {rank} stops after {} unit(s)",
+                abort::FAULT_ENV,
+                stats.units
+            ))
+        } else {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job.run_unit(units[u], opened, &mut |left| {
+                    if let Some(b) = &bar {
+                        b.set_position(queue.handed_out());
+                    }
+                    if left <= ASK_AHEAD_EVENTS {
+                        queue.ask_ahead();
+                        if next.is_none() {
+                            next = queue.peek_ahead().map(|n| (n, job.open_ahead(units[n])));
+                        }
+                    }
+                })
+            }))
+            .unwrap_or_else(|p| {
+                Err(anyhow::anyhow!(
+                    "rank {rank} panicked: {}",
+                    abort::panic_message(&*p)
+                ))
+            })
+        };
+        let s = match outcome {
+            Ok(s) => s,
+            Err(e) => {
+                job.abandon(units[u], &e);
+                return Err(e);
             }
-            if left <= ASK_AHEAD_EVENTS {
-                queue.ask_ahead();
-                if next.is_none() {
-                    next = queue.peek_ahead().map(|n| (n, job.open_ahead(units[n])));
-                }
-            }
-        })?;
+        };
         stats.units += s.units;
         stats.events += s.events;
         stats.pulses += s.pulses;
@@ -848,11 +999,5 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
         root.gather_into(&local[..]);
     }
     root.broadcast_into(&mut code);
-    if rank != 0 && code != exit::OK {
-        // Every rank exits with the job's code; rank 0 prints the summary.
-        return Err(
-            exit::ExitError::new(code, format!("rank {rank}: job ended with code {code}")).into(),
-        );
-    }
-    Ok(summary)
+    Ok((summary, code))
 }

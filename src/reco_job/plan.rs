@@ -1,8 +1,18 @@
 //! Planning a reco job: which files to process, skip or fail, and how to cut
 //! them into work units (event ranges) so that no rank idles behind a big file.
+//!
+//! Rank 0 alone looks at the file system (which outputs are done, how many
+//! events each input has) and broadcasts its plan ([`broadcast_plans`]):
+//! ranks that looked for themselves could see different answers (an output
+//! renamed into place, a file replaced between their looks) and cut
+//! different unit lists, then wait for each other forever or write the same
+//! output twice.
 
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
 use serde::{Deserialize, Serialize};
 
 /// One piece of work: an event range of one input file.
@@ -21,7 +31,7 @@ pub struct Unit {
 }
 
 /// What the job does with one input.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FilePlan {
     /// Reconstruct it in these units (indices into the unit list).
     Process {
@@ -72,6 +82,82 @@ impl OutputNames {
     pub fn part_record(&self, part: u32) -> PathBuf {
         self.dir.join(format!(".{}.part{part:04}.json", self.stem))
     }
+}
+
+/// Inputs a job refuses before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// One input listed twice.
+    #[error("input {path} is listed twice (inputs number {first} and {second})")]
+    ListedTwice {
+        /// The input.
+        path: PathBuf,
+        /// Its first position in the input list (0-based).
+        first: usize,
+        /// Its second position.
+        second: usize,
+    },
+    /// Two inputs whose outputs would have the same names.
+    #[error("inputs {first} and {second} have the same file name: their RQ files and result records would have the same names")]
+    SameFileName {
+        /// The first input.
+        first: PathBuf,
+        /// The other one.
+        second: PathBuf,
+    },
+}
+
+/// Every input gets outputs of its own: outputs are named after the input's
+/// file name ([`OutputNames`]), so an input listed twice, or two inputs of
+/// the same name in different directories, would write the same files.
+/// Decided from the paths alone (no file system access: every rank agrees).
+///
+/// # Errors
+/// The first pair that collides, naming both.
+pub fn check_distinct_outputs(inputs: &[PathBuf]) -> Result<(), PlanError> {
+    let mut seen = std::collections::HashMap::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        let name = input.file_name().unwrap_or(input.as_os_str());
+        if let Some(&first) = seen.get(name) {
+            let earlier: &PathBuf = &inputs[first];
+            return Err(if earlier == input {
+                PlanError::ListedTwice {
+                    path: input.clone(),
+                    first,
+                    second: i,
+                }
+            } else {
+                PlanError::SameFileName {
+                    first: earlier.clone(),
+                    second: input.clone(),
+                }
+            });
+        }
+        seen.insert(name, i);
+    }
+    Ok(())
+}
+
+/// Rank 0's plan on every rank: rank 0 passes its plans, the others an
+/// empty vector (they never look at the inputs for planning).
+///
+/// # Errors
+/// When rank 0's plan cannot be encoded or what arrived cannot be decoded.
+pub fn broadcast_plans(world: &SimpleCommunicator, plans: Vec<FilePlan>) -> Result<Vec<FilePlan>> {
+    if world.size() == 1 {
+        return Ok(plans);
+    }
+    let root = world.process_at_rank(0);
+    let mut bytes = if world.rank() == 0 {
+        serde_json::to_vec(&plans).context("encoding the plan")?
+    } else {
+        Vec::new()
+    };
+    let mut len = bytes.len() as u64;
+    root.broadcast_into(&mut len);
+    bytes.resize(len as usize, 0);
+    root.broadcast_into(&mut bytes[..]);
+    serde_json::from_slice(&bytes).context("decoding the plan rank 0 broadcast")
 }
 
 /// Events per unit: about four units per rank so the dynamic distribution
@@ -143,6 +229,30 @@ mod tests {
         assert_eq!(unit_size(800, 2, None, 16), 100);
         assert_eq!(unit_size(10, 2, None, 16), 16);
         assert_eq!(unit_size(800, 2, Some(50), 16), 50);
+    }
+
+    #[test]
+    fn inputs_that_would_share_outputs_are_refused_naming_both() {
+        let p = |s: &str| PathBuf::from(s);
+        let ok = [p("/a/000001_00000.raw.h5"), p("/a/000001_00001.raw.h5")];
+        check_distinct_outputs(&ok).unwrap();
+        let twice = [p("/a/x.raw.h5"), p("/a/y.raw.h5"), p("/a/x.raw.h5")];
+        let e = check_distinct_outputs(&twice).unwrap_err();
+        assert!(matches!(
+            e,
+            PlanError::ListedTwice {
+                first: 0,
+                second: 2,
+                ..
+            }
+        ));
+        assert!(e.to_string().contains("/a/x.raw.h5 is listed twice"), "{e}");
+        let same = [p("/a/x.raw.h5"), p("/b/x.raw.h5")];
+        let e = check_distinct_outputs(&same).unwrap_err().to_string();
+        assert!(
+            e.contains("/a/x.raw.h5") && e.contains("/b/x.raw.h5"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod dispatch;
 mod full_disk;
 mod raw_format;
 mod reco_accuracy;
+mod reco_hardening;
 mod reco_mpi;
 mod rq_format;
 mod salting;

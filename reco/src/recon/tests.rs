@@ -244,8 +244,35 @@ fn bad_pods_are_typed_errors() {
             vec![pod(2, 100, 50, 0), pod(2, 120, 50, 50)],
             RecoError::OverlappingPods {
                 event: 42,
+                previous: 0,
                 pod: 1,
                 channel: 2,
+            },
+        ),
+        // Out of (channel, start) order: the overlapping pods are not
+        // neighbours in the order they were written.
+        (
+            vec![pod(2, 120, 50, 0), pod(3, 0, 10, 50), pod(2, 100, 50, 50)],
+            RecoError::OverlappingPods {
+                event: 42,
+                previous: 2,
+                pod: 0,
+                channel: 2,
+            },
+        ),
+        // Out of order before the overlapping pair.
+        (
+            vec![
+                pod(5, 300, 10, 0),
+                pod(5, 100, 80, 10),
+                pod(5, 150, 20, 0),
+                pod(4, 0, 10, 0),
+            ],
+            RecoError::OverlappingPods {
+                event: 42,
+                previous: 1,
+                pod: 2,
+                channel: 5,
             },
         ),
     ];
@@ -463,4 +490,29 @@ fn throughput_single_core() {
         mb / dt,
         dt / (views.len() as f64 * rounds as f64) * 1e6
     );
+}
+
+#[test]
+fn pods_in_any_order_are_accepted_when_none_overlap() {
+    let model = DetectorModel::default_lz_like();
+    let samples = vec![15000i16; 100];
+    let pod = |channel: u16, start_sample: i32| PodRecord {
+        channel,
+        start_sample,
+        length: 10,
+        offset: 0,
+    };
+    for pods in [
+        vec![pod(2, 500), pod(2, 100), pod(1, 0), pod(2, 300)],
+        vec![pod(7, 20), pod(7, 10), pod(7, 0)],
+        vec![pod(2, 100), pod(2, 110), pod(3, 105)],
+    ] {
+        let ev = EventView {
+            event_id: 1,
+            trigger_time_ns: 0,
+            pods: &pods,
+            samples: &samples,
+        };
+        assert_eq!(validate_pods(&ev, &model), Ok(()), "{pods:?}");
+    }
 }

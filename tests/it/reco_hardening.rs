@@ -1,0 +1,492 @@
+//! `tpcflow reco` refusing what it must not do and never hanging: a rank
+//! that cannot continue ends the whole SLURM job at once, the plan is made by
+//! rank 0 alone, inputs that would share outputs are refused, inputs are
+//! checked against their catalogued adler32 and their DAQ header against the
+//! conditions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use tpcflow::reco_job::{read_result, FileResult};
+use tpcflow::rq::read_rq_file;
+use tpcflow::sbatch::{shell_quote, Template};
+use tpcflow::slurm::{self, JobState};
+
+use crate::common::*;
+
+/// Simulated raw files of run 32, `files` x `events`.
+fn simulate(dir: &Path, files: u32, events: u32) -> Vec<PathBuf> {
+    let cond = tpcflow::conditions::Conditions::load("v1").unwrap();
+    let opts = tpcflow::sim::SimOptions {
+        run: 32,
+        files,
+        events_per_file: events,
+        seed: 32,
+        out: dir.to_path_buf(),
+        source: tpcflow::sim::Source::Mixed,
+        first_sequence: 0,
+        live_rate_hz: None,
+    };
+    tpcflow::sim::run(&opts, &cond).unwrap().files
+}
+
+fn mpi_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env_remove("SLURM_CPUS_PER_TASK")
+}
+
+/// `tpcflow reco` on one rank (no launcher).
+fn reco1(args: &[&str], out: &Path, inputs: &[&Path]) -> Output {
+    let mut cmd = Command::new(tpcflow_bin());
+    mpi_env(&mut cmd)
+        .args(["reco", "--threads", "1", "--out-dir"])
+        .arg(out)
+        .args(args)
+        .arg("--inputs")
+        .args(inputs);
+    cmd.output().expect("reco runs")
+}
+
+/// `mpirun -n 2 tpcflow reco ...`
+fn reco2(args: &[&str], out: &Path, inputs: &[&Path]) -> Output {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-n", "2", "--oversubscribe", "--bind-to", "none"])
+        .arg(tpcflow_bin());
+    mpi_env(&mut cmd)
+        .args(["reco", "--threads", "1", "--out-dir"])
+        .arg(out)
+        .args(args)
+        .arg("--inputs")
+        .args(inputs);
+    cmd.output().expect("mpirun runs")
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Result records in `dir`, by input file name.
+fn records(dir: &Path) -> BTreeMap<String, FileResult> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".result.json"))
+                .map(|e| read_result(&e.path()).unwrap())
+                .map(|r| (r.input.file_name().unwrap().to_string_lossy().into(), r))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every file name in `dir`.
+fn names_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every `ok` record's RQ file is complete: it reads back with the
+/// record's event count and checksum.
+fn assert_ok_outputs_intact(recs: &BTreeMap<String, FileResult>, events: u64) {
+    for (name, r) in recs.iter().filter(|(_, r)| r.status == "ok") {
+        let out = r.output.as_ref().unwrap();
+        let rq = read_rq_file(out).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(rq.events[0].data.len() as u64, events, "{name}");
+        assert_eq!(r.events, events, "{name}");
+        let digest = tpcflow::adler::digest_file(out).unwrap();
+        assert_eq!(Some(digest.adler32), r.output_adler32, "{name}");
+    }
+}
+
+#[test]
+fn a_rank_that_cannot_continue_ends_the_sbatch_job_within_seconds() {
+    if !require_cluster() {
+        return;
+    }
+    let _cluster = cluster_shared();
+    let nodes = cluster_nodes();
+    let dir = scratch("reco-abort");
+    let inputs = simulate(&dir.path().join("SURF"), 6, 20);
+    let out = dir.path().join("rq");
+    let list = dir.path().join("inputs.txt");
+    std::fs::write(
+        &list,
+        inputs
+            .iter()
+            .map(|p| format!("{}\n", p.display()))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let log = dir.path().join("job.log");
+    let time_limit = Duration::from_secs(600);
+    let values: BTreeMap<String, String> = [
+        ("job_name", "tpcflow-reco-abort-it".to_string()),
+        ("nodes", nodes.len().min(2).to_string()),
+        ("ntasks", "2".into()),
+        ("cpus_per_task", "1".into()),
+        ("time_limit", "00:10:00".into()),
+        ("log", log.display().to_string()),
+        ("tpcflow", shell_quote(&tpcflow_bin().display().to_string())),
+        (
+            "reco_args",
+            format!(
+                "--inputs @{} --out-dir {} --json --events-per-unit 20",
+                shell_quote(&list.display().to_string()),
+                shell_quote(&out.display().to_string())
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let script = dir.path().join("reco.sbatch");
+    tpcflow::sbatch::write_script(
+        &script,
+        &Template::load("local").unwrap().render(&values).unwrap(),
+    )
+    .unwrap();
+    // Rank 1 finishes two units (a whole file each), then cannot continue.
+    let fault = format!("--export=ALL,{}=1:2", tpcflow::reco_job::abort::FAULT_ENV);
+    let t = Instant::now();
+    let job = slurm::submit(&script, &[&fault]).unwrap();
+    let info = slurm::wait_for_job(job, Duration::from_secs(300)).unwrap();
+    let elapsed = t.elapsed();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let what = format!("{info:?} after {elapsed:?}\n{log_text}");
+    // Ended by the abort, long before the time limit (queueing included).
+    assert!(
+        elapsed < Duration::from_secs(90) && elapsed < time_limit / 6,
+        "{what}"
+    );
+    assert_eq!(info.state, JobState::Failed, "{what}");
+    assert_eq!(
+        info.exit_code.as_deref(),
+        Some(format!("{}:0", tpcflow::exit::PARTIAL_FAILURE).as_str()),
+        "{what}"
+    );
+    // Two MPI ranks (the world size is in the abort message), on both nodes.
+    assert!(
+        log_text.contains("error: rank 1 cannot continue")
+            && log_text.contains("aborting all 2 ranks"),
+        "{what}"
+    );
+    if nodes.len() >= 2 {
+        assert_eq!(info.node_list.as_deref(), Some("n[1-2]"), "{what}");
+    }
+    // Rank 1 recorded the failure of the unit it held before aborting.
+    let recs = records(&out);
+    let failed: Vec<&FileResult> = recs.values().filter(|r| r.status == "failed").collect();
+    assert_eq!(failed.len(), 1, "{recs:#?}");
+    let error = failed[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("rank 1 could not finish") && error.contains("injected fault"),
+        "{error}"
+    );
+    // Rank 1 finished exactly two files: a third `ok` is rank 0's, and every
+    // finished output is intact.
+    let ok = recs.values().filter(|r| r.status == "ok").count();
+    assert!(ok >= 3, "{ok} ok: {recs:#?}\n{what}");
+    assert_ok_outputs_intact(&recs, 20);
+    // Nothing incomplete under a final name.
+    for name in names_in(&out).iter().filter(|n| n.ends_with(".rq.h5")) {
+        let stem = name.split('.').next().unwrap();
+        assert!(
+            recs.get(&format!("{stem}.raw.h5"))
+                .is_some_and(|r| r.status == "ok"),
+            "{name} has no ok record"
+        );
+    }
+}
+
+#[test]
+fn a_rank_that_cannot_write_its_outputs_ends_the_mpirun_job_at_once() {
+    let dir = scratch("reco-rofs");
+    let inputs = simulate(&dir.path().join("SURF"), 4, 20);
+    let out = dir.path().join("rq");
+    std::fs::create_dir_all(&out).unwrap();
+    // Rank 1 sees the output directory read-only (a bind mount in a mount
+    // namespace of its own): its first output cannot be created.
+    let wrapper = "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then \
+         exec unshare -m bash -c 'mount --bind -o ro \"$0\" \"$0\" && exec \"$@\"' \"$OUT\" \"$@\"; \
+         fi; exec \"$@\"";
+    let mut cmd = Command::new("mpirun");
+    cmd.args([
+        "-n",
+        "2",
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+        "-x",
+        "OUT",
+    ])
+    .args(["bash", "-c", wrapper, "rank"])
+    .arg(tpcflow_bin())
+    .env("OUT", &out)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    mpi_env(&mut cmd)
+        .args([
+            "reco",
+            "--threads",
+            "1",
+            "--events-per-unit",
+            "20",
+            "--out-dir",
+        ])
+        .arg(&out)
+        .arg("--inputs")
+        .args(&inputs);
+    let t = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    // Without the abort, rank 0 waits for rank 1 for ever: give up after 60 s.
+    while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hung = child.try_wait().unwrap().is_none();
+    if hung {
+        let _ = child.kill();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(!hung, "the job hung: {}", show(&o));
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert_eq!(
+        o.status.code(),
+        Some(tpcflow::exit::PARTIAL_FAILURE as i32),
+        "{}",
+        show(&o)
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("error: rank 1 cannot continue")
+            && stderr.contains("Read-only file system")
+            && stderr.contains("aborting all 2 ranks"),
+        "{stderr}"
+    );
+    // Whatever rank 0 finished before the abort is complete.
+    assert_ok_outputs_intact(&records(&out), 20);
+}
+
+#[test]
+fn the_plan_is_made_by_rank_0_alone() {
+    let dir = scratch("reco-plan");
+    let inputs = simulate(&dir.path().join("SURF"), 1, 12);
+    let input = &inputs[0];
+    let out = dir.path().join("rq");
+    let trace = dir.path().join("rank1.strace");
+    // One input of one unit: rank 1 gets no work, so any look it takes at
+    // the input would be for planning. Its file system calls are traced.
+    let wrapper = format!(
+        "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec strace -f -qq -e trace=file,desc -o {} \"$@\"; else exec \"$@\"; fi",
+        shell_quote(&trace.display().to_string())
+    );
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-n", "2", "--oversubscribe", "--bind-to", "none"])
+        .args(["bash", "-c", &wrapper, "rank"])
+        .arg(tpcflow_bin());
+    let o = mpi_env(&mut cmd)
+        .args(["reco", "--threads", "1", "--json", "--out-dir"])
+        .arg(&out)
+        .arg("--inputs")
+        .arg(input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON summary");
+    assert_eq!(summary["ranks"], 2, "{}", show(&o));
+    assert_eq!(summary["files_ok"], 1);
+    let per_rank = summary["per_rank"].as_array().unwrap();
+    assert_eq!(per_rank[1]["units"], 0, "rank 1 had no unit: {summary}");
+    let traced = std::fs::read_to_string(&trace).expect("rank 1 was traced");
+    assert!(traced.lines().count() > 10, "{traced}");
+    let stem = "000032_00000";
+    let looks: Vec<&str> = traced
+        .lines()
+        .filter(|l| l.contains(stem) && !l.contains("execve("))
+        .collect();
+    assert!(
+        looks.is_empty(),
+        "rank 1 looked at the input or its outputs:\n{}",
+        looks.join("\n")
+    );
+}
+
+#[test]
+fn inputs_that_would_write_the_same_outputs_are_refused_naming_both() {
+    let dir = scratch("reco-dup");
+    let inputs = simulate(&dir.path().join("SURF"), 1, 4);
+    let a = &inputs[0];
+    let other = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    let b = other.join(a.file_name().unwrap());
+    std::fs::copy(a, &b).unwrap();
+    let out = dir.path().join("rq");
+    let o = reco1(&[], &out, &[a, a]);
+    assert_eq!(
+        o.status.code(),
+        Some(tpcflow::exit::FAILURE as i32),
+        "{}",
+        show(&o)
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("input {} is listed twice", a.display())),
+        "{stderr}"
+    );
+    let o = reco2(&[], &out, &[a, &b]);
+    assert_eq!(
+        o.status.code(),
+        Some(tpcflow::exit::FAILURE as i32),
+        "{}",
+        show(&o)
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("inputs {} and {}", a.display(), b.display()))
+            && stderr.contains("same file name"),
+        "{stderr}"
+    );
+    assert!(
+        names_in(&out).iter().all(|n| !n.ends_with(".rq.h5")),
+        "{:?}",
+        names_in(&out)
+    );
+}
+
+#[test]
+fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file() {
+    let dir = scratch("reco-adler");
+    let inputs = simulate(&dir.path().join("SURF"), 2, 14);
+    let good = tpcflow::adler::digest_file(&inputs[0]).unwrap().adler32;
+    let actual = tpcflow::adler::digest_file(&inputs[1]).unwrap().adler32;
+    let wrong = if actual == "00000001" {
+        "00000002"
+    } else {
+        "00000001"
+    };
+    let list = dir.path().join("inputs.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "{}\t{good}\n{}\t{wrong}\n",
+            inputs[0].display(),
+            inputs[1].display()
+        ),
+    )
+    .unwrap();
+    let at_list = format!("@{}", list.display());
+    // One rank, whole files; two ranks, files split into parts and merged.
+    for (ranks, out) in [(1, dir.path().join("rq1")), (2, dir.path().join("rq2"))] {
+        let o = if ranks == 1 {
+            reco1(&[], &out, &[Path::new(&at_list)])
+        } else {
+            reco2(&["--events-per-unit", "5"], &out, &[Path::new(&at_list)])
+        };
+        assert_eq!(
+            o.status.code(),
+            Some(tpcflow::exit::PARTIAL_FAILURE as i32),
+            "{ranks} rank(s): {}",
+            show(&o)
+        );
+        let recs = records(&out);
+        let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+        let bad = &recs[&name(&inputs[1])];
+        assert_eq!(bad.status, "failed");
+        let error = bad.error.as_deref().unwrap();
+        assert!(
+            error.contains(&inputs[1].display().to_string())
+                && error.contains(&format!("catalogued {wrong}"))
+                && error.contains(&format!("file has {actual}")),
+            "{error}"
+        );
+        assert!(bad.output.is_none());
+        // No RQ file for it, under its final name or a temporary one.
+        let stem = name(&inputs[1]).replace(".raw.h5", "");
+        let left: Vec<String> = names_in(&out)
+            .into_iter()
+            .filter(|n| n.contains(&stem) && !n.ends_with(".result.json"))
+            .collect();
+        assert!(left.is_empty(), "{ranks} rank(s): {left:?}");
+        // The good input is done, its checksum in the RQ file.
+        let ok = &recs[&name(&inputs[0])];
+        assert_eq!(ok.status, "ok", "{ok:?}");
+        assert_ok_outputs_intact(&recs, 14);
+        let rq = read_rq_file(ok.output.as_ref().unwrap()).unwrap();
+        assert_eq!(rq.header.input_adler32, good);
+    }
+}
+
+#[test]
+fn a_daq_header_that_disagrees_with_the_conditions_is_a_typed_error_naming_both() {
+    let dir = scratch("reco-daq");
+    let inputs = simulate(&dir.path().join("SURF"), 1, 4);
+    let v1 =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conditions/v1.toml"))
+            .unwrap();
+    let retag =
+        |text: &str, tag: &str| text.replacen("tag = \"v1\"", &format!("tag = \"{tag}\""), 1);
+    // A newer tag with the same DAQ: accepted (the tag itself is not compared).
+    let same_daq = dir.path().join("v2.toml");
+    std::fs::write(&same_daq, retag(&v1, "v2")).unwrap();
+    // A longer window after the trigger: 2.6 ms instead of 2.5 ms.
+    let longer = dir.path().join("v3.toml");
+    let text = retag(&v1, "v3").replacen("window_after_ns = 2.5e6", "window_after_ns = 2.6e6", 1);
+    assert_ne!(text, retag(&v1, "v3"));
+    std::fs::write(&longer, text).unwrap();
+    // Another sample period.
+    let slower = dir.path().join("v4.toml");
+    let text = retag(&v1, "v4").replacen("sample_ns = 10.0", "sample_ns = 20.0", 1);
+    assert_ne!(text, retag(&v1, "v4"));
+    std::fs::write(&slower, text).unwrap();
+
+    let o = reco1(
+        &["--conditions", &same_daq.display().to_string()],
+        &dir.path().join("rq-v2"),
+        &[&inputs[0]],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    for (cond, field, in_file, in_cond) in [
+        (
+            &longer,
+            "window_samples",
+            "450000 samples",
+            "460000 samples",
+        ),
+        (&slower, "sample_period_ns", "10 ns", "20 ns"),
+    ] {
+        let out = dir.path().join(format!("rq-{field}"));
+        let o = reco1(
+            &["--conditions", &cond.display().to_string()],
+            &out,
+            &[&inputs[0]],
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(tpcflow::exit::FAILURE as i32),
+            "{}",
+            show(&o)
+        );
+        let recs = records(&out);
+        let r = recs.values().next().expect("a result record");
+        assert_eq!(r.status, "failed");
+        let error = r.error.as_deref().unwrap();
+        assert!(
+            error.contains(&inputs[0].display().to_string())
+                && error.contains(&format!("DAQ header {field} is {in_file}"))
+                && error.contains(&format!("say {in_cond}")),
+            "{error}"
+        );
+        assert!(names_in(&out).iter().all(|n| !n.ends_with(".rq.h5")));
+    }
+}
