@@ -19,6 +19,7 @@
 pub mod adler;
 pub mod audit;
 pub mod catalog;
+pub mod cli_bounds;
 pub mod conditions;
 pub mod dispatch;
 pub mod doctor;
