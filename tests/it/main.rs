@@ -5,9 +5,11 @@
 //! missing. Only an explicit `TPCFLOW_SKIP_CLUSTER_TESTS=1` (a laptop without
 //! SLURM) turns them into skips; scripts/test.sh and CI never set it.
 
+mod bad_input;
 mod catalog_transfer;
 mod common;
 mod dispatch;
+mod fuzz;
 mod raw_format;
 mod reco_accuracy;
 mod reco_mpi;
@@ -18,3 +20,4 @@ mod sim_physics;
 mod stack;
 mod validate;
 mod web;
+mod web_hardening;
