@@ -41,6 +41,46 @@ pub fn open_rw(path: &Path) -> hdf5::Result<hdf5::File> {
         .open_rw(path)
 }
 
+/// Largest ratio of a dataset's bytes in memory to its bytes in the file
+/// that a reader accepts: deflate cannot compress by more than 1032:1.
+pub const MAX_EXPANSION: u64 = 1032;
+/// Bytes any dataset may take in memory whatever its storage (small or
+/// never-written datasets read as fill values) [bytes].
+pub const ALWAYS_READABLE_BYTES: u64 = 1 << 20;
+
+/// The bytes reading `ds` whole would allocate, when its storage in the file
+/// can account for them: no more than the storage (itself no more than the
+/// file) for an unfiltered dataset, [`MAX_EXPANSION`] times it for a
+/// compressed one, or [`ALWAYS_READABLE_BYTES`]. A dataspace whose dimensions
+/// were corrupted to claim 2^40 rows would otherwise make a whole read
+/// allocate terabytes.
+///
+/// # Errors
+/// A message with the claimed shape and the storage, when it cannot.
+pub fn read_size(ds: &hdf5::Dataset) -> Result<u64, String> {
+    let shape = ds.shape();
+    let elem = ds.dtype().map_err(|e| format!("datatype: {e}"))?.size() as u64;
+    let bytes = shape
+        .iter()
+        .try_fold(elem, |acc, &d| acc.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
+    let file_bytes = ds.file().map_or(u64::MAX, |f| f.size());
+    let storage = ds.storage_size().min(file_bytes);
+    let expansion = if ds.filters().is_empty() {
+        1
+    } else {
+        MAX_EXPANSION
+    };
+    let limit = storage.saturating_mul(expansion).max(ALWAYS_READABLE_BYTES);
+    if bytes > limit {
+        return Err(format!(
+            "shape {shape:?} of {elem}-byte elements claims {bytes} bytes, \
+             but the file stores {storage} bytes of it"
+        ));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -20,6 +20,7 @@ pub mod adler;
 pub mod atomic_file;
 pub mod audit;
 pub mod catalog;
+pub mod cli_bounds;
 pub mod conditions;
 pub mod dispatch;
 pub mod doctor;

@@ -35,7 +35,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Fail unless the MPI world has exactly this many ranks.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         expect_size: Option<u32>,
     },
     /// Simulate the detector and write raw files as the DAQ would (the DAQ stand-in).
@@ -71,11 +71,12 @@ struct SimArgs {
     /// Run number.
     #[arg(long)]
     run: u32,
-    /// Number of files.
-    #[arg(long, default_value_t = 1)]
+    /// Number of files (1-100000).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     files: u32,
-    /// Events per file (the mean with --close-on-time).
-    #[arg(long, default_value_t = 100)]
+    /// Events per file (the mean with --close-on-time; 1-10000000).
+    #[arg(long, default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     events_per_file: u32,
     /// Close files on DAQ time, like a real DAQ: each file covers
     /// --events-per-file mean trigger intervals, so event counts vary from
@@ -94,17 +95,17 @@ struct SimArgs {
     /// Detector conditions: a tag (v1) or a TOML file.
     #[arg(long, default_value = "v1")]
     conditions: String,
-    /// First file sequence number.
-    #[arg(long, default_value_t = 0)]
+    /// First file sequence number (0-99999: five digits in the file name).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=99_999))]
     first_sequence: u32,
     /// Write files over time, like a live DAQ, at --rate events per second.
     #[arg(long)]
     live: bool,
-    /// Event rate for --live [Hz].
-    #[arg(long, default_value_t = 40.0)]
+    /// Event rate for --live [Hz] (0.001-1000000).
+    #[arg(long, default_value_t = 40.0, value_parser = tpcflow::cli_bounds::float_in(1e-3, 1e6))]
     rate: f64,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = tpcflow::cli_bounds::threads())]
     threads: Option<usize>,
     /// Print the report as JSON.
     #[arg(long)]
@@ -188,7 +189,12 @@ fn doctor(json: bool) -> Result<()> {
 fn sim(a: SimArgs) -> Result<()> {
     use anyhow::Context;
     let cond = tpcflow::conditions::Conditions::load(&a.conditions)?;
-    anyhow::ensure!(a.rate > 0.0, "--rate must be > 0 (got {})", a.rate);
+    anyhow::ensure!(
+        a.first_sequence + a.files <= 100_000,
+        "--first-sequence {} + --files {} passes sequence 99999 (five digits in the file name)",
+        a.first_sequence,
+        a.files
+    );
     let opts = tpcflow::sim::SimOptions {
         run: a.run,
         files: a.files,

@@ -130,11 +130,12 @@ pub struct TransferArgs {
     /// Destination sites, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "USDC,UKDC,ARCHIVE")]
     to: Vec<Site>,
-    /// Concurrent copies.
-    #[arg(long, default_value_t = 4)]
+    /// Concurrent copies (1-256).
+    #[arg(long, default_value_t = 4, value_parser = crate::cli_bounds::usize_in(1, 256))]
     parallel: usize,
-    /// A replica is marked bad after this many failed attempts.
-    #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    /// A replica is marked bad after this many failed attempts (1-1000).
+    #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_attempts: u32,
     /// Re-queue bad and lost replicas with a fresh retry budget first.
     #[arg(long)]
@@ -154,8 +155,9 @@ pub struct AuditArgs {
     /// Site to audit.
     #[arg(long)]
     site: Site,
-    /// Mark nothing when more than this fraction of verified replicas are lost or bad.
-    #[arg(long, default_value_t = DEFAULT_MAX_MISSING_FRACTION)]
+    /// Mark nothing when more than this fraction (0-1) of verified replicas are lost or bad.
+    #[arg(long, default_value_t = DEFAULT_MAX_MISSING_FRACTION,
+          value_parser = crate::cli_bounds::float_in(0.0, 1.0))]
     max_missing_fraction: f64,
     /// Compare sizes only (skip reading files for Adler-32).
     #[arg(long)]

@@ -82,6 +82,20 @@ pub enum CatalogError {
         /// Latest version this build knows.
         known: u32,
     },
+    /// A read-only opening found an older schema, which only a writer migrates.
+    #[error(
+        "catalog {path}: schema version {found} is older than this build reads ({known}); \
+         it is opened read-only and never migrated here: upgrade it with the dispatcher's \
+         build (`tpcflow catalog init`)"
+    )]
+    OlderSchema {
+        /// Catalog file.
+        path: PathBuf,
+        /// Version in the file.
+        found: u32,
+        /// Version this build reads.
+        known: u32,
+    },
     /// No raw file by that name or id.
     #[error("no raw file `{file}` in the catalog")]
     UnknownFile {
@@ -155,6 +169,48 @@ impl Catalog {
             });
         }
         Self::connect(path, OpenFlags::empty())
+    }
+
+    /// Open an existing catalog for reading only (`SQLITE_OPEN_READ_ONLY`,
+    /// `PRAGMA query_only`): nothing is migrated, no pragma is persisted, and
+    /// any write fails. For readers such as `tpcflow serve`, which must never
+    /// upgrade a production catalog under an older dispatcher.
+    ///
+    /// # Errors
+    /// [`CatalogError::Missing`]; [`CatalogError::OlderSchema`] or
+    /// [`CatalogError::NewerSchema`] unless the schema is exactly the one this
+    /// build knows; [`CatalogError::Sqlite`] when the file cannot be read.
+    pub fn open_read_only(path: &Path) -> Result<Self, CatalogError> {
+        if !path.exists() {
+            return Err(CatalogError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let err = |op| {
+            let path = path.to_path_buf();
+            move |source| CatalogError::Sqlite { path, op, source }
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err("open read-only"))?;
+        conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(err("set busy timeout"))?;
+        conn.execute_batch("PRAGMA query_only=ON;")
+            .map_err(err("set query_only"))?;
+        let found: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err("read schema version"))?;
+        let known = schema::MIGRATIONS.len() as u32;
+        let path = path.to_path_buf();
+        if found > known {
+            return Err(CatalogError::NewerSchema { path, found, known });
+        }
+        if found < known {
+            return Err(CatalogError::OlderSchema { path, found, known });
+        }
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+        })
     }
 
     fn connect(path: &Path, extra: OpenFlags) -> Result<Self, CatalogError> {
@@ -295,6 +351,43 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn a_read_only_opening_never_writes_or_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        drop(Catalog::init(&path).unwrap());
+        let c = Catalog::open_read_only(&path).unwrap();
+        assert!(c.runs().unwrap().is_empty());
+        let e = c.set_salted(1, true).unwrap_err();
+        assert!(e.to_string().contains("readonly"), "{e}");
+        drop(c);
+        // A catalog one migration behind is refused, not upgraded.
+        let old = dir.path().join("old.sqlite");
+        let conn = Connection::open(&old).unwrap();
+        for sql in &schema::MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 2").unwrap();
+        drop(conn);
+        let before = std::fs::read(&old).unwrap();
+        let e = Catalog::open_read_only(&old).unwrap_err();
+        assert!(
+            matches!(e, CatalogError::OlderSchema { found: 2, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("never migrated"), "{e}");
+        assert_eq!(std::fs::read(&old).unwrap(), before, "bytes unchanged");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        let e = Catalog::open_read_only(&path).unwrap_err();
+        assert!(
+            matches!(e, CatalogError::NewerSchema { found: 99, .. }),
+            "{e}"
+        );
     }
 
     #[test]

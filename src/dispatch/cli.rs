@@ -36,8 +36,9 @@ pub struct DispatchArgs {
     /// Pass after pass until killed.
     #[arg(long)]
     daemon: bool,
-    /// Seconds between passes (daemon).
-    #[arg(long, default_value_t = 30.0)]
+    /// Seconds between passes (daemon; 0.05-86400).
+    #[arg(long, default_value_t = 30.0,
+          value_parser = crate::cli_bounds::float_in(0.05, crate::cli_bounds::MAX_SECONDS))]
     interval: f64,
     /// Print each pass report as JSON.
     #[arg(long)]

@@ -271,8 +271,22 @@ fn read_column<T: hdf5::H5Type>(
     name: &str,
     path: &Path,
 ) -> Result<Vec<T>, RawError> {
-    file.dataset(name)
-        .and_then(|d| d.read_raw::<T>())
+    let ds = file.dataset(name).map_err(|e| RawError::Malformed {
+        path: path.to_path_buf(),
+        what: format!("dataset `{name}`: {e}"),
+    })?;
+    check_read_size(&ds, name, path)?;
+    ds.read_raw::<T>().map_err(|e| RawError::Malformed {
+        path: path.to_path_buf(),
+        what: format!("dataset `{name}`: {e}"),
+    })
+}
+
+/// Refuse a dataset whose claimed size its storage cannot hold (a corrupted
+/// length), before anything of that size is allocated.
+fn check_read_size(ds: &hdf5::Dataset, name: &str, path: &Path) -> Result<(), RawError> {
+    crate::h5::read_size(ds)
+        .map(drop)
         .map_err(|e| RawError::Malformed {
             path: path.to_path_buf(),
             what: format!("dataset `{name}`: {e}"),
@@ -371,6 +385,14 @@ impl RawFile {
                 what: "the /pods columns have different lengths".into(),
             });
         }
+        for (d, name) in [
+            (&columns.channel, "pods/channel"),
+            (&columns.start, "pods/start_sample"),
+            (&columns.length, "pods/length"),
+            (&columns.offset, "pods/offset"),
+        ] {
+            check_read_size(d, name, path)?;
+        }
         let columns = PodColumns { n_pods, ..columns };
         let (pods, pod_columns) = if streaming {
             (Vec::new(), Some(columns))
@@ -395,6 +417,7 @@ impl RawFile {
                 ),
             });
         }
+        check_read_size(&ds, "samples", path)?;
         let mappable = allow_mmap && stored_as_native::<i16>(&ds);
         let mapped_at = if mappable && n_samples > 0 {
             ds.offset()
@@ -403,7 +426,10 @@ impl RawFile {
         };
         let samples = match mapped_at {
             Some(at) => {
-                let needed = at + 2 * n_samples as u64;
+                let needed = (n_samples as u64)
+                    .checked_mul(2)
+                    .and_then(|b| b.checked_add(at))
+                    .unwrap_or(u64::MAX);
                 if needed > file_len {
                     return Err(RawError::Truncated {
                         path: path.to_path_buf(),

@@ -26,13 +26,13 @@ pub struct RecoArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Rayon threads per rank (default: SLURM_CPUS_PER_TASK, else the cores per rank).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli_bounds::threads())]
     pub threads: Option<usize>,
-    /// Events per work unit (default: about four units per rank).
-    #[arg(long)]
+    /// Events per work unit (default: about four units per rank; at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
     pub events_per_unit: Option<u64>,
-    /// Events reconstructed per parallel batch.
-    #[arg(long, default_value_t = 32)]
+    /// Events reconstructed per parallel batch (1-65536).
+    #[arg(long, default_value_t = 32, value_parser = crate::cli_bounds::usize_in(1, 65_536))]
     pub batch: usize,
     /// Print the summary as JSON (rank 0).
     #[arg(long)]

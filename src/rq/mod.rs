@@ -153,7 +153,31 @@ pub enum RqError {
         /// Rows expected.
         expected: usize,
     },
-    /// A batch whose columns differ from the file's (set or value type).
+    /// An index column (`/events/first_pulse` + `n_pulses`, `/pulses/first_channel`
+    /// + `n_channel_areas`) pointing past the rows of the group it indexes.
+    #[error(
+        "{path}: /{group}/{column} row {row}: rows {first}..{end} outside /{target} ({rows} rows)"
+    )]
+    BadIndex {
+        /// File.
+        path: PathBuf,
+        /// Group of the index column.
+        group: &'static str,
+        /// Index column (the `first_*` one).
+        column: String,
+        /// Row of the index column.
+        row: usize,
+        /// First row indexed.
+        first: u64,
+        /// One past the last row indexed.
+        end: u64,
+        /// Group indexed.
+        target: &'static str,
+        /// Rows of the group indexed.
+        rows: usize,
+    },
+    /// A batch whose columns differ from the file's (set or value type), or a
+    /// dataset read back with a shape, type or size this reader does not accept.
     #[error("{path}: /{group}/{column}: {message}")]
     Schema {
         /// File.
@@ -269,6 +293,53 @@ impl RqFile {
     pub fn pulse_column(&self, name: &str) -> Option<&ColumnData> {
         self.pulses.iter().find(|c| c.name == name).map(|c| &c.data)
     }
+
+    /// Check the columns of each group have equal lengths and the index
+    /// columns point within the rows they index (`/events/first_pulse` +
+    /// `n_pulses` into `/pulses`; `/pulses/first_channel` + `n_channel_areas`
+    /// into `/channels` when the file has channel areas). `path` names the
+    /// file in the errors.
+    ///
+    /// # Errors
+    /// [`RqError::Ragged`], [`RqError::BadIndex`], or [`RqError::Schema`]
+    /// for an index column of floats or negative values.
+    pub fn check(&self, path: &Path) -> Result<(), RqError> {
+        let groups = [
+            ("events", &self.events),
+            ("pulses", &self.pulses),
+            ("channels", &self.channels),
+        ];
+        for (group, cols) in groups {
+            let Some(expected) = cols.first().map(|c| c.data.len()) else {
+                continue;
+            };
+            if let Some(c) = cols.iter().find(|c| c.data.len() != expected) {
+                return Err(RqError::Ragged {
+                    path: path.to_path_buf(),
+                    group,
+                    column: c.name.clone(),
+                    got: c.data.len(),
+                    expected,
+                });
+            }
+        }
+        let rows = |cols: &[Column]| cols.first().map_or(0, |c| c.data.len());
+        check_index(
+            path,
+            ("events", &self.events),
+            ("first_pulse", "n_pulses"),
+            ("pulses", rows(&self.pulses)),
+        )?;
+        if !self.channels.is_empty() {
+            check_index(
+                path,
+                ("pulses", &self.pulses),
+                ("first_channel", "n_channel_areas"),
+                ("channels", rows(&self.channels)),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 fn read_str_attr(loc: &hdf5::Location, key: &str, path: &Path) -> Result<String, RqError> {
@@ -278,7 +349,9 @@ fn read_str_attr(loc: &hdf5::Location, key: &str, path: &Path) -> Result<String,
         .map_err(h5err(path, key))
 }
 
-fn read_group(file: &hdf5::File, name: &str, path: &Path) -> Result<Vec<Column>, RqError> {
+/// Read the columns of group `name`, checking each dataset's shape and claimed
+/// size before reading it.
+fn read_group(file: &hdf5::File, name: &'static str, path: &Path) -> Result<Vec<Column>, RqError> {
     use hdf5::types::{FloatSize, IntSize, TypeDescriptor as T};
     let g = file.group(name).map_err(h5err(path, name))?;
     let mut names = g.member_names().map_err(h5err(path, name))?;
@@ -287,6 +360,19 @@ fn read_group(file: &hdf5::File, name: &str, path: &Path) -> Result<Vec<Column>,
     for n in names {
         let what = format!("/{name}/{n}");
         let ds = g.dataset(&n).map_err(h5err(path, &what))?;
+        let schema = |message: String| RqError::Schema {
+            path: path.to_path_buf(),
+            group: name,
+            column: n.clone(),
+            message,
+        };
+        if ds.ndim() != 1 {
+            return Err(schema(format!(
+                "shape {:?}: a column has one dimension",
+                ds.shape()
+            )));
+        }
+        crate::h5::read_size(&ds).map_err(schema)?;
         let desc = ds
             .dtype()
             .and_then(|t| t.to_descriptor())
@@ -326,10 +412,73 @@ fn read_group(file: &hdf5::File, name: &str, path: &Path) -> Result<Vec<Column>,
     Ok(cols)
 }
 
+/// The values of an integer column as row numbers, or None for a float
+/// column or a negative value.
+fn row_numbers(data: &ColumnData) -> Option<Vec<u64>> {
+    fn signed<T: Copy + TryInto<u64>>(v: &[T]) -> Option<Vec<u64>> {
+        v.iter().map(|&x| x.try_into().ok()).collect()
+    }
+    match data {
+        ColumnData::U64(v) => Some(v.clone()),
+        ColumnData::U32(v) => Some(v.iter().map(|&x| u64::from(x)).collect()),
+        ColumnData::U16(v) => Some(v.iter().map(|&x| u64::from(x)).collect()),
+        ColumnData::U8(v) => Some(v.iter().map(|&x| u64::from(x)).collect()),
+        ColumnData::I64(v) => signed(v),
+        ColumnData::I32(v) => signed(v),
+        ColumnData::F32(_) | ColumnData::F64(_) => None,
+    }
+}
+
+/// Check that the rows `first[i]..first[i] + count[i]` of each row `i` of
+/// `group` lie within the `rows` rows of `target` (when both columns exist).
+fn check_index(
+    path: &Path,
+    (group, cols): (&'static str, &[Column]),
+    (first_name, count_name): (&str, &str),
+    (target, rows): (&'static str, usize),
+) -> Result<(), RqError> {
+    let find = |name: &str| cols.iter().find(|c| c.name == name);
+    let (Some(first), Some(count)) = (find(first_name), find(count_name)) else {
+        return Ok(());
+    };
+    let values = |c: &Column| {
+        row_numbers(&c.data).ok_or_else(|| RqError::Schema {
+            path: path.to_path_buf(),
+            group,
+            column: c.name.clone(),
+            message: "an index column holds non-negative integers".into(),
+        })
+    };
+    let (first_rows, counts) = (values(first)?, values(count)?);
+    for (row, (&a, &n)) in first_rows.iter().zip(&counts).enumerate() {
+        let end = a.saturating_add(n);
+        if n > 0 && end > rows as u64 {
+            return Err(RqError::BadIndex {
+                path: path.to_path_buf(),
+                group,
+                column: first_name.to_string(),
+                row,
+                first: a,
+                end,
+                target,
+                rows,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Read a whole RQ file (columns sorted by name).
 ///
+/// Checked before anything is used: every dataset is one-dimensional, of a
+/// supported type and no larger than its storage can hold; the columns of a
+/// group have equal lengths; the index columns point within the rows they
+/// index.
+///
 /// # Errors
-/// [`RqError`] naming the file and the dataset.
+/// [`RqError`] naming the file and the dataset: [`RqError::Hdf5`] for a
+/// missing group or unreadable dataset, [`RqError::Schema`] for a bad shape,
+/// type or size, [`RqError::Ragged`], [`RqError::BadIndex`].
 pub fn read_rq_file(path: &Path) -> Result<RqFile, RqError> {
     let file = crate::h5::open(path).map_err(h5err(path, "open"))?;
     let loc: &hdf5::Location = &file;
@@ -345,12 +494,41 @@ pub fn read_rq_file(path: &Path) -> Result<RqFile, RqError> {
     } else {
         Vec::new()
     };
-    Ok(RqFile {
+    let rq = RqFile {
         header,
         events: read_group(&file, "events", path)?,
         pulses: read_group(&file, "pulses", path)?,
         channels,
-    })
+    };
+    rq.check(path)?;
+    Ok(rq)
+}
+
+/// The `/events/event_id` column of an RQ file (for indexes of many files,
+/// without reading the other columns).
+///
+/// # Errors
+/// [`RqError`] naming the file and the dataset when it is missing, not
+/// one-dimensional `u64`, or larger than its storage can hold.
+pub fn read_event_ids(path: &Path) -> Result<Vec<u64>, RqError> {
+    let what = "/events/event_id";
+    let file = crate::h5::open(path).map_err(h5err(path, "open"))?;
+    let ds = file.dataset("events/event_id").map_err(h5err(path, what))?;
+    let schema = |message: String| RqError::Schema {
+        path: path.to_path_buf(),
+        group: "events",
+        column: "event_id".into(),
+        message,
+    };
+    let u64_type = hdf5::Datatype::from_type::<u64>().map_err(h5err(path, what))?;
+    if ds.ndim() != 1 || ds.dtype().map_err(h5err(path, what))? != u64_type {
+        return Err(schema(format!(
+            "expected a one-dimensional u64 column, found shape {:?}",
+            ds.shape()
+        )));
+    }
+    crate::h5::read_size(&ds).map_err(schema)?;
+    ds.read_raw::<u64>().map_err(h5err(path, what))
 }
 
 impl ColumnData {

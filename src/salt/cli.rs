@@ -68,8 +68,8 @@ pub enum SaltCommand {
     Keygen {
         #[command(flatten)]
         vault: VaultArgs,
-        /// Mean salt events per real event (kept only in the encrypted vault).
-        #[arg(long)]
+        /// Mean salt events per real event, 0-1 (kept only in the encrypted vault).
+        #[arg(long, value_parser = crate::cli_bounds::float_in(0.0, 1.0))]
         rate: f64,
     },
 }

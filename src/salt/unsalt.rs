@@ -363,7 +363,10 @@ fn replace(cols: &mut [Column], name: &str, data: ColumnData) {
 /// Drop the salt events (and their pulses and channel areas) from an RQ file.
 ///
 /// # Errors
-/// [`UnsaltError::Column`] when an index column is missing.
+/// [`UnsaltError::Column`] when an index column is missing or of another
+/// type; [`UnsaltError::Rq`] ([`RqError::Ragged`], [`RqError::BadIndex`])
+/// when the columns of a group differ in length or an index points past the
+/// rows it indexes ([`crate::rq::RqFile::check`]).
 pub fn filter(
     rq: &crate::rq::RqFile,
     salt: &HashSet<u64>,
@@ -375,6 +378,7 @@ pub fn filter(
         column,
         expected,
     };
+    rq.check(path)?;
     let ids = u64_col(&rq.events, "event_id").ok_or_else(|| missing("/events/event_id", "u64"))?;
     let first_pulse =
         u64_col(&rq.events, "first_pulse").ok_or_else(|| missing("/events/first_pulse", "u64"))?;

@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! tpcflow serve --catalog cat.sqlite --data-root /data            # http://127.0.0.1:8080/
-//! tpcflow serve --catalog cat.sqlite --data-root /data --addr 0.0.0.0:8080 --token "$TOKEN"
+//! TPCFLOW_WEB_TOKEN=... tpcflow serve --catalog cat.sqlite --data-root /data --addr 0.0.0.0:8080
 //! ```
+//!
+//! The access token comes preferably from `TPCFLOW_WEB_TOKEN` (a `--token`
+//! argument is visible to every user in `ps`). The server speaks plain HTTP:
+//! beyond loopback, put a TLS-terminating reverse proxy in front of it.
 //!
 //! Sites are found as for `tpcflow transfer` (`--data-root DIR`: `DIR/SURF`,
 //! `DIR/USDC`, ...; `--site-root SITE=DIR` moves one); RQ files under
@@ -29,6 +33,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
     /// Access token (at least 16 characters) required from every client.
+    /// Prefer the environment variable: a command-line argument shows in `ps`.
+    /// The server speaks plain HTTP: beyond loopback, serve it behind a
+    /// TLS-terminating reverse proxy, or the token crosses the network in clear.
     #[arg(long, env = "TPCFLOW_WEB_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Data root holding one directory per site (SURF, USDC, UKDC, ARCHIVE) and RQ/.
@@ -43,11 +50,12 @@ pub struct ServeArgs {
     /// Detector conditions for the PMT map and gains: a tag (v1) or a TOML file.
     #[arg(long, default_value = "v1")]
     conditions: String,
-    /// Seconds the run table is reused before it is read from the catalog again.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds the run table is reused before it is read from the catalog again (0-86400).
+    #[arg(long, default_value_t = 5.0,
+          value_parser = crate::cli_bounds::float_in(0.0, crate::cli_bounds::MAX_SECONDS))]
     cache_seconds: f64,
     /// Worker threads (default: the cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli_bounds::threads())]
     threads: Option<usize>,
 }
 
@@ -70,10 +78,6 @@ impl ServeArgs {
             .rq_root
             .clone()
             .or_else(|| self.data_root.as_ref().map(|d| d.join("RQ")));
-        anyhow::ensure!(
-            self.cache_seconds.is_finite() && self.cache_seconds >= 0.0,
-            "--cache-seconds must be >= 0"
-        );
         Ok(ServeConfig {
             catalog: self.db.catalog.clone(),
             addr: self.addr,

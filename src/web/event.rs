@@ -32,7 +32,7 @@ use super::{AppState, WebError};
 use crate::catalog::web_queries::RunOutput;
 use crate::catalog::Site;
 use crate::raw::RawFile;
-use crate::rq::{read_rq_file, RqFile};
+use crate::rq::{read_event_ids, read_rq_file, ColumnData, RqFile};
 
 /// Parameters of `/api/event` and `/event`.
 pub(crate) const EVENT_PARAMS: &[&str] = &[
@@ -200,13 +200,10 @@ fn run_index(state: &AppState, run: u32, lineage: Option<&str>) -> Result<Arc<Ru
     for (k, o) in outputs.iter().enumerate() {
         let what = format!("RQ file of {}", o.file_name);
         let read = state.roots.rq_file(&o.rq_path, &what).and_then(|p| {
-            crate::h5::open(&p)
-                .and_then(|f| f.dataset("events/event_id"))
-                .and_then(|d| d.read_raw::<u64>())
-                .map_err(|e| WebError::FileUnavailable {
-                    what: what.clone(),
-                    reason: e.to_string(),
-                })
+            read_event_ids(&p).map_err(|e| WebError::FileUnavailable {
+                what: what.clone(),
+                reason: e.to_string(),
+            })
         });
         match read {
             Ok(v) => ids.extend(
@@ -338,7 +335,7 @@ pub(crate) fn event_display(state: &AppState, q: &EventQuery) -> Result<EventDis
         units.insert(c.name.clone(), c.units.clone());
     }
     let n_rows = f.pulses.first().map_or(0, |c| c.data.len());
-    let pulse_rows = first_pulse..(first_pulse + n_pulses).min(n_rows);
+    let pulse_rows = first_pulse..first_pulse.saturating_add(n_pulses).min(n_rows);
     let pulses: Vec<BTreeMap<String, Value>> = pulse_rows
         .clone()
         .enumerate()
@@ -401,7 +398,8 @@ pub(crate) fn event_display(state: &AppState, q: &EventQuery) -> Result<EventDis
             .iter()
             .find(|c| c.name == "area_phd")
             .map(|c| &c.data);
-        for i in first..first + n {
+        let rows = ch.map_or(0, ColumnData::len);
+        for i in first..first.saturating_add(n).min(rows) {
             let (Some(c), a) = (as_i64(ch, i), as_f64(ar, i)) else {
                 continue;
             };

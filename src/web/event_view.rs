@@ -159,16 +159,20 @@ pub struct EventDisplay {
     pub warnings: Vec<String>,
 }
 
+/// Row `i` of a column as JSON; `null` past its end.
 pub(crate) fn cell(c: &ColumnData, i: usize) -> Value {
+    fn at<T: Copy + Into<Value>>(v: &[T], i: usize) -> Value {
+        v.get(i).map_or(Value::Null, |&x| x.into())
+    }
     match c {
-        ColumnData::F32(v) => Value::from(f64::from(v[i])),
-        ColumnData::F64(v) => Value::from(v[i]),
-        ColumnData::I64(v) => Value::from(v[i]),
-        ColumnData::I32(v) => Value::from(v[i]),
-        ColumnData::U64(v) => Value::from(v[i]),
-        ColumnData::U32(v) => Value::from(v[i]),
-        ColumnData::U16(v) => Value::from(v[i]),
-        ColumnData::U8(v) => Value::from(v[i]),
+        ColumnData::F32(v) => v.get(i).map_or(Value::Null, |&x| Value::from(f64::from(x))),
+        ColumnData::F64(v) => at(v, i),
+        ColumnData::I64(v) => at(v, i),
+        ColumnData::I32(v) => at(v, i),
+        ColumnData::U64(v) => at(v, i),
+        ColumnData::U32(v) => at(v, i),
+        ColumnData::U16(v) => at(v, i),
+        ColumnData::U8(v) => at(v, i),
     }
 }
 

@@ -16,7 +16,15 @@
 //! Content-Security-Policy forbids loading anything from elsewhere.
 //!
 //! Safety: the server binds to loopback unless told otherwise, and then
-//! requires an access token ([`ServeConfig::token`]). Request parameters are
+//! requires an access token ([`ServeConfig::token`]). Give the token in the
+//! environment (`TPCFLOW_WEB_TOKEN`), not as `--token` on the command line,
+//! where every user of the machine sees it in `ps`. A browser presents it once
+//! as `?token=`; the server answers with a cookie that is `HttpOnly`,
+//! `SameSite=Strict` and expires after 12 hours. The server speaks plain HTTP:
+//! anything beyond loopback must be reached through TLS (a reverse proxy such
+//! as nginx or Apache terminating HTTPS in front of it), or the token and the
+//! cookie cross the network in clear text. The catalog is opened read-only
+//! ([`Catalog::open_read_only`]): serving never writes or migrates it. Request parameters are
 //! only ever parsed into numbers or checked names ([`params`]); files are
 //! opened only at paths that come from the catalog, joined to a configured
 //! root, canonicalized and checked to stay inside it ([`paths`]).
@@ -298,10 +306,12 @@ impl RunningServer {
 /// Open the catalog, bind the address and serve in a background task.
 ///
 /// # Errors
-/// A bad configuration ([`check_config`]), a missing catalog, or an address in use.
+/// A bad configuration ([`check_config`]), a missing catalog or one of
+/// another schema version (it is opened read-only, never migrated), or an
+/// address in use.
 pub async fn spawn(cfg: ServeConfig) -> Result<RunningServer> {
     check_config(&cfg)?;
-    let catalog = Catalog::open(&cfg.catalog)?;
+    let catalog = Catalog::open_read_only(&cfg.catalog)?;
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .with_context(|| format!("binding {}", cfg.addr))?;

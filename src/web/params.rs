@@ -13,6 +13,15 @@ pub const MAX_QUERY_BYTES: usize = 8192;
 /// Longest single value accepted [bytes].
 pub const MAX_VALUE_BYTES: usize = 2048;
 
+/// Characters of an oversized query or value quoted in its error message.
+const QUOTED_CHARS: usize = 64;
+
+/// The first `chars` characters of `s`: cut on a character boundary, so
+/// multi-byte text at the cut cannot split a character.
+fn head(s: &str, chars: usize) -> &str {
+    s.char_indices().nth(chars).map_or(s, |(at, _)| &s[..at])
+}
+
 /// The decoded parameters of one request.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
@@ -55,7 +64,7 @@ impl Params {
         if raw.len() > MAX_QUERY_BYTES {
             return Err(WebError::bad_param(
                 "query",
-                &raw[..64.min(raw.len())],
+                head(raw, QUOTED_CHARS),
                 &format!("at most {MAX_QUERY_BYTES} bytes"),
             ));
         }
@@ -73,7 +82,7 @@ impl Params {
             if value.len() > MAX_VALUE_BYTES {
                 return Err(WebError::bad_param(
                     &key,
-                    &value[..64],
+                    head(&value, QUOTED_CHARS),
                     &format!("at most {MAX_VALUE_BYTES} bytes"),
                 ));
             }
@@ -184,6 +193,21 @@ pub fn parse_uint(key: &str, v: &str, what: &str, max: u64) -> Result<u64, WebEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_queries_with_multibyte_text_near_the_cut_are_refused_cleanly() {
+        // 'é' is 2 bytes and 'ü' 2 bytes: with an odd ASCII prefix either
+        // straddles byte 64 of the query or of the value.
+        for pad in 60..68 {
+            let q = format!("q={}{}", "a".repeat(pad), "é".repeat(MAX_QUERY_BYTES));
+            let e = Params::parse(Some(&q), &["q"]).unwrap_err();
+            assert_eq!(e.status().as_u16(), 400, "{e}");
+            assert!(e.to_string().contains("at most 8192 bytes"), "{e}");
+            let q = format!("q={}{}", "a".repeat(pad), "%C3%BC".repeat(1200));
+            let e = Params::parse(Some(&q), &["q"]).unwrap_err();
+            assert!(e.to_string().contains("at most 2048 bytes"), "{e}");
+        }
+    }
 
     #[test]
     fn good_and_bad_queries() {

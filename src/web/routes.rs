@@ -22,6 +22,8 @@ use super::{blocking, AppState, WebError};
 
 /// Name of the cookie holding the access token after `?token=`.
 const TOKEN_COOKIE: &str = "tpcflow_token";
+/// Lifetime of the token cookie [s]: one 12-hour shift, then `?token=` again.
+const TOKEN_COOKIE_MAX_AGE_S: u32 = 12 * 3600;
 
 /// Only this server's own files: no CDN, no external fonts or scripts.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -131,8 +133,11 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
             return with_headers(WebError::Unauthorized.into_response(), false);
         }
         if from_query {
+            // HttpOnly: page scripts never see it; SameSite=Strict: other
+            // sites' pages cannot make the browser send it; Max-Age: it expires.
             set_cookie = Some(format!(
-                "{TOKEN_COOKIE}={expected}; Path=/; HttpOnly; SameSite=Strict"
+                "{TOKEN_COOKIE}={expected}; Path=/; HttpOnly; SameSite=Strict; \
+                 Max-Age={TOKEN_COOKIE_MAX_AGE_S}"
             ));
         }
     }

@@ -5,11 +5,13 @@
 //! missing. Only an explicit `TPCFLOW_SKIP_CLUSTER_TESTS=1` (a laptop without
 //! SLURM) turns them into skips; scripts/test.sh and CI never set it.
 
+mod bad_input;
 mod catalog_transfer;
 mod common;
 mod crash_safety;
 mod dispatch;
 mod full_disk;
+mod fuzz;
 mod raw_format;
 mod reco_accuracy;
 mod reco_hardening;
@@ -21,3 +23,4 @@ mod sim_physics;
 mod stack;
 mod validate;
 mod web;
+mod web_hardening;

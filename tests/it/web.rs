@@ -4,7 +4,7 @@
 //! input, access tokens, and a bounded loopback load.
 
 mod browser;
-mod fixture;
+pub(crate) mod fixture;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
