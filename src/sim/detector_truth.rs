@@ -65,7 +65,7 @@ pub enum TruthError {
         /// File (or `builtin:NAME`).
         path: PathBuf,
         /// Parser message with line and column.
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     /// The base conditions cannot be loaded.
     #[error("detector truth file {path}: base conditions: {source}")]
@@ -73,7 +73,7 @@ pub enum TruthError {
         /// File (or `builtin:NAME`).
         path: PathBuf,
         /// Why.
-        source: ConditionsError,
+        source: Box<ConditionsError>,
     },
     /// A value is outside its range.
     #[error("detector truth file {path}: field `{field}` = {value}: {why}")]
@@ -277,11 +277,11 @@ impl DetectorTruth {
     pub fn parse(text: &str, path: &Path) -> Result<Self, TruthError> {
         let f: TruthFile = toml::from_str(text).map_err(|source| TruthError::Parse {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
         let base = Conditions::load(&f.base).map_err(|source| TruthError::Base {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
         let t = Self {
             name: f.name,
