@@ -95,6 +95,12 @@ struct SimArgs {
     /// Detector conditions: a tag (v1) or a TOML file.
     #[arg(long, default_value = "v1")]
     conditions: String,
+    /// Simulate a detector that differs from the conditions: a truth name
+    /// (`realistic`) or a TOML file. The run's truth is written to
+    /// OUT/{run:06}/{run:06}.detector-truth.json; the raw files keep the
+    /// --conditions tag.
+    #[arg(long)]
+    detector_truth: Option<String>,
     /// First file sequence number (0-99999: five digits in the file name).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=99_999))]
     first_sequence: u32,
@@ -195,6 +201,11 @@ fn sim(a: SimArgs) -> Result<()> {
         a.first_sequence,
         a.files
     );
+    let truth = a
+        .detector_truth
+        .as_deref()
+        .map(tpcflow::sim::detector_truth::DetectorTruth::load)
+        .transpose()?;
     let opts = tpcflow::sim::SimOptions {
         run: a.run,
         files: a.files,
@@ -214,7 +225,8 @@ fn sim(a: SimArgs) -> Result<()> {
     } else {
         tpcflow::sim::FileClosing::Count
     };
-    let report = pool.install(|| tpcflow::sim::run_with(&opts, &cond, closing))?;
+    let report =
+        pool.install(|| tpcflow::sim::run_with_truth(&opts, &cond, truth.as_ref(), closing))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -20,6 +20,8 @@ mod rq_format;
 mod salting;
 mod sim_live;
 mod sim_physics;
+mod sim_truth;
+mod sim_truth_liquid;
 mod stack;
 mod validate;
 mod web;
