@@ -15,6 +15,7 @@ mod rq_format;
 mod salting;
 mod sim_live;
 mod sim_physics;
+mod slurm_outage;
 mod stack;
 mod validate;
 mod web;
