@@ -304,7 +304,7 @@ fn slurmctld_stalled_at_submission_data_keeps_moving_and_each_file_is_processed_
     let bin = stalling_sbatch(s.dir.path());
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let reports = s.dir.path().join("passes.jsonl");
-    let mut daemon = Daemon(
+    let daemon = Daemon(
         dispatch_cmd(&s)
             .env("PATH", &path)
             .args(["--daemon", "--interval", "0.5", "--json"])
