@@ -4,10 +4,18 @@
 //!
 //! Only the first word of a state counts (`CANCELLED by 0` is `CANCELLED`);
 //! a job SLURM does not know is [`JobState::Unknown`], never a success.
+//!
+//! Every client command runs with a deadline ([`Client::timeout`]): a
+//! controller that does not answer (stopped, overloaded, SIGSTOPped) makes
+//! squeue/sbatch/scontrol hang for minutes, so the command is killed at the
+//! deadline. That, and a command that says it cannot reach the controller, is
+//! [`SlurmError::Unavailable`]: nothing is known about the jobs then, and a
+//! submission that ended so may still have been accepted.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -39,6 +47,15 @@ pub enum SlurmError {
         /// What it printed.
         output: String,
     },
+    /// The controller did not answer: the command hit its deadline (and was
+    /// killed) or could not connect. Says nothing about any job.
+    #[error("SLURM unavailable: `{command}`: {cause}")]
+    Unavailable {
+        /// Command line.
+        command: String,
+        /// What happened (the deadline, or the command's own error).
+        cause: String,
+    },
     /// The job did not reach a final state in time.
     #[error("job {job_id} still {state:?} after {waited:?}")]
     Timeout {
@@ -49,6 +66,44 @@ pub enum SlurmError {
         /// Time waited.
         waited: Duration,
     },
+}
+
+impl SlurmError {
+    /// True when the controller did not answer (see [`SlurmError::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// What the client commands print when they cannot reach slurmctld
+/// (SLURM 22.05: `Unable to contact slurm controller (connect failure)`,
+/// `Socket timed out on send/recv operation`, ...).
+const CONTROLLER_UNREACHABLE: [&str; 6] = [
+    "Unable to contact slurm controller",
+    "Socket timed out",
+    "connect failure",
+    "Connection refused",
+    "Zero Bytes were transmitted or received",
+    "Communication connection failure",
+];
+
+/// Time a client command gets before it is killed, unless configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the SLURM client commands are run: each gets `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// Deadline of one command; past it the command is killed and the call is
+    /// [`SlurmError::Unavailable`].
+    pub timeout: Duration,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 /// Job states, matched on the first word of what SLURM prints.
@@ -174,38 +229,128 @@ pub fn parse_record(line: &str) -> HashMap<String, String> {
     out
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<String, SlurmError> {
-    let command = format!("{cmd} {}", args.join(" "));
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|source| SlurmError::Spawn {
+impl Client {
+    /// Run `cmd args` with this client's deadline and return its stdout.
+    ///
+    /// # Errors
+    /// [`SlurmError::Spawn`] when it cannot start, [`SlurmError::Unavailable`]
+    /// at the deadline or when it cannot reach the controller,
+    /// [`SlurmError::Failed`] for any other non-zero exit.
+    pub fn run(&self, cmd: &str, args: &[&str]) -> Result<String, SlurmError> {
+        let command = format!("{cmd} {}", args.join(" "));
+        let spawn_error = |source| SlurmError::Spawn {
             command: command.clone(),
             source,
-        })?;
-    if !out.status.success() {
-        return Err(SlurmError::Failed {
-            command,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        };
+        let mut child = Command::new(cmd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        // Readers drain both pipes while we wait: a full pipe must not stall the command.
+        let (status, stdout, stderr) = std::thread::scope(|scope| {
+            let out_reader = scope.spawn(move || read_pipe(out.as_mut()));
+            let err_reader = scope.spawn(move || read_pipe(err.as_mut()));
+            let status = wait_with_deadline(&mut child, self.timeout);
+            let stdout = out_reader.join().unwrap_or_default();
+            let stderr = err_reader.join().unwrap_or_default();
+            (status, stdout, stderr)
         });
+        let status = match status {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                return Err(SlurmError::Unavailable {
+                    command,
+                    cause: format!("no answer within {:?} (command killed)", self.timeout),
+                })
+            }
+            Err(source) => return Err(spawn_error(source)),
+        };
+        if !status.success() {
+            let stderr = stderr.trim().to_string();
+            if CONTROLLER_UNREACHABLE.iter().any(|m| stderr.contains(m)) {
+                return Err(SlurmError::Unavailable {
+                    command,
+                    cause: stderr,
+                });
+            }
+            return Err(SlurmError::Failed { command, stderr });
+        }
+        Ok(stdout)
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+
+    /// Submit a batch script with `sbatch --parsable [extra args] script`.
+    ///
+    /// # Errors
+    /// As [`Client::run`]; [`SlurmError::Parse`] when sbatch prints something
+    /// other than `id[;cluster]`. An [`SlurmError::Unavailable`] submission
+    /// may still have been accepted: look the job up by name before submitting again.
+    pub fn submit(&self, script: &Path, extra_args: &[&str]) -> Result<u64, SlurmError> {
+        let script_str = script.to_string_lossy().into_owned();
+        let mut args = vec!["--parsable"];
+        args.extend_from_slice(extra_args);
+        args.push(&script_str);
+        let out = self.run("sbatch", &args)?;
+        parse_sbatch_parsable(&out).ok_or_else(|| SlurmError::Parse {
+            command: format!("sbatch {}", args.join(" ")),
+            output: out,
+        })
+    }
+
+    /// `scancel ids...`.
+    ///
+    /// # Errors
+    /// As [`Client::run`].
+    pub fn cancel(&self, ids: &[String]) -> Result<(), SlurmError> {
+        let args: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.run("scancel", &args).map(drop)
+    }
 }
 
-/// Submit a batch script with `sbatch --parsable [extra args] script`.
+fn read_pipe(pipe: Option<&mut impl Read>) -> String {
+    let mut bytes = Vec::new();
+    if let Some(p) = pipe {
+        let _ = p.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Wait for `child` until `timeout`; at the deadline kill it and return `None`.
+fn wait_with_deadline(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut nap = Duration::from_millis(2);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            // Killing closes its pipes, which ends the readers.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(nap.min(deadline.saturating_duration_since(Instant::now())));
+        nap = (nap * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, SlurmError> {
+    Client::default().run(cmd, args)
+}
+
+/// Submit a batch script with `sbatch --parsable [extra args] script`, with
+/// the [`DEFAULT_TIMEOUT`].
 ///
 /// # Errors
-/// When sbatch fails or prints something other than `id[;cluster]`.
+/// As [`Client::submit`].
 pub fn submit(script: &Path, extra_args: &[&str]) -> Result<u64, SlurmError> {
-    let script_str = script.to_string_lossy().into_owned();
-    let mut args = vec!["--parsable"];
-    args.extend_from_slice(extra_args);
-    args.push(&script_str);
-    let out = run("sbatch", &args)?;
-    parse_sbatch_parsable(&out).ok_or_else(|| SlurmError::Parse {
-        command: format!("sbatch {}", args.join(" ")),
-        output: out,
-    })
+    Client::default().submit(script, extra_args)
 }
 
 /// Parse `sbatch --parsable` output: `id` or `id;cluster`.
@@ -253,18 +398,29 @@ pub fn jobcomp_lookup(text: &str, job_id: u64) -> Option<HashMap<String, String>
         .map(parse_record)
 }
 
-/// Where the cluster keeps its jobcomp file (`scontrol show config`).
+/// Where the cluster keeps its jobcomp file (`scontrol show config`), with
+/// the [`DEFAULT_TIMEOUT`].
 ///
 /// # Errors
 /// When scontrol fails.
 pub fn jobcomp_location() -> Result<Option<String>, SlurmError> {
-    let out = run("scontrol", &["show", "config"])?;
-    Ok(out
-        .lines()
-        .find(|l| l.starts_with("JobCompLoc"))
-        .and_then(|l| l.split_once('='))
-        .map(|(_, v)| v.trim().to_string())
-        .filter(|v| !v.is_empty() && v != "(null)"))
+    Client::default().jobcomp_location()
+}
+
+impl Client {
+    /// Where the cluster keeps its jobcomp file (`scontrol show config`).
+    ///
+    /// # Errors
+    /// As [`Client::run`].
+    pub fn jobcomp_location(&self) -> Result<Option<String>, SlurmError> {
+        let out = self.run("scontrol", &["show", "config"])?;
+        Ok(out
+            .lines()
+            .find(|l| l.starts_with("JobCompLoc"))
+            .and_then(|l| l.split_once('='))
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty() && v != "(null)"))
+    }
 }
 
 /// The state of one job: `scontrol show job -o` first, the jobcomp file after.
@@ -351,6 +507,60 @@ mod tests {
             "an unknown job is never taken as done"
         );
         assert!(JobState::Failed.is_final() && !JobState::Pending.is_final());
+    }
+
+    #[test]
+    fn a_command_past_its_deadline_is_killed_and_unavailable() {
+        let client = Client {
+            timeout: Duration::from_millis(300),
+        };
+        let start = Instant::now();
+        let e = client.run("sleep", &["30"]).unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+        assert!(e.to_string().contains("no answer within 300ms"), "{e}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn unreachable_controller_is_unavailable_other_failures_are_not() {
+        let client = Client::default();
+        // Verbatim stderr of squeue and sbatch (SLURM 22.05) with no controller listening.
+        for stderr in [
+            "slurm_load_jobs error: Unable to contact slurm controller (connect failure)",
+            "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
+        ] {
+            let e = client
+                .run("sh", &["-c", &format!("echo '{stderr}' >&2; exit 1")])
+                .unwrap_err();
+            assert!(e.is_unavailable(), "{e}");
+        }
+        let e = client
+            .run(
+                "sh",
+                &[
+                    "-c",
+                    "echo 'sbatch: error: invalid partition specified: nope' >&2; exit 1",
+                ],
+            )
+            .unwrap_err();
+        assert!(matches!(e, SlurmError::Failed { .. }), "{e}");
+        let e = client.run("/nonexistent/squeue", &[]).unwrap_err();
+        assert!(matches!(e, SlurmError::Spawn { .. }), "{e}");
+        // More output than a pipe holds, on both streams: nothing stalls.
+        let out = client
+            .run(
+                "sh",
+                &[
+                    "-c",
+                    "head -c 1000000 /dev/zero | tr '\\0' x; head -c 300000 /dev/zero >&2",
+                ],
+            )
+            .unwrap();
+        assert_eq!(out.len(), 1_000_000);
     }
 
     #[test]

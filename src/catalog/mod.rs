@@ -32,6 +32,7 @@ mod processing;
 mod replicas;
 mod salting;
 pub mod schema;
+mod slurm_health;
 pub mod states;
 mod tasks;
 pub mod web_queries;
@@ -45,6 +46,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use files::{NewRawFile, RawFileRow, ReplicaRow, RunInfo, RunSummary, TransferItem};
 pub use processing::{CampaignRow, JobRow, NewCampaign, NewJob, NewOutput, OutputRow};
 pub use salting::SaltCandidate;
+pub use slurm_health::SlurmHealth;
 pub use states::{
     CampaignState, FileState, JobState, ReplicaState, RunType, Site, TaskState, UnknownName,
 };

@@ -315,13 +315,9 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
                 }
             }
             if !ids.is_empty() {
-                let st = std::process::Command::new("scancel")
-                    .args(&ids)
-                    .status()
-                    .context("running scancel")?;
-                if !st.success() {
-                    bail!("scancel {} failed", ids.join(" "));
-                }
+                crate::slurm::Client::default()
+                    .cancel(&ids)
+                    .with_context(|| format!("{name} is cancelled in the catalog; its jobs"))?;
             }
             println!(
                 "{name}: cancelled; {} job(s) scancelled; the dispatcher records them as they end",
@@ -368,14 +364,19 @@ pub fn run_status(a: StatusArgs) -> Result<()> {
     let latency = serde_json::json!({
         "files": lat.len(), "median_s": quantile(&lat, 0.5), "p90_s": quantile(&lat, 0.9), "max_s": lat.last().copied().unwrap_or(f64::NAN)
     });
+    let outage = catalog.slurm_health()?;
     if a.json {
+        let slurm = super::health::status_json(outage.as_ref());
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "runs": runs, "campaigns": campaigns, "latency": latency })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "runs": runs, "campaigns": campaigns, "latency": latency, "slurm": slurm
+            }))?
         );
         return Ok(());
+    }
+    if let Some(h) = &outage {
+        println!("{}", super::health::outage_line(h));
     }
     println!(
         "{:>6} {:<11} {:<20} {:>5} {:>5} {:>5} {:>7} {:>6} {:>7} {:>6}",

@@ -6,13 +6,20 @@
 //!   reconcile  every pending/submitted/running job against one squeue call and
 //!              the jobcomp file; finished (or vanished) jobs: result records decide
 //!              each task: ok -> output catalogued, else retry with back-off up to the cap
+//!              (SLURM stage: skipped while SLURM does not answer, see `health`)
 //!   ingest     new complete raw files at SURF
 //!   transfer   to USDC, UKDC, ARCHIVE with verified checksums
 //!   queue      a task per transferred file for each active campaign (prompt processing
 //!              is the campaign `prompt-{conditions}`)
 //!   submit     within the throttle: intent first (job `pending`, tasks `submitting`),
 //!              then `sbatch --parsable`, then `submitted` with the SLURM id
+//!              (SLURM stage, as reconcile)
 //! ```
+//!
+//! Ingest, salting, transfer and queueing never wait for SLURM: every SLURM
+//! client command has a deadline (`slurm_timeout_s`), and a controller that
+//! does not answer only skips the SLURM stages, with a growing interval
+//! between tries, recorded in the catalog for `tpcflow status` ([`health`]).
 //!
 //! A crash anywhere leaves a state the next pass reconciles: a `pending` job is
 //! looked up in SLURM by its name (`tpcflow-{catalog id}-c{campaign}-j{job}`) before anything
@@ -21,12 +28,14 @@
 //! writer for processing; compute jobs only write result records.
 
 pub mod cli;
+pub mod health;
 pub mod track;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -40,7 +49,7 @@ use crate::catalog::{
 use crate::conditions::Conditions;
 use crate::reco_job::{self, read_result};
 use crate::sbatch::{shell_quote, Template};
-use crate::slurm::JobState as SlurmState;
+use crate::slurm::{Client, JobState as SlurmState, SlurmError};
 use crate::transfer::{self, Sites, TransferConfig};
 use track::Snapshot;
 
@@ -98,6 +107,14 @@ pub struct Settings {
     pub transfer_parallel: usize,
     /// Attempts per replica before it is marked bad.
     pub transfer_max_attempts: u32,
+    /// Deadline of one SLURM client command (squeue, sbatch, scontrol) [s]:
+    /// past it the command is killed and SLURM counts as unavailable.
+    pub slurm_timeout_s: f64,
+    /// First wait before asking SLURM again after it did not answer [s];
+    /// doubles with each failed try.
+    pub slurm_retry_s: f64,
+    /// Longest wait between tries while SLURM does not answer [s].
+    pub slurm_retry_max_s: f64,
 }
 
 impl Default for Settings {
@@ -126,6 +143,9 @@ impl Default for Settings {
             salt_vault: String::new(),
             transfer_parallel: 4,
             transfer_max_attempts: 3,
+            slurm_timeout_s: crate::slurm::DEFAULT_TIMEOUT.as_secs_f64(),
+            slurm_retry_s: 15.0,
+            slurm_retry_max_s: 300.0,
         }
     }
 }
@@ -172,6 +192,19 @@ impl Settings {
         }
         if self.backoff_s.is_nan() || self.backoff_s < 0.0 {
             bail!("`backoff_s` must be >= 0");
+        }
+        for (key, v) in [
+            ("slurm_timeout_s", self.slurm_timeout_s),
+            ("slurm_retry_s", self.slurm_retry_s),
+            ("slurm_retry_max_s", self.slurm_retry_max_s),
+        ] {
+            // Upper bound: a day, far beyond any sensible wait, and a valid Duration.
+            if !(v > 0.0 && v <= 86_400.0) {
+                bail!("`{key}` must be > 0 and at most 86400 s, not {v}");
+            }
+        }
+        if self.slurm_retry_max_s < self.slurm_retry_s {
+            bail!("`slurm_retry_max_s` must be at least `slurm_retry_s`");
         }
         Ok(())
     }
@@ -225,6 +258,9 @@ pub struct PassReport {
     pub tasks_failed: usize,
     /// SLURM client calls made (squeue, sbatch, scancel).
     pub slurm_calls: u32,
+    /// The SLURM stages did not run (or stopped) because SLURM did not answer
+    /// or its next try is not due; the warnings say why.
+    pub slurm_skipped: bool,
     /// Wall time [s].
     pub seconds: f64,
     /// Wall time of each stage [s].
@@ -316,16 +352,19 @@ pub fn create_campaign(
 pub struct Dispatcher {
     cfg: DispatchConfig,
     catalog: Catalog,
-    jobcomp: Option<PathBuf>,
+    client: Client,
+    /// Asked of SLURM in the first pass it answers.
+    jobcomp: OnceLock<Option<PathBuf>>,
     instance: String,
     _lock: DispatchLock,
 }
 
 impl Dispatcher {
-    /// Lock the catalog, check the template and settings, find the jobcomp file.
+    /// Lock the catalog, check the template and settings. SLURM is not asked
+    /// here: a dispatcher starts (and moves data) while the controller is down.
     ///
     /// # Errors
-    /// A second dispatcher, a malformed template or settings, an unreachable controller.
+    /// A second dispatcher, a malformed template or settings.
     pub fn new(cfg: DispatchConfig) -> Result<Self> {
         cfg.settings.validate()?;
         // Render once with every value: a template error shows before any submission.
@@ -337,9 +376,6 @@ impl Dispatcher {
         ))?;
         let lock = DispatchLock::acquire(&cfg.catalog)?;
         let catalog = Catalog::init(&cfg.catalog)?;
-        let jobcomp = crate::slurm::jobcomp_location()
-            .context("reading the SLURM configuration (is slurmctld up?)")?
-            .map(PathBuf::from);
         if !cfg.settings.prompt_conditions.is_empty() {
             let name = prompt_campaign_name(&cfg.settings.prompt_conditions);
             if catalog.campaign_by_name(&name)?.is_none() {
@@ -354,10 +390,14 @@ impl Dispatcher {
             }
         }
         let instance = catalog.instance_id()?;
+        let client = Client {
+            timeout: Duration::from_secs_f64(cfg.settings.slurm_timeout_s),
+        };
         Ok(Self {
             cfg,
             catalog,
-            jobcomp,
+            client,
+            jobcomp: OnceLock::new(),
             instance,
             _lock: lock,
         })
@@ -368,10 +408,12 @@ impl Dispatcher {
         &self.catalog
     }
 
-    /// One pass: reconcile, ingest, transfer, queue, submit.
+    /// One pass: reconcile, ingest, transfer, queue, submit; reconcile and
+    /// submit only when SLURM answers (see [`health`]).
     ///
     /// # Errors
-    /// When SLURM or the catalog cannot be read; nothing is submitted then.
+    /// When the catalog or a data-movement stage fails; SLURM not answering is
+    /// not an error (the report says the SLURM stages were skipped).
     pub fn pass(&self) -> Result<PassReport> {
         let start = Instant::now();
         let mut report = PassReport::default();
@@ -382,12 +424,10 @@ impl Dispatcher {
                 .insert(name, lap.elapsed().as_secs_f64());
             lap = Instant::now();
         };
-        let snapshot = Snapshot::take(
-            self.jobcomp.as_deref(),
-            &format!("tpcflow-{}-", self.instance),
-        )?;
-        report.slurm_calls += snapshot.calls;
-        self.reconcile(&snapshot, &mut report)?;
+        let slurm = self.slurm_view(&mut report)?;
+        if let Some(view) = &slurm {
+            self.reconcile(&view.snapshot, view.recovering, &mut report)?;
+        }
         stage("reconcile", &mut report);
 
         let surf = self.cfg.sites.get(crate::catalog::Site::Surf)?.root.clone();
@@ -449,7 +489,9 @@ impl Dispatcher {
             }
         }
         stage("queue", &mut report);
-        self.submit(&campaigns, &mut report)?;
+        if slurm.is_some() {
+            self.submit(&campaigns, &mut report)?;
+        }
         stage("submit", &mut report);
         self.complete_campaigns()?;
         stage("campaigns", &mut report);
@@ -457,16 +499,18 @@ impl Dispatcher {
         Ok(report)
     }
 
-    fn reconcile(&self, snap: &Snapshot, report: &mut PassReport) -> Result<()> {
+    fn reconcile(&self, snap: &Snapshot, recovering: bool, report: &mut PassReport) -> Result<()> {
         for job in self.catalog.active_jobs()? {
             let slurm_job = match (job.state, job.slurm_id) {
                 (JobState::Pending, _) => match snap.id_by_name(&job.slurm_name) {
-                    // sbatch ran but we crashed before recording it: adopt it.
+                    // sbatch ran but we crashed, or it timed out, before recording it: adopt it.
                     Some(id) => {
                         self.catalog.job_accepted(job.id, id)?;
                         report.jobs_adopted += 1;
                         snap.job(id, job.array_index, &job.slurm_name).cloned()
                     }
+                    // A submission to a stalled controller may show up one pass late.
+                    None if recovering => continue,
                     None => {
                         self.catalog.job_never_submitted(
                             job.id,
@@ -712,6 +756,11 @@ impl Dispatcher {
                 Ok(true)
             }
             Err(e) => {
+                if let Some(e) = unavailable(&e) {
+                    // Maybe accepted: the intent stays for the reconciliation.
+                    self.slurm_unavailable(e, report)?;
+                    return Ok(false);
+                }
                 let msg = format!("sbatch failed for {name}: {e:#}");
                 self.catalog.job_never_submitted(job_id, &msg)?;
                 report.warnings.push(msg);
@@ -761,6 +810,11 @@ impl Dispatcher {
                 Ok(true)
             }
             Err(e) => {
+                if let Some(e) = unavailable(&e) {
+                    // Maybe accepted: the intents stay for the reconciliation.
+                    self.slurm_unavailable(e, report)?;
+                    return Ok(false);
+                }
                 let msg = format!("sbatch failed for {name}: {e:#}");
                 self.catalog.jobs_never_submitted(&ids, &msg)?;
                 report.warnings.push(msg);
@@ -802,7 +856,7 @@ impl Dispatcher {
             .template
             .render(&template_values(&self.cfg, name, log, &args))?;
         let script = crate::sbatch::write_script(&dir.join("job.sbatch"), &text)?;
-        Ok(crate::slurm::submit(&script, extra)?)
+        Ok(self.client.submit(&script, extra)?)
     }
 
     fn complete_campaigns(&self) -> Result<()> {
@@ -834,6 +888,12 @@ impl Batch {
     fn task_ids(&self) -> Vec<i64> {
         self.files.iter().map(|f| f.0).collect()
     }
+}
+
+/// The SLURM error of a failed sbatch when it means SLURM did not answer.
+fn unavailable(e: &anyhow::Error) -> Option<&SlurmError> {
+    e.downcast_ref::<SlurmError>()
+        .filter(|e| e.is_unavailable())
 }
 
 /// The job's input list: `path<TAB>adler32` per line, the catalogued checksum

@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
-use crate::slurm::{parse_record, JobState as SlurmState, SlurmError};
+use crate::slurm::{parse_record, Client, JobState as SlurmState, SlurmError};
 
 /// One job, or one element of a job array, as SLURM reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,9 +96,14 @@ impl Snapshot {
     /// for what the controller remembers.
     ///
     /// # Errors
-    /// When `squeue` cannot run or fails (the controller is down): the pass
-    /// must not conclude anything about its jobs then.
-    pub fn take(jobcomp: Option<&Path>, name_prefix: &str) -> Result<Self, SlurmError> {
+    /// When `squeue` cannot run, fails, or does not answer within the
+    /// client's timeout ([`SlurmError::Unavailable`]): the pass must not
+    /// conclude anything about its jobs then.
+    pub fn take(
+        jobcomp: Option<&Path>,
+        name_prefix: &str,
+        client: &Client,
+    ) -> Result<Self, SlurmError> {
         let mut snap = Snapshot::default();
         if let Some(path) = jobcomp {
             if let Ok(text) = std::fs::read_to_string(path) {
@@ -115,22 +119,9 @@ impl Snapshot {
                 }
             }
         }
-        let cmd = format!("squeue {}", SQUEUE_ARGS.join(" "));
-        let out = Command::new("squeue")
-            .args(SQUEUE_ARGS)
-            .output()
-            .map_err(|source| SlurmError::Spawn {
-                command: cmd.clone(),
-                source,
-            })?;
         snap.calls += 1;
-        if !out.status.success() {
-            return Err(SlurmError::Failed {
-                command: cmd,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().into(),
-            });
-        }
-        for job in parse_squeue(&String::from_utf8_lossy(&out.stdout)) {
+        let out = client.run("squeue", &SQUEUE_ARGS)?;
+        for job in parse_squeue(&out) {
             // squeue is newer than jobcomp for a live job; keep jobcomp's exit code.
             let exit = snap
                 .by_id

@@ -22,6 +22,7 @@ mod sim_live;
 mod sim_physics;
 mod sim_truth;
 mod sim_truth_liquid;
+mod slurm_outage;
 mod stack;
 mod validate;
 mod web;
