@@ -5,12 +5,15 @@
 //! missing. Only an explicit `TPCFLOW_SKIP_CLUSTER_TESTS=1` (a laptop without
 //! SLURM) turns them into skips; scripts/test.sh and CI never set it.
 
+mod blinding;
 mod catalog_transfer;
 mod common;
 mod dispatch;
+mod locks;
 mod raw_format;
 mod reco_accuracy;
 mod reco_mpi;
+mod retention;
 mod rq_format;
 mod salting;
 mod sim_live;
