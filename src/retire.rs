@@ -370,3 +370,25 @@ impl std::fmt::Display for RetireReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::dispatch::Settings;
+
+    #[test]
+    fn the_dispatcher_reads_its_retention_table_and_rejects_bad_values() {
+        let s: Settings = toml::from_str("[retention]\nenabled = true\ngrace_s = 60.0\n").unwrap();
+        assert!(s.retention.enabled);
+        assert_eq!(s.retention.grace_s, 60.0);
+        assert_eq!(
+            s.retention.max_checksum_age_s,
+            super::DEFAULT_MAX_CHECKSUM_AGE_S
+        );
+        s.validate().unwrap();
+        assert!(!Settings::default().retention.enabled, "off unless asked");
+        let bad: Settings = toml::from_str("[retention]\ngrace_s = -1.0\n").unwrap();
+        let e = format!("{:#}", bad.validate().unwrap_err());
+        assert!(e.contains("grace_s"), "{e}");
+        assert!(toml::from_str::<Settings>("[retention]\ngrace = 1\n").is_err());
+    }
+}
