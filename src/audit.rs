@@ -7,6 +7,10 @@
 //! - **lost** replicas: catalogued as verified but absent from the storage;
 //! - **bad** replicas: present with the wrong size or Adler-32.
 //!
+//! A SURF copy `retired` by the retention stage is absent on purpose: it is
+//! counted as retired, never lost (one still on disk, or `retiring`, is an
+//! interrupted retirement the next `tpcflow retire` finishes).
+//!
 //! Lost and bad replicas are marked in the catalog (`verified -> lost|bad`
 //! with the reason), unless the discrepancy is implausibly large: when more
 //! than `max_missing_fraction` (default 50 %) of the site's verified
@@ -79,6 +83,8 @@ pub struct AuditReport {
     pub bad: Vec<Discrepancy>,
     /// Temporary (in-progress) files seen.
     pub temporary: Vec<String>,
+    /// Replicas retired (or retiring) by the retention stage: absent on purpose.
+    pub retired: usize,
     /// Replicas marked lost or bad in the catalog.
     pub marked: usize,
     /// Why nothing was marked, when the audit refused.
@@ -215,6 +221,10 @@ pub fn run(cfg: &AuditConfig, catalog: &Catalog) -> Result<AuditReport, AuditErr
         .filter(|r| r.state == ReplicaState::Verified)
         .collect();
     report.replicas_checked = verified.len();
+    report.retired = known
+        .values()
+        .filter(|r| matches!(r.state, ReplicaState::Retired | ReplicaState::Retiring))
+        .count();
     let findings: Vec<(&ReplicaRow, Option<(ReplicaState, String)>)> = verified
         .par_iter()
         .map(|r| (*r, check_replica(&root, r, cfg.verify_checksums)))
@@ -272,7 +282,7 @@ impl fmt::Display for AuditReport {
         writeln!(
             f,
             "audit {site} ({}): {} files on disk, {} replicas checked, {} ok, {} dark, {} lost, {} bad, \
-             {} temporary; {} marked in {:.2} s",
+             {} temporary, {} retired; {} marked in {:.2} s",
             self.root.display(),
             self.files_on_disk,
             self.replicas_checked,
@@ -281,6 +291,7 @@ impl fmt::Display for AuditReport {
             self.lost.len(),
             self.bad.len(),
             self.temporary.len(),
+            self.retired,
             self.marked,
             self.seconds
         )?;

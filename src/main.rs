@@ -47,6 +47,8 @@ enum Command {
     Transfer(tpcflow::catalog::cli::TransferArgs),
     /// Compare a site's storage with the catalog: dark, lost and bad files (never deletes).
     Audit(tpcflow::catalog::cli::AuditArgs),
+    /// Free the SURF buffer: remove copies verified at USDC, UKDC and ARCHIVE (one pass).
+    Retire(tpcflow::catalog::cli::RetireArgs),
     /// Reconstruct raw files into RQ files (run under srun/mpirun for many ranks).
     Reco(tpcflow::reco_job::cli::RecoArgs),
     /// Salt science raw files (a pass), or `salt keygen` to create the key and vault.
@@ -146,6 +148,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Catalog(cmd) => tpcflow::catalog::cli::run_catalog(cmd),
         Command::Transfer(args) => tpcflow::catalog::cli::run_transfer(args),
         Command::Audit(args) => tpcflow::catalog::cli::run_audit(args),
+        Command::Retire(args) => tpcflow::catalog::cli::run_retire(args),
         Command::Reco(args) => tpcflow::reco_job::cli::run_reco(args),
         Command::Salt(args) => tpcflow::salt::cli::run_salt(args),
         Command::Unsalt(args) => tpcflow::salt::cli::run_unsalt(args),

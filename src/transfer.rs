@@ -28,7 +28,19 @@
 //! and `{dst}` is the temporary name. Verification reads the destination
 //! through the file system, so the site root must be mounted here.
 //!
-//! Only one mover may run per catalog at a time (step 1 assumes it).
+//! Only one mover runs per catalog at a time: a pass holds the flock
+//! `{catalog}.transfer.lock` ([`crate::exclusive_lock`]) throughout, whether
+//! it is `tpcflow transfer` or the dispatcher's stage, so two movers never
+//! write the same temporary file and step 1 never re-queues a live copy. The
+//! retention stage takes the same lock (it deletes SURF copies).
+//!
+//! Blinding: while the catalog is blinded ([`Catalog::blinded`]) a pass
+//! places science files only once salted, whatever `require_salted` says;
+//! the report counts the files it holds back. A copy starts only through
+//! [`Catalog::begin_copy`], which refuses a file a salting pass has claimed
+//! or whose checksum changed since it was listed; a destination mismatch on
+//! a file whose catalogued checksum changed meanwhile is re-queued without
+//! counting an attempt.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,7 +52,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::adler::{digest_file, same_checksum};
-use crate::catalog::{Catalog, CatalogError, ReplicaState, Site, TransferItem};
+use crate::catalog::{Catalog, CatalogError, CopyStart, ReplicaState, Site, TransferItem};
+use crate::exclusive_lock::{transfer_lock_path, ExclusiveLock, LockError};
 
 /// Default retry cap: a replica is `bad` after this many failed attempts.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -150,7 +163,8 @@ pub struct TransferConfig {
     pub parallel: usize,
     /// Re-queue `bad` and `lost` replicas with a fresh retry budget first.
     pub retry_failed: bool,
-    /// Science files move only once salted (calibration files at once).
+    /// Science files move only once salted (calibration files at once);
+    /// implied while the catalog is blinded.
     pub require_salted: bool,
 }
 
@@ -207,6 +221,11 @@ pub struct TransferReport {
     pub out_of_space: Vec<TransferFailure>,
     /// Replicas that became `bad` in this pass.
     pub failures: Vec<TransferFailure>,
+    /// The catalog was blinded during the pass.
+    pub blinded: bool,
+    /// Unsalted science files held at SURF (salting required, by the
+    /// catalog's blinding or the caller).
+    pub held_unsalted: u64,
 }
 
 /// Errors that stop a pass. A failed copy is not one: it is recorded on the replica.
@@ -234,6 +253,9 @@ pub enum TransferError {
         /// Cause.
         message: String,
     },
+    /// Another mover (or the retention stage) holds the catalog's transfer lock.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// The catalog refused.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -428,11 +450,11 @@ fn attempt(
     cfg: &TransferConfig,
     catalog: &Catalog,
 ) -> Result<Outcome, CatalogError> {
-    use ReplicaState::{Queued, Transferring};
-    match catalog.replica_transition(item.file_id, item.site, Queued, Transferring, None) {
-        Ok(()) => {}
-        Err(CatalogError::StateConflict { .. }) => return Ok(Outcome::Skipped),
-        Err(e) => return Err(e),
+    match catalog.begin_copy(item)? {
+        CopyStart::Started => {}
+        CopyStart::NotQueued | CopyStart::BeingSalted | CopyStart::ChecksumChanged => {
+            return Ok(Outcome::Skipped)
+        }
     }
     match copy_and_verify(item, cfg) {
         Ok(bytes) => {
@@ -456,6 +478,12 @@ fn attempt(
                 reason,
             }))
         }
+        Err(e @ CopyError::Mismatch { .. }) if checksum_changed(item, catalog)? => {
+            let reason = format!("{e} (the catalogued checksum changed during the copy: retried)");
+            catalog.replica_retry_unchanged(item.file_id, item.site, &reason)?;
+            tracing::info!(file = %item.file, site = %item.site, "source changed during the copy; re-queued");
+            Ok(Outcome::Skipped)
+        }
         Err(e) => {
             let reason = e.to_string();
             let state =
@@ -475,18 +503,32 @@ fn attempt(
     }
 }
 
+/// True when the catalog's checksum of the item's file is no longer the one
+/// listed with the item.
+fn checksum_changed(item: &TransferItem, catalog: &Catalog) -> Result<bool, CatalogError> {
+    let now = catalog.file(&item.file_id.to_string())?;
+    Ok(!same_checksum(&now.adler32, &item.adler32))
+}
+
 /// Run one transfer pass.
 ///
 /// # Errors
 /// [`TransferError::SiteNotConfigured`] for SURF or a destination without a
-/// location; [`TransferError::Catalog`] when the catalog refuses (copies
-/// verified before that are recorded); [`TransferError::Pool`].
+/// location; [`TransferError::Locked`] naming the holder when another mover
+/// runs on this catalog; [`TransferError::Catalog`] when the catalog refuses
+/// (copies verified before that are recorded); [`TransferError::Pool`].
 pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, TransferError> {
     let start = Instant::now();
     cfg.sites.get(Site::Surf)?;
     for &site in &cfg.destinations {
         cfg.sites.get(site)?;
     }
+    let _lock = ExclusiveLock::try_acquire(
+        &transfer_lock_path(catalog.path()),
+        &format!("a mover on {}", catalog.path().display()),
+    )?;
+    let blinded = catalog.blinded()?;
+    let require_salted = cfg.require_salted || blinded;
     let threads = cfg.parallel.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -498,13 +540,14 @@ pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, Tr
         })?;
     let mut report = TransferReport {
         resumed: catalog.requeue_interrupted()?,
+        blinded,
         ..Default::default()
     };
     for &site in &cfg.destinations {
         if cfg.retry_failed {
             report.queued += catalog.requeue_failed(site)?;
         }
-        report.queued += catalog.queue_replicas_when(site, cfg.require_salted)?;
+        report.queued += catalog.queue_replicas_when(site, require_salted)?;
         report.sites.entry(site).or_default();
     }
     // Sites found full in this pass get no more copies until the next one.
@@ -512,7 +555,7 @@ pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, Tr
     for _round in 0..cfg.max_attempts.max(1) {
         let mut items = Vec::new();
         for &site in cfg.destinations.iter().filter(|s| !full.contains(*s)) {
-            items.extend(catalog.queued_replicas(site, cfg.max_attempts)?);
+            items.extend(catalog.queued_replicas_when(site, cfg.max_attempts, require_salted)?);
         }
         if items.is_empty() {
             break;
@@ -554,6 +597,16 @@ pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, Tr
         }
     }
     report.files_completed = catalog.mark_transferred_files(&cfg.destinations)?;
+    if require_salted {
+        report.held_unsalted = catalog.unsalted_science_files_at_surf()?;
+        if report.held_unsalted > 0 {
+            tracing::warn!(
+                files = report.held_unsalted,
+                blinded,
+                "unsalted science files held at SURF until salted"
+            );
+        }
+    }
     report.seconds = start.elapsed().as_secs_f64();
     report.mb_per_s = report.bytes as f64 / 1e6 / report.seconds.max(1e-9);
     report
@@ -590,6 +643,18 @@ impl fmt::Display for TransferReport {
                 s.verified,
                 s.bytes as f64 / 1e6,
                 s.failed_attempts
+            )?;
+        }
+        if self.held_unsalted > 0 {
+            let why = if self.blinded {
+                "the catalog is blinded"
+            } else {
+                "salting is required"
+            };
+            writeln!(
+                f,
+                "  HELD {} unsalted science file(s) at SURF: {why}, they move once salted",
+                self.held_unsalted
             )?;
         }
         for x in &self.failures {

@@ -1,5 +1,6 @@
 //! Operator commands of the data-management side: `tpcflow catalog
-//! init|ingest|runs|files|show`, `tpcflow transfer`, `tpcflow audit`.
+//! init|ingest|runs|files|show|blind|unblind|blinding`, `tpcflow transfer`,
+//! `tpcflow audit`, `tpcflow retire`.
 //!
 //! The argument structs are flattened into the `tpcflow` binary's command
 //! line; each `run_*` function resolves them into a stage config once, runs
@@ -108,6 +109,31 @@ pub enum CatalogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Blind the catalog: from now on no science file is placed unsalted (logged).
+    Blind {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        #[command(flatten)]
+        decision: BlindingDecisionArgs,
+    },
+    /// Unblind the catalog (refused without --confirm-unblind; logged with who and why).
+    Unblind {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        #[command(flatten)]
+        decision: BlindingDecisionArgs,
+        /// Required: unblinding lets unsalted science files leave SURF.
+        #[arg(long)]
+        confirm_unblind: bool,
+    },
+    /// Show whether the catalog is blinded and every blinding decision.
+    Blinding {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one raw file (name, path or id) with its replicas and outputs.
     Show {
         #[command(flatten)]
@@ -118,6 +144,41 @@ pub enum CatalogCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Who decides about blinding, and why.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BlindingDecisionArgs {
+    /// Who decides (default: $USER).
+    #[arg(long, env = "USER")]
+    pub by: Option<String>,
+    /// Why (recorded in the catalog).
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// `tpcflow retire`: one pass of the retention stage.
+#[derive(Debug, clap::Args)]
+pub struct RetireArgs {
+    #[command(flatten)]
+    db: CatalogPathArg,
+    #[command(flatten)]
+    sites: SiteArgs,
+    /// Site whose copies are retired (only SURF, the DAQ buffer).
+    #[arg(long)]
+    site: Site,
+    /// Show what would be removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Grace period after a file arrived [s].
+    #[arg(long, default_value_t = crate::retire::DEFAULT_GRACE_S)]
+    grace_s: f64,
+    /// Destination checksums read longer ago than this are read again [s].
+    #[arg(long, default_value_t = crate::retire::DEFAULT_MAX_CHECKSUM_AGE_S)]
+    max_checksum_age_s: f64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `tpcflow transfer`: one pass of the data mover.
@@ -262,6 +323,74 @@ pub fn run_catalog(cmd: CatalogCommand) -> Result<()> {
                 );
             }
         }
+        CatalogCommand::Blind { db, decision } => {
+            let catalog = Catalog::open(&db.catalog)?;
+            let by = decision.by.context("say who decides with --by")?;
+            if catalog.set_blinding(true, &by, &decision.reason)? {
+                println!(
+                    "catalog {} BLINDED by {by} at {}: {} (science files are placed only once salted)",
+                    db.catalog.display(),
+                    utc_string(super::now_unix_s()),
+                    decision.reason
+                );
+            } else {
+                println!("catalog {} is already blinded", db.catalog.display());
+            }
+        }
+        CatalogCommand::Unblind {
+            db,
+            decision,
+            confirm_unblind,
+        } => {
+            let catalog = Catalog::open(&db.catalog)?;
+            if !confirm_unblind {
+                return Err(ExitError::new(
+                    exit::USAGE,
+                    format!(
+                        "refusing to unblind {}: unsalted science files would leave SURF; \
+                         say --confirm-unblind (the decision is logged with --by and --reason)",
+                        db.catalog.display()
+                    ),
+                )
+                .into());
+            }
+            let by = decision.by.context("say who decides with --by")?;
+            if catalog.set_blinding(false, &by, &decision.reason)? {
+                tracing::warn!(catalog = %db.catalog.display(), %by, reason = %decision.reason, "catalog UNBLINDED");
+                println!(
+                    "catalog {} UNBLINDED by {by} at {}: {}",
+                    db.catalog.display(),
+                    utc_string(super::now_unix_s()),
+                    decision.reason
+                );
+            } else {
+                println!("catalog {} is not blinded", db.catalog.display());
+            }
+        }
+        CatalogCommand::Blinding { db, json } => {
+            let status = Catalog::open(&db.catalog)?.blinding()?;
+            if json {
+                return print_json(&status);
+            }
+            println!(
+                "catalog {}: {}",
+                db.catalog.display(),
+                if status.blinded {
+                    "BLINDED"
+                } else {
+                    "not blinded"
+                }
+            );
+            for d in &status.history {
+                println!(
+                    "  {} {} by {}: {}",
+                    utc_string(d.at),
+                    if d.blinded { "blind  " } else { "UNBLIND" },
+                    d.by,
+                    d.reason
+                );
+            }
+        }
         CatalogCommand::Show { db, file, json } => {
             let catalog = Catalog::open(&db.catalog)?;
             let f = catalog.file(&file)?;
@@ -383,4 +512,47 @@ pub fn run_audit(a: AuditArgs) -> Result<()> {
         return Err(ExitError::new(exit::PARTIAL_FAILURE, msg).into());
     }
     Ok(())
+}
+
+/// Run `tpcflow retire`: exit 3 when a candidate was kept because a replica
+/// failed its re-read.
+///
+/// # Errors
+/// Configuration, lock, catalog and file errors; [`ExitError`] as above.
+pub fn run_retire(a: RetireArgs) -> Result<()> {
+    if a.site != Site::Surf {
+        return Err(ExitError::new(
+            exit::USAGE,
+            format!(
+                "--site {}: only SURF copies are retired (the DAQ buffer)",
+                a.site
+            ),
+        )
+        .into());
+    }
+    let catalog = Catalog::open(&a.db.catalog)?;
+    let cfg = crate::retire::RetireConfig {
+        sites: a.sites.resolve()?,
+        settings: crate::retire::RetentionSettings {
+            enabled: true,
+            grace_s: a.grace_s,
+            max_checksum_age_s: a.max_checksum_age_s,
+        },
+        dry_run: a.dry_run,
+    };
+    let report = crate::retire::run(&cfg, &catalog)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    if report.kept.is_empty() {
+        Ok(())
+    } else {
+        Err(ExitError::new(
+            exit::PARTIAL_FAILURE,
+            format!("{} SURF copies kept (see KEPT)", report.kept.len()),
+        )
+        .into())
+    }
 }

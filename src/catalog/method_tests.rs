@@ -248,3 +248,41 @@ fn campaigns_jobs_and_outputs() {
     assert_eq!(a, b);
     assert_eq!(c.outputs_of(file_id).unwrap()[0].events, 11);
 }
+
+#[test]
+fn salting_and_the_mover_never_overlap_on_a_file() {
+    let (_d, c) = catalog();
+    register(&c, 21, 2);
+    let files = c.files_of_run(21).unwrap();
+    let (a, b) = (&files[0], &files[1]);
+    c.queue_replicas(Site::Usdc).unwrap();
+    let listed = c.queued_replicas(Site::Usdc, 3).unwrap();
+    let item_a = listed.iter().find(|i| i.file_id == a.id).unwrap().clone();
+    let item_b = listed.iter().find(|i| i.file_id == b.id).unwrap().clone();
+
+    // Salting claims a first: the mover does not start it, and the claim
+    // leaves the replica queued.
+    assert!(c.begin_salting(a.id, &a.adler32).unwrap());
+    assert_eq!(c.begin_copy(&item_a).unwrap(), CopyStart::BeingSalted);
+    c.record_salted(a.id, &a.adler32, 2000, "0000beef").unwrap();
+    // The listed item carries the old checksum: no copy of it starts.
+    assert_eq!(c.begin_copy(&item_a).unwrap(), CopyStart::ChecksumChanged);
+    let relisted = c.queued_replicas(Site::Usdc, 3).unwrap();
+    let fresh = relisted.iter().find(|i| i.file_id == a.id).unwrap();
+    assert_eq!(
+        (fresh.adler32.as_str(), fresh.size_bytes),
+        ("0000beef", 2000)
+    );
+    assert_eq!(c.begin_copy(fresh).unwrap(), CopyStart::Started);
+
+    // The mover starts b first: salting cannot claim it any more.
+    assert_eq!(c.begin_copy(&item_b).unwrap(), CopyStart::Started);
+    assert!(!c.begin_salting(b.id, &b.adler32).unwrap());
+    assert!(c.record_salted(b.id, &b.adler32, 1, "1").is_err());
+    // A copy whose source changed is retried without counting an attempt.
+    c.replica_retry_unchanged(b.id, Site::Usdc, "changed")
+        .unwrap();
+    let again = c.queued_replicas(Site::Usdc, 3).unwrap();
+    let rb = again.iter().find(|i| i.file_id == b.id).unwrap();
+    assert_eq!(rb.attempts, 0);
+}

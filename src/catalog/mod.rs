@@ -25,11 +25,13 @@
 //! group into `files.rs` (runs, raw files, replicas) and `processing.rs`
 //! (outputs, jobs, campaigns).
 
+mod blinding;
 pub mod cli;
 mod files;
 pub mod ingest;
 mod processing;
 mod replicas;
+mod retention;
 mod salting;
 pub mod schema;
 mod slurm_health;
@@ -43,8 +45,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use blinding::{BlindingDecision, BlindingStatus};
 pub use files::{NewRawFile, RawFileRow, ReplicaRow, RunInfo, RunSummary, TransferItem};
 pub use processing::{CampaignRow, JobRow, NewCampaign, NewJob, NewOutput, OutputRow};
+pub use replicas::CopyStart;
+pub use retention::RetentionCandidate;
 pub use salting::SaltCandidate;
 pub use slurm_health::SlurmHealth;
 pub use states::{
@@ -121,6 +126,14 @@ pub enum CatalogError {
         expected: String,
         /// State found.
         found: String,
+    },
+    /// A blinding decision that cannot be recorded.
+    #[error("catalog {path}: {message}")]
+    Blinding {
+        /// Catalog file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// A file state change the lifecycle does not allow.
     #[error("raw file {file}: `{from}` -> `{to}` is not an allowed transition")]

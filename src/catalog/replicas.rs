@@ -7,6 +7,19 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::files::TransferItem;
+
+/// What [`Catalog::begin_copy`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyStart {
+    /// The replica is `transferring`: copy it.
+    Started,
+    /// The replica is no longer queued (another mover took it).
+    NotQueued,
+    /// A salting pass claimed the file: copy after it recorded the salted bytes.
+    BeingSalted,
+    /// The catalogued checksum changed since the replica was listed.
+    ChecksumChanged,
+}
 use super::{now_unix_s, Catalog, CatalogError, ReplicaState, Site};
 
 impl Catalog {
@@ -90,17 +103,33 @@ impl Catalog {
         site: Site,
         max_attempts: u32,
     ) -> Result<Vec<TransferItem>, CatalogError> {
+        self.queued_replicas_when(site, max_attempts, false)
+    }
+
+    /// As [`Catalog::queued_replicas`]; with `require_salted`, replicas of
+    /// unsalted science files are left out (they stay queued until salted).
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn queued_replicas_when(
+        &self,
+        site: Site,
+        max_attempts: u32,
+        require_salted: bool,
+    ) -> Result<Vec<TransferItem>, CatalogError> {
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
                 "SELECT r.file_id, f.name, r.site, r.path, f.size_bytes, f.adler32, r.attempts
                  FROM replicas r JOIN raw_files f ON f.id = r.file_id
                  WHERE r.site = ?1 AND r.state = 'queued' AND r.attempts < ?2
+                   AND (?3 = 0 OR f.salted = 1
+                        OR EXISTS (SELECT 1 FROM runs u WHERE u.number = f.run AND u.run_type = 'calibration'))
                  ORDER BY r.file_id",
             )
             .map_err(self.sql("list queued replicas"))?;
         let rows = st
-            .query_map(params![site, max_attempts], |r| {
+            .query_map(params![site, max_attempts, require_salted], |r| {
                 Ok(TransferItem {
                     file_id: r.get(0)?,
                     file: r.get(1)?,
@@ -143,6 +172,73 @@ impl Catalog {
         )
         .map_err(self.sql("write replica state"))?;
         tx.commit().map_err(self.sql("commit replica transition"))
+    }
+
+    /// Start a copy: `queued -> transferring` in one transaction that also
+    /// checks the file is not claimed by a salting pass and its catalogued
+    /// checksum is still `item.adler32`. Anything else starts nothing: the
+    /// replica stays as it is and the mover lists it again later.
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownReplica`]; [`CatalogError::Sqlite`].
+    pub fn begin_copy(&self, item: &TransferItem) -> Result<CopyStart, CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin copy"))?;
+        let current =
+            current_state(&tx, item.file_id, item.site).map_err(self.sql("read replica state"))?;
+        match current {
+            None => {
+                return Err(CatalogError::UnknownReplica {
+                    file_id: item.file_id,
+                    site: item.site,
+                })
+            }
+            Some(ReplicaState::Queued) => {}
+            Some(_) => return Ok(CopyStart::NotQueued),
+        }
+        let (adler, salting): (String, Option<f64>) = tx
+            .query_row(
+                "SELECT adler32, salting_since FROM raw_files WHERE id = ?1",
+                [item.file_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.sql("read file for copy"))?;
+        if salting.is_some() {
+            return Ok(CopyStart::BeingSalted);
+        }
+        if !crate::adler::same_checksum(&adler, &item.adler32) {
+            return Ok(CopyStart::ChecksumChanged);
+        }
+        tx.execute(
+            "UPDATE replicas SET state = 'transferring', updated_at = ?3
+             WHERE file_id = ?1 AND site = ?2",
+            params![item.file_id, item.site, now_unix_s()],
+        )
+        .map_err(self.sql("start copy"))?;
+        tx.commit().map_err(self.sql("commit copy start"))?;
+        Ok(CopyStart::Started)
+    }
+
+    /// A copy whose source changed under it (the catalog now has another
+    /// checksum): `transferring -> queued` without counting an attempt.
+    ///
+    /// # Errors
+    /// As [`Catalog::replica_transition`].
+    pub fn replica_retry_unchanged(
+        &self,
+        file_id: i64,
+        site: Site,
+        reason: &str,
+    ) -> Result<(), CatalogError> {
+        self.replica_transition(
+            file_id,
+            site,
+            ReplicaState::Transferring,
+            ReplicaState::Queued,
+            Some(reason),
+        )
     }
 
     /// A transfer arrived with the right checksum: `transferring -> verified`.

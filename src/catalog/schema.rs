@@ -14,7 +14,7 @@
 //! lineage_hash)` (unique).
 
 /// The migrations, oldest first. Version N means the first N have run.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// Version 1: runs, raw files, replicas, outputs, jobs, campaigns.
 const MIGRATION_1: &str = r#"
@@ -140,6 +140,45 @@ const MIGRATION_3: &str = r#"
 ALTER TABLE jobs ADD COLUMN slurm_name TEXT;
 ALTER TABLE jobs ADD COLUMN array_index INTEGER CHECK (array_index >= 0);
 CREATE INDEX jobs_slurm_name ON jobs(slurm_name) WHERE slurm_name IS NOT NULL;
+"#;
+
+/// Version 4: blinding as a property of the catalog (a log of blind/unblind
+/// decisions, the last one wins), a salting claim on raw files (the mover
+/// never starts a copy of a file being salted), and the retention states of
+/// a replica (`retiring`, `retired`). SQLite cannot change a CHECK, so the
+/// replicas table is rebuilt with the longer list.
+const MIGRATION_4: &str = r#"
+CREATE TABLE blinding_log (
+    id       INTEGER PRIMARY KEY,
+    blinded  INTEGER NOT NULL CHECK (blinded IN (0, 1)),
+    by_whom  TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    at       REAL NOT NULL
+);
+
+ALTER TABLE raw_files ADD COLUMN salting_since REAL;
+
+CREATE TABLE replicas_v4 (
+    file_id       INTEGER NOT NULL REFERENCES raw_files(id),
+    site          TEXT NOT NULL CHECK (site IN ('SURF','USDC','UKDC','ARCHIVE')),
+    path          TEXT NOT NULL,
+    size_bytes    INTEGER,
+    adler32       TEXT,
+    state         TEXT NOT NULL
+                  CHECK (state IN ('queued','transferring','verified','bad','lost','retiring','retired')),
+    verified_at   REAL,
+    attempts      INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error    TEXT,
+    updated_at    REAL NOT NULL,
+    PRIMARY KEY (file_id, site)
+) WITHOUT ROWID;
+INSERT INTO replicas_v4 (file_id, site, path, size_bytes, adler32, state, verified_at,
+                         attempts, last_error, updated_at)
+  SELECT file_id, site, path, size_bytes, adler32, state, verified_at,
+         attempts, last_error, updated_at FROM replicas;
+DROP TABLE replicas;
+ALTER TABLE replicas_v4 RENAME TO replicas;
+CREATE INDEX replicas_site_state ON replicas(site, state);
 "#;
 
 #[cfg(test)]

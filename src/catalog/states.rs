@@ -168,6 +168,12 @@ text_enum!(
         Bad => "bad",
         /// Catalogued but absent from the storage (found by the audit).
         Lost => "lost",
+        /// The retention stage is removing this SURF copy (the file is
+        /// verified at every destination); a restart finishes it.
+        Retiring => "retiring",
+        /// SURF copy removed on purpose by the retention stage: absent from
+        /// the storage, and not lost.
+        Retired => "retired",
     }
 );
 

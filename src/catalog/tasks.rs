@@ -98,6 +98,8 @@ pub struct RunStatus {
     pub start_time: Option<String>,
     /// Raw files catalogued at SURF.
     pub files: u64,
+    /// Of them, SURF copies removed by the retention stage (safe elsewhere, not lost).
+    pub surf_retired: u64,
     /// Verified replicas at USDC.
     pub usdc: u64,
     /// Verified replicas at UKDC.
@@ -683,7 +685,8 @@ impl Catalog {
                    coalesce(sum(f.salted), 0),
                    coalesce(sum(EXISTS (SELECT 1 FROM tasks t JOIN campaigns c ON c.id = t.campaign_id
                                  WHERE t.file_id = f.id AND c.prompt = 1 AND t.state = 'done')), 0),
-                   coalesce(sum(f.state = 'failed' OR EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.state IN ('bad','lost'))), 0)
+                   coalesce(sum(f.state = 'failed' OR EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.state IN ('bad','lost'))), 0),
+                   coalesce(sum(EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site = 'SURF' AND r.state = 'retired')), 0)
                  FROM runs ru LEFT JOIN raw_files f ON f.run = ru.number
                  WHERE ?1 IS NULL OR ru.number = ?1
                  GROUP BY ru.number ORDER BY ru.number",
@@ -702,6 +705,7 @@ impl Catalog {
                     salted: r.get(7)?,
                     reconstructed: r.get(8)?,
                     failed: r.get(9)?,
+                    surf_retired: r.get(10)?,
                 })
             })
             .and_then(|r| r.collect())

@@ -88,9 +88,9 @@ pub fn run_dispatch(a: DispatchArgs) -> Result<()> {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
                     println!(
-                        "pass: ingested {}, salted {}, replicas verified {} (failed {}), tasks queued {}, jobs submitted {} (in {} array(s)), finished {} \
+                        "pass: ingested {}, salted {}, held unsalted {}, replicas verified {} (failed {}), SURF retired {}, tasks queued {}, jobs submitted {} (in {} array(s)), finished {} \
                          (adopted {}, never submitted {}), tasks done {}, failed {}; {} SLURM call(s), {:.3} s",
-                        r.ingested, r.salted, r.replicas_verified, r.replicas_failed, r.tasks_queued, r.jobs_submitted, r.arrays_submitted, r.jobs_finished,
+                        r.ingested, r.salted, r.held_unsalted, r.replicas_verified, r.replicas_failed, r.surf_retired, r.tasks_queued, r.jobs_submitted, r.arrays_submitted, r.jobs_finished,
                         r.jobs_adopted, r.jobs_never_submitted, r.tasks_done, r.tasks_failed, r.slurm_calls, r.seconds
                     );
                     for w in &r.warnings {
@@ -357,6 +357,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// Catalog errors.
 pub fn run_status(a: StatusArgs) -> Result<()> {
     let catalog = Catalog::open(&a.db.catalog)?;
+    let blinding = catalog.blinding()?;
     let runs = catalog.run_status(a.run, a.missing_first)?;
     let campaigns = catalog.campaign_progress()?;
     let mut lat = catalog.prompt_latencies()?;
@@ -370,7 +371,8 @@ pub fn run_status(a: StatusArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "runs": runs, "campaigns": campaigns, "latency": latency, "slurm": slurm
+                "blinding": blinding, "runs": runs, "campaigns": campaigns,
+                "latency": latency, "slurm": slurm
             }))?
         );
         return Ok(());
@@ -378,17 +380,42 @@ pub fn run_status(a: StatusArgs) -> Result<()> {
     if let Some(h) = &outage {
         println!("{}", super::health::outage_line(h));
     }
+    match blinding.history.last() {
+        Some(d) => println!(
+            "blinding: {} (since {} by {}: {})",
+            if blinding.blinded {
+                "BLINDED"
+            } else {
+                "unblinded"
+            },
+            crate::catalog::utc_string(d.at),
+            d.by,
+            d.reason
+        ),
+        None => println!("blinding: not blinded"),
+    }
     println!(
-        "{:>6} {:<11} {:<20} {:>5} {:>5} {:>5} {:>7} {:>6} {:>7} {:>6}",
-        "run", "type", "start", "SURF", "USDC", "UKDC", "ARCHIVE", "salted", "reco'd", "failed"
+        "{:>6} {:<11} {:<20} {:>5} {:>7} {:>5} {:>5} {:>7} {:>6} {:>7} {:>6}",
+        "run",
+        "type",
+        "start",
+        "SURF",
+        "retired",
+        "USDC",
+        "UKDC",
+        "ARCHIVE",
+        "salted",
+        "reco'd",
+        "failed"
     );
     for r in &runs {
         println!(
-            "{:>6} {:<11} {:<20} {:>5} {:>5} {:>5} {:>7} {:>6} {:>7} {:>6}",
+            "{:>6} {:<11} {:<20} {:>5} {:>7} {:>5} {:>5} {:>7} {:>6} {:>7} {:>6}",
             r.run,
             r.run_type,
             r.start_time.as_deref().unwrap_or("-"),
             r.files,
+            r.surf_retired,
             r.usdc,
             r.ukdc,
             r.archive,

@@ -8,7 +8,9 @@
 //!              each task: ok -> output catalogued, else retry with back-off up to the cap
 //!              (SLURM stage: skipped while SLURM does not answer, see `health`)
 //!   ingest     new complete raw files at SURF
-//!   transfer   to USDC, UKDC, ARCHIVE with verified checksums
+//!   transfer   to USDC, UKDC, ARCHIVE with verified checksums (a blinded catalog
+//!              holds unsalted science files at SURF; the pass says why)
+//!   retire     SURF copies verified everywhere, when `[retention] enabled`
 //!   queue      a task per transferred file for each active campaign (prompt processing
 //!              is the campaign `prompt-{conditions}`)
 //!   submit     within the throttle: intent first (job `pending`, tasks `submitting`),
@@ -115,6 +117,8 @@ pub struct Settings {
     pub slurm_retry_s: f64,
     /// Longest wait between tries while SLURM does not answer [s].
     pub slurm_retry_max_s: f64,
+    /// The retention stage at SURF (`[retention]`: enabled, grace_s, max_checksum_age_s).
+    pub retention: crate::retire::RetentionSettings,
 }
 
 impl Default for Settings {
@@ -146,6 +150,7 @@ impl Default for Settings {
             slurm_timeout_s: crate::slurm::DEFAULT_TIMEOUT.as_secs_f64(),
             slurm_retry_s: 15.0,
             slurm_retry_max_s: 300.0,
+            retention: crate::retire::RetentionSettings::default(),
         }
     }
 }
@@ -206,6 +211,7 @@ impl Settings {
         if self.slurm_retry_max_s < self.slurm_retry_s {
             bail!("`slurm_retry_max_s` must be at least `slurm_retry_s`");
         }
+        self.retention.validate()?;
         Ok(())
     }
 }
@@ -240,6 +246,10 @@ pub struct PassReport {
     pub replicas_verified: u64,
     /// Replicas given up on.
     pub replicas_failed: usize,
+    /// Unsalted science files held at SURF (blinded catalog or salting required).
+    pub held_unsalted: u64,
+    /// SURF copies retired by the retention stage.
+    pub surf_retired: usize,
     /// Tasks queued.
     pub tasks_queued: usize,
     /// Jobs submitted (an array counts each element).
@@ -447,7 +457,7 @@ impl Dispatcher {
             )?;
             report.salted = sr.files_salted + sr.files_recovered;
         }
-        let tr = transfer::run(
+        let tr = match transfer::run(
             &TransferConfig {
                 sites: self.cfg.sites.clone(),
                 destinations: crate::catalog::Site::DESTINATIONS.to_vec(),
@@ -457,7 +467,14 @@ impl Dispatcher {
                 require_salted: salting,
             },
             &self.catalog,
-        )?;
+        ) {
+            Ok(tr) => tr,
+            Err(transfer::TransferError::Locked(e)) => {
+                report.warnings.push(format!("transfer stage skipped: {e}"));
+                transfer::TransferReport::default()
+            }
+            Err(e) => return Err(e.into()),
+        };
         stage("transfer", &mut report);
         report.replicas_verified = tr.verified;
         report.replicas_failed = tr.failures.len();
@@ -467,6 +484,19 @@ impl Dispatcher {
                 x.file, x.site, x.reason
             ));
         }
+        report.held_unsalted = tr.held_unsalted;
+        if tr.blinded && !salting && tr.held_unsalted > 0 {
+            report.warnings.push(format!(
+                "the catalog is blinded and no salt key is configured (`salt_key`): \
+                 {} science file(s) held unsalted at SURF",
+                tr.held_unsalted
+            ));
+        }
+        if self.cfg.settings.retention.enabled {
+            self.retire(&mut report)?;
+            stage("retire", &mut report);
+        }
+        let blinded = tr.blinded;
 
         let mut campaigns: Vec<(CampaignRow, bool)> = Vec::new();
         for c in self.catalog.campaigns()? {
@@ -479,7 +509,7 @@ impl Dispatcher {
         for (c, _) in &campaigns {
             report.tasks_queued += self
                 .catalog
-                .queue_campaign_tasks(c, salting || self.cfg.settings.require_salted)?;
+                .queue_campaign_tasks(c, salting || blinded || self.cfg.settings.require_salted)?;
             if c.state == CampaignState::Defined {
                 self.catalog.campaign_transition(
                     c.id,
@@ -497,6 +527,33 @@ impl Dispatcher {
         stage("campaigns", &mut report);
         report.seconds = start.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// The retention stage; a pass held off by the lock only warns.
+    fn retire(&self, report: &mut PassReport) -> Result<()> {
+        let cfg = crate::retire::RetireConfig {
+            sites: self.cfg.sites.clone(),
+            settings: self.cfg.settings.retention.clone(),
+            dry_run: false,
+        };
+        match crate::retire::run(&cfg, &self.catalog) {
+            Ok(r) => {
+                report.surf_retired = r.retired.len() + r.finished;
+                for k in r.kept {
+                    report
+                        .warnings
+                        .push(format!("SURF copy of {} kept: {}", k.file, k.reason));
+                }
+                Ok(())
+            }
+            Err(crate::retire::RetireError::Locked(e)) => {
+                report
+                    .warnings
+                    .push(format!("retention stage skipped: {e}"));
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn reconcile(&self, snap: &Snapshot, recovering: bool, report: &mut PassReport) -> Result<()> {

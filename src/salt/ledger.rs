@@ -8,12 +8,12 @@
 //! first real event). It is encrypted like every vault file: salt counts are
 //! secret.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::{SaltError, Vault, VaultError};
+use crate::exclusive_lock::ExclusiveLock;
 
 /// One salted file of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,52 +119,26 @@ impl RunLedger {
     }
 }
 
-/// Only one salting pass at a time per vault: `salt.lock` holds the pid.
+/// Only one salting pass at a time per vault: an flock on `salt.lock`
+/// (see [`crate::exclusive_lock`]), so two passes never share the staging
+/// file nor overwrite each other's ledger, and a pass that died leaves no
+/// lock behind.
 #[derive(Debug)]
 pub struct PassLock {
-    path: PathBuf,
+    _lock: ExclusiveLock,
 }
 
 impl PassLock {
-    /// Take the lock; a lock left by a dead process is taken over.
+    /// Take the lock, or refuse naming the holder.
     ///
     /// # Errors
-    /// [`SaltError::Locked`] naming the holder; [`VaultError::Io`].
+    /// [`SaltError::Locked`] naming the lock file and the holder's pid.
     pub fn acquire(vault_dir: &Path) -> Result<Self, SaltError> {
         let path = vault_dir.join("salt.lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(Self { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
-                    let pid = pid.trim().to_string();
-                    let alive = !pid.is_empty() && Path::new("/proc").join(&pid).exists();
-                    if alive {
-                        return Err(SaltError::Locked { path, pid });
-                    }
-                    tracing::warn!(lock = %path.display(), %pid, "taking over a stale salting lock");
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(source) => return Err(VaultError::Io { path, source }.into()),
-            }
-        }
-        Err(SaltError::Locked {
-            pid: "unknown".into(),
-            path,
+        let what = format!("a salting pass on vault {}", vault_dir.display());
+        Ok(Self {
+            _lock: ExclusiveLock::try_acquire(&path, &what)?,
         })
-    }
-}
-
-impl Drop for PassLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

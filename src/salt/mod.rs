@@ -223,13 +223,8 @@ pub enum SaltError {
         found: String,
     },
     /// Another pass holds the vault lock.
-    #[error("{path}: another salting pass (pid {pid}) is running")]
-    Locked {
-        /// Lock file.
-        path: PathBuf,
-        /// Its holder.
-        pid: String,
-    },
+    #[error(transparent)]
+    Locked(#[from] crate::exclusive_lock::LockError),
     /// The file cannot be salted (empty, ids overlapping another file).
     #[error("{file}: {what}")]
     Unsaltable {
@@ -338,12 +333,59 @@ fn salt_one(
         tracing::error!(file = %f.name, %reason);
         return Ok(Outcome::Skipped(reason));
     }
-    let salted = inject::salt_file(&path, f, rate, ledger, |tag| {
+    if !catalog.begin_salting(f.id, &f.adler32)? {
+        let reason = "a destination copy began before salting: not salted".to_string();
+        tracing::error!(file = %f.name, %reason);
+        return Ok(Outcome::Skipped(reason));
+    }
+    let digest = match rewrite(cfg, vault, rate, ledger, conditions, f, &path, &found) {
+        Ok(d) => d,
+        Err((e, renamed)) => {
+            if !renamed {
+                catalog.abandon_salting(f.id)?;
+            }
+            return Err(e);
+        }
+    };
+    catalog.record_salted(f.id, &found.adler32, digest.size_bytes, &digest.adler32)?;
+    tracing::info!(file = %f.name, events = digest.events, bytes = digest.size_bytes,
+        adler32 = %digest.adler32, "salted and re-checksummed");
+    Ok(Outcome::Salted {
+        events: digest.events,
+        bytes: digest.size_bytes,
+    })
+}
+
+/// The salted file's size, checksum and event count.
+struct Rewritten {
+    size_bytes: u64,
+    adler32: String,
+    events: u64,
+}
+
+/// Salt a claimed file: staging file, vault record and ledger, then the
+/// rename over the original. On error, says whether the rename happened
+/// (then the claim stays: the next pass recovers the catalog record).
+#[allow(clippy::too_many_arguments)]
+fn rewrite(
+    cfg: &SaltConfig,
+    vault: &Vault,
+    rate: f64,
+    ledger: &mut RunLedger,
+    conditions: &mut BTreeMap<String, Conditions>,
+    f: &crate::catalog::RawFileRow,
+    path: &Path,
+    found: &crate::adler::FileDigest,
+) -> Result<Rewritten, (SaltError, bool)> {
+    let before = |e: SaltError| (e, false);
+    let record_name = SaltRecord::vault_name(f.run, f.sequence);
+    let salted = inject::salt_file(path, f, rate, ledger, |tag| {
         load_conditions(cfg, conditions, &f.name, tag)
-    })?;
+    })
+    .map_err(before)?;
     // Vault first: once the rename makes the salted file visible, its record exists.
     let staging = salted.staging.clone();
-    let digest = digest_file(&staging)?;
+    let digest = digest_file(&staging).map_err(|e| before(e.into()))?;
     let record = SaltRecord {
         file: f.name.clone(),
         run: f.run,
@@ -359,17 +401,21 @@ fn salt_one(
         salted_at: crate::catalog::now_unix_s(),
         software_version: crate::SOFTWARE_VERSION.to_string(),
     };
-    vault.write(&record_name, &record)?;
+    vault
+        .write(&record_name, &record)
+        .map_err(|e| before(e.into()))?;
     ledger.upsert(salted.ledger_entry);
-    ledger.save(vault)?;
-    // The staging file was fsynced when written; this makes the rename durable too.
-    crate::atomic_file::commit(&staging, &path).map_err(RawError::from)?;
-    catalog.record_salted(f.id, &found.adler32, digest.size_bytes, &digest.adler32)?;
-    tracing::info!(file = %f.name, events = salted.n_events, bytes = digest.size_bytes,
-        adler32 = %digest.adler32, "salted and re-checksummed");
-    Ok(Outcome::Salted {
+    ledger.save(vault).map_err(|e| before(e.into()))?;
+    // The staging file was fsynced when written; this makes the rename durable
+    // too. Only a failed directory fsync comes after the rename.
+    crate::atomic_file::commit(&staging, path).map_err(|e| {
+        let renamed = e.op == "fsync directory";
+        (SaltError::from(RawError::from(e)), renamed)
+    })?;
+    Ok(Rewritten {
+        size_bytes: digest.size_bytes,
+        adler32: digest.adler32,
         events: salted.n_events,
-        bytes: digest.size_bytes,
     })
 }
 

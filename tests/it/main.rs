@@ -6,16 +6,19 @@
 //! SLURM) turns them into skips; scripts/test.sh and CI never set it.
 
 mod bad_input;
+mod blinding;
 mod catalog_transfer;
 mod common;
 mod crash_safety;
 mod dispatch;
 mod full_disk;
 mod fuzz;
+mod locks;
 mod raw_format;
 mod reco_accuracy;
 mod reco_hardening;
 mod reco_mpi;
+mod retention;
 mod rq_format;
 mod salting;
 mod sim_live;
