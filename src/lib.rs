@@ -18,6 +18,7 @@
 
 pub mod adler;
 pub mod audit;
+pub mod calibrate;
 pub mod catalog;
 pub mod conditions;
 pub mod dispatch;

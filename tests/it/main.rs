@@ -5,6 +5,7 @@
 //! missing. Only an explicit `TPCFLOW_SKIP_CLUSTER_TESTS=1` (a laptop without
 //! SLURM) turns them into skips; scripts/test.sh and CI never set it.
 
+mod calibration;
 mod catalog_transfer;
 mod common;
 mod dispatch;
