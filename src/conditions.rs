@@ -187,7 +187,10 @@ impl Conditions {
 
 /// The text of a built-in conditions tag.
 pub fn builtin_text(tag: &str) -> Option<&'static str> {
-    BUILTIN.iter().find(|(t, _)| *t == tag).map(|(_, text)| *text)
+    BUILTIN
+        .iter()
+        .find(|(t, _)| *t == tag)
+        .map(|(_, text)| *text)
 }
 
 /// The text of conditions given as a tag or a file path.

@@ -94,7 +94,10 @@ impl Calibration {
                 return bad(field, format!("channel {c} >= {n_channels} channels"));
             }
         }
-        for (field, map) in [("kr_s2_xy", &self.kr_s2_xy), ("gas_gap_mm", &self.gas_gap_mm)] {
+        for (field, map) in [
+            ("kr_s2_xy", &self.kr_s2_xy),
+            ("gas_gap_mm", &self.gas_gap_mm),
+        ] {
             if let Some(m) = map {
                 m.check(field)?;
             }
@@ -165,9 +168,7 @@ impl XyMap {
         let h = self.half_width_mm;
         let (i, fx) = grid_index(x, -h, h, self.nx);
         let (j, fy) = grid_index(y, -h, h, self.ny);
-        let v = |i: usize, j: usize| {
-            self.values[j.min(self.ny - 1) * self.nx + i.min(self.nx - 1)]
-        };
+        let v = |i: usize, j: usize| self.values[j.min(self.ny - 1) * self.nx + i.min(self.nx - 1)];
         let lo = v(i, j) * (1.0 - fx) + v(i + 1, j) * fx;
         let hi = v(i, j + 1) * (1.0 - fx) + v(i + 1, j + 1) * fx;
         lo * (1.0 - fy) + hi * fy
@@ -179,7 +180,10 @@ impl XyzMap {
         if !(self.z_max_mm > self.z_min_mm) {
             return Err(ModelError::BadCalibration {
                 field,
-                why: format!("z_max_mm {} must be above z_min_mm {}", self.z_max_mm, self.z_min_mm),
+                why: format!(
+                    "z_max_mm {} must be above z_min_mm {}",
+                    self.z_max_mm, self.z_min_mm
+                ),
             });
         }
         check_grid(
@@ -197,11 +201,7 @@ impl XyzMap {
         let (j, fy) = grid_index(y, -h, h, self.ny);
         let (k, fz) = grid_index(z, self.z_min_mm, self.z_max_mm, self.nz);
         let v = |i: usize, j: usize, k: usize| {
-            let (i, j, k) = (
-                i.min(self.nx - 1),
-                j.min(self.ny - 1),
-                k.min(self.nz - 1),
-            );
+            let (i, j, k) = (i.min(self.nx - 1), j.min(self.ny - 1), k.min(self.nz - 1));
             self.values[(k * self.ny + j) * self.nx + i]
         };
         let plane = |k: usize| {

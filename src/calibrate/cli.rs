@@ -22,6 +22,10 @@ pub struct CalibrateArgs {
     /// Run numbers of the files (provenance).
     #[arg(long, num_args = 1..)]
     pub runs: Vec<u32>,
+    /// Simulated runs: the conditions file the simulator ran with; the report
+    /// then compares each product with it.
+    #[arg(long)]
+    pub truth: Option<String>,
     /// Print the products as JSON.
     #[arg(long)]
     pub json: bool,
@@ -38,6 +42,7 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
         base_conditions: a.base_conditions,
         tag: a.tag,
         runs: a.runs,
+        truth: a.truth,
     };
     let p = super::run(&opts).with_context(|| format!("calibrating into {}", a.out.display()))?;
     if a.json {

@@ -29,7 +29,18 @@ pub const S1_BINS_XY: usize = 8;
 pub const S1_BINS_Z: usize = 10;
 
 fn s2_features(u: f64, v: f64) -> Vec<f64> {
-    vec![1.0, u, v, u * u, u * v, v * v, u * u * u, u * u * v, u * v * v, v * v * v]
+    vec![
+        1.0,
+        u,
+        v,
+        u * u,
+        u * v,
+        v * v,
+        u * u * u,
+        u * u * v,
+        u * v * v,
+        v * v * v,
+    ]
 }
 
 fn s1_features(u: f64, v: f64, w: f64) -> Vec<f64> {

@@ -2,16 +2,16 @@
 //! exp(-t_drift / tau) because electrons attach to impurities while drifting.
 //!
 //! ```text
-//! ln S2_i = a - lambda t_i + b s1r_i + c (r_i / R)^2 + e_i        lambda = 1 / tau
-//! s1r_i   = S1_i / median(S1 | drift-time decile of i) - 1
+//! ln S2_i = a - lambda t_i + c (r_i / R)^2 + e_i        lambda = 1 / tau
 //! ```
 //! Robust least squares (rejection beyond 3.5 robust sigma, see
 //! `linear_fit`); sigma(lambda) from the fit covariance with the residual
-//! variance of the kept events. The S1 term takes out the recombination
-//! fluctuation (more electrons recombine -> more light, fewer electrons);
-//! taken relative to its own drift-time decile it is uncorrelated with t, so
-//! it narrows the fit without biasing lambda. The r^2 term takes out the
-//! S2 light collection's radial fall-off.
+//! variance of the kept events. The r^2 term takes out the S2 light
+//! collection's radial fall-off. The spread of ln S2 at one drift time is
+//! dominated by recombination fluctuations (~17 % rms for Kr83m here): an S1
+//! anti-correlation term narrows the residuals but, on seeded runs, not the
+//! run-to-run scatter of lambda (its quoted uncertainty then undercovers:
+//! pull width 1.6), so it is not used.
 
 use super::inputs::KrEvent;
 use super::linear_fit::robust_least_squares;
@@ -26,7 +26,7 @@ pub struct LifetimeFit {
     pub inverse_lifetime_per_ms: f64,
     /// Uncertainty of 1 / tau [1/ms].
     pub sigma_inverse_lifetime_per_ms: f64,
-    /// S2 at zero drift, at the mean S1 and centre [phd].
+    /// S2 at zero drift at the centre [phd].
     pub s2_at_zero_drift_phd: f64,
     /// Events offered / kept by the fit.
     pub n_events: usize,
@@ -34,7 +34,7 @@ pub struct LifetimeFit {
     pub n_kept: usize,
     /// Residual rms of ln S2.
     pub residual_sd: f64,
-    /// For the plot: (drift [us], median ln S2 adjusted to s1r = 0 and r = 0) per drift bin.
+    /// For the plot: (drift [us], median ln S2 adjusted to r = 0) per drift bin.
     pub profile: Vec<(f64, f64)>,
 }
 
@@ -78,38 +78,28 @@ pub fn fit_lifetime(events: &[KrEvent], radius_mm: f64) -> Result<LifetimeFit, C
     let t_ms: Vec<f64> = ev.iter().map(|e| e.drift_ns * 1e-6).collect();
     let bins = 10;
     let bin = quantile_bins(&t_ms, bins);
-    let s1_median: Vec<f64> = (0..bins)
-        .map(|b| {
-            median(
-                ev.iter()
-                    .zip(&bin)
-                    .filter(|(_, &k)| k == b)
-                    .map(|(e, _)| e.s1_phd)
-                    .collect(),
-            )
-        })
-        .collect();
     let rows: Vec<Vec<f64>> = ev
         .iter()
         .zip(&t_ms)
-        .zip(&bin)
-        .map(|((e, &t), &b)| {
+        .map(|(e, &t)| {
             let r2 = (e.x_mm * e.x_mm + e.y_mm * e.y_mm) / (radius_mm * radius_mm);
-            vec![1.0, t, e.s1_phd / s1_median[b] - 1.0, r2]
+            vec![1.0, t, r2]
         })
         .collect();
     let y: Vec<f64> = ev.iter().map(|e| e.s2_phd.ln()).collect();
-    let fit = robust_least_squares(&rows, &y, &vec![1.0; y.len()], 3.5).ok_or(
-        CalibrateError::Fit {
+    let fit =
+        robust_least_squares(&rows, &y, &vec![1.0; y.len()], 3.5).ok_or(CalibrateError::Fit {
             product: "electron lifetime",
             why: "singular design (all drift times equal?)".into(),
-        },
-    )?;
+        })?;
     let lambda = -fit.coef[1];
     if !(lambda > 0.0) {
         return Err(CalibrateError::Fit {
             product: "electron lifetime",
-            why: format!("S2 does not fall with drift time (slope {:.3e} per ms)", -lambda),
+            why: format!(
+                "S2 does not fall with drift time (slope {:.3e} per ms)",
+                -lambda
+            ),
         });
     }
     let profile = (0..bins)
@@ -118,7 +108,7 @@ pub fn fit_lifetime(events: &[KrEvent], radius_mm: f64) -> Result<LifetimeFit, C
             let t = median(sel.iter().map(|&i| t_ms[i] * 1e3).collect());
             let adj = median(
                 sel.iter()
-                    .map(|&i| y[i] - fit.coef[2] * rows[i][2] - fit.coef[3] * rows[i][3])
+                    .map(|&i| y[i] - fit.coef[2] * rows[i][2])
                     .collect(),
             );
             (t, adj)

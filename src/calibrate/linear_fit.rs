@@ -84,7 +84,12 @@ pub fn robust_least_squares(x: &[Vec<f64>], y: &[f64], w: &[f64], clip: f64) -> 
         let mut a = vec![vec![0.0; p]; p];
         let mut b = vec![0.0; p];
         let mut n_kept = 0usize;
-        for ((row, (&yi, &wi)), _) in x.iter().zip(y.iter().zip(w)).zip(&keep).filter(|(_, k)| **k) {
+        for ((row, (&yi, &wi)), _) in x
+            .iter()
+            .zip(y.iter().zip(w))
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+        {
             n_kept += 1;
             for i in 0..p {
                 b[i] += wi * row[i] * yi;
@@ -155,7 +160,10 @@ mod tests {
         y[10] = 100.0;
         let rows: Vec<Vec<f64>> = xs.iter().map(|x| vec![1.0, *x]).collect();
         let f = robust_least_squares(&rows, &y, &vec![1.0; 50], 4.0).unwrap();
-        assert!((f.coef[1] - 0.5).abs() < 1e-3 && (f.coef[0] - 2.0).abs() < 0.05, "{f:?}");
+        assert!(
+            (f.coef[1] - 0.5).abs() < 1e-3 && (f.coef[0] - 2.0).abs() < 0.05,
+            "{f:?}"
+        );
         assert_eq!(f.n_kept, 49);
         assert!(f.cov[1][1] > 0.0);
     }

@@ -57,18 +57,20 @@ pub struct LiquidLevel {
 }
 
 /// Complementary error function (Numerical Recipes' erfcc, |error| < 1.2e-7).
-fn erfc(x: f64) -> f64 {
+pub(super) fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * (-z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-        .exp();
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
     if x >= 0.0 {
         r
     } else {
@@ -91,7 +93,9 @@ fn central_probability(h: f64, t: f64, sigma: f64) -> f64 {
         return 1.0 - erfc(h / (sigma * std::f64::consts::SQRT_2));
     }
     let s = sigma;
-    s / t * (g((h + t / 2.0) / s) - g((h - t / 2.0) / s) - g((t / 2.0 - h) / s) + g((-h - t / 2.0) / s))
+    s / t
+        * (g((h + t / 2.0) / s) - g((h - t / 2.0) / s) - g((t / 2.0 - h) / s)
+            + g((-h - t / 2.0) / s))
 }
 
 /// 50 % width of box(T) convolved with N(0, sigma) [same units as T, sigma].
@@ -163,7 +167,10 @@ pub fn fit_liquid_level(
         .filter_map(|k| {
             let lo = t_max * f64::from(k) / 12.0;
             let hi = t_max * f64::from(k + 1) / 12.0;
-            let sel: Vec<&&KrEvent> = ev.iter().filter(|e| e.drift_ns >= lo && e.drift_ns < hi).collect();
+            let sel: Vec<&&KrEvent> = ev
+                .iter()
+                .filter(|e| e.drift_ns >= lo && e.drift_ns < hi)
+                .collect();
             (sel.len() >= 10).then(|| {
                 (
                     median(sel.iter().map(|e| e.drift_ns).collect()),
@@ -203,7 +210,12 @@ pub fn fit_liquid_level(
     }
     // 2. Per-bin EL duration from the shallower events.
     let mut per_bin: Vec<Vec<f64>> = vec![Vec::new(); GAP_BINS * GAP_BINS];
-    let bin = |v: f64| (((v + radius_mm) / (2.0 * radius_mm) * GAP_BINS as f64).floor().max(0.0) as usize).min(GAP_BINS - 1);
+    let bin = |v: f64| {
+        (((v + radius_mm) / (2.0 * radius_mm) * GAP_BINS as f64)
+            .floor()
+            .max(0.0) as usize)
+            .min(GAP_BINS - 1)
+    };
     for e in ev.iter().filter(|e| e.drift_ns < 400e3) {
         let t = invert_width(e.s2_width_50_ns, sigma_t(best_d, e.drift_ns));
         per_bin[bin(e.y_mm) * GAP_BINS + bin(e.x_mm)].push(t * 1e-3 * gas_speed_mm_per_us);
@@ -213,7 +225,10 @@ pub fn fit_liquid_level(
         half_width_mm: radius_mm,
         nx: GAP_BINS,
         ny: GAP_BINS,
-        values: per_bin.into_iter().map(|v| if v.len() >= 10 { median(v) } else { f64::NAN }).collect(),
+        values: per_bin
+            .into_iter()
+            .map(|v| if v.len() >= 10 { median(v) } else { f64::NAN })
+            .collect(),
     };
     // 4. Plane through the filled bins.
     let (mut rows, mut y, mut w) = (Vec::new(), Vec::new(), Vec::new());
@@ -244,7 +259,9 @@ pub fn fit_liquid_level(
     }
     let slope = b.hypot(c);
     let sigma_slope = if slope > 0.0 {
-        ((b * b * plane.cov[1][1] + c * c * plane.cov[2][2] + 2.0 * b * c * plane.cov[1][2]) / (slope * slope)).sqrt()
+        ((b * b * plane.cov[1][1] + c * c * plane.cov[2][2] + 2.0 * b * c * plane.cov[1][2])
+            / (slope * slope))
+            .sqrt()
     } else {
         plane.cov[1][1].sqrt()
     };

@@ -17,6 +17,7 @@
 //!     base_conditions: "v1".into(),
 //!     tag: "kr-100".into(),
 //!     runs: vec![100],
+//!     truth: None,
 //! };
 //! let products = tpcflow::calibrate::run(&opts).unwrap();
 //! println!("electron lifetime {:.0} us", products.lifetime.lifetime_us);
@@ -32,6 +33,7 @@ pub mod output;
 pub mod pmt_gains;
 pub mod report;
 pub mod se_gain;
+pub mod truth_check;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -112,6 +114,9 @@ pub struct Options {
     pub tag: String,
     /// Runs the files belong to (provenance).
     pub runs: Vec<u32>,
+    /// For simulated runs: the conditions the simulator ran with, to report
+    /// each product against.
+    pub truth: Option<String>,
 }
 
 /// Every product, with what it was measured from.
@@ -239,7 +244,11 @@ pub fn run(opts: &Options) -> Result<Products, CalibrateError> {
         source,
     })?;
     output::write_conditions(opts, &products)?;
-    report::write_report(opts, &products)?;
+    let truth = match &opts.truth {
+        Some(spec) => Some(Conditions::load(spec)?),
+        None => None,
+    };
+    report::write_report(opts, &products, truth.as_ref())?;
     Ok(products)
 }
 

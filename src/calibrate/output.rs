@@ -36,12 +36,12 @@ fn round(v: f64, digits: i32) -> f64 {
 /// [`CalibrateError::Conditions`] when the base is unreadable or the result does not load.
 pub fn conditions_text(opts: &Options, p: &Products) -> Result<String, CalibrateError> {
     let base_text = text_of(&opts.base_conditions)?;
-    let mut doc: Table = base_text.parse().map_err(|e: toml::de::Error| {
-        CalibrateError::Fit {
+    let mut doc: Table = base_text
+        .parse()
+        .map_err(|e: toml::de::Error| CalibrateError::Fit {
             product: "conditions output",
             why: format!("base conditions {}: {e}", opts.base_conditions),
-        }
-    })?;
+        })?;
     doc.insert("tag".into(), Value::String(opts.tag.clone()));
     doc.insert(
         "description".into(),
@@ -56,7 +56,10 @@ pub fn conditions_text(opts: &Options, p: &Products) -> Result<String, Calibrate
     );
     let light = table(&mut doc, &["detector", "light"]);
     light.insert("se_gain_phd".into(), Value::Float(round(p.se.gain_phd, 3)));
-    light.insert("se_resolution".into(), Value::Float(round(p.se.resolution, 4)));
+    light.insert(
+        "se_resolution".into(),
+        Value::Float(round(p.se.resolution, 4)),
+    );
     table(&mut doc, &["detector", "pmts"]).insert(
         "spe_area_adc".into(),
         Value::Array(
@@ -96,12 +99,23 @@ pub fn conditions_text(opts: &Options, p: &Products) -> Result<String, Calibrate
 fn provenance(opts: &Options, p: &Products) -> Table {
     let mut t = Table::new();
     let i = |v: usize| Value::Integer(v as i64);
-    t.insert("software_version".into(), Value::String(crate::SOFTWARE_VERSION.into()));
+    t.insert(
+        "software_version".into(),
+        Value::String(crate::SOFTWARE_VERSION.into()),
+    );
     t.insert("base_conditions".into(), Value::String(p.base.tag.clone()));
-    t.insert("base_conditions_sha256".into(), Value::String(p.base.sha256.clone()));
+    t.insert(
+        "base_conditions_sha256".into(),
+        Value::String(p.base.sha256.clone()),
+    );
     t.insert(
         "runs".into(),
-        Value::Array(opts.runs.iter().map(|r| Value::Integer(i64::from(*r))).collect()),
+        Value::Array(
+            opts.runs
+                .iter()
+                .map(|r| Value::Integer(i64::from(*r)))
+                .collect(),
+        ),
     );
     t.insert(
         "rq_files".into(),
@@ -136,7 +150,13 @@ fn provenance(opts: &Options, p: &Products) -> Table {
             p.gains
                 .channels
                 .iter()
-                .map(|c| Value::Float(if c.sigma_gain_adc.is_finite() { round(c.sigma_gain_adc, 4) } else { -1.0 }))
+                .map(|c| {
+                    Value::Float(if c.sigma_gain_adc.is_finite() {
+                        round(c.sigma_gain_adc, 4)
+                    } else {
+                        -1.0
+                    })
+                })
                 .collect(),
         ),
     );
@@ -155,8 +175,14 @@ fn provenance(opts: &Options, p: &Products) -> Table {
     if let Ok(l) = &p.liquid {
         let mut g = Table::new();
         g.insert("tilt_mrad".into(), Value::Float(l.tilt_mrad));
-        g.insert("tilt_direction_deg".into(), Value::Float(l.tilt_direction_deg));
-        g.insert("plane_gap_at_centre_mm".into(), Value::Float(l.plane_gap_mm));
+        g.insert(
+            "tilt_direction_deg".into(),
+            Value::Float(l.tilt_direction_deg),
+        );
+        g.insert(
+            "plane_gap_at_centre_mm".into(),
+            Value::Float(l.plane_gap_mm),
+        );
         t.insert("liquid_level".into(), Value::Table(g));
     }
     t

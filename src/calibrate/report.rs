@@ -24,7 +24,11 @@ fn e2s<E: std::fmt::Display>(e: E) -> String {
 
 /// Blue (low) to red (high) for t in [0, 1].
 fn colour(t: f64) -> RGBColor {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.5 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
     RGBColor((255.0 * t) as u8, 60, (255.0 * (1.0 - t)) as u8)
 }
 
@@ -38,7 +42,9 @@ fn lifetime_svg(p: &Products) -> Result<String, String> {
         let (lo, hi) = f
             .profile
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v.1), b.max(v.1)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v.1), b.max(v.1))
+            });
         let mut chart = ChartBuilder::on(&root)
             .caption(
                 format!(
@@ -55,11 +61,15 @@ fn lifetime_svg(p: &Products) -> Result<String, String> {
         chart
             .configure_mesh()
             .x_desc("drift time [us]")
-            .y_desc("median ln S2 (S1 and r^2 terms removed)")
+            .y_desc("median ln S2 (r^2 term removed)")
             .draw()
             .map_err(e2s)?;
         chart
-            .draw_series(f.profile.iter().map(|&(t, v)| Circle::new((t, v), 4, BLUE.filled())))
+            .draw_series(
+                f.profile
+                    .iter()
+                    .map(|&(t, v)| Circle::new((t, v), 4, BLUE.filled())),
+            )
             .map_err(e2s)?;
         let a = f.s2_at_zero_drift_phd.ln();
         chart
@@ -101,7 +111,11 @@ fn gains_svg(p: &Products) -> Result<String, String> {
                 let (x, y) = (det.pmts.x[k], det.pmts.y[k]);
                 let ratio = c.gain_adc / det.params.pmts.spe_area_adc[k];
                 let dead = p.gains.dead.contains(&c.channel);
-                let col = if dead { BLACK } else { colour((ratio - 0.9) / 0.2) };
+                let col = if dead {
+                    BLACK
+                } else {
+                    colour((ratio - 0.9) / 0.2)
+                };
                 chart
                     .draw_series([Circle::new((x, y), 9, col.filled())])
                     .map_err(e2s)?;
@@ -131,7 +145,9 @@ fn gap_svg(p: &Products, l: &super::liquid_level::LiquidLevel) -> Result<String,
         let (lo, hi) = m
             .values
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(*v), b.max(*v))
+            });
         let mut chart = ChartBuilder::on(&root)
             .caption(
                 format!(
@@ -145,7 +161,12 @@ fn gap_svg(p: &Products, l: &super::liquid_level::LiquidLevel) -> Result<String,
             .y_label_area_size(50)
             .build_cartesian_2d(-h..h, -h..h)
             .map_err(e2s)?;
-        chart.configure_mesh().x_desc("x [mm]").y_desc("y [mm]").draw().map_err(e2s)?;
+        chart
+            .configure_mesh()
+            .x_desc("x [mm]")
+            .y_desc("y [mm]")
+            .draw()
+            .map_err(e2s)?;
         let dx = 2.0 * h / m.nx as f64;
         let dy = 2.0 * h / m.ny as f64;
         for j in 0..m.ny {
@@ -164,7 +185,10 @@ fn gap_svg(p: &Products, l: &super::liquid_level::LiquidLevel) -> Result<String,
         let (b, c) = l.plane_slope;
         let n = b.hypot(c).max(1e-12);
         chart
-            .draw_series(LineSeries::new([(0.0, 0.0), (0.6 * h * b / n, 0.6 * h * c / n)], BLACK.stroke_width(3)))
+            .draw_series(LineSeries::new(
+                [(0.0, 0.0), (0.6 * h * b / n, 0.6 * h * c / n)],
+                BLACK.stroke_width(3),
+            ))
             .map_err(e2s)?;
         let _ = p;
     }
@@ -175,14 +199,32 @@ fn gap_svg(p: &Products, l: &super::liquid_level::LiquidLevel) -> Result<String,
 ///
 /// # Errors
 /// [`CalibrateError::Plot`] or [`CalibrateError::Io`].
-pub fn write_report(opts: &Options, p: &Products) -> Result<(), CalibrateError> {
+pub fn write_report(
+    opts: &Options,
+    p: &Products,
+    truth: Option<&crate::conditions::Conditions>,
+) -> Result<(), CalibrateError> {
     let dir = Path::new(&opts.out);
-    write_atomic(&dir.join("lifetime.svg"), &lifetime_svg(p).map_err(plot_err("lifetime.svg"))?)?;
-    write_atomic(&dir.join("gains.svg"), &gains_svg(p).map_err(plot_err("gains.svg"))?)?;
+    write_atomic(
+        &dir.join("lifetime.svg"),
+        &lifetime_svg(p).map_err(plot_err("lifetime.svg"))?,
+    )?;
+    write_atomic(
+        &dir.join("gains.svg"),
+        &gains_svg(p).map_err(plot_err("gains.svg"))?,
+    )?;
     if let Ok(l) = &p.liquid {
-        write_atomic(&dir.join("gas_gap.svg"), &gap_svg(p, l).map_err(plot_err("gas_gap.svg"))?)?;
+        write_atomic(
+            &dir.join("gas_gap.svg"),
+            &gap_svg(p, l).map_err(plot_err("gas_gap.svg"))?,
+        )?;
     }
-    write_atomic(&dir.join("report.md"), &markdown(opts, p))
+    let mut text = markdown(opts, p);
+    if let Some(t) = truth {
+        let c = super::truth_check::compare(p, t);
+        text.push_str(&super::truth_check::markdown(&c, &t.tag));
+    }
+    write_atomic(&dir.join("report.md"), &text)
 }
 
 /// The Markdown text.
@@ -201,7 +243,11 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
         opts.out.display(),
         p.seconds
     );
-    let _ = writeln!(s, "| product | measured | uncertainty | told ({}) |\n|---|---|---|---|", p.base.tag);
+    let _ = writeln!(
+        s,
+        "| product | measured | uncertainty | told ({}) |\n|---|---|---|---|",
+        p.base.tag
+    );
     let _ = writeln!(
         s,
         "| electron lifetime [us] | {:.0} | {:.0} | {:.0} |",
@@ -257,7 +303,10 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
         s,
         "\n## Kr83m peak uniformity (median energy in 4 x 4 xy cells x 5 z slices)\n\n| corrections | cells | rms | max deviation | rms from statistics |\n|---|---|---|---|---|"
     );
-    for (name, u) in [(format!("told ({})", p.base.tag), ub), (format!("measured ({})", opts.tag), um)] {
+    for (name, u) in [
+        (format!("told ({})", p.base.tag), ub),
+        (format!("measured ({})", opts.tag), um),
+    ] {
         let _ = writeln!(
             s,
             "| {name} | {} | {:.2} % | {:.2} % | {:.2} % |",
@@ -276,7 +325,7 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
     }
     let _ = writeln!(
         s,
-        "How to read it: the lifetime points are drift-time slices of ln S2 with the recombination (S1) and radial terms removed; the line is the fit. Gains are coloured by measured / told. The gas-gap arrow points where the gas gap grows (the liquid surface is lower)."
+        "How to read it: the lifetime points are drift-time slices of ln S2 with the radial term removed; the line is the fit. Gains are coloured by measured / told. The gas-gap arrow points where the gas gap grows (the liquid surface is lower)."
     );
     s
 }
