@@ -96,6 +96,12 @@ struct SimArgs {
     /// Detector conditions: a tag (v1) or a TOML file.
     #[arg(long, default_value = "v1")]
     conditions: String,
+    /// Simulate a detector that differs from the conditions: a truth name
+    /// (`realistic`) or a TOML file. The run's truth is written to
+    /// OUT/{run:06}/{run:06}.detector-truth.json; the raw files keep the
+    /// --conditions tag.
+    #[arg(long)]
+    detector_truth: Option<String>,
     /// First file sequence number.
     #[arg(long, default_value_t = 0)]
     first_sequence: u32,
@@ -191,6 +197,11 @@ fn doctor(json: bool) -> Result<()> {
 fn sim(a: SimArgs) -> Result<()> {
     use anyhow::Context;
     let cond = tpcflow::conditions::Conditions::load(&a.conditions)?;
+    let truth = a
+        .detector_truth
+        .as_deref()
+        .map(tpcflow::sim::detector_truth::DetectorTruth::load)
+        .transpose()?;
     anyhow::ensure!(a.rate > 0.0, "--rate must be > 0 (got {})", a.rate);
     let opts = tpcflow::sim::SimOptions {
         run: a.run,
@@ -211,7 +222,8 @@ fn sim(a: SimArgs) -> Result<()> {
     } else {
         tpcflow::sim::FileClosing::Count
     };
-    let report = pool.install(|| tpcflow::sim::run_with(&opts, &cond, closing))?;
+    let report =
+        pool.install(|| tpcflow::sim::run_with_truth(&opts, &cond, truth.as_ref(), closing))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -4,11 +4,17 @@
 //!
 //! Every event has its own random stream derived from (seed, run, event
 //! index), so the output is identical whatever the thread count.
+//!
+//! The simulated detector is the nominal one of the conditions, or a
+//! [`detector_truth::DetectorTruth`] resolved for the run ([`run_with_truth`]),
+//! whose effective truth is written beside the raw files.
 
+pub mod detector_truth;
 pub mod digitise;
 pub mod quanta;
 pub mod signals;
 pub mod source;
+pub mod truth_maps;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -24,7 +30,19 @@ use tpcflow_reco::DetectorModel;
 use crate::conditions::{Conditions, SimParams};
 use crate::raw::{self, OwnedEvent, RawError, RawHeader};
 use crate::truth::{self, EventTruth};
+use detector_truth::{DetectorTruth, EffectiveTruth, TruthError};
 pub use source::Source;
+
+/// Errors of a simulation run with a detector truth.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Writing a file failed.
+    #[error(transparent)]
+    Raw(#[from] RawError),
+    /// The detector truth cannot be resolved or written.
+    #[error(transparent)]
+    Truth(#[from] TruthError),
+}
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -92,10 +110,22 @@ pub struct EventSpec {
     pub trigger_time_ns: i64,
 }
 
-/// Simulate one event: raw data and truth.
+/// Simulate one event of the nominal detector: raw data and truth.
 pub fn simulate_event(
     model: &DetectorModel,
     p: &SimParams,
+    spec: EventSpec,
+    scratch: &mut Scratch,
+) -> (OwnedEvent, EventTruth) {
+    simulate_event_with_truth(model, p, None, spec, scratch)
+}
+
+/// Simulate one event: raw data and truth. With `truth`, `model` must carry
+/// the truth's lifetime and gains ([`detector_truth::SimulatedDetector`]).
+pub fn simulate_event_with_truth(
+    model: &DetectorModel,
+    p: &SimParams,
+    truth: Option<&EffectiveTruth>,
     spec: EventSpec,
     scratch: &mut Scratch,
 ) -> (OwnedEvent, EventTruth) {
@@ -111,7 +141,7 @@ pub fn simulate_event(
     let pure = source.pick(&mut rng);
     let (recoil, energy) = pure.draw_energy(&mut rng);
     let vertices = source::draw_vertices(&mut rng, model, p, recoil, energy);
-    let mut sim = signals::EventSimulator::new(model, p);
+    let mut sim = signals::EventSimulator::new(model, p).with_truth(truth);
     // The trigger is the largest S2: it sits at window_before_ns in the window.
     let main = vertices
         .iter()
@@ -234,22 +264,24 @@ pub fn simulate_file(
 ) -> (Vec<OwnedEvent>, Vec<EventTruth>) {
     let e = u64::from(opts.events_per_file);
     let base = u64::from(file) * e;
-    simulate_events(opts, cond, base..base + e, times)
+    simulate_events(opts, cond, None, base..base + e, times)
 }
 
 /// Simulate events `range` of a run (index = event id = position in `times`).
 fn simulate_events(
     opts: &SimOptions,
     cond: &Conditions,
+    truth: Option<&EffectiveTruth>,
     range: Range<u64>,
     times: &[i64],
 ) -> (Vec<OwnedEvent>, Vec<EventTruth>) {
     range
         .into_par_iter()
         .map_init(Scratch::default, |scratch, idx| {
-            simulate_event(
+            simulate_event_with_truth(
                 &cond.detector,
                 &cond.sim,
+                truth,
                 EventSpec {
                     source: opts.source,
                     seed: opts.seed,
@@ -281,15 +313,55 @@ pub fn run_with(
     cond: &Conditions,
     closing: FileClosing,
 ) -> Result<SimReport, RawError> {
+    run_files(opts, cond, cond, None, closing)
+}
+
+/// Run the simulator on the detector `truth` describes (None: the nominal
+/// detector of `cond`, as [`run_with`]). The raw files carry `cond`'s tag,
+/// the conditions the reconstruction is told; the physics is the truth's
+/// base with the run's deviations, written first to
+/// `{out}/{run:06}/{run:06}.detector-truth.json`.
+///
+/// # Errors
+/// When the truth cannot be resolved for the run, or a file cannot be written.
+pub fn run_with_truth(
+    opts: &SimOptions,
+    cond: &Conditions,
+    truth: Option<&DetectorTruth>,
+    closing: FileClosing,
+) -> Result<SimReport, SimError> {
+    let Some(truth) = truth else {
+        return Ok(run_with(opts, cond, closing)?);
+    };
+    let detector = truth.simulated_detector(opts.run)?;
+    let path = detector.truth.write_for_run(&opts.out)?;
+    tracing::info!(file = %path.display(), truth = %truth.name, "detector truth written");
+    Ok(run_files(
+        opts,
+        cond,
+        &detector.conditions,
+        Some(&detector.truth),
+        closing,
+    )?)
+}
+
+/// Simulate `physics` (with `truth`'s extras) into files that declare `declared`.
+fn run_files(
+    opts: &SimOptions,
+    declared: &Conditions,
+    physics: &Conditions,
+    truth: Option<&EffectiveTruth>,
+    closing: FileClosing,
+) -> Result<SimReport, RawError> {
     let start = Instant::now();
-    let (times, ranges) = trigger_times(opts, &cond.detector, &cond.sim, closing);
-    let d = &cond.detector.params.daq;
+    let (times, ranges) = trigger_times(opts, &physics.detector, &physics.sim, closing);
+    let d = &physics.detector.params.daq;
     let header_for = |seq| RawHeader {
         run: opts.run,
         sequence: seq,
         sample_period_ns: d.sample_ns,
-        conditions_tag: cond.tag.clone(),
-        n_channels: cond.detector.n_channels() as u32,
+        conditions_tag: declared.tag.clone(),
+        n_channels: physics.detector.n_channels() as u32,
         window_samples: ((d.window_before_ns + d.window_after_ns) / d.sample_ns).round() as u32,
     };
     let bar = indicatif::ProgressBar::new(u64::from(opts.files));
@@ -302,7 +374,8 @@ pub fn run_with(
     for f in 0..opts.files {
         let file_start = Instant::now();
         let seq = opts.first_sequence + f;
-        let (events, truths) = simulate_events(opts, cond, ranges[f as usize].clone(), &times);
+        let (events, truths) =
+            simulate_events(opts, physics, truth, ranges[f as usize].clone(), &times);
         let path = raw::raw_file_path(&opts.out, opts.run, seq);
         // Truth first: when the raw file appears, its truth is already there.
         if let Some(dir) = path.parent() {

@@ -10,6 +10,11 @@
 //!     AFT_S2, top channel ~ LRF pattern at the electron's (x, y), bottom ~ solid angle
 //! PMT: each phd gives 1 phe, or 2 with P(double phe); phe area ~ gain N(1, spe_res)
 //! ```
+//!
+//! With a detector truth ([`super::detector_truth`]) the S1 and S2 light
+//! collection, the SE size and the EL width follow the truth's maps at the
+//! vertex or electron position, a dead channel loses its photons and a noisy
+//! channel adds single phe; without one, the nominal model above is used.
 
 use rand::distr::weighted::WeightedIndex;
 use rand::Rng;
@@ -17,6 +22,7 @@ use rand_distr::{Binomial, Distribution, Exp, Normal, Poisson};
 use tpcflow_reco::detector::solid_angle_weight;
 use tpcflow_reco::DetectorModel;
 
+use super::detector_truth::EffectiveTruth;
 use super::quanta::{draw_quanta, Recoil};
 use super::source::Vertex;
 use crate::conditions::SimParams;
@@ -75,12 +81,16 @@ struct Pmt<'a> {
     window_samples: u32,
     sample_ns: f64,
     spe_res: Normal<f64>,
+    truth: Option<&'a EffectiveTruth>,
 }
 
 impl Pmt<'_> {
     /// Add one detected photon at `t_ns` on `channel`; false when outside the window.
     fn photon<R: Rng>(&self, rng: &mut R, dep: &mut Deposits, channel: usize, t_ns: f64) -> bool {
         if !(0.0..self.window_samples as f64 * self.sample_ns).contains(&t_ns) {
+            return false;
+        }
+        if self.truth.is_some_and(|t| t.is_dead(channel)) {
             return false;
         }
         let sample = (t_ns / self.sample_ns) as u32;
@@ -125,6 +135,7 @@ pub struct EventSimulator<'a> {
     p: &'a SimParams,
     window_samples: u32,
     pattern: Vec<f64>,
+    truth: Option<&'a EffectiveTruth>,
 }
 
 impl<'a> EventSimulator<'a> {
@@ -138,7 +149,16 @@ impl<'a> EventSimulator<'a> {
             p,
             window_samples,
             pattern: vec![0.0; model.pmts.n_top],
+            truth: None,
         }
+    }
+
+    /// Simulate the detector of a truth (`model` then carries its lifetime
+    /// and gains) instead of the nominal one.
+    #[must_use]
+    pub fn with_truth(mut self, truth: Option<&'a EffectiveTruth>) -> Self {
+        self.truth = truth;
+        self
     }
 
     /// Samples in the event window.
@@ -153,6 +173,7 @@ impl<'a> EventSimulator<'a> {
             sample_ns: self.model.params.daq.sample_ns,
             spe_res: Normal::new(1.0, self.model.params.pmts.spe_resolution)
                 .expect("valid resolution"),
+            truth: self.truth,
         }
     }
 
@@ -210,7 +231,11 @@ impl<'a> EventSimulator<'a> {
         dep: &mut Deposits,
     ) -> u64 {
         let m = self.model;
-        let p_det = (m.params.light.g1 * m.s1_light_collection(v.x, v.y, v.z)).clamp(0.0, 1.0);
+        let lce = match self.truth {
+            Some(t) => t.light.s1_light_collection(v.x, v.y, v.z),
+            None => m.s1_light_collection(v.x, v.y, v.z),
+        };
+        let p_det = (m.params.light.g1 * lce).clamp(0.0, 1.0);
         let n_det = Binomial::new(n_ph, p_det)
             .map(|d| d.sample(rng))
             .unwrap_or(0);
@@ -229,6 +254,7 @@ impl<'a> EventSimulator<'a> {
         let singlet = Exp::new(1.0 / self.p.singlet_ns).expect("positive");
         let triplet = Exp::new(1.0 / self.p.triplet_ns).expect("positive");
         let transit = Normal::new(0.0, self.p.transit_sigma_ns).expect("valid sigma");
+        let mut lost = 0;
         for i in 0..n_det {
             let decay = if rng.random::<f64>() < singlet_fraction {
                 singlet.sample(rng)
@@ -241,9 +267,14 @@ impl<'a> EventSimulator<'a> {
             } else {
                 m.pmts.n_top + bottom.sample(rng)
             };
-            pmt.photon(rng, dep, ch, t);
+            let kept = pmt.photon(rng, dep, ch, t);
+            // Photons on a dead channel are not detected; those outside the
+            // window are (the nominal count).
+            if !kept && self.truth.is_some_and(|tr| tr.is_dead(ch)) {
+                lost += 1;
+            }
         }
-        n_det
+        n_det - lost
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -335,7 +366,13 @@ impl<'a> EventSimulator<'a> {
     ) -> u64 {
         let m = self.model;
         let l = &m.params.light;
-        let mean = l.se_gain_phd * m.s2_light_collection(x, y);
+        let (mean, el_width_ns) = match self.truth {
+            Some(tr) => (tr.se_size_phd(x, y), tr.gas_gap.el_width_ns(x, y)),
+            None => (
+                l.se_gain_phd * m.s2_light_collection(x, y),
+                self.p.el_width_ns,
+            ),
+        };
         let n_det = Normal::new(mean, l.se_resolution * mean)
             .map(|d| d.sample(rng))
             .unwrap_or(mean)
@@ -343,7 +380,7 @@ impl<'a> EventSimulator<'a> {
             .max(0.0) as u64;
         let mut kept = 0;
         for _ in 0..n_det {
-            let te = t + rng.random::<f64>() * self.p.el_width_ns;
+            let te = t + rng.random::<f64>() * el_width_ns;
             let ch = if rng.random::<f64>() < l.s2_top_fraction {
                 top.sample(rng)
             } else {
@@ -368,6 +405,18 @@ impl<'a> EventSimulator<'a> {
             let ch = rng.random_range(0..n_ch);
             let t = rng.random::<f64>() * window_ns;
             pmt.photon(rng, dep, ch, t);
+        }
+        if let Some(truth) = self.truth {
+            let noisy_mean = truth.noisy_rate_hz * window_ns * 1e-9;
+            for &ch in &truth.noisy_channels {
+                let n = Poisson::new(noisy_mean.max(1e-9))
+                    .map(|d| d.sample(rng) as u64)
+                    .unwrap_or(0);
+                for _ in 0..n {
+                    let t = rng.random::<f64>() * window_ns;
+                    pmt.photon(rng, dep, usize::from(ch), t);
+                }
+            }
         }
         let se_mean = self.p.single_electron_rate_hz * window_ns * 1e-9;
         let n_se = Poisson::new(se_mean.max(1e-9))

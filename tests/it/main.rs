@@ -16,6 +16,7 @@ mod rq_format;
 mod salting;
 mod sim_live;
 mod sim_physics;
+mod sim_truth;
 mod stack;
 mod validate;
 mod web;

@@ -1,0 +1,687 @@
+//! Detector truth apart from the conditions: the detector the simulator
+//! builds, which the reconstruction is not told.
+//!
+//! A truth file (TOML) names a base conditions tag and how the real detector
+//! differs from it; `tpcflow sim --detector-truth FILE` (or a name compiled in
+//! from `conditions/truth-NAME.toml`, e.g. `realistic`) uses it. It is resolved
+//! per run into an [`EffectiveTruth`], which the simulator applies and writes
+//! beside the data as `{run:06}/{run:06}.detector-truth.json` (see
+//! [`EffectiveTruth::write_for_run`], [`load_for_run`]).
+//!
+//! ```text
+//! electron lifetime   tau(run) = (first_us + drift_us_per_run (run - first_run))
+//!                                x prod(step.factor for steps with step.run <= run)
+//! SPE gain            g_c(run) = g_c,nominal exp(dev_c + rate_c (run - first_run)),
+//!                     dev_c ~ N(0, rms), rate_c ~ N(0, drift_rms_per_run), seeded
+//! dead channel        records nothing (its photons are lost, no pods)
+//! noisy channel       extra single phe at noisy_rate_hz, uniform in the window
+//! ```
+//!
+//! The liquid surface and the light collection are in [`super::truth_maps`]:
+//! the local gas gap sets the electroluminescence (EL) duration and the
+//! single-electron (SE) gain, and S1/S2 light collection follow maps that
+//! differ from the nominal ones.
+//!
+//! The JSON file holds every field of [`EffectiveTruth`] (serde names =
+//! the Rust field names, units in the names). Without a truth file the
+//! simulated detector is the nominal one of the conditions, bit for bit.
+
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::truth_maps::{GasGap, LightCollection, LightSpec, LiquidSpec};
+use crate::conditions::{hex, Conditions, ConditionsError};
+
+/// Truth files compiled into the binary, by name.
+const BUILTIN: &[(&str, &str)] = &[(
+    "realistic",
+    include_str!("../../conditions/truth-realistic.toml"),
+)];
+
+/// Version of the per-run JSON layout.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Errors reading, resolving or writing detector truth.
+#[derive(Debug, thiserror::Error)]
+pub enum TruthError {
+    /// Neither a known name nor a readable file.
+    #[error("detector truth `{spec}`: no such name (known: {known}) and cannot read it as a file: {source}")]
+    NotFound {
+        /// What the user gave.
+        spec: String,
+        /// Names compiled in.
+        known: String,
+        /// Why the file could not be read.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown/missing fields.
+    #[error("detector truth file {path}: {source}")]
+    Parse {
+        /// File (or `builtin:NAME`).
+        path: PathBuf,
+        /// Parser message with line and column.
+        source: toml::de::Error,
+    },
+    /// The base conditions cannot be loaded.
+    #[error("detector truth file {path}: base conditions: {source}")]
+    Base {
+        /// File (or `builtin:NAME`).
+        path: PathBuf,
+        /// Why.
+        source: ConditionsError,
+    },
+    /// A value is outside its range.
+    #[error("detector truth file {path}: field `{field}` = {value}: {why}")]
+    Invalid {
+        /// File (or `builtin:NAME`).
+        path: PathBuf,
+        /// Dotted field name.
+        field: String,
+        /// Offending value.
+        value: f64,
+        /// What is wrong.
+        why: String,
+    },
+    /// Reading or writing a per-run truth file failed.
+    #[error("detector truth {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A per-run truth file is not valid JSON of this layout.
+    #[error("detector truth {path}: {source}")]
+    Json {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        source: serde_json::Error,
+    },
+}
+
+/// A step of the electron lifetime (e.g. a purification change).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeStep {
+    /// First run with the step.
+    pub run: u32,
+    /// Factor applied to the lifetime from that run on.
+    pub factor: f64,
+}
+
+/// The `[lifetime]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeSpec {
+    /// Lifetime at `first_run` [us].
+    pub first_us: f64,
+    /// Linear change per run [us/run].
+    #[serde(default)]
+    pub drift_us_per_run: f64,
+    /// Steps, applied from their run on.
+    #[serde(default)]
+    pub steps: Vec<LifetimeStep>,
+}
+
+/// The `[gains]` table.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GainSpec {
+    /// Seed of the per-channel deviations.
+    #[serde(default)]
+    pub seed: u64,
+    /// rms of ln(gain / nominal) at `first_run`.
+    #[serde(default)]
+    pub rms: f64,
+    /// rms over channels of the drift of ln(gain) per run.
+    #[serde(default)]
+    pub drift_rms_per_run: f64,
+    /// Channels that record nothing.
+    #[serde(default)]
+    pub dead_channels: Vec<u16>,
+    /// Channels with a large rate of single phe.
+    #[serde(default)]
+    pub noisy_channels: Vec<u16>,
+    /// Single-phe rate of each noisy channel [Hz].
+    #[serde(default)]
+    pub noisy_rate_hz: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TruthFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    base: String,
+    #[serde(default)]
+    first_run: u32,
+    lifetime: Option<LifetimeSpec>,
+    #[serde(default)]
+    gains: GainSpec,
+    #[serde(default)]
+    liquid: LiquidSpec,
+    #[serde(default)]
+    light: LightSpec,
+}
+
+/// A loaded, validated truth description (all runs).
+#[derive(Debug, Clone)]
+pub struct DetectorTruth {
+    /// Name, e.g. `realistic`.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Where it came from (`builtin:realistic` or a path).
+    pub source: PathBuf,
+    /// SHA-256 of the file's bytes (hex).
+    pub sha256: String,
+    /// The nominal detector the deviations apply to.
+    pub base: Conditions,
+    /// Reference run of every drift.
+    pub first_run: u32,
+    /// Electron lifetime schedule (None: the base's lifetime in every run).
+    pub lifetime: Option<LifetimeSpec>,
+    /// PMT gains, dead and noisy channels.
+    pub gains: GainSpec,
+    /// Liquid surface.
+    pub liquid: LiquidSpec,
+    /// Light collection.
+    pub light: LightSpec,
+}
+
+/// The truth of one run: what the simulator used, written beside the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectiveTruth {
+    /// Layout version ([`FORMAT_VERSION`]).
+    pub format: u32,
+    /// Truth name.
+    pub name: String,
+    /// Truth file (`builtin:NAME` or a path).
+    pub source: String,
+    /// SHA-256 of the truth file.
+    pub sha256: String,
+    /// Base conditions tag.
+    pub base: String,
+    /// SHA-256 of the base conditions file.
+    pub base_sha256: String,
+    /// Run.
+    pub run: u32,
+    /// Electron lifetime [us].
+    pub electron_lifetime_us: f64,
+    /// Mean single-phe area per channel [ADC counts x samples] (as conditions'
+    /// `spe_area_adc`); a dead channel keeps a value here but records nothing.
+    pub spe_area_adc: Vec<f64>,
+    /// Channels that record nothing.
+    pub dead_channels: Vec<u16>,
+    /// Channels with a large single-phe rate.
+    pub noisy_channels: Vec<u16>,
+    /// Single-phe rate of each noisy channel [Hz].
+    pub noisy_rate_hz: f64,
+    /// Dark count rate of every channel [Hz].
+    pub dark_rate_hz: f64,
+    /// Liquid surface, gas gap, EL duration and SE gain vs (x, y).
+    pub gas_gap: GasGap,
+    /// S1 and S2 light collection vs position.
+    pub light: LightCollection,
+    /// Gas gap at the centre [mm].
+    pub gas_gap_centre_mm: f64,
+    /// SE gain at the centre, gas-gap part times S2 light collection [phd per extracted electron].
+    pub se_gain_centre_phd: f64,
+    /// EL duration at the centre [ns].
+    pub el_width_centre_ns: f64,
+}
+
+fn invalid(path: &Path, field: &str, value: f64, why: &str) -> TruthError {
+    TruthError::Invalid {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        value,
+        why: why.to_string(),
+    }
+}
+
+impl DetectorTruth {
+    /// Load by name (built-in) or by path; the base conditions by their tag or path.
+    ///
+    /// # Errors
+    /// [`TruthError`] naming the file and the field.
+    pub fn load(spec: &str) -> Result<Self, TruthError> {
+        if let Some((_, text)) = BUILTIN.iter().find(|(name, _)| *name == spec) {
+            return Self::parse(text, &PathBuf::from(format!("builtin:{spec}")));
+        }
+        let path = Path::new(spec);
+        let text = std::fs::read_to_string(path).map_err(|source| TruthError::NotFound {
+            spec: spec.to_string(),
+            known: BUILTIN
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate a truth file's text.
+    ///
+    /// # Errors
+    /// [`TruthError::Parse`], [`TruthError::Base`] or [`TruthError::Invalid`].
+    pub fn parse(text: &str, path: &Path) -> Result<Self, TruthError> {
+        let f: TruthFile = toml::from_str(text).map_err(|source| TruthError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = Conditions::load(&f.base).map_err(|source| TruthError::Base {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let t = Self {
+            name: f.name,
+            description: f.description,
+            source: path.to_path_buf(),
+            sha256: hex(&Sha256::digest(text.as_bytes())),
+            base,
+            first_run: f.first_run,
+            lifetime: f.lifetime,
+            gains: f.gains,
+            liquid: f.liquid,
+            light: f.light,
+        };
+        t.validate()?;
+        Ok(t)
+    }
+
+    fn validate(&self) -> Result<(), TruthError> {
+        let p = &self.source;
+        let n = self.base.detector.n_channels();
+        let g = &self.gains;
+        for (field, v) in [
+            ("gains.rms", g.rms),
+            ("gains.drift_rms_per_run", g.drift_rms_per_run),
+            ("gains.noisy_rate_hz", g.noisy_rate_hz),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(p, field, v, "must be finite and >= 0"));
+            }
+        }
+        for (field, list) in [
+            ("gains.dead_channels", &g.dead_channels),
+            ("gains.noisy_channels", &g.noisy_channels),
+        ] {
+            if let Some(&c) = list.iter().find(|&&c| usize::from(c) >= n) {
+                let why = format!("channel {c} does not exist (the detector has {n} channels)");
+                return Err(invalid(p, field, f64::from(c), &why));
+            }
+        }
+        if let Some(&c) = g
+            .noisy_channels
+            .iter()
+            .find(|c| g.dead_channels.contains(c))
+        {
+            return Err(invalid(
+                p,
+                "gains.noisy_channels",
+                f64::from(c),
+                "a channel cannot be both dead and noisy",
+            ));
+        }
+        if let Some(l) = &self.lifetime {
+            if !(l.first_us.is_finite() && l.first_us > 0.0) {
+                return Err(invalid(p, "lifetime.first_us", l.first_us, "must be > 0"));
+            }
+            if !l.drift_us_per_run.is_finite() {
+                return Err(invalid(
+                    p,
+                    "lifetime.drift_us_per_run",
+                    l.drift_us_per_run,
+                    "must be finite",
+                ));
+            }
+            if let Some(s) = l
+                .steps
+                .iter()
+                .find(|s| !(s.factor.is_finite() && s.factor > 0.0))
+            {
+                return Err(invalid(p, "lifetime.steps.factor", s.factor, "must be > 0"));
+            }
+        }
+        self.liquid
+            .validate(&self.base)
+            .map_err(|(field, value, why)| invalid(p, &field, value, &why))?;
+        self.light
+            .validate()
+            .map_err(|(field, value, why)| invalid(p, &field, value, &why))
+    }
+
+    /// Electron lifetime of a run [us].
+    ///
+    /// # Errors
+    /// [`TruthError::Invalid`] when the schedule gives a lifetime <= 0 at `run`.
+    pub fn lifetime_us(&self, run: u32) -> Result<f64, TruthError> {
+        let Some(l) = &self.lifetime else {
+            return Ok(self.base.detector.params.tpc.electron_lifetime_us);
+        };
+        let dr = f64::from(run) - f64::from(self.first_run);
+        let steps: f64 = l
+            .steps
+            .iter()
+            .filter(|s| s.run <= run)
+            .map(|s| s.factor)
+            .product();
+        let tau = (l.first_us + l.drift_us_per_run * dr) * steps;
+        if tau.is_finite() && tau > 0.0 {
+            Ok(tau)
+        } else {
+            Err(invalid(
+                &self.source,
+                "lifetime",
+                tau,
+                &format!("the schedule gives this lifetime at run {run}; it must be > 0"),
+            ))
+        }
+    }
+
+    /// Per-channel SPE areas of a run [ADC counts x samples].
+    pub fn spe_area_adc(&self, run: u32) -> Vec<f64> {
+        let g = &self.gains;
+        let nominal = &self.base.detector.params.pmts.spe_area_adc;
+        let dr = f64::from(run) - f64::from(self.first_run);
+        let mut rng = ChaCha8Rng::seed_from_u64(g.seed);
+        let dev = Normal::new(0.0, g.rms).expect("validated rms");
+        let rate = Normal::new(0.0, g.drift_rms_per_run).expect("validated rms");
+        nominal
+            .iter()
+            .map(|&g0| {
+                let d = dev.sample(&mut rng);
+                let r = rate.sample(&mut rng);
+                g0 * (d + r * dr).exp()
+            })
+            .collect()
+    }
+
+    /// Resolve the truth of one run.
+    ///
+    /// # Errors
+    /// [`TruthError::Invalid`] when the run's values are out of range.
+    pub fn resolve(&self, run: u32) -> Result<EffectiveTruth, TruthError> {
+        let base = &self.base;
+        let gas_gap = self.liquid.resolve(base);
+        let light = self.light.resolve(base);
+        Ok(EffectiveTruth {
+            format: FORMAT_VERSION,
+            name: self.name.clone(),
+            source: self.source.display().to_string(),
+            sha256: self.sha256.clone(),
+            base: base.tag.clone(),
+            base_sha256: base.sha256.clone(),
+            run,
+            electron_lifetime_us: self.lifetime_us(run)?,
+            spe_area_adc: self.spe_area_adc(run),
+            dead_channels: self.gains.dead_channels.clone(),
+            noisy_channels: self.gains.noisy_channels.clone(),
+            noisy_rate_hz: self.gains.noisy_rate_hz,
+            dark_rate_hz: base.sim.dark_rate_hz,
+            gas_gap_centre_mm: gas_gap.gas_gap_mm(0.0, 0.0),
+            se_gain_centre_phd: gas_gap.se_gain_phd(0.0, 0.0) * light.s2_light_collection(0.0, 0.0),
+            el_width_centre_ns: gas_gap.el_width_ns(0.0, 0.0),
+            gas_gap,
+            light,
+        })
+    }
+
+    /// The conditions the simulator runs with for `run`: the base with the
+    /// run's lifetime and gains, plus the run's effective truth.
+    ///
+    /// # Errors
+    /// As [`DetectorTruth::resolve`].
+    pub fn simulated_detector(&self, run: u32) -> Result<SimulatedDetector, TruthError> {
+        let truth = self.resolve(run)?;
+        let mut conditions = self.base.clone();
+        conditions.detector.params.tpc.electron_lifetime_us = truth.electron_lifetime_us;
+        conditions
+            .detector
+            .params
+            .pmts
+            .spe_area_adc
+            .clone_from(&truth.spe_area_adc);
+        Ok(SimulatedDetector { conditions, truth })
+    }
+}
+
+/// What the simulator needs to build the true detector of one run.
+#[derive(Debug, Clone)]
+pub struct SimulatedDetector {
+    /// Base conditions with the run's true lifetime and gains.
+    pub conditions: Conditions,
+    /// The run's effective truth (dead and noisy channels, gas gap, light).
+    pub truth: EffectiveTruth,
+}
+
+impl EffectiveTruth {
+    /// True when `channel` records nothing.
+    pub fn is_dead(&self, channel: usize) -> bool {
+        self.dead_channels
+            .iter()
+            .any(|&c| usize::from(c) == channel)
+    }
+
+    /// Mean phd of one extracted electron at (x, y): the SE gain of the local
+    /// gas gap times the S2 light collection.
+    pub fn se_size_phd(&self, x: f64, y: f64) -> f64 {
+        self.gas_gap.se_gain_phd(x, y) * self.light.s2_light_collection(x, y)
+    }
+
+    /// Write `{root}/{run:06}/{run:06}.detector-truth.json` atomically; returns its path.
+    ///
+    /// # Errors
+    /// [`TruthError::Io`] naming the file.
+    pub fn write_for_run(&self, root: &Path) -> Result<PathBuf, TruthError> {
+        let path = path_for_run(root, self.run);
+        let io = |source| TruthError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|source| TruthError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        let tmp = crate::raw::writer::temp_name(&path);
+        std::fs::write(&tmp, text.as_bytes()).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(path)
+    }
+}
+
+/// Where the truth of `run` is written under a site root.
+pub fn path_for_run(root: &Path, run: u32) -> PathBuf {
+    root.join(format!("{run:06}"))
+        .join(format!("{run:06}.detector-truth.json"))
+}
+
+/// Read the truth of `run` written beside the data under `root`.
+///
+/// # Errors
+/// [`TruthError::Io`] when missing or unreadable, [`TruthError::Json`] when malformed.
+pub fn load_for_run(root: &Path, run: u32) -> Result<EffectiveTruth, TruthError> {
+    let path = path_for_run(root, run);
+    let text = std::fs::read_to_string(&path).map_err(|source| TruthError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| TruthError::Json { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn realistic() -> DetectorTruth {
+        DetectorTruth::load("realistic").unwrap()
+    }
+
+    fn with(replace: &str, by: &str) -> Result<DetectorTruth, TruthError> {
+        let text = include_str!("../../conditions/truth-realistic.toml");
+        assert!(text.contains(replace), "{replace}");
+        DetectorTruth::parse(&text.replace(replace, by), Path::new("t.toml"))
+    }
+
+    #[test]
+    fn lifetime_follows_the_schedule_across_runs() {
+        let t = realistic();
+        let tau = |run| t.lifetime_us(run).unwrap();
+        assert_eq!(tau(17000), 7500.0);
+        assert_eq!(tau(17390), 7500.0 + 4.0 * 390.0);
+        assert_eq!(tau(17399), 7500.0 + 4.0 * 399.0);
+        assert!((tau(17400) - (7500.0 + 4.0 * 400.0) * 1.3).abs() < 1e-9);
+        assert!(tau(17400) / tau(17399) > 1.29);
+        assert_eq!(t.resolve(17390).unwrap().electron_lifetime_us, tau(17390));
+        // Without a [lifetime] table every run has the base's lifetime.
+        let text = include_str!("../../conditions/truth-realistic.toml");
+        let (a, b) = (
+            text.find("[lifetime]").unwrap(),
+            text.find("[gains]").unwrap(),
+        );
+        let text = format!("{}{}", &text[..a], &text[b..]);
+        let flat = DetectorTruth::parse(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(flat.lifetime_us(17500).unwrap(), 9000.0);
+        // A schedule that reaches zero is an error naming the run.
+        let e = with("drift_us_per_run = 4.0", "drift_us_per_run = -40.0")
+            .unwrap()
+            .lifetime_us(17400)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml") && e.contains("run 17400"), "{e}");
+    }
+
+    #[test]
+    fn gains_are_a_few_percent_off_nominal_and_drift_slowly() {
+        let t = realistic();
+        let nominal = &t.base.detector.params.pmts.spe_area_adc;
+        let rms = |a: &[f64], b: &[f64]| {
+            let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x / y).ln()).collect();
+            let m = d.iter().sum::<f64>() / d.len() as f64;
+            (d.iter().map(|v| (v - m).powi(2)).sum::<f64>() / d.len() as f64).sqrt()
+        };
+        let g0 = t.spe_area_adc(17000);
+        let g1 = t.spe_area_adc(17390);
+        assert!(
+            (0.025..0.035).contains(&rms(&g0, nominal)),
+            "{}",
+            rms(&g0, nominal)
+        );
+        // 390 runs of N(0, 5e-5) per run: about 2 % rms of drift.
+        assert!((0.015..0.025).contains(&rms(&g1, &g0)), "{}", rms(&g1, &g0));
+        assert_eq!(g1, t.spe_area_adc(17390), "seeded");
+        let truth = t.resolve(17390).unwrap();
+        assert_eq!(truth.spe_area_adc, g1);
+        assert_eq!(truth.dead_channels.len(), 5);
+        assert!(truth.is_dead(311) && !truth.is_dead(312));
+        assert_eq!(truth.noisy_channels, vec![233]);
+    }
+
+    #[test]
+    fn simulated_detector_carries_the_true_lifetime_and_gains() {
+        let d = realistic().simulated_detector(17390).unwrap();
+        let p = &d.conditions.detector.params;
+        assert_eq!(p.tpc.electron_lifetime_us, d.truth.electron_lifetime_us);
+        assert_eq!(p.pmts.spe_area_adc, d.truth.spe_area_adc);
+        assert_eq!(d.conditions.tag, "v1");
+    }
+
+    #[test]
+    fn bad_truth_files_name_the_file_and_field() {
+        let msg = with("dead_channels = [17,", "dead_channels = [600, 17,")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("t.toml") && msg.contains("gains.dead_channels") && msg.contains("600"),
+            "{msg}"
+        );
+        let msg = with("noisy_channels = [233]", "noisy_channels = [17]")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("gains.noisy_channels"), "{msg}");
+        let msg = with("rms = 0.03", "rms = 0.03\ngain_typo = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("t.toml") && msg.contains("gain_typo"), "{msg}");
+        let msg = with("base = \"v1\"", "base = \"v0\"")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("t.toml") && msg.contains("v0"), "{msg}");
+        let msg = with("first_us = 7500.0", "first_us = -1.0")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("lifetime.first_us"), "{msg}");
+        let msg = DetectorTruth::load("no-such-truth")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("no-such-truth") && msg.contains("realistic"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_truth_of_a_run_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let truth = realistic().resolve(17391).unwrap();
+        let path = truth.write_for_run(dir.path()).unwrap();
+        assert_eq!(path, dir.path().join("017391/017391.detector-truth.json"));
+        // JSON keeps every number to within a unit in the last place.
+        let back = load_for_run(dir.path(), 17391).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-14 * a.abs().max(1.0);
+        assert!(close(back.electron_lifetime_us, truth.electron_lifetime_us));
+        assert!(close(back.se_gain_centre_phd, truth.se_gain_centre_phd));
+        assert_eq!(back.spe_area_adc.len(), truth.spe_area_adc.len());
+        assert!(back
+            .spe_area_adc
+            .iter()
+            .zip(&truth.spe_area_adc)
+            .all(|(a, b)| close(*a, *b)));
+        assert!(close(
+            back.gas_gap.gas_gap_mm(300.0, -200.0),
+            truth.gas_gap.gas_gap_mm(300.0, -200.0)
+        ));
+        assert!(close(
+            back.light.s1_light_collection(300.0, -200.0, 50.0),
+            truth.light.s1_light_collection(300.0, -200.0, 50.0)
+        ));
+        assert_eq!(
+            (
+                &back.dead_channels,
+                &back.noisy_channels,
+                back.run,
+                &back.name
+            ),
+            (
+                &truth.dead_channels,
+                &truth.noisy_channels,
+                truth.run,
+                &truth.name
+            )
+        );
+        let msg = load_for_run(dir.path(), 5).unwrap_err().to_string();
+        assert!(msg.contains("000005.detector-truth.json"), "{msg}");
+        std::fs::write(&path, "{\"format\": 1}").unwrap();
+        let msg = load_for_run(dir.path(), 17391).unwrap_err().to_string();
+        assert!(
+            msg.contains("017391.detector-truth.json") && msg.contains("missing field"),
+            "{msg}"
+        );
+    }
+}
