@@ -177,7 +177,7 @@ impl XyMap {
 
 impl XyzMap {
     fn check(&self, field: &'static str) -> Result<(), ModelError> {
-        if !(self.z_max_mm > self.z_min_mm) {
+        if self.z_max_mm.is_nan() || self.z_min_mm.is_nan() || self.z_max_mm <= self.z_min_mm {
             return Err(ModelError::BadCalibration {
                 field,
                 why: format!(

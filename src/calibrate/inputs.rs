@@ -84,6 +84,7 @@ impl Inputs {
         Ok(out)
     }
 
+    #[allow(clippy::needless_range_loop)]
     fn add_file(&mut self, path: &Path) -> Result<(), CalibrateError> {
         let file = crate::h5::open(path).map_err(|e| CalibrateError::Rq {
             path: path.to_path_buf(),

@@ -93,7 +93,7 @@ pub fn fit_lifetime(events: &[KrEvent], radius_mm: f64) -> Result<LifetimeFit, C
             why: "singular design (all drift times equal?)".into(),
         })?;
     let lambda = -fit.coef[1];
-    if !(lambda > 0.0) {
+    if lambda.is_nan() || lambda <= 0.0 {
         return Err(CalibrateError::Fit {
             product: "electron lifetime",
             why: format!(

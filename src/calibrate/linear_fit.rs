@@ -22,7 +22,8 @@ pub struct LinearFit {
 }
 
 /// Solve the symmetric positive definite system `a x = b` and invert `a`
-/// (Cholesky); None when `a` is singular.
+/// (Cholesky); None when `a` is singular. Index loops read as the formulas do.
+#[allow(clippy::needless_range_loop)]
 fn cholesky_solve_and_invert(a: &[Vec<f64>], b: &[f64]) -> Option<(Vec<f64>, Vec<Vec<f64>>)> {
     let n = a.len();
     let mut l = vec![vec![0.0; n]; n];
@@ -76,6 +77,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Weighted least squares of `y` on the rows of `x` (one row of features per
 /// point), rejecting points beyond `clip` robust standard deviations.
 /// None with fewer kept points than features + 2, or a singular design.
+#[allow(clippy::needless_range_loop)]
 pub fn robust_least_squares(x: &[Vec<f64>], y: &[f64], w: &[f64], clip: f64) -> Option<LinearFit> {
     let p = x.first()?.len();
     let mut keep = vec![true; y.len()];
@@ -138,7 +140,7 @@ pub fn robust_least_squares(x: &[Vec<f64>], y: &[f64], w: &[f64], clip: f64) -> 
             n_kept,
         });
         let next: Vec<bool> = resid.iter().map(|r| r.abs() < clip * scale).collect();
-        if next == keep || !(scale > 0.0) {
+        if next == keep || scale.is_nan() || scale <= 0.0 {
             break;
         }
         keep = next;

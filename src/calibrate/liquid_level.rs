@@ -114,7 +114,7 @@ pub fn width_50(t: f64, sigma: f64) -> f64 {
 
 /// T with width_50(T, sigma) = w (0 when the width is below the diffusion's alone).
 fn invert_width(w: f64, sigma: f64) -> f64 {
-    if !(w > width_50(0.0, sigma)) {
+    if w.is_nan() || w <= width_50(0.0, sigma) {
         return 0.0;
     }
     let (mut lo, mut hi) = (0.0, 2.0 * w + 1.0);
@@ -169,7 +169,7 @@ pub fn fit_liquid_level(
             let hi = t_max * f64::from(k + 1) / 12.0;
             let sel: Vec<&&KrEvent> = ev
                 .iter()
-                .filter(|e| e.drift_ns >= lo && e.drift_ns < hi)
+                .filter(|e| (lo..hi).contains(&e.drift_ns))
                 .collect();
             (sel.len() >= 10).then(|| {
                 (

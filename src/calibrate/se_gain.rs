@@ -28,7 +28,7 @@ pub struct SeGain {
 /// Mean and sd of the values inside [lo, hi].
 fn window_moments(v: &[f64], lo: f64, hi: f64) -> (f64, f64, usize) {
     let (mut n, mut s, mut s2) = (0usize, 0.0, 0.0);
-    for &a in v.iter().filter(|&&a| a >= lo && a <= hi) {
+    for &a in v.iter().filter(|&&a| (lo..=hi).contains(&a)) {
         n += 1;
         s += a;
         s2 += a * a;
