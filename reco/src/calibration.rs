@@ -83,27 +83,30 @@ impl Calibration {
     /// Check channel numbers and map sizes.
     ///
     /// # Errors
-    /// [`ModelError::BadCalibration`] naming the field.
+    /// [`ModelError::BadValue`] naming the field.
     pub fn validate(&self, n_channels: usize) -> Result<(), ModelError> {
-        let bad = |field, why: String| Err(ModelError::BadCalibration { field, why });
         for (field, list) in [
-            ("dead_channels", &self.dead_channels),
-            ("noisy_channels", &self.noisy_channels),
+            ("calibration.dead_channels", &self.dead_channels),
+            ("calibration.noisy_channels", &self.noisy_channels),
         ] {
             if let Some(c) = list.iter().find(|&&c| usize::from(c) >= n_channels) {
-                return bad(field, format!("channel {c} >= {n_channels} channels"));
+                return Err(ModelError::BadValue {
+                    field,
+                    value: f64::from(*c),
+                    why: "channel beyond the PMT count",
+                });
             }
         }
         for (field, map) in [
-            ("kr_s2_xy", &self.kr_s2_xy),
-            ("gas_gap_mm", &self.gas_gap_mm),
+            ("calibration.kr_s2_xy", &self.kr_s2_xy),
+            ("calibration.gas_gap_mm", &self.gas_gap_mm),
         ] {
             if let Some(m) = map {
                 m.check(field)?;
             }
         }
         if let Some(m) = &self.kr_s1_xyz {
-            m.check("kr_s1_xyz")?;
+            m.check("calibration.kr_s1_xyz")?;
         }
         Ok(())
     }
@@ -126,25 +129,21 @@ fn check_grid(
     dims: &[usize],
     values: &[f64],
 ) -> Result<(), ModelError> {
-    let n: usize = dims.iter().product();
-    let why = if !(half_width > 0.0 && half_width.is_finite()) {
-        Some(format!("half_width_mm = {half_width} must be > 0"))
-    } else if dims.contains(&0) {
-        Some("every dimension needs at least one bin".to_string())
-    } else if values.len() != n {
-        Some(format!(
-            "{} values, expected {} ({dims:?})",
-            values.len(),
-            n
-        ))
-    } else {
-        values
-            .iter()
-            .position(|v| !(v.is_finite() && *v > 0.0))
-            .map(|i| format!("value {i} = {} must be finite and > 0", values[i]))
-    };
-    match why {
-        Some(why) => Err(ModelError::BadCalibration { field, why }),
+    let bad = |value: f64, why: &'static str| Err(ModelError::BadValue { field, value, why });
+    if half_width.is_nan() || half_width <= 0.0 || half_width.is_infinite() {
+        return bad(half_width, "half_width_mm must be finite and > 0");
+    }
+    if dims.contains(&0) {
+        return bad(0.0, "every dimension needs at least one bin");
+    }
+    if values.len() != dims.iter().product::<usize>() {
+        return bad(
+            values.len() as f64,
+            "number of values is not the product of the bin counts",
+        );
+    }
+    match values.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+        Some(&v) => bad(v, "map values must be finite and > 0"),
         None => Ok(()),
     }
 }
@@ -178,12 +177,10 @@ impl XyMap {
 impl XyzMap {
     fn check(&self, field: &'static str) -> Result<(), ModelError> {
         if self.z_max_mm.is_nan() || self.z_min_mm.is_nan() || self.z_max_mm <= self.z_min_mm {
-            return Err(ModelError::BadCalibration {
+            return Err(ModelError::BadValue {
                 field,
-                why: format!(
-                    "z_max_mm {} must be above z_min_mm {}",
-                    self.z_max_mm, self.z_min_mm
-                ),
+                value: self.z_max_mm,
+                why: "z_max_mm must be above z_min_mm",
             });
         }
         check_grid(
@@ -261,6 +258,9 @@ mod tests {
             ..Calibration::default()
         };
         let e = c.validate(494).unwrap_err().to_string();
-        assert!(e.contains("kr_s2_xy") && e.contains("3 values"), "{e}");
+        assert!(
+            e.contains("calibration.kr_s2_xy") && e.contains("= 3"),
+            "{e}"
+        );
     }
 }

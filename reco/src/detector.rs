@@ -222,14 +222,6 @@ pub enum ModelError {
         /// What is wrong.
         why: &'static str,
     },
-    /// A calibration table is inconsistent (a channel out of range, a map of the wrong size).
-    #[error("conditions table `calibration.{field}`: {why}")]
-    BadCalibration {
-        /// Field of the `[detector.calibration]` table.
-        field: &'static str,
-        /// What is wrong.
-        why: String,
-    },
     /// The per-channel gain list has the wrong length.
     #[error("conditions field `pmts.spe_area_adc` has {got} entries, expected n_top + n_bottom = {expected}")]
     GainCount {
