@@ -17,6 +17,7 @@ mod salting;
 mod sim_live;
 mod sim_physics;
 mod sim_truth;
+mod sim_truth_liquid;
 mod stack;
 mod validate;
 mod web;

@@ -46,11 +46,14 @@ fn pods_per_channel(files: &[PathBuf], n_channels: usize) -> (Vec<u64>, u64) {
     (counts, events)
 }
 
+/// Arguments of `tpcflow sim` and the (file, adler32) it must write.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
 #[test]
 fn without_a_truth_the_files_are_the_bytes_main_wrote() {
     // Adler-32 of files written by the main branch's binary (commit 5fa5777,
     // before detector truth existed) with these exact arguments.
-    let cases: [(&[&str], &[(&str, &str)]); 2] = [
+    let cases: [Case<'_>; 2] = [
         (
             &[
                 "--run",
