@@ -109,6 +109,9 @@ struct ConditionsFile {
     description: String,
     detector: DetectorParams,
     simulation: SimParams,
+    /// Where measured values came from (written by `tpcflow calibrate`).
+    #[serde(default)]
+    provenance: Option<toml::Table>,
 }
 
 /// Loaded, validated conditions.
@@ -126,6 +129,9 @@ pub struct Conditions {
     pub sha256: String,
     /// Where it came from (`builtin:v1` or a path).
     pub source: PathBuf,
+    /// Runs, counts and uncertainties of measured values (conditions written
+    /// by `tpcflow calibrate`; None for nominal conditions).
+    pub provenance: Option<toml::Table>,
 }
 
 impl Conditions {
@@ -174,8 +180,36 @@ impl Conditions {
             sim: file.simulation,
             sha256,
             source: path.to_path_buf(),
+            provenance: file.provenance,
         })
     }
+}
+
+/// The text of a built-in conditions tag.
+pub fn builtin_text(tag: &str) -> Option<&'static str> {
+    BUILTIN
+        .iter()
+        .find(|(t, _)| *t == tag)
+        .map(|(_, text)| *text)
+}
+
+/// The text of conditions given as a tag or a file path.
+///
+/// # Errors
+/// [`ConditionsError::NotFound`] when it is neither.
+pub fn text_of(spec: &str) -> Result<String, ConditionsError> {
+    if let Some(text) = builtin_text(spec) {
+        return Ok(text.to_string());
+    }
+    std::fs::read_to_string(spec).map_err(|source| ConditionsError::NotFound {
+        spec: spec.to_string(),
+        known: BUILTIN
+            .iter()
+            .map(|(t, _)| *t)
+            .collect::<Vec<_>>()
+            .join(", "),
+        source,
+    })
 }
 
 /// Lower-case hex of bytes.

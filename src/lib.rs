@@ -19,6 +19,7 @@
 pub mod adler;
 pub mod atomic_file;
 pub mod audit;
+pub mod calibrate;
 pub mod catalog;
 pub mod cli_bounds;
 pub mod conditions;

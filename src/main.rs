@@ -64,6 +64,8 @@ enum Command {
     Status(tpcflow::dispatch::cli::StatusArgs),
     /// Web pages of the catalog: runs, families, event display, and their JSON API.
     Serve(tpcflow::web::cli::ServeArgs),
+    /// Detector-health products from reconstructed Kr83m runs: a conditions file and a report.
+    Calibrate(tpcflow::calibrate::cli::CalibrateArgs),
     /// Match RQ files to simulation truth and write an accuracy report (Markdown, JSON, SVG).
     Validate(tpcflow::validate::cli::ValidateArgs),
 }
@@ -157,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => tpcflow::dispatch::cli::run_status(args),
         Command::Serve(args) => tpcflow::web::cli::run_serve(args),
         Command::Validate(args) => tpcflow::validate::cli::run_validate(args),
+        Command::Calibrate(args) => tpcflow::calibrate::cli::run_calibrate(args),
         Command::MpiSelftest { out, expect_size } => {
             if let Some(summary) = tpcflow::mpi_selftest::run(&out, expect_size)? {
                 println!(

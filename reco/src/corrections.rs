@@ -3,6 +3,9 @@
 //! ```text
 //! S1c = S1 / lce_S1(x, y, z)
 //! S2c = S2 exp(t_drift / tau_e) / lce_S2(x, y)
+//! lce_S1, lce_S2: the measured Kr83m maps when the conditions carry them
+//!     (relative to the centre, times the nominal map's centre value), else
+//!     the nominal maps (see DetectorModel::s1_correction_map)
 //! E   = W (S1c / g1 + S2c / g2) / 1000        [keV], W in eV, g2 = eps_ext * SE
 //! ```
 
@@ -10,13 +13,13 @@ use crate::detector::DetectorModel;
 
 /// S1 corrected for light collection at (x, y, z) [phd]; `s1_phd` in phd, positions in mm.
 pub fn correct_s1(model: &DetectorModel, s1_phd: f64, x_mm: f64, y_mm: f64, z_mm: f64) -> f64 {
-    s1_phd / model.s1_light_collection(x_mm, y_mm, z_mm)
+    s1_phd / model.s1_correction_map(x_mm, y_mm, z_mm)
 }
 
 /// S2 corrected for electron lifetime and xy light collection [phd].
 pub fn correct_s2(model: &DetectorModel, s2_phd: f64, x_mm: f64, y_mm: f64, drift_ns: f64) -> f64 {
     let lifetime_us = model.params.tpc.electron_lifetime_us;
-    s2_phd * (drift_ns * 1e-3 / lifetime_us).exp() / model.s2_light_collection(x_mm, y_mm)
+    s2_phd * (drift_ns * 1e-3 / lifetime_us).exp() / model.s2_correction_map(x_mm, y_mm)
 }
 
 /// Combined energy [keV] from corrected S1 and S2 [phd].

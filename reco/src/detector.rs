@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::calibration::{Calibration, XyMap, XyzMap};
+
 /// TPC geometry and drift.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +135,10 @@ pub struct DetectorParams {
     pub light: Light,
     /// Digitiser.
     pub daq: Daq,
+    /// Products measured from calibration runs (absent in nominal conditions:
+    /// then every channel is live and the nominal light-collection maps apply).
+    #[serde(default, skip_serializing_if = "Calibration::is_empty")]
+    pub calibration: Calibration,
 }
 
 /// PMT positions, computed from the lattice parameters.
@@ -144,6 +150,8 @@ pub struct PmtMap {
     pub y: Vec<f64>,
     /// Number of top channels (channels 0..n_top).
     pub n_top: usize,
+    /// False for channels listed dead in the conditions.
+    pub live: Vec<bool>,
 }
 
 impl PmtMap {
@@ -156,7 +164,8 @@ impl PmtMap {
         let (bx, by): (Vec<f64>, Vec<f64>) = bottom.into_iter().unzip();
         x.extend(bx);
         y.extend(by);
-        Self { x, y, n_top }
+        let live = vec![true; x.len()];
+        Self { x, y, n_top, live }
     }
 
     /// Number of channels.
@@ -415,7 +424,11 @@ impl DetectorModel {
             p.daq.window_after_ns > 0.0,
             "must be > 0",
         )?;
-        let pmts = PmtMap::hexagonal(p.pmts.n_top, p.pmts.n_bottom, p.pmts.pitch_mm);
+        let mut pmts = PmtMap::hexagonal(p.pmts.n_top, p.pmts.n_bottom, p.pmts.pitch_mm);
+        p.calibration.validate(n)?;
+        for &c in &p.calibration.dead_channels {
+            pmts.live[usize::from(c)] = false;
+        }
         Ok(Self {
             tag: tag.into(),
             params,
@@ -477,6 +490,7 @@ impl DetectorModel {
                 window_before_ns: 2.0e6,
                 window_after_ns: 2.5e6,
             },
+            calibration: Calibration::default(),
         };
         Self::new("builtin", params).expect("built-in defaults are valid")
     }
@@ -513,6 +527,35 @@ impl DetectorModel {
     /// `t_drift = (liquid_z - z) / v_d`.
     pub fn drift_ns_from_z(&self, z_mm: f64) -> f64 {
         (self.params.tpc.liquid_z_mm - z_mm) / self.params.tpc.drift_velocity_mm_per_us * 1e3
+    }
+
+    /// S1 light collection the reconstruction corrects for at (x, y, z): the
+    /// measured Kr83m map (relative to the centre) scaled by the nominal value
+    /// at the centre, so that S1c keeps the nominal map's normalisation (and
+    /// g1 its meaning); the nominal map when no Kr83m map is in the conditions.
+    pub fn s1_correction_map(&self, x: f64, y: f64, z: f64) -> f64 {
+        match &self.params.calibration.kr_s1_xyz {
+            Some(map) => {
+                let mid = self.params.tpc.cathode_z_mm + self.drift_length_mm() / 2.0;
+                map.at(x, y, z) * self.s1_light_collection(0.0, 0.0, mid)
+            }
+            None => self.s1_light_collection(x, y, z),
+        }
+    }
+
+    /// S2 light collection the reconstruction corrects for at (x, y): the
+    /// measured Kr83m map (relative to the centre) times the nominal value at
+    /// the centre; the nominal map without one.
+    pub fn s2_correction_map(&self, x: f64, y: f64) -> f64 {
+        match &self.params.calibration.kr_s2_xy {
+            Some(map) => map.at(x, y) * self.s2_light_collection(0.0, 0.0),
+            None => self.s2_light_collection(x, y),
+        }
+    }
+
+    /// True when the channel is live (not listed dead in the conditions).
+    pub fn is_live(&self, channel: usize) -> bool {
+        self.pmts.live[channel]
     }
 
     /// Relative S1 light collection at (x, y, z); averages to 1 over the volume.

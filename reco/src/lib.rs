@@ -17,6 +17,7 @@
 //! ```
 
 pub mod baseline;
+pub mod calibration;
 pub mod classify;
 pub mod config;
 pub mod corrections;

@@ -105,6 +105,8 @@ pub struct EventRq {
     pub sigma_y_mm: f64,
     /// xy fit deviance per degree of freedom.
     pub xy_gof: f64,
+    /// xy fit outcome: [`XY_FITTED`], [`XY_NO_S2`] or [`XY_FAILED`].
+    pub xy_flag: u8,
     /// Corrected S1 [phd].
     pub s1c_phd: f64,
     /// Corrected S2 [phd].
@@ -114,6 +116,13 @@ pub struct EventRq {
     /// Area of all pulses [phd].
     pub total_area_phd: f64,
 }
+
+/// `xy_flag`: the xy fit converged; the position is in `x_mm`, `y_mm`.
+pub const XY_FITTED: u8 = 0;
+/// `xy_flag`: no main S2, no fit attempted.
+pub const XY_NO_S2: u8 = 1;
+/// `xy_flag`: the fit failed (no top-array light or no convergence): NaN position.
+pub const XY_FAILED: u8 = 2;
 
 /// Everything reconstructed for one event.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -429,6 +438,7 @@ fn event_rq(
         sigma_x_mm: f64::NAN,
         sigma_y_mm: f64::NAN,
         xy_gof: f64::NAN,
+        xy_flag: XY_NO_S2,
         s1c_phd: f64::NAN,
         s2c_phd: f64::NAN,
         energy_kev: f64::NAN,
@@ -446,25 +456,27 @@ fn event_rq(
                 scratch.top[usize::from(c.channel)] = f64::from(c.area_phd);
             }
         }
+        rq.xy_flag = XY_FAILED;
         if let Some(fit) = fit_xy(
             model,
             &scratch.top,
             cfg.xy_max_iterations,
             cfg.xy_tolerance_mm,
         ) {
-            rq.x_mm = fit.x_mm;
-            rq.y_mm = fit.y_mm;
-            rq.sigma_x_mm = fit.sigma_x_mm;
-            rq.sigma_y_mm = fit.sigma_y_mm;
             rq.xy_gof = fit.gof;
+            if fit.converged {
+                rq.x_mm = fit.x_mm;
+                rq.y_mm = fit.y_mm;
+                rq.sigma_x_mm = fit.sigma_x_mm;
+                rq.sigma_y_mm = fit.sigma_y_mm;
+                rq.xy_flag = XY_FITTED;
+            }
         }
     }
-    let (x, y) = if rq.x_mm.is_finite() {
-        (rq.x_mm, rq.y_mm)
-    } else {
-        (0.0, 0.0)
-    };
-    if rq.drift_time_ns.is_finite() {
+    // Without a position the xy-dependent corrections are unknown: S1c, S2c
+    // and the energy stay NaN rather than being corrected as at the centre.
+    let (x, y) = (rq.x_mm, rq.y_mm);
+    if rq.drift_time_ns.is_finite() && rq.xy_flag == XY_FITTED {
         rq.s1c_phd = correct_s1(model, rq.s1_area_phd, x, y, rq.z_mm);
         rq.s2c_phd = correct_s2(model, rq.s2_area_phd, x, y, rq.drift_time_ns);
         rq.energy_kev = energy_kev(model, rq.s1c_phd, rq.s2c_phd);

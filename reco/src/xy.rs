@@ -18,6 +18,10 @@
 //! F = ((1 + p2) s^2 + 1 + 3 p2) / (1 + p2)^2    (s = SPE resolution, p2 = P(double phe))
 //! ```
 //!
+//! Channels listed dead in the conditions are left out of every sum (the
+//! pattern is renormalised over the live channels): a dead PMT's zero is not
+//! a measurement of no light.
+//!
 //! The Cramer-Rao bound of PHYSICS.md is `sqrt(F J^-1)` evaluated at the true
 //! position, see [`cramer_rao_xy`].
 
@@ -89,6 +93,9 @@ fn evaluate(model: &DetectorModel, n: &[f64], x: f64, y: f64, with_fisher: bool)
     let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
     let (mut l, mut gx, mut gy) = (0.0, 0.0, 0.0);
     for (k, &nk) in n.iter().enumerate() {
+        if !model.pmts.live[k] {
+            continue;
+        }
         let (e, ex, ey) = eta_and_gradient(model, k, x, y);
         s += e;
         sx += ex;
@@ -104,7 +111,7 @@ fn evaluate(model: &DetectorModel, n: &[f64], x: f64, y: f64, with_fisher: bool)
     gy -= n_tot * sy / s;
     let (mut jxx, mut jxy, mut jyy) = (0.0, 0.0, 0.0);
     if with_fisher {
-        for k in 0..n.len() {
+        for k in (0..n.len()).filter(|&k| model.pmts.live[k]) {
             let (e, ex, ey) = eta_and_gradient(model, k, x, y);
             let p = e / s;
             let px = (ex - p * sx) / s;
@@ -199,7 +206,11 @@ pub fn fit_xy(
 ) -> Option<XyFit> {
     assert_eq!(top_areas.len(), model.pmts.n_top, "one area per top PMT");
     // Clamp negative noise; a stack array would be nicer but n_top is a runtime value.
-    let n: Vec<f64> = top_areas.iter().map(|&a| a.max(0.0)).collect();
+    let n: Vec<f64> = top_areas
+        .iter()
+        .zip(&model.pmts.live)
+        .map(|(&a, &live)| if live { a.max(0.0) } else { 0.0 })
+        .collect();
     let n_tot: f64 = n.iter().sum();
     if !(n_tot > 0.0 && n_tot.is_finite()) {
         return None;
@@ -237,15 +248,22 @@ pub fn fit_xy(
     let mut eta = Vec::with_capacity(n.len());
     for k in 0..n.len() {
         let e = eta_and_gradient(model, k, x, y).0;
-        s += e;
+        if model.pmts.live[k] {
+            s += e;
+        }
         eta.push(e);
     }
     let mut dev = 0.0;
-    for (&nk, &e) in n.iter().zip(&eta) {
+    let mut n_live = 0usize;
+    for (k, (&nk, &e)) in n.iter().zip(&eta).enumerate() {
+        if !model.pmts.live[k] {
+            continue;
+        }
+        n_live += 1;
         let mu = n_tot * e / s;
         dev += if nk > 0.0 { nk * (nk / mu).ln() } else { 0.0 } - (nk - mu);
     }
-    let ndf = (n.len() as f64 - 3.0).max(1.0);
+    let ndf = (n_live as f64 - 3.0).max(1.0);
     Some(XyFit {
         x_mm: x,
         y_mm: y,
@@ -371,6 +389,36 @@ mod tests {
                 a / (1.0 + q)
             })
             .collect()
+    }
+
+    #[test]
+    fn dead_channels_are_left_out_not_read_as_zeros() {
+        let nominal = DetectorModel::default_lz_like();
+        let mut params = nominal.params.clone();
+        // The PMT under the source and one neighbour give no signal.
+        params.calibration.dead_channels = vec![40, 41];
+        let told = DetectorModel::new("dead", params).unwrap();
+        let (x, y) = (nominal.pmts.x[40] + 20.0, nominal.pmts.y[40] - 15.0);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (mut bias_told, mut bias_nominal) = (0.0, 0.0);
+        let events = 100;
+        for _ in 0..events {
+            let mut areas = draw(&nominal, &mut rng, x, y, 3.0e3);
+            areas[40] = 0.0;
+            areas[41] = 0.0;
+            let a = fit_xy(&told, &areas, 50, 1e-3).unwrap();
+            let b = fit_xy(&nominal, &areas, 50, 1e-3).unwrap();
+            bias_told += (a.x_mm - x).hypot(a.y_mm - y) / f64::from(events);
+            bias_nominal += (b.x_mm - x).hypot(b.y_mm - y) / f64::from(events);
+        }
+        assert!(
+            bias_told < 8.0,
+            "mean distance with the dead list {bias_told:.1} mm"
+        );
+        assert!(
+            bias_nominal > 2.0 * bias_told,
+            "zeros read as no light pull the fit away: {bias_nominal:.1} mm"
+        );
     }
 
     #[test]

@@ -114,6 +114,7 @@ columns! {
     sigma_x_mm: f64 => F64, "mm", "uncertainty of x";
     sigma_y_mm: f64 => F64, "mm", "uncertainty of y";
     xy_gof: f64 => F64, "1", "xy fit goodness of fit (deviance per degree of freedom)";
+    xy_flag: u8 => U8, "1", "xy fit: 0 fitted, 1 no S2 (not tried), 2 failed (NaN position, no S1c/S2c/energy)";
     s1c_phd: f64 => F64, "phd", "S1 corrected for light collection";
     s2c_phd: f64 => F64, "phd", "S2 corrected for electron lifetime and xy light collection";
     energy_kev: f64 => F64, "keV", "W (S1c/g1 + S2c/g2)";
@@ -210,6 +211,7 @@ impl RqBuilder {
         b.sigma_x_mm.push(e.sigma_x_mm);
         b.sigma_y_mm.push(e.sigma_y_mm);
         b.xy_gof.push(e.xy_gof);
+        b.xy_flag.push(e.xy_flag);
         b.s1c_phd.push(e.s1c_phd);
         b.s2c_phd.push(e.s2c_phd);
         b.energy_kev.push(e.energy_kev);

@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod blinding;
+mod calibration;
 mod catalog_transfer;
 mod common;
 mod crash_safety;

@@ -516,3 +516,27 @@ fn pods_in_any_order_are_accepted_when_none_overlap() {
         assert_eq!(validate_pods(&ev, &model), Ok(()), "{pods:?}");
     }
 }
+
+#[test]
+fn an_s2_without_top_light_is_flagged_not_corrected_at_the_centre() {
+    let model = DetectorModel::default_lz_like();
+    let mut s = Synth::new(&model, 11);
+    let drift = model.drift_ns_from_z(700.0);
+    let ch = s1_channels(&model, 40);
+    s.s1(50, T_S2 - drift, &ch);
+    // An S2-like pulse seen only by the bottom array: the top likelihood has nothing to fit.
+    for i in 0..4000 {
+        let ch = model.pmts.n_top + (i * 7) % (model.n_channels() - model.pmts.n_top);
+        s.photon(ch, T_S2 + (i as f64 * 0.618_034).fract() * 1500.0);
+    }
+    let ev = s.digitise();
+    let r = reconstruct_event(&ev.view(1), &model, &RecoConfig::default()).unwrap();
+    let e = &r.event;
+    assert!(e.main_s2 >= 0 && e.drift_time_ns.is_finite(), "{e:?}");
+    assert_eq!(e.xy_flag, XY_FAILED, "{e:?}");
+    assert!(e.x_mm.is_nan() && e.y_mm.is_nan(), "{e:?}");
+    assert!(
+        e.s1c_phd.is_nan() && e.s2c_phd.is_nan() && e.energy_kev.is_nan(),
+        "no correction as if at (0, 0): {e:?}"
+    );
+}

@@ -1,0 +1,191 @@
+//! What the products are measured from, read from RQ files: Kr83m single
+//! scatters, lone single-electron pulses and lone single-phe pulses.
+//!
+//! ```text
+//! Kr83m single scatter: interaction = 1, xy fitted (xy_flag = 0, or a finite x
+//!                       in files without the flag), finite drift time, S1 and S2 > 0
+//! lone SE:              pulse kind 3 ending before the event's main S1 (the
+//!                       pre-trigger window holds no S2 and its electron tail)
+//! lone single phe:      pulse kind 4 with exactly one channel area
+//! ```
+//! Only the datasets these need are read, not whole files.
+
+use std::path::{Path, PathBuf};
+
+use hdf5::H5Type;
+
+use super::CalibrateError;
+
+/// One Kr83m single scatter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KrEvent {
+    /// Drift time [ns].
+    pub drift_ns: f64,
+    /// Main S1 area [phd].
+    pub s1_phd: f64,
+    /// Main S2 area [phd].
+    pub s2_phd: f64,
+    /// Position [mm].
+    pub x_mm: f64,
+    /// Position [mm].
+    pub y_mm: f64,
+    /// Height above the cathode [mm].
+    pub z_mm: f64,
+    /// 50 % area width of the main S2 [ns].
+    pub s2_width_50_ns: f64,
+}
+
+/// Everything the estimators use, from all input files.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// RQ files read.
+    pub files: Vec<PathBuf>,
+    /// Conditions tag of the reconstruction (the first file's).
+    pub conditions_tag: String,
+    /// Events in the files.
+    pub n_events: u64,
+    /// Kr83m single scatters with a position.
+    pub kr: Vec<KrEvent>,
+    /// Areas of lone single-electron pulses [phd].
+    pub se_areas_phd: Vec<f64>,
+    /// Channel of each lone single-phe pulse.
+    pub spe_channel: Vec<u16>,
+    /// Area of each lone single-phe pulse [phd, with the reconstruction's gains].
+    pub spe_area_phd: Vec<f64>,
+}
+
+fn read<T: H5Type>(file: &hdf5::File, name: &str, path: &Path) -> Result<Vec<T>, CalibrateError> {
+    file.dataset(name)
+        .and_then(|d| d.read_raw::<T>())
+        .map_err(|e| CalibrateError::Rq {
+            path: path.to_path_buf(),
+            what: format!("/{name}: {e}"),
+        })
+}
+
+fn string_attr(file: &hdf5::File, key: &str) -> String {
+    file.attr(key)
+        .and_then(|a| a.read_scalar::<hdf5::types::VarLenUnicode>())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
+}
+
+impl Inputs {
+    /// Read the columns of each RQ file and select the calibration samples.
+    ///
+    /// # Errors
+    /// [`CalibrateError::Rq`] naming the file and dataset, or
+    /// [`CalibrateError::Inconsistent`] when a file's indices point outside its tables.
+    pub fn read(paths: &[PathBuf]) -> Result<Self, CalibrateError> {
+        let mut out = Inputs::default();
+        for path in paths {
+            out.add_file(path)?;
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::needless_range_loop)]
+    fn add_file(&mut self, path: &Path) -> Result<(), CalibrateError> {
+        let file = crate::h5::open(path).map_err(|e| CalibrateError::Rq {
+            path: path.to_path_buf(),
+            what: format!("open: {e}"),
+        })?;
+        if self.files.is_empty() {
+            self.conditions_tag = string_attr(&file, "conditions_tag");
+        }
+        self.files.push(path.to_path_buf());
+        let interaction: Vec<u8> = read(&file, "events/interaction", path)?;
+        let drift: Vec<f64> = read(&file, "events/drift_time_ns", path)?;
+        let s1: Vec<f64> = read(&file, "events/s1_area_phd", path)?;
+        let s2: Vec<f64> = read(&file, "events/s2_area_phd", path)?;
+        let x: Vec<f64> = read(&file, "events/x_mm", path)?;
+        let y: Vec<f64> = read(&file, "events/y_mm", path)?;
+        let z: Vec<f64> = read(&file, "events/z_mm", path)?;
+        let s1_time: Vec<f64> = read(&file, "events/s1_time_ns", path)?;
+        let main_s2: Vec<i32> = read(&file, "events/main_s2", path)?;
+        let first_pulse: Vec<u64> = read(&file, "events/first_pulse", path)?;
+        let n_pulses: Vec<u32> = read(&file, "events/n_pulses", path)?;
+        let xy_flag: Option<Vec<u8>> = if file.link_exists("events/xy_flag") {
+            Some(read(&file, "events/xy_flag", path)?)
+        } else {
+            None
+        };
+        let kind: Vec<u8> = read(&file, "pulses/kind", path)?;
+        let area: Vec<f32> = read(&file, "pulses/area_phd", path)?;
+        let end: Vec<i64> = read(&file, "pulses/end_ns", path)?;
+        let width50: Vec<f32> = read(&file, "pulses/width_50_ns", path)?;
+        let n_ch: Vec<u32> = read(&file, "pulses/n_channel_areas", path)?;
+        let first_ch: Vec<u64> = read(&file, "pulses/first_channel", path)?;
+        let channel: Vec<u16> = read(&file, "channels/channel", path)?;
+        let ch_area: Vec<f32> = read(&file, "channels/area_phd", path)?;
+        let n = interaction.len();
+        for (what, len) in [
+            ("events/drift_time_ns", drift.len()),
+            ("events/first_pulse", first_pulse.len()),
+            ("events/n_pulses", n_pulses.len()),
+            ("events/x_mm", x.len()),
+        ] {
+            if len != n {
+                return Err(CalibrateError::Inconsistent {
+                    path: path.to_path_buf(),
+                    what: format!("/{what} has {len} rows, /events/interaction {n}"),
+                });
+            }
+        }
+        let bad = |what: String| CalibrateError::Inconsistent {
+            path: path.to_path_buf(),
+            what,
+        };
+        self.n_events += n as u64;
+        for ev in 0..n {
+            let p0 = first_pulse[ev] as usize;
+            let p1 = p0 + n_pulses[ev] as usize;
+            if p1 > kind.len() {
+                return Err(bad(format!(
+                    "event row {ev}: pulses {p0}..{p1} beyond {} pulses",
+                    kind.len()
+                )));
+            }
+            let fitted = xy_flag
+                .as_ref()
+                .map_or(x[ev].is_finite(), |f| f[ev] == 0 && x[ev].is_finite());
+            if interaction[ev] == 1
+                && fitted
+                && drift[ev].is_finite()
+                && s1[ev] > 0.0
+                && s2[ev] > 0.0
+                && main_s2[ev] >= 0
+            {
+                let s2_row = p0 + main_s2[ev] as usize;
+                if s2_row >= p1 {
+                    return Err(bad(format!("event row {ev}: main_s2 outside its pulses")));
+                }
+                self.kr.push(KrEvent {
+                    drift_ns: drift[ev],
+                    s1_phd: s1[ev],
+                    s2_phd: s2[ev],
+                    x_mm: x[ev],
+                    y_mm: y[ev],
+                    z_mm: z[ev],
+                    s2_width_50_ns: f64::from(width50[s2_row]),
+                });
+            }
+            for p in p0..p1 {
+                if kind[p] == 3 && s1_time[ev].is_finite() && (end[p] as f64) < s1_time[ev] {
+                    self.se_areas_phd.push(f64::from(area[p]));
+                } else if kind[p] == 4 && n_ch[p] == 1 {
+                    let c = first_ch[p] as usize;
+                    if c >= channel.len() {
+                        return Err(bad(format!(
+                            "pulse row {p}: channel row {c} beyond {}",
+                            channel.len()
+                        )));
+                    }
+                    self.spe_channel.push(channel[c]);
+                    self.spe_area_phd.push(f64::from(ch_area[c]));
+                }
+            }
+        }
+        Ok(())
+    }
+}

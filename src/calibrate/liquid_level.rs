@@ -1,0 +1,294 @@
+//! Liquid level: the gas gap (liquid surface to anode) vs xy, from the S2
+//! width extrapolated to zero drift.
+//!
+//! An S2 is the electroluminescence of electrons crossing the gas gap, each
+//! for T = d_gas / v_gas, smeared by longitudinal diffusion in the liquid:
+//!
+//! ```text
+//! S2 time profile = box(T) (x) N(0, sigma_t),   sigma_t^2 = 2 D_L t_drift / v_d^2
+//! 50 % width w50(T, sigma_t): the half-width h with P(|X| < h) = 1/4 each side, i.e.
+//!   (1/T) [sigma G((h + T/2)/sigma) - sigma G((h - T/2)/sigma)
+//!          - sigma G((T/2 - h)/sigma) + sigma G((-h - T/2)/sigma)] = 1/2,
+//!   G(u) = u Phi(u) + phi(u)          (the integral of the normal cdf), w50 = 2h
+//! 1. D_L and T_0: least squares of the median w50 in 12 drift-time slices
+//!    against w50(T_0, sigma_t(D_L)) (grid search, then refinement)
+//! 2. per xy bin (6 x 6): T_bin = the T whose w50(T, sigma_t) matches each
+//!    event's width (events with t_drift < 400 us, where diffusion does not
+//!    swamp T), median over the bin
+//! 3. d_gas = T v_gas,  v_gas = nominal gap / nominal EL duration
+//!    (anode - liquid surface of the conditions, el_width_ns)
+//! 4. plane d_gas = a + b x + c y (weighted by events per bin): tilt angle
+//!    atan(sqrt(b^2 + c^2)), direction of the deepest gas atan2(c, b)
+//! ```
+
+use tpcflow_reco::detector::XyMap;
+
+use super::inputs::KrEvent;
+use super::linear_fit::robust_least_squares;
+use super::CalibrateError;
+
+/// Bins of the gas-gap map along x and y.
+pub const GAP_BINS: usize = 6;
+
+/// The gas-gap measurement.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LiquidLevel {
+    /// EL duration at the centre from all events [ns].
+    pub el_duration_ns: f64,
+    /// Longitudinal diffusion constant [mm^2/us].
+    pub diffusion_mm2_per_us: f64,
+    /// Gas gap per bin [mm] (NaN for empty bins before filling).
+    #[serde(skip)]
+    pub map: XyMap,
+    /// Events per bin.
+    pub counts: Vec<usize>,
+    /// Plane: gap at the centre [mm].
+    pub plane_gap_mm: f64,
+    /// Plane slopes [mm/mm] along x and y.
+    pub plane_slope: (f64, f64),
+    /// Tilt angle [mrad].
+    pub tilt_mrad: f64,
+    /// Uncertainty of the tilt angle [mrad].
+    pub sigma_tilt_mrad: f64,
+    /// Direction of increasing gas gap [degrees from +x].
+    pub tilt_direction_deg: f64,
+    /// Gas drift speed used [mm/us].
+    pub gas_speed_mm_per_us: f64,
+}
+
+/// Complementary error function (Numerical Recipes' erfcc, |error| < 1.2e-7).
+pub(super) fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 {
+        r
+    } else {
+        2.0 - r
+    }
+}
+
+fn g(u: f64) -> f64 {
+    let phi = (-0.5 * u * u).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let cdf = 0.5 * erfc(-u / std::f64::consts::SQRT_2);
+    u * cdf + phi
+}
+
+/// P(|X| < h) for X = box(T) + N(0, sigma).
+fn central_probability(h: f64, t: f64, sigma: f64) -> f64 {
+    if sigma < 1e-9 * t.max(1.0) {
+        return (2.0 * h / t).min(1.0);
+    }
+    if t < 1e-9 {
+        return 1.0 - erfc(h / (sigma * std::f64::consts::SQRT_2));
+    }
+    let s = sigma;
+    s / t
+        * (g((h + t / 2.0) / s) - g((h - t / 2.0) / s) - g((t / 2.0 - h) / s)
+            + g((-h - t / 2.0) / s))
+}
+
+/// 50 % width of box(T) convolved with N(0, sigma) [same units as T, sigma].
+pub fn width_50(t: f64, sigma: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0, t + 5.0 * sigma + 1e-9);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if central_probability(mid, t, sigma) < 0.5 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo + hi
+}
+
+/// T with width_50(T, sigma) = w (0 when the width is below the diffusion's alone).
+fn invert_width(w: f64, sigma: f64) -> f64 {
+    if w.is_nan() || w <= width_50(0.0, sigma) {
+        return 0.0;
+    }
+    let (mut lo, mut hi) = (0.0, 2.0 * w + 1.0);
+    for _ in 0..50 {
+        let mid = 0.5 * (lo + hi);
+        if width_50(mid, sigma) < w {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mid = v.len() / 2;
+    *v.select_nth_unstable_by(mid, f64::total_cmp).1
+}
+
+/// Measure the gas-gap map.
+///
+/// # Errors
+/// [`CalibrateError::TooFew`] with fewer than 200 single scatters, or
+/// [`CalibrateError::Fit`] when the plane fit is singular.
+pub fn fit_liquid_level(
+    events: &[KrEvent],
+    radius_mm: f64,
+    drift_speed_mm_per_us: f64,
+    gas_speed_mm_per_us: f64,
+) -> Result<LiquidLevel, CalibrateError> {
+    let ev: Vec<&KrEvent> = events
+        .iter()
+        .filter(|e| e.s2_width_50_ns > 0.0 && e.drift_ns > 0.0)
+        .collect();
+    if ev.len() < 200 {
+        return Err(CalibrateError::TooFew {
+            product: "liquid level",
+            what: "Kr83m single scatters with an S2 width",
+            got: ev.len(),
+            need: 200,
+        });
+    }
+    let sigma_t = |d: f64, t_ns: f64| (2.0 * d * t_ns * 1e-3).sqrt() / drift_speed_mm_per_us * 1e3;
+    // 1. Global T_0 and D_L from drift-time slices.
+    let t_max = ev.iter().map(|e| e.drift_ns).fold(0.0, f64::max);
+    let slices: Vec<(f64, f64)> = (0..12)
+        .filter_map(|k| {
+            let lo = t_max * f64::from(k) / 12.0;
+            let hi = t_max * f64::from(k + 1) / 12.0;
+            let sel: Vec<&&KrEvent> = ev
+                .iter()
+                .filter(|e| (lo..hi).contains(&e.drift_ns))
+                .collect();
+            (sel.len() >= 10).then(|| {
+                (
+                    median(sel.iter().map(|e| e.drift_ns).collect()),
+                    median(sel.iter().map(|e| e.s2_width_50_ns).collect()),
+                )
+            })
+        })
+        .collect();
+    let cost = |t0: f64, d: f64| -> f64 {
+        slices
+            .iter()
+            .map(|&(t, w)| (width_50(t0, sigma_t(d, t)) - w).powi(2))
+            .sum()
+    };
+    let (mut best_t, mut best_d, mut best) = (1000.0, 0.002, f64::INFINITY);
+    for i in 0..40 {
+        for j in 0..40 {
+            let t0 = 100.0 + 75.0 * f64::from(i);
+            let d = 0.0002 * f64::from(j + 1);
+            let c = cost(t0, d);
+            if c < best {
+                (best_t, best_d, best) = (t0, d, c);
+            }
+        }
+    }
+    let (mut step_t, mut step_d) = (40.0, 0.0001);
+    for _ in 0..40 {
+        for (dt, dd) in [(step_t, 0.0), (-step_t, 0.0), (0.0, step_d), (0.0, -step_d)] {
+            let (t0, d) = (best_t + dt, (best_d + dd).max(1e-6));
+            let c = cost(t0, d);
+            if c < best {
+                (best_t, best_d, best) = (t0, d, c);
+            }
+        }
+        step_t *= 0.7;
+        step_d *= 0.7;
+    }
+    // 2. Per-bin EL duration from the shallower events.
+    let mut per_bin: Vec<Vec<f64>> = vec![Vec::new(); GAP_BINS * GAP_BINS];
+    let bin = |v: f64| {
+        (((v + radius_mm) / (2.0 * radius_mm) * GAP_BINS as f64)
+            .floor()
+            .max(0.0) as usize)
+            .min(GAP_BINS - 1)
+    };
+    for e in ev.iter().filter(|e| e.drift_ns < 400e3) {
+        let t = invert_width(e.s2_width_50_ns, sigma_t(best_d, e.drift_ns));
+        per_bin[bin(e.y_mm) * GAP_BINS + bin(e.x_mm)].push(t * 1e-3 * gas_speed_mm_per_us);
+    }
+    let counts: Vec<usize> = per_bin.iter().map(Vec::len).collect();
+    let mut map = XyMap {
+        half_width_mm: radius_mm,
+        nx: GAP_BINS,
+        ny: GAP_BINS,
+        values: per_bin
+            .into_iter()
+            .map(|v| if v.len() >= 10 { median(v) } else { f64::NAN })
+            .collect(),
+    };
+    // 4. Plane through the filled bins.
+    let (mut rows, mut y, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    for j in 0..GAP_BINS {
+        for i in 0..GAP_BINS {
+            let v = map.values[j * GAP_BINS + i];
+            if v.is_finite() {
+                let (x, yy) = map.bin_centre(i, j);
+                rows.push(vec![1.0, x, yy]);
+                y.push(v);
+                w.push(counts[j * GAP_BINS + i] as f64);
+            }
+        }
+    }
+    let plane = robust_least_squares(&rows, &y, &w, 5.0).ok_or(CalibrateError::Fit {
+        product: "liquid level",
+        why: format!("plane through {} filled bins is singular", y.len()),
+    })?;
+    let (b, c) = (plane.coef[1], plane.coef[2]);
+    for j in 0..GAP_BINS {
+        for i in 0..GAP_BINS {
+            let k = j * GAP_BINS + i;
+            if !map.values[k].is_finite() {
+                let (x, yy) = map.bin_centre(i, j);
+                map.values[k] = plane.coef[0] + b * x + c * yy;
+            }
+        }
+    }
+    let slope = b.hypot(c);
+    let sigma_slope = if slope > 0.0 {
+        ((b * b * plane.cov[1][1] + c * c * plane.cov[2][2] + 2.0 * b * c * plane.cov[1][2])
+            / (slope * slope))
+            .sqrt()
+    } else {
+        plane.cov[1][1].sqrt()
+    };
+    Ok(LiquidLevel {
+        el_duration_ns: best_t,
+        diffusion_mm2_per_us: best_d,
+        map,
+        counts,
+        plane_gap_mm: plane.coef[0],
+        plane_slope: (b, c),
+        tilt_mrad: slope.atan() * 1e3,
+        sigma_tilt_mrad: sigma_slope * 1e3,
+        tilt_direction_deg: c.atan2(b).to_degrees(),
+        gas_speed_mm_per_us,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn width_of_a_box_and_of_a_gaussian() {
+        assert!((width_50(1000.0, 0.0) - 500.0).abs() < 1e-3);
+        assert!((width_50(1000.0, 1e-12) - 500.0).abs() < 1e-3);
+        assert!((width_50(0.0, 100.0) - 134.9).abs() < 0.1);
+        let w = width_50(800.0, 300.0);
+        assert!((invert_width(w, 300.0) - 800.0).abs() < 0.01);
+    }
+}

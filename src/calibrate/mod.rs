@@ -1,0 +1,267 @@
+//! `tpcflow calibrate`: detector-health products from reconstructed Kr83m
+//! calibration runs, written as a conditions file the reconstruction can load
+//! (`tpcflow reco --conditions DIR/conditions.toml`) and a report for people.
+//!
+//! One module per product, each with its estimator in its docs:
+//! [`lifetime`] (electron lifetime), [`se_gain`] (single-electron gain and
+//! width), [`pmt_gains`] (per-channel gains, dead and noisy channels),
+//! [`liquid_level`] (gas gap vs xy, plane tilt), [`kr_maps`] (S2 vs xy, S1 vs
+//! xyz and the energy-peak uniformity); [`output`] writes the conditions and
+//! [`report`] the Markdown report with its SVG figures.
+//!
+//! ```no_run
+//! use std::path::PathBuf;
+//! let opts = tpcflow::calibrate::Options {
+//!     rq_files: vec![PathBuf::from("rq/000100_00000.abc.rq.h5")],
+//!     out: PathBuf::from("calib-100"),
+//!     base_conditions: "v1".into(),
+//!     tag: "kr-100".into(),
+//!     runs: vec![100],
+//!     truth: None,
+//! };
+//! let products = tpcflow::calibrate::run(&opts).unwrap();
+//! println!("electron lifetime {:.0} us", products.lifetime.lifetime_us);
+//! ```
+
+pub mod cli;
+pub mod inputs;
+pub mod kr_maps;
+pub mod lifetime;
+pub mod linear_fit;
+pub mod liquid_level;
+pub mod output;
+pub mod pmt_gains;
+pub mod report;
+pub mod se_gain;
+pub mod truth_check;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::conditions::Conditions;
+
+/// Errors of the calibration.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrateError {
+    /// An RQ file or dataset cannot be read.
+    #[error("{path}: {what}")]
+    Rq {
+        /// File.
+        path: PathBuf,
+        /// Dataset and HDF5's message.
+        what: String,
+    },
+    /// An RQ file's index columns point outside its tables.
+    #[error("{path}: {what}")]
+    Inconsistent {
+        /// File.
+        path: PathBuf,
+        /// What is inconsistent.
+        what: String,
+    },
+    /// Not enough data for a product.
+    #[error("{product}: {got} {what}, need at least {need}")]
+    TooFew {
+        /// Product.
+        product: &'static str,
+        /// What was counted.
+        what: &'static str,
+        /// Found.
+        got: usize,
+        /// Needed.
+        need: usize,
+    },
+    /// A fit failed.
+    #[error("{product}: {why}")]
+    Fit {
+        /// Product.
+        product: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// The base conditions cannot be loaded or the result is not valid conditions.
+    #[error(transparent)]
+    Conditions(#[from] crate::conditions::ConditionsError),
+    /// Writing the outputs.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Drawing a figure.
+    #[error("figure {name}: {why}")]
+    Plot {
+        /// Figure.
+        name: String,
+        /// plotters' message.
+        why: String,
+    },
+}
+
+/// What to calibrate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// RQ files of the calibration runs.
+    pub rq_files: Vec<PathBuf>,
+    /// Output directory (conditions.toml, report.md, figures).
+    pub out: PathBuf,
+    /// Conditions the RQ files were reconstructed with (tag or file): the
+    /// base of the new conditions and the scale of the RQ areas.
+    pub base_conditions: String,
+    /// Tag of the new conditions.
+    pub tag: String,
+    /// Runs the files belong to (provenance).
+    pub runs: Vec<u32>,
+    /// For simulated runs: the conditions the simulator ran with, to report
+    /// each product against.
+    pub truth: Option<String>,
+}
+
+/// Every product, with what it was measured from.
+#[derive(Debug, Clone)]
+pub struct Products {
+    /// The conditions the RQ files were made with.
+    pub base: Conditions,
+    /// Inputs' counts and files.
+    pub inputs: inputs::Inputs,
+    /// Electron lifetime.
+    pub lifetime: lifetime::LifetimeFit,
+    /// Single-electron gain.
+    pub se: se_gain::SeGain,
+    /// PMT gains, dead and noisy channels.
+    pub gains: pmt_gains::PmtGains,
+    /// Gas gap (None when the S2 widths do not allow it, with the reason).
+    pub liquid: Result<liquid_level::LiquidLevel, String>,
+    /// Kr83m maps.
+    pub maps: kr_maps::KrMaps,
+    /// Kr83m energy-peak uniformity with the base conditions.
+    pub uniformity_base: kr_maps::Uniformity,
+    /// The same with the measured products.
+    pub uniformity_measured: kr_maps::Uniformity,
+    /// Wall time of the measurement (reading included) [s].
+    pub seconds: f64,
+}
+
+/// Kr83m energies [keV] of each event with a lifetime, SE gain and maps.
+fn energies(
+    base: &Conditions,
+    ev: &[inputs::KrEvent],
+    lifetime_us: f64,
+    se_gain_phd: f64,
+    s1_map: &dyn Fn(&inputs::KrEvent) -> f64,
+    s2_map: &dyn Fn(&inputs::KrEvent) -> f64,
+) -> Vec<f64> {
+    let l = &base.detector.params.light;
+    let g2 = l.extraction_efficiency * se_gain_phd;
+    ev.iter()
+        .map(|e| {
+            let s1c = e.s1_phd / s1_map(e);
+            let s2c = e.s2_phd * (e.drift_ns * 1e-3 / lifetime_us).exp() / s2_map(e);
+            l.w_ev * (s1c / l.g1 + s2c / g2) * 1e-3
+        })
+        .collect()
+}
+
+/// Measure every product (no files written).
+///
+/// # Errors
+/// [`CalibrateError`] naming the file, product or field.
+pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
+    let start = Instant::now();
+    let base = Conditions::load(&opts.base_conditions)?;
+    let inputs = inputs::Inputs::read(&opts.rq_files)?;
+    let det = &base.detector;
+    let p = &det.params;
+    let radius = p.tpc.radius_mm;
+    let z_range = (p.tpc.cathode_z_mm, p.tpc.gate_z_mm);
+    let lifetime = lifetime::fit_lifetime(&inputs.kr, radius)?;
+    let se = se_gain::fit_se_gain(&inputs.se_areas_phd)?;
+    let gains = pmt_gains::fit_pmt_gains(
+        &inputs.spe_channel,
+        &inputs.spe_area_phd,
+        &p.pmts.spe_area_adc,
+        p.pmts.spe_resolution,
+        p.pmts.double_phe_prob,
+    )?;
+    let gas_speed = (p.tpc.anode_z_mm - p.tpc.liquid_z_mm) / (base.sim.el_width_ns * 1e-3);
+    let liquid = liquid_level::fit_liquid_level(
+        &inputs.kr,
+        radius,
+        p.tpc.drift_velocity_mm_per_us,
+        gas_speed,
+    )
+    .map_err(|e| e.to_string());
+    let maps = kr_maps::fit_kr_maps(&inputs.kr, lifetime.lifetime_us, radius, z_range)?;
+    let nominal_s1 = |e: &inputs::KrEvent| det.s1_light_collection(e.x_mm, e.y_mm, e.z_mm);
+    let nominal_s2 = |e: &inputs::KrEvent| det.s2_light_collection(e.x_mm, e.y_mm);
+    let mid = 0.5 * (z_range.0 + z_range.1);
+    let s1_centre = det.s1_light_collection(0.0, 0.0, mid);
+    let s2_centre = det.s2_light_collection(0.0, 0.0);
+    let measured_s1 = |e: &inputs::KrEvent| maps.s1_xyz.at(e.x_mm, e.y_mm, e.z_mm) * s1_centre;
+    let measured_s2 = |e: &inputs::KrEvent| maps.s2_xy.at(e.x_mm, e.y_mm) * s2_centre;
+    let e_base = energies(
+        &base,
+        &inputs.kr,
+        p.tpc.electron_lifetime_us,
+        p.light.se_gain_phd,
+        &nominal_s1,
+        &nominal_s2,
+    );
+    let e_measured = energies(
+        &base,
+        &inputs.kr,
+        lifetime.lifetime_us,
+        se.gain_phd,
+        &measured_s1,
+        &measured_s2,
+    );
+    let uniformity_base = kr_maps::uniformity(&inputs.kr, &e_base, radius, z_range);
+    let uniformity_measured = kr_maps::uniformity(&inputs.kr, &e_measured, radius, z_range);
+    Ok(Products {
+        base,
+        inputs,
+        lifetime,
+        se,
+        gains,
+        liquid,
+        maps,
+        uniformity_base,
+        uniformity_measured,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Measure and write DIR/conditions.toml, DIR/report.md and the figures.
+///
+/// # Errors
+/// [`CalibrateError`] naming the file, product or field.
+pub fn run(opts: &Options) -> Result<Products, CalibrateError> {
+    let products = measure(opts)?;
+    std::fs::create_dir_all(&opts.out).map_err(|source| CalibrateError::Io {
+        path: opts.out.clone(),
+        source,
+    })?;
+    output::write_conditions(opts, &products)?;
+    let truth = match &opts.truth {
+        Some(spec) => Some(Conditions::load(spec)?),
+        None => None,
+    };
+    report::write_report(opts, &products, truth.as_ref())?;
+    Ok(products)
+}
+
+/// Write `text` to `path` atomically (temporary name, fsync, rename).
+fn write_atomic(path: &std::path::Path, text: &str) -> Result<(), CalibrateError> {
+    use std::io::Write;
+    let io = |source| CalibrateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
