@@ -466,8 +466,8 @@ fn attempt(
             catalog.replica_transition(
                 item.file_id,
                 item.site,
-                Transferring,
-                Queued,
+                ReplicaState::Transferring,
+                ReplicaState::Queued,
                 Some(&reason),
             )?;
             tracing::error!(file = %item.file, site = %item.site, %reason, "destination full: left queued for the next pass");

@@ -399,6 +399,18 @@ impl Dispatcher {
                 )?;
             }
         }
+        // A dispatcher that salts blinds a catalog no one has decided about
+        // yet: from then on no configuration (a dispatcher without the key,
+        // a hand-run transfer) places a science file unsalted. An explicit
+        // `catalog unblind` is never overridden.
+        if !cfg.settings.salt_key.is_empty() && catalog.blinding()?.history.is_empty() {
+            catalog.set_blinding(
+                true,
+                "tpcflow dispatch",
+                &format!("salt key {} configured", cfg.settings.salt_key),
+            )?;
+            tracing::info!(key = %cfg.settings.salt_key, "catalog blinded: salting is configured");
+        }
         let instance = catalog.instance_id()?;
         let client = Client {
             timeout: Duration::from_secs_f64(cfg.settings.slurm_timeout_s),

@@ -255,3 +255,74 @@ fn a_dispatcher_without_a_salt_key_places_no_science_file_of_a_blinded_catalog()
         );
     }
 }
+
+#[test]
+fn a_dispatcher_that_salts_blinds_a_new_catalog_for_good() {
+    if !require_cluster() {
+        return;
+    }
+    let _cluster = cluster_shared();
+    let dir = scratch("blinding-by-dispatch");
+    let (d, data) = (dir.path(), dir.path().join("data"));
+    let catalog = d.join("catalog.sqlite");
+    let (key, vault) = (d.join("salt.key"), d.join("vault"));
+    ok_in(
+        &catalog,
+        &data,
+        &[
+            "salt",
+            "keygen",
+            "--key",
+            key.to_str().unwrap(),
+            "--vault",
+            vault.to_str().unwrap(),
+            "--rate",
+            "0.1",
+        ],
+    );
+    sim_run(&data, SCIENCE, 1, false);
+    ok_in(&catalog, &data, &["catalog", "init"]);
+    assert_eq!(blinding_json(&catalog, &data)["blinded"], false);
+
+    // A pass that salts blinds the catalog, and says who did it.
+    let salting = d.join("salting.toml");
+    std::fs::write(
+        &salting,
+        format!(
+            "prompt_conditions = \"\"\nsalt_key = \"{}\"\nsalt_vault = \"{}\"\n",
+            key.display(),
+            vault.display()
+        ),
+    )
+    .unwrap();
+    ok_in(
+        &catalog,
+        &data,
+        &["dispatch", "--once", "--config", salting.to_str().unwrap()],
+    );
+    let b = blinding_json(&catalog, &data);
+    assert_eq!(b["blinded"], true, "{b}");
+    assert_eq!(b["history"][0]["by"], "tpcflow dispatch", "{b}");
+    for site in Site::DESTINATIONS {
+        assert_eq!(placed(&data, site, SCIENCE), 1, "salted file not at {site}");
+    }
+
+    // Without the key later, a new science run stays at SURF: the catalog,
+    // not the configuration, decides.
+    sim_run(&data, SCIENCE + 2, 1, false);
+    let plain = d.join("plain.toml");
+    std::fs::write(&plain, "prompt_conditions = \"\"\n").unwrap();
+    let out = ok_in(
+        &catalog,
+        &data,
+        &["dispatch", "--once", "--config", plain.to_str().unwrap()],
+    );
+    assert!(out.contains("held unsalted 1"), "{out}");
+    for site in Site::DESTINATIONS {
+        assert_eq!(
+            placed(&data, site, SCIENCE + 2),
+            0,
+            "unsalted file at {site}"
+        );
+    }
+}
