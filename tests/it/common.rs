@@ -24,6 +24,10 @@ pub fn require_cluster() -> bool {
         eprintln!("SKIPPED: TPCFLOW_SKIP_CLUSTER_TESTS=1 (never set in CI)");
         return false;
     }
+    // The SLURM outage test stops slurmctld while it holds `CLUSTER` for
+    // writing: wait until no such test runs before asking whether the
+    // cluster is up. Every test calls this before taking its own guard.
+    drop(CLUSTER.read().unwrap_or_else(|e| e.into_inner()));
     let ping = Command::new("scontrol").arg("ping").output();
     match ping {
         Ok(out) if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("UP") => {}

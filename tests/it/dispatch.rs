@@ -459,6 +459,8 @@ fn second_dispatcher_refuses_and_bad_config_fails_before_submitting() {
     if !require_cluster() {
         return;
     }
+    // The SLURM outage test stops slurmctld while it holds the cluster alone.
+    let _cluster = cluster_shared();
     let s = site("dispatch-lock", "nodes = 1\n");
     let mut first = dispatch_cmd(&s)
         .args(["--daemon", "--interval", "5"])

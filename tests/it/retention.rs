@@ -143,3 +143,81 @@ fn surf_copies_are_retired_only_when_safe_elsewhere_and_crashes_are_finished() {
     let text = ok_in(&catalog, &data, &["status"]);
     assert!(text.contains("retired"), "{text}");
 }
+
+#[test]
+fn the_dispatcher_retires_surf_copies_in_its_pass_once_three_replicas_are_verified() {
+    if !require_cluster() {
+        return;
+    }
+    let _cluster = cluster_shared();
+    let dir = scratch("retention-dispatch");
+    let (d, data) = (dir.path(), dir.path().join("data"));
+    let catalog = d.join("catalog.sqlite");
+    // A calibration run: no salting needed, so one pass moves it everywhere.
+    sim_run(&data, RUN + 5, 2, true);
+    let config = d.join("dispatch.toml");
+    let write_config = |enabled: bool| {
+        std::fs::write(
+            &config,
+            format!("prompt_conditions = \"\"\n[retention]\nenabled = {enabled}\ngrace_s = 0.0\n"),
+        )
+        .unwrap();
+    };
+    let surf = |seq: u32| {
+        data.join("SURF")
+            .join(format!("{:06}", RUN + 5))
+            .join(format!("{:06}_{seq:05}.raw.h5", RUN + 5))
+    };
+
+    // Retention off (the default): the pass moves the files and frees nothing.
+    write_config(false);
+    let out = ok_in(
+        &catalog,
+        &data,
+        &["dispatch", "--once", "--config", config.to_str().unwrap()],
+    );
+    assert!(out.contains("SURF retired 0"), "{out}");
+    assert!(surf(0).exists() && surf(1).exists());
+
+    // On: the same catalog's next pass frees the SURF buffer.
+    write_config(true);
+    let out = ok_in(
+        &catalog,
+        &data,
+        &["dispatch", "--once", "--config", config.to_str().unwrap()],
+    );
+    assert!(out.contains("SURF retired 2"), "{out}");
+    for seq in 0..2 {
+        assert!(!surf(seq).exists(), "SURF copy {seq} still on disk");
+        let name = format!("{:06}_{seq:05}.raw.h5", RUN + 5);
+        let show = ok_in(&catalog, &data, &["catalog", "show", "--json", &name]);
+        let json: serde_json::Value = serde_json::from_str(&show).unwrap();
+        let states: Vec<(String, String)> = json["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["site"].as_str().unwrap().to_string(),
+                    r["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for (site, state) in &states {
+            let want = if site == "SURF" {
+                "retired"
+            } else {
+                "verified"
+            };
+            assert_eq!(state, want, "{name} at {site}: {states:?}");
+        }
+    }
+    // The audit of SURF finds nothing lost.
+    let audit = tpcflow_in(&catalog, &data, &["audit", "--site", "SURF", "--json"]);
+    assert!(
+        audit.status.success(),
+        "audit of a retired SURF buffer fails"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(report["lost"].as_array().map_or(0, Vec::len), 0, "{report}");
+}

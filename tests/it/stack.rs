@@ -119,6 +119,8 @@ fn doctor_reports_all_green_on_the_set_up_machine() {
     if !require_cluster() {
         return;
     }
+    // The SLURM outage test stops slurmctld while it holds the cluster alone.
+    let _cluster = cluster_shared();
     let out = Command::new(tpcflow_bin())
         .args(["doctor", "--json"])
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -153,6 +155,8 @@ fn doctor_names_an_unreachable_controller() {
     if !require_cluster() {
         return;
     }
+    // The SLURM outage test stops slurmctld while it holds the cluster alone.
+    let _cluster = cluster_shared();
     // Point the client commands at a copy of the cluster's config whose controller
     // port has nobody listening: the same as a stopped slurmctld, without
     // disturbing the real one other tests use.
