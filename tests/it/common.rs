@@ -140,3 +140,50 @@ pub fn evict(path: &Path) {
         .expect("dd runs");
     assert!(st.success());
 }
+
+/// A `tpcflow reco` job on 2 ranks over up to 2 nodes from the local sbatch
+/// template, reading the input list `inputs` into `out`: returns the script
+/// and its job log, both under `dir`.
+pub fn two_rank_reco_script(
+    dir: &Path,
+    job_name: &str,
+    inputs: &[PathBuf],
+    out: &Path,
+    extra_reco_args: &str,
+) -> (PathBuf, PathBuf) {
+    use tpcflow::sbatch::{shell_quote, Template};
+    let list = dir.join("inputs.txt");
+    let names: String = inputs
+        .iter()
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
+    std::fs::write(&list, names).unwrap();
+    let log = dir.join("job.log");
+    let values: std::collections::BTreeMap<String, String> = [
+        ("job_name", job_name.to_string()),
+        ("nodes", cluster_nodes().len().min(2).to_string()),
+        ("ntasks", "2".into()),
+        ("cpus_per_task", "1".into()),
+        ("time_limit", "00:10:00".into()),
+        ("log", log.display().to_string()),
+        ("tpcflow", shell_quote(&tpcflow_bin().display().to_string())),
+        (
+            "reco_args",
+            format!(
+                "--inputs @{} --out-dir {} --json {extra_reco_args}",
+                shell_quote(&list.display().to_string()),
+                shell_quote(&out.display().to_string())
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let script = dir.join("reco.sbatch");
+    tpcflow::sbatch::write_script(
+        &script,
+        &Template::load("local").unwrap().render(&values).unwrap(),
+    )
+    .unwrap();
+    (script, log)
+}

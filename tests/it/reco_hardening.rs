@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tpcflow::reco_job::{read_result, FileResult};
 use tpcflow::rq::read_rq_file;
-use tpcflow::sbatch::{shell_quote, Template};
+use tpcflow::sbatch::shell_quote;
 use tpcflow::slurm::{self, JobState};
 
 use crate::common::*;
@@ -120,43 +120,14 @@ fn a_rank_that_cannot_continue_ends_the_sbatch_job_within_seconds() {
     let dir = scratch("reco-abort");
     let inputs = simulate(&dir.path().join("SURF"), 6, 20);
     let out = dir.path().join("rq");
-    let list = dir.path().join("inputs.txt");
-    std::fs::write(
-        &list,
-        inputs
-            .iter()
-            .map(|p| format!("{}\n", p.display()))
-            .collect::<String>(),
-    )
-    .unwrap();
-    let log = dir.path().join("job.log");
     let time_limit = Duration::from_secs(600);
-    let values: BTreeMap<String, String> = [
-        ("job_name", "tpcflow-reco-abort-it".to_string()),
-        ("nodes", nodes.len().min(2).to_string()),
-        ("ntasks", "2".into()),
-        ("cpus_per_task", "1".into()),
-        ("time_limit", "00:10:00".into()),
-        ("log", log.display().to_string()),
-        ("tpcflow", shell_quote(&tpcflow_bin().display().to_string())),
-        (
-            "reco_args",
-            format!(
-                "--inputs @{} --out-dir {} --json --events-per-unit 20",
-                shell_quote(&list.display().to_string()),
-                shell_quote(&out.display().to_string())
-            ),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let script = dir.path().join("reco.sbatch");
-    tpcflow::sbatch::write_script(
-        &script,
-        &Template::load("local").unwrap().render(&values).unwrap(),
-    )
-    .unwrap();
+    let (script, log) = two_rank_reco_script(
+        dir.path(),
+        "tpcflow-reco-abort-it",
+        &inputs,
+        &out,
+        "--events-per-unit 20",
+    );
     // Rank 1 finishes two units (a whole file each), then cannot continue.
     let fault = format!("--export=ALL,{}=1:2", tpcflow::reco_job::abort::FAULT_ENV);
     let t = Instant::now();

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tpcflow::reco_job::{read_result, FileResult};
 use tpcflow::rq::{read_rq_file, ColumnData, RqFile};
-use tpcflow::sbatch::{shell_quote, Template};
 use tpcflow::slurm::{self, JobState};
 
 use crate::common::*;
@@ -351,42 +350,7 @@ fn sbatch_job_with_two_ranks_on_two_nodes_writes_files_pandas_reads() {
     let dir = scratch("reco-sbatch");
     let inputs = simulate(&dir.path().join("SURF"), 4, 12);
     let out = dir.path().join("rq");
-    let list = dir.path().join("inputs.txt");
-    std::fs::write(
-        &list,
-        inputs
-            .iter()
-            .map(|p| format!("{}\n", p.display()))
-            .collect::<String>(),
-    )
-    .unwrap();
-    let log = dir.path().join("job.log");
-    let values: BTreeMap<String, String> = [
-        ("job_name", "tpcflow-reco-it".to_string()),
-        ("nodes", nodes.len().min(2).to_string()),
-        ("ntasks", "2".into()),
-        ("cpus_per_task", "1".into()),
-        ("time_limit", "00:10:00".into()),
-        ("log", log.display().to_string()),
-        ("tpcflow", shell_quote(&tpcflow_bin().display().to_string())),
-        (
-            "reco_args",
-            format!(
-                "--inputs @{} --out-dir {} --json",
-                shell_quote(&list.display().to_string()),
-                shell_quote(&out.display().to_string())
-            ),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let script = dir.path().join("reco.sbatch");
-    tpcflow::sbatch::write_script(
-        &script,
-        &Template::load("local").unwrap().render(&values).unwrap(),
-    )
-    .unwrap();
+    let (script, log) = two_rank_reco_script(dir.path(), "tpcflow-reco-it", &inputs, &out, "");
     let job = slurm::submit(&script, &[]).unwrap();
     let info = slurm::wait_for_job(job, Duration::from_secs(240)).unwrap();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
