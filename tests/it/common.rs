@@ -187,3 +187,36 @@ pub fn two_rank_reco_script(
     .unwrap();
     (script, log)
 }
+
+/// Simulated mixed-source raw files of `run` (seed = run) under `dir`,
+/// `files` x `events`, with conditions v1.
+pub fn simulate_mixed(run: u32, dir: &Path, files: u32, events: u32) -> Vec<PathBuf> {
+    let cond = tpcflow::conditions::Conditions::load("v1").unwrap();
+    let opts = tpcflow::sim::SimOptions {
+        run,
+        files,
+        events_per_file: events,
+        seed: u64::from(run),
+        out: dir.to_path_buf(),
+        source: tpcflow::sim::Source::Mixed,
+        first_sequence: 0,
+        live_rate_hz: None,
+    };
+    tpcflow::sim::run(&opts, &cond).unwrap().files
+}
+
+/// Open MPI allowed to run as root, and no inherited SLURM thread count.
+pub fn mpi_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env_remove("SLURM_CPUS_PER_TASK")
+}
+
+/// The `tpcflow` binary with Open MPI allowed as root and quiet logs.
+pub fn tpcflow_cmd() -> Command {
+    let mut c = Command::new(tpcflow_bin());
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("TPCFLOW_LOG", "warn");
+    c
+}

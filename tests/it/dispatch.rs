@@ -11,14 +11,6 @@ use tpcflow::dispatch::prompt_campaign_name;
 
 use crate::common::*;
 
-fn tpcflow() -> Command {
-    let mut c = Command::new(tpcflow_bin());
-    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("TPCFLOW_LOG", "warn");
-    c
-}
-
 struct Site {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -41,7 +33,7 @@ fn site(name: &str, settings: &str) -> Site {
 }
 
 fn sim(root: &Path, run: u32, files: u32, events: u32, extra: &[&str]) -> Output {
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args([
             "sim",
             "--run",
@@ -61,7 +53,7 @@ fn sim(root: &Path, run: u32, files: u32, events: u32, extra: &[&str]) -> Output
 }
 
 fn dispatch_cmd(s: &Site) -> Command {
-    let mut c = tpcflow();
+    let mut c = tpcflow_cmd();
     c.arg("dispatch")
         .arg("--catalog")
         .arg(&s.catalog)
@@ -110,7 +102,7 @@ fn live_run_is_moved_reconstructed_and_catalogued_without_an_operator() {
     let _cluster = cluster_shared();
     let dir = scratch("dispatch-live-keys");
     let (key, vault) = (dir.path().join("salt.key"), dir.path().join("vault"));
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args(["salt", "keygen", "--rate", "0.2", "--key"])
         .arg(&key)
         .arg("--vault")
@@ -128,7 +120,7 @@ fn live_run_is_moved_reconstructed_and_catalogued_without_an_operator() {
         ),
     );
     // The DAQ writes 20 files over ~5 s while the dispatcher runs as a daemon.
-    let mut daq = tpcflow()
+    let mut daq = tpcflow_cmd()
         .args([
             "sim",
             "--run",
@@ -205,7 +197,7 @@ fn live_run_is_moved_reconstructed_and_catalogued_without_an_operator() {
     );
     assert!(lat[0] > 0.0 && median < 120.0);
     // `tpcflow status` shows the same.
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args(["status", "--json", "--catalog"])
         .arg(&s.catalog)
         .output()
@@ -248,7 +240,7 @@ fn jobs_that_ran(work_dir: &Path) -> Vec<(String, String, Vec<String>)> {
 
 /// Create a campaign over `runs` with the default conditions.
 fn create_campaign(s: &Site, name: &str, runs: &str) {
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args(["campaign", "create", "--name", name, "--runs", runs])
         .args(["--conditions", "v1", "--catalog"])
         .arg(&s.catalog)
@@ -424,7 +416,7 @@ fn killed_dispatcher_loses_nothing_and_runs_nothing_twice() {
     // A campaign over the same runs with other settings makes new outputs beside the old ones.
     let cfg = s.root.join("reco-alt.toml");
     std::fs::write(&cfg, "hit_threshold_rms = 5.0\n").unwrap();
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args([
             "campaign",
             "create",
@@ -679,7 +671,7 @@ fn job_faults_are_detected_with_their_state_retried_and_failed_after_the_cap() {
     assert_eq!(f.last_error.as_deref(), Some(why.as_str()));
     // And an operator's retry brings it home.
     set_fault(dir.path(), "");
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args(["campaign", "retry-failed", "prompt-v1", "--catalog"])
         .arg(&s.catalog)
         .output()

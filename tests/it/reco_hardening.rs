@@ -16,28 +16,6 @@ use tpcflow::slurm::{self, JobState};
 
 use crate::common::*;
 
-/// Simulated raw files of run 32, `files` x `events`.
-fn simulate(dir: &Path, files: u32, events: u32) -> Vec<PathBuf> {
-    let cond = tpcflow::conditions::Conditions::load("v1").unwrap();
-    let opts = tpcflow::sim::SimOptions {
-        run: 32,
-        files,
-        events_per_file: events,
-        seed: 32,
-        out: dir.to_path_buf(),
-        source: tpcflow::sim::Source::Mixed,
-        first_sequence: 0,
-        live_rate_hz: None,
-    };
-    tpcflow::sim::run(&opts, &cond).unwrap().files
-}
-
-fn mpi_env(cmd: &mut Command) -> &mut Command {
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env_remove("SLURM_CPUS_PER_TASK")
-}
-
 /// `tpcflow reco` on one rank (no launcher).
 fn reco1(args: &[&str], out: &Path, inputs: &[&Path]) -> Output {
     let mut cmd = Command::new(tpcflow_bin());
@@ -118,7 +96,7 @@ fn a_rank_that_cannot_continue_ends_the_sbatch_job_within_seconds() {
     let _cluster = cluster_shared();
     let nodes = cluster_nodes();
     let dir = scratch("reco-abort");
-    let inputs = simulate(&dir.path().join("SURF"), 6, 20);
+    let inputs = simulate_mixed(32, &dir.path().join("SURF"), 6, 20);
     let out = dir.path().join("rq");
     let time_limit = Duration::from_secs(600);
     let (script, log) = two_rank_reco_script(
@@ -184,7 +162,7 @@ fn a_rank_that_cannot_continue_ends_the_sbatch_job_within_seconds() {
 #[test]
 fn a_rank_that_cannot_write_its_outputs_ends_the_mpirun_job_at_once() {
     let dir = scratch("reco-rofs");
-    let inputs = simulate(&dir.path().join("SURF"), 4, 20);
+    let inputs = simulate_mixed(32, &dir.path().join("SURF"), 4, 20);
     let out = dir.path().join("rq");
     std::fs::create_dir_all(&out).unwrap();
     // Rank 1 sees the output directory read-only (a bind mount in a mount
@@ -252,7 +230,7 @@ fn a_rank_that_cannot_write_its_outputs_ends_the_mpirun_job_at_once() {
 #[test]
 fn the_plan_is_made_by_rank_0_alone() {
     let dir = scratch("reco-plan");
-    let inputs = simulate(&dir.path().join("SURF"), 1, 12);
+    let inputs = simulate_mixed(32, &dir.path().join("SURF"), 1, 12);
     let input = &inputs[0];
     let out = dir.path().join("rq");
     let trace = dir.path().join("rank1.strace");
@@ -296,7 +274,7 @@ fn the_plan_is_made_by_rank_0_alone() {
 #[test]
 fn inputs_that_would_write_the_same_outputs_are_refused_naming_both() {
     let dir = scratch("reco-dup");
-    let inputs = simulate(&dir.path().join("SURF"), 1, 4);
+    let inputs = simulate_mixed(32, &dir.path().join("SURF"), 1, 4);
     let a = &inputs[0];
     let other = dir.path().join("elsewhere");
     std::fs::create_dir_all(&other).unwrap();
@@ -338,7 +316,7 @@ fn inputs_that_would_write_the_same_outputs_are_refused_naming_both() {
 #[test]
 fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file() {
     let dir = scratch("reco-adler");
-    let inputs = simulate(&dir.path().join("SURF"), 2, 14);
+    let inputs = simulate_mixed(32, &dir.path().join("SURF"), 2, 14);
     let good = tpcflow::adler::digest_file(&inputs[0]).unwrap().adler32;
     let actual = tpcflow::adler::digest_file(&inputs[1]).unwrap().adler32;
     let wrong = if actual == "00000001" {
@@ -401,7 +379,7 @@ fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file(
 #[test]
 fn a_daq_header_that_disagrees_with_the_conditions_is_a_typed_error_naming_both() {
     let dir = scratch("reco-daq");
-    let inputs = simulate(&dir.path().join("SURF"), 1, 4);
+    let inputs = simulate_mixed(32, &dir.path().join("SURF"), 1, 4);
     let v1 =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conditions/v1.toml"))
             .unwrap();

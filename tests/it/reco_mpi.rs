@@ -13,28 +13,6 @@ use tpcflow::slurm::{self, JobState};
 
 use crate::common::*;
 
-/// Simulated raw files (run 31, `files` x `events`).
-fn simulate(dir: &Path, files: u32, events: u32) -> Vec<PathBuf> {
-    let cond = tpcflow::conditions::Conditions::load("v1").unwrap();
-    let opts = tpcflow::sim::SimOptions {
-        run: 31,
-        files,
-        events_per_file: events,
-        seed: 31,
-        out: dir.to_path_buf(),
-        source: tpcflow::sim::Source::Mixed,
-        first_sequence: 0,
-        live_rate_hz: None,
-    };
-    tpcflow::sim::run(&opts, &cond).unwrap().files
-}
-
-fn mpi_env(cmd: &mut Command) -> &mut Command {
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env_remove("SLURM_CPUS_PER_TASK")
-}
-
 /// `[mpirun -n ranks] tpcflow reco ...`
 fn reco(ranks: u32, threads: u32, inputs: &[PathBuf], out: &Path, extra: &[&str]) -> Output {
     let mut cmd = if ranks > 1 {
@@ -108,7 +86,7 @@ fn assert_same_contents(a: &RqFile, b: &RqFile, what: &str) {
 #[test]
 fn same_input_gives_identical_datasets_for_any_rank_and_thread_count() {
     let dir = scratch("reco-ident");
-    let inputs = simulate(&dir.path().join("SURF"), 3, 24);
+    let inputs = simulate_mixed(31, &dir.path().join("SURF"), 3, 24);
     // Small units force files to be split over ranks and merged back.
     let layouts = [(1u32, 1u32), (1, 2), (2, 1)];
     let mut outputs = Vec::new();
@@ -173,7 +151,7 @@ fn same_input_gives_identical_datasets_for_any_rank_and_thread_count() {
 #[test]
 fn inputs_not_in_the_page_cache_are_read_directly_and_give_the_same_outputs() {
     let dir = scratch("reco-direct");
-    let inputs = simulate(&dir.path().join("SURF"), 2, 120);
+    let inputs = simulate_mixed(31, &dir.path().join("SURF"), 2, 120);
     let per_rank = |o: &Output| -> Vec<(u64, u64)> {
         assert!(
             o.status.success(),
@@ -228,7 +206,7 @@ fn inputs_not_in_the_page_cache_are_read_directly_and_give_the_same_outputs() {
 #[test]
 fn corrupt_input_among_good_ones_is_a_partial_failure() {
     let dir = scratch("reco-partial");
-    let mut inputs = simulate(&dir.path().join("SURF"), 2, 10);
+    let mut inputs = simulate_mixed(31, &dir.path().join("SURF"), 2, 10);
     let bad = dir.path().join("SURF/000031/000031_00009.raw.h5");
     std::fs::write(&bad, b"this is not HDF5").unwrap();
     inputs.push(bad.clone());
@@ -292,7 +270,7 @@ fn corrupt_input_among_good_ones_is_a_partial_failure() {
 #[test]
 fn killing_the_job_mid_write_leaves_no_incomplete_file_under_a_final_name() {
     let dir = scratch("reco-kill");
-    let inputs = simulate(&dir.path().join("SURF"), 6, 40);
+    let inputs = simulate_mixed(31, &dir.path().join("SURF"), 6, 40);
     let out = dir.path().join("rq");
     let mut interrupted = 0;
     for delay_ms in [300u64, 500, 700, 900, 1100] {
@@ -348,7 +326,7 @@ fn sbatch_job_with_two_ranks_on_two_nodes_writes_files_pandas_reads() {
     let _cluster = cluster_shared();
     let nodes = cluster_nodes();
     let dir = scratch("reco-sbatch");
-    let inputs = simulate(&dir.path().join("SURF"), 4, 12);
+    let inputs = simulate_mixed(31, &dir.path().join("SURF"), 4, 12);
     let out = dir.path().join("rq");
     let (script, log) = two_rank_reco_script(dir.path(), "tpcflow-reco-it", &inputs, &out, "");
     let job = slurm::submit(&script, &[]).unwrap();

@@ -15,14 +15,6 @@ use tpcflow::catalog::{Catalog, ReplicaState, Site as CatalogSite, TaskState};
 
 use crate::common::*;
 
-fn tpcflow() -> Command {
-    let mut c = Command::new(tpcflow_bin());
-    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("TPCFLOW_LOG", "warn");
-    c
-}
-
 /// A data root with SURF, a dispatch.toml and a salt key.
 struct Site {
     dir: tempfile::TempDir,
@@ -36,7 +28,7 @@ fn site(name: &str, settings: &str) -> Site {
     let root = dir.path().join("data");
     std::fs::create_dir_all(root.join("SURF")).unwrap();
     let (key, vault) = (dir.path().join("salt.key"), dir.path().join("vault"));
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args(["salt", "keygen", "--rate", "0.2", "--key"])
         .arg(&key)
         .arg("--vault")
@@ -63,7 +55,7 @@ fn site(name: &str, settings: &str) -> Site {
 }
 
 fn sim(root: &Path, run: u32, files: u32) {
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args([
             "sim",
             "--run",
@@ -85,7 +77,7 @@ fn sim(root: &Path, run: u32, files: u32) {
 }
 
 fn dispatch_cmd(s: &Site) -> Command {
-    let mut c = tpcflow();
+    let mut c = tpcflow_cmd();
     c.arg("dispatch")
         .arg("--catalog")
         .arg(&s.catalog)
@@ -97,7 +89,7 @@ fn dispatch_cmd(s: &Site) -> Command {
 }
 
 fn status_json(s: &Site) -> serde_json::Value {
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args(["status", "--json", "--catalog"])
         .arg(&s.catalog)
         .output()
@@ -107,7 +99,7 @@ fn status_json(s: &Site) -> serde_json::Value {
 }
 
 fn status_text(s: &Site) -> String {
-    let o = tpcflow()
+    let o = tpcflow_cmd()
         .args(["status", "--catalog"])
         .arg(&s.catalog)
         .output()
