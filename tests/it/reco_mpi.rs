@@ -173,7 +173,17 @@ fn inputs_not_in_the_page_cache_are_read_directly_and_give_the_same_outputs() {
             .collect()
     };
     let unit = ["--json", "--events-per-unit", "30"];
-    // Fresh from the simulator, the inputs are in the page cache: mapped.
+    // Inputs in the page cache are mapped. Read them whole first: this VM
+    // reclaims idle page-cache pages on its own, even of files just written.
+    for p in &inputs {
+        let len = std::fs::read(p).unwrap().len() as u64;
+        let resident = resident_bytes(p);
+        assert!(
+            resident >= len,
+            "{}: {resident} of {len} bytes cached",
+            p.display()
+        );
+    }
     let cached = dir.path().join("rq-cached");
     let ranks = per_rank(&reco(1, 1, &inputs, &cached, &unit));
     assert_eq!(ranks.len(), 1);
