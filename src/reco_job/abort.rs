@@ -27,6 +27,10 @@ use crate::exit;
 /// records say `ok`), the others are not.
 pub const ABORT_CODE: u8 = exit::PARTIAL_FAILURE;
 
+/// How long an aborting rank waits after printing its reason, so the
+/// launcher forwards it before the step is killed (see [`abort_job`]).
+pub const ABORT_OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Test-only hook: `RANK:UNITS` makes rank RANK fail as if it could not
 /// continue when it is about to start its unit number UNITS + 1 (after
 /// UNITS units of its own). Read once by `tpcflow reco`; for the tests of
@@ -98,6 +102,12 @@ pub(crate) fn abort_job(world: &SimpleCommunicator, error: &anyhow::Error) -> ! 
     eprintln!(
         "error: rank {rank} cannot continue: {error:#}; aborting all {size} ranks (exit code {ABORT_CODE})"
     );
+    // The launcher forwards a task's output asynchronously: under `srun`, the
+    // step is torn down as soon as MPI_Abort reaches slurmstepd and the last
+    // lines still in the pipe (this one) are dropped. A short grace lets them
+    // reach the job log, where the operator looks for the reason.
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    std::thread::sleep(ABORT_OUTPUT_GRACE);
     world.abort(i32::from(ABORT_CODE))
 }
 
