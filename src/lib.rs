@@ -37,6 +37,7 @@ pub mod retire;
 pub mod rq;
 pub mod salt;
 pub mod sbatch;
+pub mod shell;
 pub mod sim;
 pub mod slurm;
 pub mod transfer;

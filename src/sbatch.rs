@@ -1,7 +1,10 @@
 //! sbatch scripts from the templates in `slurm/`: `{{name}}` placeholders
-//! filled from a map. A placeholder without a value, or a value that could
-//! break out of its line, is an error naming the template and the key: a
-//! malformed template fails before anything is submitted.
+//! filled from a map in one pass ([`crate::shell::fill`]: a value is never
+//! expanded again). Values are inserted as given: words that reach a shell
+//! line are quoted by the caller with [`crate::shell::quote`], while
+//! `#SBATCH` directives take them bare. A placeholder without a value, or a
+//! value that could break out of its line, is an error naming the template
+//! and the key: a malformed template fails before anything is submitted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -105,34 +108,21 @@ impl Template {
     /// # Errors
     /// [`TemplateError`] naming the template and the key.
     pub fn render(&self, values: &BTreeMap<String, String>) -> Result<String, TemplateError> {
-        let mut text = self.text.clone();
-        for key in self.placeholders()? {
-            let v = values.get(&key).ok_or_else(|| TemplateError::Missing {
+        self.placeholders()?;
+        crate::shell::fill(&self.text, "{{", "}}", |key| {
+            let v = values.get(key).ok_or_else(|| TemplateError::Missing {
                 template: self.name.clone(),
-                key: key.clone(),
+                key: key.to_string(),
             })?;
             if v.contains('\n') || v.contains('\r') || v.contains('\0') {
                 return Err(TemplateError::BadValue {
                     template: self.name.clone(),
-                    key,
+                    key: key.to_string(),
                 });
             }
-            text = text.replace(&format!("{{{{{key}}}}}"), v);
-        }
-        Ok(text)
+            Ok(Some(v.clone()))
+        })
     }
-}
-
-/// Quote a word for a POSIX shell (single quotes; `'` becomes `'\''`).
-pub fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+%".contains(&b))
-    {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// Write a rendered script (mode 0755) atomically.
@@ -239,10 +229,14 @@ mod tests {
     }
 
     #[test]
-    fn shell_quoting() {
-        assert_eq!(shell_quote("/tmp/a.h5"), "/tmp/a.h5");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
+    fn a_value_that_looks_like_a_placeholder_is_not_expanded() {
+        let t = Template {
+            name: "t".into(),
+            text: "#SBATCH --output={{log}}\nrun {{args}}\n".into(),
+        };
+        let text = t
+            .render(&values(&[("log", "/tmp/{{args}}.log"), ("args", "--x")]))
+            .unwrap();
+        assert_eq!(text, "#SBATCH --output=/tmp/{{args}}.log\nrun --x\n");
     }
 }

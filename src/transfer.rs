@@ -274,6 +274,14 @@ pub enum CopyError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A path cannot be given to the site's copy command.
+    #[error("copy command: {path}: {source}")]
+    Quote {
+        /// The source or destination path.
+        path: PathBuf,
+        /// Cause.
+        source: crate::shell::ShellError,
+    },
     /// The copy command failed.
     #[error("copy command `{command}` failed ({status}): {stderr}")]
     Command {
@@ -304,10 +312,6 @@ pub enum CopyError {
     },
 }
 
-fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
-}
-
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CopyError + 'a {
     move |source| CopyError::Io {
         op,
@@ -322,9 +326,19 @@ fn copy_bytes(src: &Path, tmp: &Path, command: Option<&str>) -> Result<(), CopyE
         std::fs::copy(src, tmp).map_err(io_err("copy to", tmp))?;
         return Ok(());
     };
-    let cmd = template
-        .replace("{src}", &shell_quote(src))
-        .replace("{dst}", &shell_quote(tmp));
+    let cmd = crate::shell::fill(template, "{", "}", |key| {
+        let path = match key {
+            "src" => src,
+            "dst" => tmp,
+            _ => return Ok(None),
+        };
+        crate::shell::quote_path(path)
+            .map(Some)
+            .map_err(|e| CopyError::Quote {
+                path: path.to_path_buf(),
+                source: e,
+            })
+    })?;
     let out = Command::new("sh")
         .arg("-c")
         .arg(&cmd)
@@ -360,7 +374,7 @@ impl CopyError {
                 let s = stderr.to_ascii_lowercase();
                 s.contains("no space left on device") || s.contains("disk quota exceeded")
             }
-            Self::Mismatch { .. } => false,
+            Self::Mismatch { .. } | Self::Quote { .. } => false,
         }
     }
 }
@@ -701,7 +715,7 @@ mod tests {
 
     #[test]
     fn shell_quoting_survives_quotes_and_spaces() {
-        let q = shell_quote(Path::new("/a b/it's.h5"));
+        let q = crate::shell::quote_path(Path::new("/a b/it's.h5")).unwrap();
         let out = Command::new("sh")
             .arg("-c")
             .arg(format!("printf %s {q}"))

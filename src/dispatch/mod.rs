@@ -50,7 +50,8 @@ use crate::catalog::{
 };
 use crate::conditions::Conditions;
 use crate::reco_job::{self, read_result};
-use crate::sbatch::{shell_quote, Template};
+use crate::sbatch::Template;
+use crate::shell::{quote, quote_path};
 use crate::slurm::{Client, JobState as SlurmState, SlurmError};
 use crate::transfer::{self, Sites, TransferConfig};
 use track::Snapshot;
@@ -383,7 +384,7 @@ impl Dispatcher {
             "check",
             Path::new("/dev/null"),
             "--check",
-        ))?;
+        )?)?;
         let lock = DispatchLock::acquire(&cfg.catalog)?;
         let catalog = Catalog::init(&cfg.catalog)?;
         if !cfg.settings.prompt_conditions.is_empty() {
@@ -814,7 +815,7 @@ impl Dispatcher {
         let dir = self.job_dir(&name)?;
         let list = dir.join("inputs.txt");
         write_input_list(&list, batch)?;
-        let inputs = format!("@{}", shell_quote(&list.display().to_string()));
+        let inputs = format!("@{}", quote_path(&list)?);
         let result = self.sbatch(c, &name, &dir, &inputs, &dir.join("job.log"), &[]);
         report.slurm_calls += 1;
         match result {
@@ -859,8 +860,8 @@ impl Dispatcher {
         }
         let inputs = format!(
             "@{}\"${{SLURM_ARRAY_TASK_ID}}\"{}",
-            shell_quote(&format!("{}/inputs-", dir.display())),
-            shell_quote(".txt")
+            quote(&format!("{}/inputs-", dir.display()))?,
+            quote(".txt")?
         );
         let array = format!(
             "--array=0-{}%{}",
@@ -916,14 +917,14 @@ impl Dispatcher {
         let out_dir = self.out_dir(c);
         let args = format!(
             "--inputs {inputs} --out-dir {} --conditions {} --config {} --json",
-            shell_quote(&out_dir.display().to_string()),
-            shell_quote(&c.conditions_tag),
-            shell_quote(&config_path.display().to_string())
+            quote_path(&out_dir)?,
+            quote(&c.conditions_tag)?,
+            quote_path(&config_path)?
         );
         let text = self
             .cfg
             .template
-            .render(&template_values(&self.cfg, name, log, &args))?;
+            .render(&template_values(&self.cfg, name, log, &args)?)?;
         let script = crate::sbatch::write_script(&dir.join("job.sbatch"), &text)?;
         Ok(self.client.submit(&script, extra)?)
     }
@@ -982,9 +983,9 @@ fn template_values(
     name: &str,
     log: &Path,
     reco_args: &str,
-) -> BTreeMap<String, String> {
+) -> Result<BTreeMap<String, String>> {
     let s = &cfg.settings;
-    [
+    Ok([
         ("job_name", name.to_string()),
         ("nodes", s.nodes.to_string()),
         ("ntasks", s.ntasks.to_string()),
@@ -992,17 +993,14 @@ fn template_values(
         ("cpus_per_task", s.cpus_per_task.to_string()),
         ("time_limit", s.time_limit.clone()),
         ("log", log.display().to_string()),
-        (
-            "tpcflow",
-            shell_quote(&cfg.tpcflow_bin.display().to_string()),
-        ),
+        ("tpcflow", quote_path(&cfg.tpcflow_bin)?),
         ("reco_args", reco_args.to_string()),
         ("account", s.account.clone()),
         ("qos", s.qos.clone()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    .collect())
 }
 
 trait AdoptedState {

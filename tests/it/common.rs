@@ -151,7 +151,8 @@ pub fn two_rank_reco_script(
     out: &Path,
     extra_reco_args: &str,
 ) -> (PathBuf, PathBuf) {
-    use tpcflow::sbatch::{shell_quote, Template};
+    use tpcflow::sbatch::Template;
+    use tpcflow::shell::quote_path;
     let list = dir.join("inputs.txt");
     let names: String = inputs
         .iter()
@@ -166,13 +167,13 @@ pub fn two_rank_reco_script(
         ("cpus_per_task", "1".into()),
         ("time_limit", "00:10:00".into()),
         ("log", log.display().to_string()),
-        ("tpcflow", shell_quote(&tpcflow_bin().display().to_string())),
+        ("tpcflow", quote_path(&tpcflow_bin()).unwrap()),
         (
             "reco_args",
             format!(
                 "--inputs @{} --out-dir {} --json {extra_reco_args}",
-                shell_quote(&list.display().to_string()),
-                shell_quote(&out.display().to_string())
+                quote_path(&list).unwrap(),
+                quote_path(out).unwrap()
             ),
         ),
     ]

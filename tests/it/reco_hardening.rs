@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tpcflow::reco_job::{read_result, FileResult};
 use tpcflow::rq::read_rq_file;
-use tpcflow::sbatch::shell_quote;
+use tpcflow::shell::quote_path;
 use tpcflow::slurm::{self, JobState};
 
 use crate::common::*;
@@ -238,7 +238,7 @@ fn the_plan_is_made_by_rank_0_alone() {
     // the input would be for planning. Its file system calls are traced.
     let wrapper = format!(
         "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec strace -f -qq -e trace=file,desc -o {} \"$@\"; else exec \"$@\"; fi",
-        shell_quote(&trace.display().to_string())
+        quote_path(&trace).unwrap()
     );
     let mut cmd = Command::new("mpirun");
     cmd.args(["-n", "2", "--oversubscribe", "--bind-to", "none"])
