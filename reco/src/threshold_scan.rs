@@ -101,7 +101,7 @@ pub fn below_mask(samples: &[i16], level: i32, path: ScanPath, out: &mut Vec<u64
     if level > i32::from(i16::MAX) {
         // Every sample is below: whole words, then the partial last one.
         out.fill(u64::MAX);
-        if samples.len() % 64 != 0 {
+        if !samples.len().is_multiple_of(64) {
             if let Some(last) = out.last_mut() {
                 *last = (1u64 << (samples.len() % 64)) - 1;
             }
@@ -303,7 +303,7 @@ mod tests {
                     below_mask(&samples, level, path, &mut out);
                     assert_eq!(out.len(), len.div_ceil(64));
                     assert_eq!(bits_of(&out, len), want, "{path:?} len {len} level {level}");
-                    if len % 64 != 0 {
+                    if !len.is_multiple_of(64) {
                         assert_eq!(
                             out[len / 64] >> (len % 64),
                             0,

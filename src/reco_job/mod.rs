@@ -31,6 +31,10 @@
 //!
 //! A rank that cannot continue (not an input's fault) aborts the whole job
 //! after recording the failure of the unit it held: see `abort`.
+//!
+//! A job of one rank (no launcher, or a launcher that started one task)
+//! does not initialise MPI at all: its start-up is milliseconds, not the
+//! ~0.5 s of Open MPI's singleton start-up; see `ranks`.
 
 pub mod abort;
 pub mod cli;
