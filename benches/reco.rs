@@ -16,11 +16,17 @@
 //! pulses             + clustering, summed waveform, natural-break split, pulse quantities
 //! interaction        + classification, S1/S2 pairing, drift, z
 //! full               + xy fit of the main S2, corrections, energy   (= reconstruct_event_with)
+//! hits_portable      hits with the portable (non-SIMD) threshold scan
+//! full_portable      full with the portable threshold scan
 //! ```
 //!
+//! The stages above use the widest threshold-scan path this CPU has
+//! (`ScanPath::detect`); the `_portable` rows give the SIMD gain.
+//!
 //! After criterion's own report a summary prints the median of the samples
-//! per benchmark as MB/s and events/s, the stage costs, and the 2-thread
-//! speed-up and parallel efficiency.
+//! per benchmark as MB/s and events/s, the stage costs, the 2-thread
+//! speed-up and parallel efficiency, and one core's memory read bandwidth
+//! measured in the same run with the core's MB/s as a fraction of it.
 
 mod common;
 
@@ -35,7 +41,7 @@ use tpcflow::raw::RawFile;
 
 use tpcflow_reco::{
     fit_xy, reconstruct_event_until, reconstruct_event_with, DetectorModel, RecoConfig,
-    RecoScratch, Stage,
+    RecoScratch, ScanPath, Stage,
 };
 
 /// The mixed raw file shared with `benches/sim_and_raw.rs` (made once).
@@ -51,8 +57,9 @@ fn run_serial(
     model: &DetectorModel,
     cfg: &RecoConfig,
     stage: Stage,
+    path: ScanPath,
 ) -> u64 {
-    let mut scratch = RecoScratch::default();
+    let mut scratch = RecoScratch::with_scan_path(path);
     let mut acc = 0u64;
     for i in 0..n {
         let r = reconstruct_event_until(&file.event(i), model, cfg, &mut scratch, stage)
@@ -148,16 +155,19 @@ fn bench_reco(c: &mut Criterion, set: &Set) {
     g.measurement_time(Duration::from_secs(10));
     g.warm_up_time(Duration::from_secs(2));
     g.throughput(Throughput::BytesDecimal(set.bytes));
-    for (name, stage) in [
-        ("hits", Stage::Hits),
-        ("pulses", Stage::Pulses),
-        ("interaction", Stage::Interaction),
-        ("full", Stage::Full),
+    let (detected, portable) = (ScanPath::detect(), ScanPath::Portable);
+    for (name, stage, path) in [
+        ("hits", Stage::Hits, detected),
+        ("pulses", Stage::Pulses, detected),
+        ("interaction", Stage::Interaction, detected),
+        ("full", Stage::Full, detected),
+        ("hits_portable", Stage::Hits, portable),
+        ("full_portable", Stage::Full, portable),
     ] {
         g.bench_function(BenchmarkId::new("stage", name), |b| {
             b.iter_custom(|iters| {
                 timed(&format!("1core/{name}"), iters, || {
-                    run_serial(file, n, model, &cfg, stage)
+                    run_serial(file, n, model, &cfg, stage, path)
                 })
             })
         });
@@ -220,10 +230,91 @@ fn bench_reco(c: &mut Criterion, set: &Set) {
         })
     });
     g.finish();
-    summary(set, patterns.len());
+    let cpu = cpu_time_ab(set, model, &cfg, CPU_PAIRS);
+    summary(set, patterns.len(), &cpu);
 }
 
-fn summary(set: &Set, n_fits: usize) {
+/// This thread's CPU time [s], from `/proc/thread-self/schedstat` (ns on the
+/// CPU): unlike wall time it leaves out the time other processes held the
+/// core, which on a shared machine is most of the noise.
+fn thread_cpu_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .expect("schedstat's first field");
+    ns as f64 * 1e-9
+}
+
+/// Thread-CPU-time medians [s] of the full and hits stages with the detected
+/// and the portable scan path, in `pairs` alternating rounds (one pass of
+/// each per round), so that a drift of the machine's speed hits all alike.
+fn cpu_time_ab(
+    set: &Set,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    pairs: usize,
+) -> Vec<(String, f64)> {
+    let runs = [
+        ("full", Stage::Full, ScanPath::detect()),
+        ("full_portable", Stage::Full, ScanPath::Portable),
+        ("hits", Stage::Hits, ScanPath::detect()),
+        ("hits_portable", Stage::Hits, ScanPath::Portable),
+    ];
+    let mut times = vec![Vec::new(); runs.len()];
+    for _ in 0..pairs {
+        for (k, &(_, stage, path)) in runs.iter().enumerate() {
+            let t = thread_cpu_seconds();
+            std::hint::black_box(run_serial(&set.file, set.n, model, cfg, stage, path));
+            times[k].push(thread_cpu_seconds() - t);
+        }
+    }
+    runs.iter()
+        .zip(times)
+        .map(|(&(name, _, _), mut v)| {
+            v.sort_by(f64::total_cmp);
+            (name.to_string(), v[v.len() / 2])
+        })
+        .collect()
+}
+
+/// One core's memory read bandwidth [MB/s]: the median of `passes` sums over
+/// a buffer far larger than the caches (`TPCFLOW_BENCH_MEM_MB`, default 512),
+/// read as the reconstruction reads its samples (sequentially, one thread).
+/// Dividing the core's MB/s by it gives a figure that travels between
+/// machines: the fraction of the memory speed the core reaches.
+fn memory_read_mb_s(passes: usize) -> f64 {
+    let mb = std::env::var("TPCFLOW_BENCH_MEM_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(512);
+    let words = mb * 1_000_000 / 8;
+    // Distinct values, written once so every page is really backed.
+    let buf: Vec<u64> = (0..words as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9))
+        .collect();
+    let mut rates = Vec::with_capacity(passes);
+    for _ in 0..passes {
+        let t = Instant::now();
+        // Four independent lanes, so the adds keep up with the loads.
+        let mut acc = [0u64; 4];
+        for c in std::hint::black_box(&buf).chunks_exact(4) {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a = a.wrapping_add(x);
+            }
+        }
+        std::hint::black_box(acc);
+        rates.push((words * 8) as f64 / 1e6 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+/// Alternating rounds of the CPU-time comparison.
+const CPU_PAIRS: usize = 5;
+
+fn summary(set: &Set, n_fits: usize, cpu: &[(String, f64)]) {
     let (mb, ev) = (set.bytes as f64 / 1e6, set.n as f64);
     eprintln!(
         "\nreco benchmark summary: {} events, {mb:.0} MB of samples ({:.3} MB/event), medians of the samples",
@@ -248,6 +339,18 @@ fn summary(set: &Set, n_fits: usize) {
             prev = t;
         }
     }
+    for stage in ["hits", "full"] {
+        let portable = format!("1core/{stage}_portable");
+        if let (Some(t), Some(tp)) = (median(&format!("1core/{stage}")), median(&portable)) {
+            eprintln!(
+                "  {:<28} {tp:>9.3} {:>9.0}   portable / {:?} time up to {stage}: {:.2}",
+                format!("1 core, {stage}, portable scan"),
+                mb / tp,
+                ScanPath::detect(),
+                tp / t
+            );
+        }
+    }
     let (t1, t2) = (median("pool/1"), median("pool/2"));
     for (threads, t) in [(1, t1), (2, t2)] {
         if let Some(t) = t {
@@ -262,10 +365,39 @@ fn summary(set: &Set, n_fits: usize) {
     }
     if let (Some(t1), Some(t2)) = (t1, t2) {
         eprintln!(
-            "  2 threads: speed-up {:.2}, parallel efficiency {:.1} % (target >= 85 %)",
+            "  2 threads: speed-up {:.2}, parallel efficiency {:.1} % (target >= 90 %)",
             t1 / t2,
             t1 / (2.0 * t2) * 100.0
         );
+    }
+    eprintln!(
+        "  thread CPU time, {} alternating rounds, medians (what the core costs when it has the core):",
+        CPU_PAIRS
+    );
+    for (name, t) in cpu {
+        eprintln!("    {name:<26} {t:>9.3} s {:>9.0} MB/s", mb / t);
+    }
+    let cpu_of = |name: &str| cpu.iter().find(|(n, _)| n == name).map(|&(_, t)| t);
+    if let (Some(a), Some(b)) = (cpu_of("hits"), cpu_of("hits_portable")) {
+        eprintln!(
+            "    {:?} scan vs portable: hits stage {:.2}x the speed",
+            ScanPath::detect(),
+            b / a
+        );
+    }
+    if let (Some(a), Some(b)) = (cpu_of("full"), cpu_of("full_portable")) {
+        eprintln!("    end to end {:.2}x the speed", b / a);
+    }
+    let mem = memory_read_mb_s(5);
+    eprintln!("  memory read bandwidth, 1 core: {mem:.0} MB/s (median of 5 passes, wall time)");
+    for (what, t) in [("wall", median("1core/full")), ("CPU", cpu_of("full"))] {
+        if let Some(t) = t {
+            eprintln!(
+                "  core end to end, 1 core ({what} time): {:.0} MB/s = {:.1} % of one core's memory read bandwidth (goal >= 10 %)",
+                mb / t,
+                mb / t / mem * 100.0
+            );
+        }
     }
     if let Some(t) = median("xy/fits") {
         eprintln!(

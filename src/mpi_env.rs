@@ -5,7 +5,9 @@ use serde::Serialize;
 /// How this process was started, read from the environment the launchers set.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LaunchInfo {
-    /// `mpirun` (Open MPI), `srun` (SLURM step), or `none` (a lone process).
+    /// `mpirun` (Open MPI), `srun` (SLURM step), `pmix` or `pmi` (another
+    /// launcher of those interfaces, e.g. MPICH's `mpiexec`), or `none` (a
+    /// lone process).
     pub launcher: &'static str,
     /// Rank announced by the launcher, if any.
     pub rank: Option<u32>,
@@ -39,6 +41,14 @@ pub fn launch_info() -> LaunchInfo {
         return LaunchInfo {
             launcher: "pmix",
             rank: env_u32("PMIX_RANK"),
+            size: Some(size),
+        };
+    }
+    // MPICH's Hydra `mpiexec` (and other PMI-1/PMI-2 launchers).
+    if let Some(size) = env_u32("PMI_SIZE") {
+        return LaunchInfo {
+            launcher: "pmi",
+            rank: env_u32("PMI_RANK"),
             size: Some(size),
         };
     }

@@ -8,10 +8,13 @@
 //!                   merged with the previous hit of the pod when they touch
 //! ```
 //!
-//! One pass over the pod's samples; the hit areas are summed over the
-//! extended ranges only, so noise far from any signal does not enter areas.
+//! One pass over the pod's samples marks those above threshold
+//! ([`crate::threshold_scan`], SIMD chosen at run time); the hit areas are
+//! summed over the extended ranges only, so noise far from any signal does
+//! not enter areas.
 
 use crate::baseline::{sum_and_max, PodBaseline};
+use crate::threshold_scan::{below_mask, next_clear, next_set, ScanPath};
 
 /// One hit.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -58,38 +61,45 @@ pub struct HitSearch {
     pub pod: u32,
 }
 
-/// Append the hits of one pod to `out` (in time order). Cost: one pass over
-/// `samples` plus one more over the hit samples.
-pub fn find_hits(samples: &[i16], s: &HitSearch, out: &mut Vec<Hit>) {
+/// Reusable buffers of the hit finder and the scan path it uses (results
+/// never depend on either).
+#[derive(Debug, Clone, Default)]
+pub struct HitScratch {
+    /// How samples are compared with the threshold.
+    pub path: ScanPath,
+    below: Vec<u64>,
+}
+
+impl HitScratch {
+    /// Scratch that scans with `path` (a path this CPU cannot run falls
+    /// back to the portable one).
+    pub fn with_path(path: ScanPath) -> Self {
+        Self {
+            path,
+            below: Vec::new(),
+        }
+    }
+}
+
+/// Append the hits of one pod to `out` (in time order). Cost: one
+/// vectorised pass over `samples` that marks the samples above threshold
+/// (one bit each), bit scans from run to run, and one more pass over the
+/// hit samples.
+pub fn find_hits(samples: &[i16], s: &HitSearch, scratch: &mut HitScratch, out: &mut Vec<Hit>) {
     // A sample is in a hit when (baseline - x) > threshold, i.e. x < level;
     // for integer x that is x < ceil(level).
     let level = i32::try_from((s.baseline.baseline_adc - s.threshold_adc).ceil() as i64)
         .unwrap_or(i32::MIN);
-    let below = |x: i16| i32::from(x) < level;
+    below_mask(samples, level, scratch.path, &mut scratch.below);
+    let below = &scratch.below;
     let n = samples.len();
     let (left, right) = (s.left as usize, s.right as usize);
     let first_of_pod = out.len();
     // End of the previous extended hit of this pod (exclusive), pod-relative.
     let mut last_end = 0usize;
     let mut i = 0usize;
-    while i < n {
-        // Skip quiet samples a block at a time (branch-free inner loop).
-        const BLOCK: usize = 32;
-        while i + BLOCK <= n
-            && !samples[i..i + BLOCK]
-                .iter()
-                .fold(false, |a, &x| a | below(x))
-        {
-            i += BLOCK;
-        }
-        let Some(p) = samples[i..].iter().position(|&x| below(x)) else {
-            break;
-        };
-        let run_start = i + p;
-        let mut run_end = run_start + 1;
-        while run_end < n && below(samples[run_end]) {
-            run_end += 1;
-        }
+    while let Some(run_start) = next_set(below, i, n) {
+        let run_end = next_clear(below, run_start + 1, n);
         let b = (run_end + right).min(n);
         let a_ext = run_start.saturating_sub(left);
         let merge = out.len() > first_of_pod && a_ext <= last_end;
@@ -158,7 +168,7 @@ mod tests {
                 samples[at] -= depth;
             }
             let mut hits = Vec::new();
-            find_hits(&samples, &search(), &mut hits);
+            find_hits(&samples, &search(), &mut HitScratch::default(), &mut hits);
             let got: Vec<(u32, u32, f32)> = hits
                 .iter()
                 .map(|h| (h.start, h.length, h.area_phd))

@@ -29,6 +29,7 @@ pub mod interactions;
 pub mod pulses;
 pub mod recon;
 pub mod split;
+pub mod threshold_scan;
 pub mod xy;
 
 pub use detector::{DetectorModel, PmtMap};
@@ -43,4 +44,5 @@ pub use recon::{
     reconstruct_batch, reconstruct_event, reconstruct_event_until, reconstruct_event_with,
     reconstruct_serial, EventRecon, EventRq, RecoScratch, Stage,
 };
+pub use threshold_scan::ScanPath;
 pub use xy::{cramer_rao_xy, fit_xy, XyFit};

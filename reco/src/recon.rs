@@ -33,12 +33,13 @@ use crate::corrections::{correct_s1, correct_s2, energy_kev};
 use crate::detector::DetectorModel;
 use crate::error::RecoError;
 use crate::event::{EventView, PodRecord};
-use crate::hits::{find_hits, Hit, HitSearch};
+use crate::hits::{find_hits, Hit, HitScratch, HitSearch};
 use crate::interactions::{find_interaction, InteractionKind};
 use crate::pulses::{
     build_pulses, ChannelArea, PodCalibration, PulseInput, PulseParams, PulseRq, PulseScratch,
 };
 use crate::split::SplitParams;
+use crate::threshold_scan::ScanPath;
 use crate::xy::{excess_variance_factor, fit_xy};
 
 #[cfg(test)]
@@ -152,8 +153,20 @@ impl EventRecon {
 pub struct RecoScratch {
     calib: Vec<PodCalibration>,
     hits: Vec<Hit>,
+    hit_scan: HitScratch,
     pulse: PulseScratch,
     top: Vec<f64>,
+}
+
+impl RecoScratch {
+    /// Scratch whose hit finder scans with `path` (the default is the widest
+    /// this CPU runs; every path gives bit-identical results).
+    pub fn with_scan_path(path: ScanPath) -> Self {
+        Self {
+            hit_scan: HitScratch::with_path(path),
+            ..Self::default()
+        }
+    }
 }
 
 fn window_samples(model: &DetectorModel) -> u32 {
@@ -335,7 +348,7 @@ pub fn reconstruct_event_until(
             channel: pod.channel,
             pod: i as u32,
         };
-        find_hits(raw, &search, &mut scratch.hits);
+        find_hits(raw, &search, &mut scratch.hit_scan, &mut scratch.hits);
     }
     // Time, then channel order: a radix sort over the key's varying bytes
     // (start and channel; the constant high bytes are skipped). Sorting was

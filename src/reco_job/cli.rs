@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use mpi::topology::Communicator;
 use tpcflow_reco::RecoConfig;
 
 use super::{JobSummary, RecoJobOptions};
@@ -125,6 +124,7 @@ fn print_summary(s: &JobSummary) {
 /// # Errors
 /// Bad arguments or conditions, MPI failure, or the job's non-zero exit code.
 pub fn run_reco(a: RecoArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let conditions = Conditions::load(&a.conditions)?;
     let config: RecoConfig = match &a.config {
         Some(p) => {
@@ -138,14 +138,7 @@ pub fn run_reco(a: RecoArgs) -> Result<()> {
     let (inputs, input_adler32): (Vec<PathBuf>, Vec<Option<String>>) =
         expand_inputs(&a.inputs)?.into_iter().unzip();
     let fault = super::abort::InjectedFault::from_env()?;
-    let launch = crate::mpi_env::launch_info();
-    crate::mpi_env::prepare_singleton(&launch);
-    let (universe, threading) =
-        mpi::initialize_with_threading(super::distribute::REQUIRED_THREADING)
-            .context("MPI_Init_thread failed")?;
-    let world = universe.world();
-    crate::mpi_env::check_world_size(world.size() as u32, &launch)?;
-    super::distribute::check_threading(threading, world.size())?;
+    let mpi = super::ranks::JobMpi::start(&crate::mpi_env::launch_info())?;
     let opts = RecoJobOptions {
         inputs,
         input_adler32,
@@ -156,8 +149,9 @@ pub fn run_reco(a: RecoArgs) -> Result<()> {
         events_per_unit: a.events_per_unit,
         batch_events: a.batch.max(1),
         fault,
+        started,
     };
-    let summary = super::run(&opts, &world)?;
+    let summary = super::run(&opts, mpi.ranks())?;
     if let Some(s) = summary {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&s)?);

@@ -37,6 +37,8 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Threading;
 
+use super::ranks::Ranks;
+
 const TAG_REQUEST: i32 = 101;
 const TAG_ASSIGN: i32 = 102;
 const NONE: u64 = u64::MAX;
@@ -107,7 +109,7 @@ fn serve(counter: &Counter, others: i32, quit: &AtomicBool) {
 /// Hands out unit indices 0..n, each exactly once across all ranks.
 #[allow(missing_debug_implementations)] // SimpleCommunicator has no Debug
 pub struct WorkQueue<'a> {
-    world: &'a SimpleCommunicator,
+    world: Ranks<'a>,
     rank: i32,
     counter: Arc<Counter>,
     server: Option<JoinHandle<()>>,
@@ -133,7 +135,7 @@ impl<'a> WorkQueue<'a> {
     ///
     /// # Errors
     /// When the server thread cannot be started.
-    pub fn new(world: &'a SimpleCommunicator, n_units: usize) -> Result<Self> {
+    pub fn new(world: Ranks<'a>, n_units: usize) -> Result<Self> {
         let (rank, size, n) = (world.rank(), world.size(), n_units as u64);
         let counter = Arc::new(Counter {
             next: AtomicU64::new((size as u64).min(n)),
@@ -141,7 +143,8 @@ impl<'a> WorkQueue<'a> {
         });
         // Every other rank exchanges a first message with rank 0, whose main
         // thread answers them all before any rank starts working.
-        if size > 1 && rank == 0 {
+        let mpi = world.mpi().filter(|_| size > 1);
+        if let (Some(world), 0) = (mpi, rank) {
             for _ in 1..size {
                 let (msg, status) = world.any_process().receive_with_tag::<u64>(TAG_REQUEST);
                 if msg != HELLO {
@@ -154,7 +157,7 @@ impl<'a> WorkQueue<'a> {
                     .process_at_rank(status.source_rank())
                     .send_with_tag(&HELLO, TAG_ASSIGN);
             }
-        } else if size > 1 {
+        } else if let Some(world) = mpi {
             let t = std::time::Instant::now();
             let root = world.process_at_rank(0);
             root.send_with_tag(&HELLO, TAG_REQUEST);
@@ -191,6 +194,17 @@ impl<'a> WorkQueue<'a> {
         })
     }
 
+    /// Rank 0, seen from a rank other than 0 (which exist only with MPI).
+    ///
+    /// # Panics
+    /// On a job without MPI, which has rank 0 alone and never asks it.
+    fn root(&self) -> mpi::topology::Process<'a> {
+        self.world
+            .mpi()
+            .expect("a rank other than 0 exists only with MPI")
+            .process_at_rank(0)
+    }
+
     /// Units handed out so far (rank 0's count: each rank's first unit and
     /// every one assigned since); 0 elsewhere.
     pub fn handed_out(&self) -> u64 {
@@ -213,9 +227,7 @@ impl<'a> WorkQueue<'a> {
         if self.rank == 0 {
             self.ahead = Some(self.counter.take());
         } else {
-            self.world
-                .process_at_rank(0)
-                .send_with_tag(&(self.rank as u64), TAG_REQUEST);
+            self.root().send_with_tag(&(self.rank as u64), TAG_REQUEST);
             self.asked = true;
         }
     }
@@ -224,7 +236,7 @@ impl<'a> WorkQueue<'a> {
     /// checked without waiting); None when unknown or when there is none.
     pub fn peek_ahead(&mut self) -> Option<usize> {
         if self.asked {
-            let root = self.world.process_at_rank(0);
+            let root = self.root();
             if root.immediate_probe_with_tag(TAG_ASSIGN).is_some() {
                 self.ahead = Some(root.receive_with_tag::<u64>(TAG_ASSIGN).0);
                 self.asked = false;
@@ -240,7 +252,7 @@ impl<'a> WorkQueue<'a> {
         } else if self.rank == 0 {
             self.counter.take()
         } else {
-            let root = self.world.process_at_rank(0);
+            let root = self.root();
             if !std::mem::take(&mut self.asked) {
                 root.send_with_tag(&(self.rank as u64), TAG_REQUEST);
             }

@@ -31,6 +31,10 @@
 //!
 //! A rank that cannot continue (not an input's fault) aborts the whole job
 //! after recording the failure of the unit it held: see `abort`.
+//!
+//! A job of one rank (no launcher, or a launcher that started one task)
+//! does not initialise MPI at all: its start-up is milliseconds, not the
+//! ~0.5 s of Open MPI's singleton start-up; see `ranks`.
 
 pub mod abort;
 pub mod cli;
@@ -38,6 +42,7 @@ pub mod columns;
 pub mod distribute;
 mod finisher;
 pub mod plan;
+pub mod ranks;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -45,7 +50,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mpi::collective::Root;
-use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use serde::{Deserialize, Serialize};
 use tpcflow_reco::RecoConfig;
@@ -57,6 +61,7 @@ use crate::raw::prefetch::Prefetcher;
 use crate::raw::{self, RawFile};
 use crate::rq::{self, RqHeader};
 use plan::{FilePlan, OutputNames, Unit};
+use ranks::Ranks;
 
 /// Everything a reco job needs, resolved once (CLI + conditions + environment).
 #[derive(Debug, Clone)]
@@ -81,6 +86,9 @@ pub struct RecoJobOptions {
     pub batch_events: usize,
     /// Test-only fault injection (see [`abort::FAULT_ENV`]); None in production.
     pub fault: Option<abort::InjectedFault>,
+    /// When the command started (the start-up figure of the summary counts
+    /// from here).
+    pub started: Instant,
 }
 
 /// The machine-readable record of one input, `{stem}.{hash}.result.json`.
@@ -181,6 +189,11 @@ pub struct JobSummary {
     pub files_skipped: usize,
     /// Wall time of the job [s].
     pub wall_seconds: f64,
+    /// From the command's start to rank 0's first batch of events
+    /// reconstructed and handed to its RQ writer (start-up: MPI when the job
+    /// has several ranks, conditions, opening the input) [s]; None when rank
+    /// 0 reconstructed nothing.
+    pub first_batch_seconds: Option<f64>,
     /// Per rank.
     pub per_rank: Vec<RankStats>,
     /// The first [`MAX_FAILURES_LISTED`] failed inputs and why (all of
@@ -694,7 +707,7 @@ impl Job<'_> {
 /// rank); with one rank, what would abort a job of several; on ranks other
 /// than 0, the job's exit code when it is not success (input faults are
 /// recorded per file, not returned).
-pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<JobSummary>> {
+pub fn run(opts: &RecoJobOptions, world: Ranks<'_>) -> Result<Option<JobSummary>> {
     plan::check_distinct_outputs(&opts.inputs)?;
     let rank = world.rank();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(opts, world)))
@@ -716,14 +729,16 @@ pub fn run(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<Option<J
             }
             Ok(summary)
         }
-        Err(e) if world.size() > 1 => abort::abort_job(world, &e),
-        Err(e) => Err(e),
+        Err(e) => match world.mpi() {
+            Some(w) if w.size() > 1 => abort::abort_job(w, &e),
+            _ => Err(e),
+        },
     }
 }
 
 /// [`run`] on this rank until the exit code is known to all: the summary
 /// (rank 0) and the code. An error means this rank cannot continue.
-fn run_job(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<(Option<JobSummary>, u8)> {
+fn run_job(opts: &RecoJobOptions, world: Ranks<'_>) -> Result<(Option<JobSummary>, u8)> {
     let start = Instant::now();
     let (rank, size) = (world.rank(), world.size());
     std::fs::create_dir_all(&opts.out_dir)
@@ -820,6 +835,7 @@ fn run_job(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<(Option<
     // The next unit, opened (and its first window read ahead) while the
     // current one finishes.
     let mut next: Option<(usize, Opened)> = None;
+    let mut first_batch: Option<f64> = None;
     loop {
         let t = Instant::now();
         let Some(u) = queue.next_unit() else {
@@ -837,6 +853,7 @@ fn run_job(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<(Option<
         } else {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 job.run_unit(units[u], opened, &mut |left| {
+                    first_batch.get_or_insert_with(|| opts.started.elapsed().as_secs_f64());
                     if let Some(b) = &bar {
                         b.set_position(queue.handed_out());
                     }
@@ -930,12 +947,15 @@ fn run_job(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<(Option<
         stats.idle_seconds,
         stats.direct_bytes as f64,
     ];
-    let root = world.process_at_rank(0);
+    let root = world.mpi().map(|w| w.process_at_rank(0));
     let mut code = exit::OK;
     let mut summary = None;
     if rank == 0 {
         let mut all = vec![0.0f64; local.len() * size as usize];
-        root.gather_into_root(&local[..], &mut all[..]);
+        match &root {
+            Some(root) => root.gather_into_root(&local[..], &mut all[..]),
+            None => all.copy_from_slice(&local),
+        }
         let per_rank: Vec<RankStats> = all
             .chunks(local.len())
             .map(|c| RankStats {
@@ -991,13 +1011,16 @@ fn run_job(opts: &RecoJobOptions, world: &SimpleCommunicator) -> Result<(Option<
             files_failed: failed,
             files_skipped: skipped,
             wall_seconds: start.elapsed().as_secs_f64(),
+            first_batch_seconds: first_batch,
             per_rank,
             failures,
             exit_code: code,
         });
-    } else {
+    } else if let Some(root) = &root {
         root.gather_into(&local[..]);
     }
-    root.broadcast_into(&mut code);
+    if let Some(root) = &root {
+        root.broadcast_into(&mut code);
+    }
     Ok((summary, code))
 }

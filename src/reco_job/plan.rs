@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use serde::{Deserialize, Serialize};
+
+use super::ranks::Ranks;
 
 /// One piece of work: an event range of one input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,10 +144,10 @@ pub fn check_distinct_outputs(inputs: &[PathBuf]) -> Result<(), PlanError> {
 ///
 /// # Errors
 /// When rank 0's plan cannot be encoded or what arrived cannot be decoded.
-pub fn broadcast_plans(world: &SimpleCommunicator, plans: Vec<FilePlan>) -> Result<Vec<FilePlan>> {
-    if world.size() == 1 {
+pub fn broadcast_plans(world: Ranks<'_>, plans: Vec<FilePlan>) -> Result<Vec<FilePlan>> {
+    let Some(world) = world.mpi().filter(|w| w.size() > 1) else {
         return Ok(plans);
-    }
+    };
     let root = world.process_at_rank(0);
     let mut bytes = if world.rank() == 0 {
         serde_json::to_vec(&plans).context("encoding the plan")?

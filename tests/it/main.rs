@@ -19,6 +19,7 @@ mod raw_format;
 mod reco_accuracy;
 mod reco_hardening;
 mod reco_mpi;
+mod reco_startup;
 mod retention;
 mod rq_format;
 mod salting;

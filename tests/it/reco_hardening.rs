@@ -96,7 +96,10 @@ fn a_rank_that_cannot_continue_ends_the_sbatch_job_within_seconds() {
     let _cluster = cluster_shared();
     let nodes = cluster_nodes();
     let dir = scratch("reco-abort");
-    let inputs = simulate_mixed(32, &dir.path().join("SURF"), 6, 20);
+    // Twelve one-unit files: rank 1 must be handed a third unit for the
+    // fault to fire, and with six a fast rank 0 sometimes took four of them
+    // while rank 1's requests waited for the server's polls (seen under load).
+    let inputs = simulate_mixed(32, &dir.path().join("SURF"), 12, 20);
     let out = dir.path().join("rq");
     let time_limit = Duration::from_secs(600);
     let (script, log) = two_rank_reco_script(

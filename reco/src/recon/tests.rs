@@ -540,3 +540,34 @@ fn an_s2_without_top_light_is_flagged_not_corrected_at_the_centre() {
         "no correction as if at (0, 0): {e:?}"
     );
 }
+
+#[test]
+fn every_scan_path_gives_bit_identical_events() {
+    let model = DetectorModel::default_lz_like();
+    let cfg = RecoConfig::default();
+    let owned = mixed_events(&model, 8);
+    let views: Vec<EventView<'_>> = owned
+        .iter()
+        .enumerate()
+        .map(|(i, e)| e.view(i as u64))
+        .collect();
+    let run = |path: ScanPath| -> Vec<EventRecon> {
+        let mut scratch = RecoScratch::with_scan_path(path);
+        views
+            .iter()
+            .map(|ev| reconstruct_event_with(ev, &model, &cfg, &mut scratch).unwrap())
+            .collect()
+    };
+    let reference = run(ScanPath::Portable);
+    assert!(reference.iter().all(|r| r.event.n_hits > 0));
+    let paths = ScanPath::available();
+    eprintln!("scan paths on this CPU: {paths:?}");
+    for path in paths {
+        for (a, b) in reference.iter().zip(run(path)) {
+            // Debug prints the shortest repr that round-trips: equal strings
+            // are equal bits (NaNs included, which == would not compare).
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{path:?}");
+            assert_eq!(a.event.x_mm.to_bits(), b.event.x_mm.to_bits());
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Which samples of a pod lie below a level: one bit per sample, so that the
+//! hit finder jumps from run to run with bit scans instead of testing samples
+//! one by one.
+//!
+//! ```text
+//! bit k of word k / 64  =  samples[k] < level        (bits past the pod are 0)
+//! ```
+//!
+//! The comparison is exact integer arithmetic, so every path gives the same
+//! bits; the path is chosen at run time ([`ScanPath::detect`]), never at build
+//! time, so one binary runs on any x86-64 CPU and the same source builds on
+//! other architectures (there only [`ScanPath::Portable`] exists):
+//!
+//! ```text
+//! Portable   plain Rust, any CPU
+//! Sse2       x86-64 baseline: 8 samples per compare
+//! Avx2       16 samples per compare (Haswell, Zen and later)
+//! Avx512     32 samples per compare into a mask register (AVX-512BW)
+//! ```
+//!
+//! ```
+//! use tpcflow_reco::threshold_scan::{below_mask, ScanPath};
+//!
+//! let samples = [100i16, 90, 100, 80, 100];
+//! let mut bits = Vec::new();
+//! for path in ScanPath::available() {
+//!     below_mask(&samples, 95, path, &mut bits);
+//!     assert_eq!(bits, vec![0b01010]);
+//! }
+//! ```
+
+/// How [`below_mask`] compares samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanPath {
+    /// Plain Rust, one sample at a time (any CPU).
+    Portable,
+    /// x86-64 SSE2 (every x86-64 CPU).
+    Sse2,
+    /// x86-64 AVX2.
+    Avx2,
+    /// x86-64 AVX-512BW.
+    Avx512,
+}
+
+impl ScanPath {
+    /// Every path, widest last.
+    pub const ALL: [ScanPath; 4] = [
+        ScanPath::Portable,
+        ScanPath::Sse2,
+        ScanPath::Avx2,
+        ScanPath::Avx512,
+    ];
+
+    /// Whether this CPU can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            ScanPath::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            ScanPath::Sse2 => true,
+            #[cfg(target_arch = "x86_64")]
+            ScanPath::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            ScanPath::Avx512 => std::arch::is_x86_feature_detected!("avx512bw"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The paths this CPU can run, widest last.
+    pub fn available() -> Vec<ScanPath> {
+        Self::ALL.into_iter().filter(|p| p.is_available()).collect()
+    }
+
+    /// The widest path this CPU can run.
+    pub fn detect() -> ScanPath {
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|p| p.is_available())
+            .unwrap_or(ScanPath::Portable)
+    }
+}
+
+impl Default for ScanPath {
+    /// [`ScanPath::detect`].
+    fn default() -> Self {
+        Self::detect()
+    }
+}
+
+/// Set bit `k % 64` of `out[k / 64]` exactly when `samples[k] < level`
+/// (`out` is resized to `ceil(len / 64)` words; bits past the end are 0).
+/// A `path` this CPU cannot run ([`ScanPath::is_available`]) falls back to
+/// [`ScanPath::Portable`]; every path gives the same bits.
+pub fn below_mask(samples: &[i16], level: i32, path: ScanPath, out: &mut Vec<u64>) {
+    out.clear();
+    out.resize(samples.len().div_ceil(64), 0);
+    if level <= i32::from(i16::MIN) {
+        return;
+    }
+    if level > i32::from(i16::MAX) {
+        // Every sample is below: whole words, then the partial last one.
+        out.fill(u64::MAX);
+        if !samples.len().is_multiple_of(64) {
+            if let Some(last) = out.last_mut() {
+                *last = (1u64 << (samples.len() % 64)) - 1;
+            }
+        }
+        return;
+    }
+    let level = level as i16;
+    let chunks = samples.chunks_exact(64);
+    let tail = chunks.remainder();
+    let n_full = samples.len() / 64;
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        ScanPath::Sse2 => x86::words_sse2(samples, level, &mut out[..n_full]),
+        #[cfg(target_arch = "x86_64")]
+        ScanPath::Avx2 if path.is_available() => {
+            x86::words_avx2(samples, level, &mut out[..n_full]);
+        }
+        #[cfg(target_arch = "x86_64")]
+        ScanPath::Avx512 if path.is_available() => {
+            x86::words_avx512(samples, level, &mut out[..n_full]);
+        }
+        _ => {
+            for (w, chunk) in out.iter_mut().zip(chunks) {
+                *w = portable_word(chunk, level);
+            }
+        }
+    }
+    if !tail.is_empty() {
+        out[n_full] = portable_word(tail, level);
+    }
+}
+
+/// Bits of up to 64 samples, one at a time.
+#[inline]
+fn portable_word(chunk: &[i16], level: i16) -> u64 {
+    chunk
+        .iter()
+        .enumerate()
+        .fold(0u64, |m, (k, &x)| m | (u64::from(x < level) << k))
+}
+
+/// Index of the first set bit at or after `from` (None: none below `n`).
+#[inline]
+pub fn next_set(words: &[u64], from: usize, n: usize) -> Option<usize> {
+    let mut w = from / 64;
+    let mut bits = *words.get(w)? & (u64::MAX << (from % 64));
+    while bits == 0 {
+        w += 1;
+        bits = *words.get(w)?;
+    }
+    let k = w * 64 + bits.trailing_zeros() as usize;
+    (k < n).then_some(k)
+}
+
+/// Index of the first clear bit at or after `from`, or `n` when every bit
+/// from there to `n` is set.
+#[inline]
+pub fn next_clear(words: &[u64], from: usize, n: usize) -> usize {
+    let mut w = from / 64;
+    let Some(&first) = words.get(w) else {
+        return n;
+    };
+    let mut bits = !first & (u64::MAX << (from % 64));
+    while bits == 0 {
+        w += 1;
+        match words.get(w) {
+            Some(&x) => bits = !x,
+            None => return n,
+        }
+    }
+    (w * 64 + bits.trailing_zeros() as usize).min(n)
+}
+
+/// The x86-64 paths. Each fills `out[j]` from `samples[64 j..64 j + 64]`
+/// for every `j < out.len()` (the caller guarantees `64 out.len() <=
+/// samples.len()`); loads are unaligned and stay inside that range.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    pub(super) fn words_sse2(samples: &[i16], level: i16, out: &mut [u64]) {
+        assert!(out.len() * 64 <= samples.len());
+        // SAFETY: SSE2 is part of x86-64; loads read samples[64 j..64 j + 64].
+        unsafe {
+            let lv = _mm_set1_epi16(level);
+            for (j, w) in out.iter_mut().enumerate() {
+                let p = samples.as_ptr().add(64 * j).cast::<__m128i>();
+                let mut bits = 0u64;
+                for q in 0..4 {
+                    let a = _mm_loadu_si128(p.add(2 * q));
+                    let b = _mm_loadu_si128(p.add(2 * q + 1));
+                    // level > x  <=>  x < level; packs keeps -1 / 0 per sample.
+                    let m = _mm_packs_epi16(_mm_cmpgt_epi16(lv, a), _mm_cmpgt_epi16(lv, b));
+                    bits |= u64::from(_mm_movemask_epi8(m) as u16) << (16 * q);
+                }
+                *w = bits;
+            }
+        }
+    }
+
+    pub(super) fn words_avx2(samples: &[i16], level: i16, out: &mut [u64]) {
+        assert!(out.len() * 64 <= samples.len());
+        assert!(std::arch::is_x86_feature_detected!("avx2"));
+        // SAFETY: AVX2 was detected just above.
+        unsafe { avx2(samples, level, out) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(samples: &[i16], level: i16, out: &mut [u64]) {
+        let lv = _mm256_set1_epi16(level);
+        for (j, w) in out.iter_mut().enumerate() {
+            // SAFETY: reads samples[64 j..64 j + 64] (asserted by the caller).
+            let p = unsafe { samples.as_ptr().add(64 * j).cast::<__m256i>() };
+            let mut bits = 0u64;
+            for h in 0..2 {
+                // SAFETY: as above.
+                let (a, b) = unsafe {
+                    (
+                        _mm256_loadu_si256(p.add(2 * h)),
+                        _mm256_loadu_si256(p.add(2 * h + 1)),
+                    )
+                };
+                // packs works per 128-bit lane: a0-7 b0-7 a8-15 b8-15; the
+                // permute puts the quarters back in sample order.
+                let m = _mm256_packs_epi16(_mm256_cmpgt_epi16(lv, a), _mm256_cmpgt_epi16(lv, b));
+                let m = _mm256_permute4x64_epi64::<0b11_01_10_00>(m);
+                bits |= u64::from(_mm256_movemask_epi8(m) as u32) << (32 * h);
+            }
+            *w = bits;
+        }
+    }
+
+    pub(super) fn words_avx512(samples: &[i16], level: i16, out: &mut [u64]) {
+        assert!(out.len() * 64 <= samples.len());
+        assert!(std::arch::is_x86_feature_detected!("avx512bw"));
+        // SAFETY: AVX-512BW (and with it AVX-512F) was detected just above.
+        unsafe { avx512(samples, level, out) }
+    }
+
+    #[target_feature(enable = "avx512bw")]
+    unsafe fn avx512(samples: &[i16], level: i16, out: &mut [u64]) {
+        let lv = _mm512_set1_epi16(level);
+        for (j, w) in out.iter_mut().enumerate() {
+            // SAFETY: reads samples[64 j..64 j + 64] (asserted by the caller).
+            let (a, b) = unsafe {
+                let p = samples.as_ptr().add(64 * j);
+                (
+                    _mm512_loadu_si512(p.cast()),
+                    _mm512_loadu_si512(p.add(32).cast()),
+                )
+            };
+            let lo = _mm512_cmplt_epi16_mask(a, lv);
+            let hi = _mm512_cmplt_epi16_mask(b, lv);
+            *w = u64::from(lo) | (u64::from(hi) << 32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn reference(samples: &[i16], level: i32) -> Vec<bool> {
+        samples.iter().map(|&x| i32::from(x) < level).collect()
+    }
+
+    fn bits_of(words: &[u64], n: usize) -> Vec<bool> {
+        (0..n).map(|k| words[k / 64] >> (k % 64) & 1 == 1).collect()
+    }
+
+    #[test]
+    fn every_path_gives_the_reference_bits() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(25);
+        let mut out = Vec::new();
+        for len in [0usize, 1, 15, 63, 64, 65, 127, 128, 200, 1000, 4097] {
+            let samples: Vec<i16> = (0..len)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => i16::MIN,
+                    1 => i16::MAX,
+                    _ => rng.random_range(14_980..15_020),
+                })
+                .collect();
+            for level in [
+                i32::MIN,
+                -32_769,
+                -32_768,
+                -32_767,
+                14_990,
+                15_000,
+                15_010,
+                32_767,
+                32_768,
+                i32::MAX,
+            ] {
+                let want = reference(&samples, level);
+                for path in ScanPath::ALL {
+                    below_mask(&samples, level, path, &mut out);
+                    assert_eq!(out.len(), len.div_ceil(64));
+                    assert_eq!(bits_of(&out, len), want, "{path:?} len {len} level {level}");
+                    if !len.is_multiple_of(64) {
+                        assert_eq!(
+                            out[len / 64] >> (len % 64),
+                            0,
+                            "{path:?}: bits past the end"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn this_x86_64_cpu_has_the_simd_paths_it_claims() {
+        let paths = ScanPath::available();
+        assert_eq!(paths[0], ScanPath::Portable);
+        if cfg!(target_arch = "x86_64") {
+            assert!(paths.contains(&ScanPath::Sse2));
+        }
+        assert_eq!(*paths.last().unwrap(), ScanPath::detect());
+    }
+
+    #[test]
+    fn bit_scans_find_runs() {
+        // Samples 3..5 and 64..70 set, n = 130.
+        let words = [0b11000u64, 0b11_1111];
+        assert_eq!(next_set(&words, 0, 130), Some(3));
+        assert_eq!(next_clear(&words, 3, 130), 5);
+        assert_eq!(next_set(&words, 5, 130), Some(64));
+        assert_eq!(next_clear(&words, 64, 130), 70);
+        assert_eq!(next_set(&words, 70, 130), None);
+        let full = [u64::MAX, 0b11];
+        assert_eq!(next_clear(&full, 10, 66), 66);
+        assert_eq!(next_set(&[], 0, 0), None);
+        assert_eq!(next_clear(&[], 0, 0), 0);
+    }
+}
