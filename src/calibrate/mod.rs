@@ -29,6 +29,8 @@ pub mod kr_maps;
 pub mod lifetime;
 pub mod linear_fit;
 pub mod liquid_level;
+pub mod lrf;
+pub mod lrf_fit;
 pub mod output;
 pub mod pmt_gains;
 pub mod report;
