@@ -46,7 +46,7 @@ pub const PATTERN_TOLERANCE: f64 = 0.002;
 pub const MIN_EVENTS: usize = 1000;
 
 /// One iteration's figures.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Iteration {
     /// 1, 2, ...
     pub iteration: usize,
@@ -61,7 +61,7 @@ pub struct Iteration {
 }
 
 /// The learned response and how it got there.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LearnedLrf {
     /// Shape and efficiencies, in the areas' gain scale.
     pub response: LightResponse,
@@ -279,6 +279,68 @@ pub fn rescale_efficiencies(
         shape: response.shape.clone(),
         relative_efficiency: eff,
     }
+}
+
+/// The report's section: each iteration's figures and the result.
+pub fn markdown(learned: &Result<LearnedLrf, String>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("\n## Light response of the top array\n\n");
+    let l = match learned {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(
+                s,
+                "Not learned: {e}. The conditions keep the nominal response."
+            );
+            return s;
+        }
+    };
+    let _ = writeln!(
+        s,
+        "Learned from the Kr83m main-S2 patterns, starting from the nominal response: xy fits with the current response, then a fit of the radial shape (cubic B-spline in ln(1 + rho^2 / 60^2)) and one efficiency per top PMT, repeated until the positions move by less than {SHIFT_TOLERANCE_MM} mm rms and the pattern by less than {:.1} %. {}.\n",
+        100.0 * PATTERN_TOLERANCE,
+        if l.converged {
+            format!("Converged after {} iterations", l.iterations.len())
+        } else {
+            format!("Not converged after {MAX_ITERATIONS} iterations: the conditions carry the last one")
+        }
+    );
+    let _ = writeln!(
+        s,
+        "| iteration | events | mean GoF (previous response) | position shift rms [mm] | pattern change |\n|---|---|---|---|---|"
+    );
+    for it in &l.iterations {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} | {} | {:.3} % |",
+            it.iteration,
+            it.events,
+            it.mean_gof,
+            if it.position_shift_rms_mm.is_finite() {
+                format!("{:.3}", it.position_shift_rms_mm)
+            } else {
+                "-".into()
+            },
+            100.0 * it.pattern_change
+        );
+    }
+    let live: Vec<f64> = l
+        .response
+        .relative_efficiency
+        .iter()
+        .copied()
+        .filter(|e| *e != 1.0)
+        .collect();
+    let rms =
+        (live.iter().map(|e| (e - 1.0).powi(2)).sum::<f64>() / live.len().max(1) as f64).sqrt();
+    let _ = writeln!(
+        s,
+        "\nPer-PMT relative efficiencies (in the measured gains' scale): {:.1} % rms, from {:.3} to {:.3}.",
+        100.0 * rms,
+        live.iter().copied().fold(f64::INFINITY, f64::min),
+        live.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    );
+    s
 }
 
 #[cfg(test)]
