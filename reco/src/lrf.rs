@@ -186,7 +186,8 @@ impl LrfShape {
                         "every coefficient must be finite",
                     );
                 }
-                if !(self.value(0.0) > 0.0) {
+                let on_axis = self.value(0.0);
+                if on_axis.is_nan() || on_axis <= 0.0 {
                     return bad(
                         "calibration.lrf.shape.coefficients",
                         self.value(0.0),

@@ -106,6 +106,7 @@ pub fn with_response(
 }
 
 /// Pattern difference of `model` from `reference` (see the module docs).
+#[allow(clippy::needless_range_loop)]
 pub fn pattern_difference(
     model: &DetectorModel,
     reference: &DetectorModel,

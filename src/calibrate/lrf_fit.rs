@@ -76,16 +76,60 @@ impl Pairs<'_> {
     }
 }
 
+/// Distance and spline position of every pair, computed once per fit
+/// (the positions do not move within it): `[rho [mm], v [intervals]]`.
+fn distances(p: &Pairs<'_>, set: &SplineSettings) -> Vec<[f32; 2]> {
+    let n_top = p.n_top();
+    (0..p.positions.len())
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            (0..n_top).map(move |k| {
+                let rho = p.rho(i, k);
+                let v = LrfShape::spline_position(
+                    set.compression_mm,
+                    set.rho_max_mm,
+                    set.intervals,
+                    rho,
+                );
+                [rho as f32, v as f32]
+            })
+        })
+        .collect()
+}
+
+/// f at a pair: a spline of these settings from the cached position, any
+/// other shape from the distance.
+#[inline]
+fn shape_at(shape: &LrfShape, set: &SplineSettings, d: [f32; 2]) -> f64 {
+    match shape {
+        LrfShape::Spline { coefficients, .. } if coefficients.len() == set.intervals + 3 => {
+            let (j, w) = cubic_bspline_basis(f64::from(d[1]), set.intervals);
+            w[0] * coefficients[j]
+                + w[1] * coefficients[j + 1]
+                + w[2] * coefficients[j + 2]
+                + w[3] * coefficients[j + 3]
+        }
+        _ => shape.value(f64::from(d[0])),
+    }
+}
+
 /// Per-event scale A_i = N_i / sum_k e_k f(rho_ik) over live PMTs.
-fn scales(p: &Pairs<'_>, shape: &LrfShape, eff: &[f64]) -> Vec<f64> {
+fn scales(
+    p: &Pairs<'_>,
+    dist: &[[f32; 2]],
+    shape: &LrfShape,
+    eff: &[f64],
+    set: &SplineSettings,
+) -> Vec<f64> {
+    let n_top = p.n_top();
     (0..p.positions.len())
         .into_par_iter()
         .map(|i| {
             let a = p.event(i);
             let (mut n, mut s) = (0.0, 0.0);
-            for k in (0..p.n_top()).filter(|&k| p.live[k]) {
+            for k in (0..n_top).filter(|&k| p.live[k]) {
                 n += a[k].max(0.0);
-                s += eff[k] * shape.value(p.rho(i, k));
+                s += eff[k] * shape_at(shape, set, dist[i * n_top + k]);
             }
             if s > 0.0 {
                 n / s
@@ -97,8 +141,11 @@ fn scales(p: &Pairs<'_>, shape: &LrfShape, eff: &[f64]) -> Vec<f64> {
 }
 
 /// Normal equations (upper triangle as a full matrix) of the shape step.
+/// Index loops read as the formulas do.
+#[allow(clippy::needless_range_loop)]
 fn shape_normal_equations(
     p: &Pairs<'_>,
+    dist: &[[f32; 2]],
     shape: &LrfShape,
     eff: &[f64],
     a: &[f64],
@@ -110,18 +157,13 @@ fn shape_normal_equations(
         .into_par_iter()
         .fold(zero, |(mut m, mut v), i| {
             let areas = p.event(i);
-            for k in (0..p.n_top()).filter(|&k| p.live[k]) {
-                let rho = p.rho(i, k);
+            let n_top = p.n_top();
+            for k in (0..n_top).filter(|&k| p.live[k]) {
+                let d = dist[i * n_top + k];
                 let scale = a[i] * eff[k];
-                let mu = (scale * shape.value(rho)).max(0.05);
+                let mu = (scale * shape_at(shape, set, d)).max(0.05);
                 let w = 1.0 / mu;
-                let pos = LrfShape::spline_position(
-                    set.compression_mm,
-                    set.rho_max_mm,
-                    set.intervals,
-                    rho,
-                );
-                let (j, basis) = cubic_bspline_basis(pos, set.intervals);
+                let (j, basis) = cubic_bspline_basis(f64::from(d[1]), set.intervals);
                 for r in 0..4 {
                     let xr = scale * basis[r];
                     v[j + r] += w * xr * areas[k].max(0.0);
@@ -147,6 +189,7 @@ fn shape_normal_equations(
 
 /// Fit shape and efficiencies to the pairs, starting from `start`.
 /// `None` when the normal equations are singular (too few events).
+#[allow(clippy::needless_range_loop)]
 pub fn fit_response(
     p: &Pairs<'_>,
     start: &LightResponse,
@@ -155,9 +198,10 @@ pub fn fit_response(
     let n_top = p.n_top();
     let mut shape = start.shape.clone();
     let mut eff = start.relative_efficiency.clone();
+    let dist = distances(p, set);
     for _ in 0..set.passes.max(1) {
-        let a = scales(p, &shape, &eff);
-        let (mut m, v) = shape_normal_equations(p, &shape, &eff, &a, set);
+        let a = scales(p, &dist, &shape, &eff, set);
+        let (mut m, v) = shape_normal_equations(p, &dist, &shape, &eff, &a, set);
         // Second-difference penalty: keeps knots the data barely reach smooth.
         let nb = set.intervals + 3;
         let trace = (0..nb).map(|b| m[b][b]).sum::<f64>() / nb as f64;
@@ -177,7 +221,7 @@ pub fn fit_response(
             coefficients: coef,
         };
         // Efficiencies with the new shape.
-        let a = scales(p, &shape, &eff);
+        let a = scales(p, &dist, &shape, &eff, set);
         let (num, den) = (0..p.positions.len())
             .into_par_iter()
             .fold(
@@ -186,7 +230,7 @@ pub fn fit_response(
                     let areas = p.event(i);
                     for k in (0..n_top).filter(|&k| p.live[k]) {
                         num[k] += areas[k].max(0.0);
-                        den[k] += a[i] * shape.value(p.rho(i, k));
+                        den[k] += a[i] * shape_at(&shape, set, dist[i * n_top + k]);
                     }
                     (num, den)
                 },

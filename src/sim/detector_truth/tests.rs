@@ -159,6 +159,7 @@ fn the_truth_of_a_run_round_trips_through_its_file() {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn the_true_light_response_differs_from_nominal_and_is_written_with_the_run() {
     let t = realistic();
     let d = t.simulated_detector(17390).unwrap();
