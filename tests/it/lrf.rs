@@ -110,7 +110,7 @@ fn figures(model: &DetectorModel, truth_crb: &DetectorModel, events: &[Drawn]) -
     let radius = model.params.tpc.radius_mm;
     let mut decades = vec![(Vec::new(), Vec::new(), 0.0, 0.0, 0usize); 2];
     let (mut px, mut py) = (Vec::new(), Vec::new());
-    let mut rings = vec![(0.0, 0usize); 10];
+    let mut rings = [(0.0, 0usize); 10];
     let mut gof = 0.0;
     for e in events {
         let Some(fit) = fit_xy(model, &e.areas, 50, 1e-3) else {
