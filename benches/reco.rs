@@ -229,6 +229,31 @@ fn bench_reco(c: &mut Criterion, set: &Set) {
             })
         })
     });
+    // The same fits with a learned light response in the conditions (the
+    // nominal shape, tabulated, with every efficiency 1: the same positions,
+    // the cost of the table path the learned response takes).
+    let mut params = model.params.clone();
+    params.calibration.lrf = Some(tpcflow_reco::lrf::LightResponse {
+        shape: tpcflow_reco::lrf::LrfShape::Analytic {
+            r0_mm: params.light.lrf.r0_mm,
+            tail_amplitude: 0.0,
+            tail_length_mm: 200.0,
+            flat: params.light.lrf.flat,
+        },
+        relative_efficiency: vec![1.0; n_top],
+    });
+    let learned = DetectorModel::new("learned", params).expect("valid response");
+    g.bench_function("main_s2_patterns_learned_lrf", |b| {
+        b.iter_custom(|iters| {
+            timed("xy/fits_learned", iters, || {
+                patterns
+                    .iter()
+                    .filter_map(|p| fit_xy(&learned, p, cfg.xy_max_iterations, cfg.xy_tolerance_mm))
+                    .map(|f| u64::from(f.iterations))
+                    .sum()
+            })
+        })
+    });
     g.finish();
     let cpu = cpu_time_ab(set, model, &cfg, CPU_PAIRS);
     summary(set, patterns.len(), &cpu);
@@ -405,6 +430,13 @@ fn summary(set: &Set, n_fits: usize, cpu: &[(String, f64)]) {
             n_fits as f64 / t,
             t / n_fits as f64 * 1e6
         );
+        if let Some(l) = median("xy/fits_learned") {
+            eprintln!(
+                "  xy fit with a learned light response: {:.1} us/fit ({:+.1} % vs the nominal form)",
+                l / n_fits as f64 * 1e6,
+                (l / t - 1.0) * 100.0
+            );
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Detector-health products measured from calibration runs, as the
 //! conditions carry them (`[detector.calibration]`, every field optional):
-//! dead and noisy channels, the Kr83m correction maps and the gas-gap map.
+//! dead and noisy channels, the Kr83m correction maps, the gas-gap map and
+//! the learned light response of the top array ([`crate::lrf`]).
 //!
 //! Maps are regular grids of bin centres; a value between centres is the
 //! bilinear (trilinear) interpolation, and outside the outermost centres the
@@ -18,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::detector::ModelError;
+use crate::lrf::LightResponse;
 
 /// A map over a square grid in xy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +74,10 @@ pub struct Calibration {
     /// Gas gap (liquid surface to anode) vs xy [mm].
     #[serde(default)]
     pub gas_gap_mm: Option<XyMap>,
+    /// Light response of the top array learned from Kr83m single scatters;
+    /// without it the xy fit uses the nominal closed form of `light.lrf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lrf: Option<LightResponse>,
 }
 
 impl Calibration {

@@ -10,10 +10,15 @@
 //!     eta(rho) = 1 / (1 + (rho / r0)^2)^(3/2) + flat,    rho = |(x, y) - (x_k, y_k)|
 //! top pattern (sums to 1):  p_k(x, y) = eta(rho_k) / sum_j eta(rho_j)
 //! ```
+//!
+//! When the conditions carry a learned light response
+//! (`calibration.lrf`, [`crate::lrf`]), the pattern is
+//! `p_k = e_k f(rho_k) / sum_j e_j f(rho_j)` with its shape and efficiencies.
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::calibration::{Calibration, XyMap, XyzMap};
+use crate::lrf::ResponseTable;
 
 /// TPC geometry and drift.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,6 +246,9 @@ pub struct DetectorModel {
     pub params: DetectorParams,
     /// PMT positions.
     pub pmts: PmtMap,
+    /// The conditions' learned light response tabulated for the xy fit
+    /// (None: the nominal closed form).
+    pub response: Option<ResponseTable>,
 }
 
 fn check(field: &'static str, value: f64, ok: bool, why: &'static str) -> Result<(), ModelError> {
@@ -429,10 +437,18 @@ impl DetectorModel {
         for &c in &p.calibration.dead_channels {
             pmts.live[usize::from(c)] = false;
         }
+        let response = match &p.calibration.lrf {
+            Some(r) => {
+                r.validate(p.pmts.n_top)?;
+                Some(ResponseTable::new(&r.shape))
+            }
+            None => None,
+        };
         Ok(Self {
             tag: tag.into(),
             params,
             pmts,
+            response,
         })
     }
 
@@ -602,10 +618,19 @@ impl DetectorModel {
             "top_pattern needs one slot per top PMT"
         );
         let mut sum = 0.0;
+        let learned = self
+            .response
+            .as_ref()
+            .zip(self.params.calibration.lrf.as_ref());
         for (k, o) in out.iter_mut().enumerate() {
             let dx = x - self.pmts.x[k];
             let dy = y - self.pmts.y[k];
-            *o = self.lrf((dx * dx + dy * dy).sqrt());
+            *o = match learned {
+                Some((table, r)) => {
+                    r.relative_efficiency[k] * table.value_and_slope(dx * dx + dy * dy).0
+                }
+                None => self.lrf((dx * dx + dy * dy).sqrt()),
+            };
             sum += *o;
         }
         for o in out.iter_mut() {

@@ -26,6 +26,7 @@ pub mod error;
 pub mod event;
 pub mod hits;
 pub mod interactions;
+pub mod lrf;
 pub mod pulses;
 pub mod recon;
 pub mod split;

@@ -18,6 +18,10 @@
 //! F = ((1 + p2) s^2 + 1 + 3 p2) / (1 + p2)^2    (s = SPE resolution, p2 = P(double phe))
 //! ```
 //!
+//! With a learned light response in the conditions ([`crate::lrf`]) the
+//! pattern is `p_k = e_k f(rho_k) / sum_j e_j f(rho_j)` from its table; without
+//! one, the nominal closed form of [`DetectorModel::lrf`].
+//!
 //! Channels listed dead in the conditions are left out of every sum (the
 //! pattern is renormalised over the live channels): a dead PMT's zero is not
 //! a measurement of no light.
@@ -26,6 +30,7 @@
 //! position, see [`cramer_rao_xy`].
 
 use crate::detector::DetectorModel;
+use crate::lrf::ResponseTable;
 
 /// Result of the xy fit.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -63,18 +68,47 @@ pub fn excess_variance_factor(model: &DetectorModel) -> f64 {
     ((1.0 + p) * s * s + 1.0 + 3.0 * p) / ((1.0 + p) * (1.0 + p))
 }
 
-/// LRF of one PMT and its gradient in (x, y): the same form as
-/// [`DetectorModel::lrf`], differentiated.
-#[inline]
-fn eta_and_gradient(model: &DetectorModel, k: usize, x: f64, y: f64) -> (f64, f64, f64) {
-    let lrf = &model.params.light.lrf;
-    let dx = x - model.pmts.x[k];
-    let dy = y - model.pmts.y[k];
-    let inv_r02 = 1.0 / (lrf.r0_mm * lrf.r0_mm);
-    let u = 1.0 + (dx * dx + dy * dy) * inv_r02;
-    let g = 1.0 / (u * u.sqrt());
-    let dg = -3.0 * inv_r02 * g / u;
-    (g + lrf.flat, dg * dx, dg * dy)
+/// The light response of each top PMT and its gradient in (x, y).
+trait Response {
+    /// (eta_k, d eta_k / dx, d eta_k / dy) at (x, y).
+    fn eta_and_gradient(&self, k: usize, x: f64, y: f64) -> (f64, f64, f64);
+}
+
+/// The nominal closed form of [`DetectorModel::lrf`], differentiated.
+struct Nominal<'a>(&'a DetectorModel);
+
+impl Response for Nominal<'_> {
+    #[inline]
+    fn eta_and_gradient(&self, k: usize, x: f64, y: f64) -> (f64, f64, f64) {
+        let model = self.0;
+        let lrf = &model.params.light.lrf;
+        let dx = x - model.pmts.x[k];
+        let dy = y - model.pmts.y[k];
+        let inv_r02 = 1.0 / (lrf.r0_mm * lrf.r0_mm);
+        let u = 1.0 + (dx * dx + dy * dy) * inv_r02;
+        let g = 1.0 / (u * u.sqrt());
+        let dg = -3.0 * inv_r02 * g / u;
+        (g + lrf.flat, dg * dx, dg * dy)
+    }
+}
+
+/// The learned response of the conditions: e_k f(rho_k^2) from its table.
+struct Learned<'a> {
+    model: &'a DetectorModel,
+    table: &'a ResponseTable,
+    efficiency: &'a [f64],
+}
+
+impl Response for Learned<'_> {
+    #[inline]
+    fn eta_and_gradient(&self, k: usize, x: f64, y: f64) -> (f64, f64, f64) {
+        let dx = x - self.model.pmts.x[k];
+        let dy = y - self.model.pmts.y[k];
+        let (f, df_ds) = self.table.value_and_slope(dx * dx + dy * dy);
+        let e = self.efficiency[k];
+        let g = 2.0 * e * df_ds;
+        (e * f, g * dx, g * dy)
+    }
 }
 
 /// Log-likelihood l(x, y) (up to constants and the factor 1/F), gradient and
@@ -88,7 +122,14 @@ struct Eval {
     jyy: f64,
 }
 
-fn evaluate(model: &DetectorModel, n: &[f64], x: f64, y: f64, with_fisher: bool) -> Eval {
+fn evaluate<R: Response>(
+    model: &DetectorModel,
+    resp: &R,
+    n: &[f64],
+    x: f64,
+    y: f64,
+    with_fisher: bool,
+) -> Eval {
     let n_tot: f64 = n.iter().sum();
     let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
     let (mut l, mut gx, mut gy) = (0.0, 0.0, 0.0);
@@ -96,7 +137,7 @@ fn evaluate(model: &DetectorModel, n: &[f64], x: f64, y: f64, with_fisher: bool)
         if !model.pmts.live[k] {
             continue;
         }
-        let (e, ex, ey) = eta_and_gradient(model, k, x, y);
+        let (e, ex, ey) = resp.eta_and_gradient(k, x, y);
         s += e;
         sx += ex;
         sy += ey;
@@ -112,7 +153,7 @@ fn evaluate(model: &DetectorModel, n: &[f64], x: f64, y: f64, with_fisher: bool)
     let (mut jxx, mut jxy, mut jyy) = (0.0, 0.0, 0.0);
     if with_fisher {
         for k in (0..n.len()).filter(|&k| model.pmts.live[k]) {
-            let (e, ex, ey) = eta_and_gradient(model, k, x, y);
+            let (e, ex, ey) = resp.eta_and_gradient(k, x, y);
             let p = e / s;
             let px = (ex - p * sx) / s;
             let py = (ey - p * sy) / s;
@@ -205,6 +246,32 @@ pub fn fit_xy(
     tolerance_mm: f64,
 ) -> Option<XyFit> {
     assert_eq!(top_areas.len(), model.pmts.n_top, "one area per top PMT");
+    match (&model.response, &model.params.calibration.lrf) {
+        (Some(table), Some(r)) => {
+            let resp = Learned {
+                model,
+                table,
+                efficiency: &r.relative_efficiency,
+            };
+            fit_xy_with(model, &resp, top_areas, max_iterations, tolerance_mm)
+        }
+        _ => fit_xy_with(
+            model,
+            &Nominal(model),
+            top_areas,
+            max_iterations,
+            tolerance_mm,
+        ),
+    }
+}
+
+fn fit_xy_with<R: Response>(
+    model: &DetectorModel,
+    resp: &R,
+    top_areas: &[f64],
+    max_iterations: u32,
+    tolerance_mm: f64,
+) -> Option<XyFit> {
     // Clamp negative noise; a stack array would be nicer but n_top is a runtime value.
     let n: Vec<f64> = top_areas
         .iter()
@@ -225,8 +292,8 @@ pub fn fit_xy(
     let (lx0, ly0) = local_centroid(model, &n);
     let (lx, ly) = clamp_to_radius(lx0, ly0, r_max);
     let (mut x, mut y) = (cx, cy);
-    let mut cur = evaluate(model, &n, x, y, true);
-    let local = evaluate(model, &n, lx, ly, true);
+    let mut cur = evaluate(model, resp, &n, x, y, true);
+    let local = evaluate(model, resp, &n, lx, ly, true);
     if local.l > cur.l {
         (x, y, cur) = (lx, ly, local);
     }
@@ -236,7 +303,7 @@ pub fn fit_xy(
         r_max,
         max_iterations,
         tolerance_mm,
-        |x, y, fisher| evaluate(model, &n, x, y, fisher),
+        |x, y, fisher| evaluate(model, resp, &n, x, y, fisher),
     );
     let (x, y, cur) = (ascent.x, ascent.y, ascent.at);
     let (iterations, converged) = (ascent.iterations, ascent.converged);
@@ -247,7 +314,7 @@ pub fn fit_xy(
     let mut s = 0.0;
     let mut eta = Vec::with_capacity(n.len());
     for k in 0..n.len() {
-        let e = eta_and_gradient(model, k, x, y).0;
+        let e = resp.eta_and_gradient(k, x, y).0;
         if model.pmts.live[k] {
             s += e;
         }
@@ -355,7 +422,17 @@ pub fn cramer_rao_xy(
     f: f64,
 ) -> (f64, f64) {
     let ones = vec![0.0; model.pmts.n_top];
-    let e = evaluate(model, &ones, x_mm, y_mm, true);
+    let e = match (&model.response, &model.params.calibration.lrf) {
+        (Some(table), Some(r)) => {
+            let resp = Learned {
+                model,
+                table,
+                efficiency: &r.relative_efficiency,
+            };
+            evaluate(model, &resp, &ones, x_mm, y_mm, true)
+        }
+        _ => evaluate(model, &Nominal(model), &ones, x_mm, y_mm, true),
+    };
     match inverse_2x2(e.jxx * n_top_phd, e.jxy * n_top_phd, e.jyy * n_top_phd) {
         Some((ixx, _, iyy)) => ((f * ixx).sqrt(), (f * iyy).sqrt()),
         None => (f64::INFINITY, f64::INFINITY),
@@ -425,7 +502,7 @@ mod tests {
     fn lrf_gradient_matches_the_model() {
         let m = DetectorModel::default_lz_like();
         for &(x, y, k) in &[(0.0, 0.0, 0usize), (100.0, -30.0, 5), (-500.0, 300.0, 200)] {
-            let (e, ex, ey) = eta_and_gradient(&m, k, x, y);
+            let (e, ex, ey) = Nominal(&m).eta_and_gradient(k, x, y);
             let rho = |x: f64, y: f64| (x - m.pmts.x[k]).hypot(y - m.pmts.y[k]);
             assert!((e - m.lrf(rho(x, y))).abs() < 1e-12);
             let h = 1e-4;
@@ -482,6 +559,58 @@ mod tests {
                 "CRB {crb_x} {crb_y}"
             );
         }
+    }
+
+    /// The v1 model with a light response of another shape and efficiencies.
+    fn with_response() -> DetectorModel {
+        let mut p = DetectorModel::default_lz_like().params;
+        let efficiency = (0..p.pmts.n_top)
+            .map(|k| 1.0 + 0.15 * ((k as f64) * 0.7).sin())
+            .collect();
+        p.calibration.lrf = Some(crate::lrf::LightResponse {
+            shape: crate::lrf::LrfShape::Analytic {
+                r0_mm: 66.0,
+                tail_amplitude: 0.03,
+                tail_length_mm: 200.0,
+                flat: 0.004,
+            },
+            relative_efficiency: efficiency,
+        });
+        DetectorModel::new("learned", p).unwrap()
+    }
+
+    #[test]
+    fn the_fit_uses_the_conditions_light_response() {
+        let truth = with_response();
+        let nominal = DetectorModel::default_lz_like();
+        let f = excess_variance_factor(&truth);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (x, y) = (310.0, -205.0);
+        let n = 1.0e4;
+        let (crb_x, _) = cramer_rao_xy(&truth, x, y, n, f);
+        let (mut pulls, mut bx, mut by) = (Vec::new(), 0.0, 0.0);
+        for _ in 0..100 {
+            let areas = draw(&truth, &mut rng, x, y, n);
+            let a = fit_xy(&truth, &areas, 50, 1e-3).unwrap();
+            assert!(a.converged && a.gof < 2.0, "{a:?}");
+            assert!((a.sigma_x_mm / crb_x - 1.0).abs() < 0.2, "{a:?} vs {crb_x}");
+            pulls.push((a.x_mm - x) / a.sigma_x_mm);
+            let b = fit_xy(&nominal, &areas, 50, 1e-3).unwrap();
+            bx += (b.x_mm - x) / 100.0;
+            by += (b.y_mm - y) / 100.0;
+        }
+        let mean = pulls.iter().sum::<f64>() / 100.0;
+        let sd = (pulls.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / 99.0).sqrt();
+        assert!(
+            mean.abs() < 0.3 && (sd - 1.0).abs() < 0.2,
+            "pull {mean} {sd}"
+        );
+        // The nominal form's mean offset, against its standard error CRB / 10.
+        let bias_nominal = bx.hypot(by);
+        assert!(
+            bias_nominal > 0.5 * crb_x,
+            "the nominal form misplaces this light: {bias_nominal} mm vs CRB {crb_x}"
+        );
     }
 
     /// l = -(x^2 + y^2) with unit Fisher matrix; `sign` -1 reports the

@@ -54,6 +54,7 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
             "liquid_level": p.liquid.as_ref().ok(),
             "uniformity_base": p.uniformity_base,
             "uniformity_measured": p.uniformity_measured,
+            "light_response": p.lrf.as_ref().ok(),
             "seconds": p.seconds,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);

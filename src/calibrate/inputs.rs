@@ -8,6 +8,9 @@
 //!                       pre-trigger window holds no S2 and its electron tail)
 //! lone single phe:      pulse kind 4 with exactly one channel area
 //! ```
+//!
+//! Each Kr83m single scatter also keeps its main S2's per-channel areas (the
+//! light response is learned from them).
 //! Only the datasets these need are read, not whole files.
 
 use std::path::{Path, PathBuf};
@@ -52,6 +55,11 @@ pub struct Inputs {
     pub spe_channel: Vec<u16>,
     /// Area of each lone single-phe pulse [phd, with the reconstruction's gains].
     pub spe_area_phd: Vec<f64>,
+    /// Per-channel areas of the Kr83m events' main S2s: (channel, area [phd]),
+    /// event after event; `kr_s2_first[i]..kr_s2_first[i + 1]` are event i's.
+    pub kr_s2_channels: Vec<(u16, f32)>,
+    /// Start of each Kr83m event's rows in `kr_s2_channels`, plus the end.
+    pub kr_s2_first: Vec<usize>,
 }
 
 fn read<T: H5Type>(file: &hdf5::File, name: &str, path: &Path) -> Result<Vec<T>, CalibrateError> {
@@ -71,6 +79,20 @@ fn string_attr(file: &hdf5::File, key: &str) -> String {
 }
 
 impl Inputs {
+    /// Main-S2 areas of Kr83m event `i` on the top channels (0..`n_top`) [phd].
+    ///
+    /// # Panics
+    /// When `i` is not a Kr83m event index.
+    pub fn kr_top_areas(&self, i: usize, n_top: usize) -> Vec<f64> {
+        let mut top = vec![0.0; n_top];
+        for &(c, a) in &self.kr_s2_channels[self.kr_s2_first[i]..self.kr_s2_first[i + 1]] {
+            if usize::from(c) < n_top {
+                top[usize::from(c)] += f64::from(a);
+            }
+        }
+        top
+    }
+
     /// Read the columns of each RQ file and select the calibration samples.
     ///
     /// # Errors
@@ -160,6 +182,28 @@ impl Inputs {
                 if s2_row >= p1 {
                     return Err(bad(format!("event row {ev}: main_s2 outside its pulses")));
                 }
+                let (Some(&c0), Some(&nc)) = (first_ch.get(s2_row), n_ch.get(s2_row)) else {
+                    return Err(bad(format!(
+                        "pulse row {s2_row}: beyond /pulses/first_channel or n_channel_areas"
+                    )));
+                };
+                let (c0, c1) = (c0 as usize, c0 as usize + nc as usize);
+                if c1 > channel.len() || c1 > ch_area.len() {
+                    return Err(bad(format!(
+                        "pulse row {s2_row}: channel rows {c0}..{c1} beyond {}",
+                        channel.len().min(ch_area.len())
+                    )));
+                }
+                if self.kr_s2_first.is_empty() {
+                    self.kr_s2_first.push(0);
+                }
+                self.kr_s2_channels.extend(
+                    channel[c0..c1]
+                        .iter()
+                        .copied()
+                        .zip(ch_area[c0..c1].iter().copied()),
+                );
+                self.kr_s2_first.push(self.kr_s2_channels.len());
                 self.kr.push(KrEvent {
                     drift_ns: drift[ev],
                     s1_phd: s1[ev],

@@ -65,6 +65,12 @@ fn cholesky_solve_and_invert(a: &[Vec<f64>], b: &[f64]) -> Option<(Vec<f64>, Vec
     Some((x, inv))
 }
 
+/// Solve the symmetric positive definite system `a x = b` (Cholesky; the
+/// lower triangle of `a` is read); None when `a` is singular.
+pub(crate) fn cholesky_solve(a: &[Vec<f64>], b: &[f64]) -> Option<Vec<f64>> {
+    cholesky_solve_and_invert(a, b).map(|(x, _)| x)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;

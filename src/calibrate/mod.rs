@@ -6,7 +6,8 @@
 //! [`lifetime`] (electron lifetime), [`se_gain`] (single-electron gain and
 //! width), [`pmt_gains`] (per-channel gains, dead and noisy channels),
 //! [`liquid_level`] (gas gap vs xy, plane tilt), [`kr_maps`] (S2 vs xy, S1 vs
-//! xyz and the energy-peak uniformity); [`output`] writes the conditions and
+//! xyz and the energy-peak uniformity), [`lrf`] (the top array's light
+//! response learned from the Kr83m S2 patterns); [`output`] writes the conditions and
 //! [`report`] the Markdown report with its SVG figures.
 //!
 //! ```no_run
@@ -29,6 +30,8 @@ pub mod kr_maps;
 pub mod lifetime;
 pub mod linear_fit;
 pub mod liquid_level;
+pub mod lrf;
+pub mod lrf_fit;
 pub mod output;
 pub mod pmt_gains;
 pub mod report;
@@ -140,6 +143,9 @@ pub struct Products {
     pub uniformity_base: kr_maps::Uniformity,
     /// The same with the measured products.
     pub uniformity_measured: kr_maps::Uniformity,
+    /// Light response learned from the Kr83m S2 patterns, efficiencies in
+    /// the measured gains' scale (Err: why it was not learned).
+    pub lrf: Result<lrf::LearnedLrf, String>,
     /// Wall time of the measurement (reading included) [s].
     pub seconds: f64,
 }
@@ -219,6 +225,7 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
     );
     let uniformity_base = kr_maps::uniformity(&inputs.kr, &e_base, radius, z_range);
     let uniformity_measured = kr_maps::uniformity(&inputs.kr, &e_measured, radius, z_range);
+    let lrf = learn_light_response(det, &inputs, &gains).map_err(|e| e.to_string());
     Ok(Products {
         base,
         inputs,
@@ -229,8 +236,47 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         maps,
         uniformity_base,
         uniformity_measured,
+        lrf,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The light response from the Kr83m main-S2 top areas, channels dead in
+/// the base conditions or found dead left out; efficiencies rescaled from
+/// the base gains (the areas' scale) to the measured ones.
+fn learn_light_response(
+    det: &tpcflow_reco::DetectorModel,
+    inputs: &inputs::Inputs,
+    gains: &pmt_gains::PmtGains,
+) -> Result<lrf::LearnedLrf, CalibrateError> {
+    let mut params = det.params.clone();
+    let dead = &mut params.calibration.dead_channels;
+    dead.extend(
+        gains
+            .dead
+            .iter()
+            .filter(|c| !dead.contains(c))
+            .collect::<Vec<_>>(),
+    );
+    let model = tpcflow_reco::DetectorModel::new(det.tag.clone(), params).map_err(|e| {
+        CalibrateError::Fit {
+            product: "light response",
+            why: e.to_string(),
+        }
+    })?;
+    let n_top = model.pmts.n_top;
+    let areas: Vec<f64> = (0..inputs.kr.len())
+        .flat_map(|i| inputs.kr_top_areas(i, n_top))
+        .collect();
+    let mut learned = lrf::learn_lrf(&model, &areas)?;
+    let new_gains: Vec<f64> = gains.channels.iter().map(|c| c.gain_adc).collect();
+    learned.response = lrf::rescale_efficiencies(
+        &learned.response,
+        &det.params.pmts.spe_area_adc,
+        &new_gains,
+        &model.pmts.live[..n_top],
+    );
+    Ok(learned)
 }
 
 /// Measure and write DIR/conditions.toml, DIR/report.md and the figures.

@@ -76,6 +76,7 @@ pub fn conditions_text(opts: &Options, p: &Products) -> Result<String, Calibrate
         kr_s2_xy: Some(p.maps.s2_xy.clone()),
         kr_s1_xyz: Some(p.maps.s1_xyz.clone()),
         gas_gap_mm: p.liquid.as_ref().ok().map(|l| l.map.clone()),
+        lrf: p.lrf.as_ref().ok().map(|l| l.response.clone()),
     };
     let cal = Value::try_from(&calibration).map_err(|e| CalibrateError::Fit {
         product: "conditions output",

@@ -316,6 +316,7 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
             100.0 * u.statistical_rms
         );
     }
+    s.push_str(&super::lrf::markdown(&p.lrf));
     let _ = writeln!(
         s,
         "\n## Figures\n\n![electron lifetime](lifetime.svg)\n\n![PMT gains](gains.svg)\n"

@@ -17,6 +17,11 @@
 //! noisy channel       extra single phe at noisy_rate_hz, uniform in the window
 //! ```
 //!
+//! The true light response of the top array (another radial shape than the
+//! nominal one and a relative efficiency per top PMT, the optional `[lrf]`
+//! table) is in [`super::truth_lrf`]; the simulator draws the top pattern of
+//! every S2 from it, and the run's truth carries it as `lrf`.
+//!
 //! The liquid surface and the light collection are in [`super::truth_maps`]:
 //! the local gas gap sets the electroluminescence (EL) duration and the
 //! single-electron (SE) gain, and S1/S2 light collection follow maps that
@@ -34,8 +39,10 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::truth_lrf::LrfSpec;
 use super::truth_maps::{GasGap, LightCollection, LightSpec, LiquidSpec};
 use crate::conditions::{hex, Conditions, ConditionsError};
+use tpcflow_reco::lrf::LightResponse;
 
 /// Truth files compiled into the binary, by name.
 const BUILTIN: &[(&str, &str)] = &[(
@@ -169,6 +176,7 @@ struct TruthFile {
     liquid: LiquidSpec,
     #[serde(default)]
     light: LightSpec,
+    lrf: Option<LrfSpec>,
 }
 
 /// A loaded, validated truth description (all runs).
@@ -194,6 +202,8 @@ pub struct DetectorTruth {
     pub liquid: LiquidSpec,
     /// Light collection.
     pub light: LightSpec,
+    /// Light response of the top array (None: the nominal one of the base).
+    pub lrf: Option<LrfSpec>,
 }
 
 /// The truth of one run: what the simulator used, written beside the data.
@@ -237,6 +247,10 @@ pub struct EffectiveTruth {
     pub se_gain_centre_phd: f64,
     /// EL duration at the centre [ns].
     pub el_width_centre_ns: f64,
+    /// Light response of the top array the S2 patterns were drawn from
+    /// (absent: the nominal response of the base conditions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lrf: Option<LightResponse>,
 }
 
 fn invalid(path: &Path, field: &str, value: f64, why: &str) -> TruthError {
@@ -294,6 +308,7 @@ impl DetectorTruth {
             gains: f.gains,
             liquid: f.liquid,
             light: f.light,
+            lrf: f.lrf,
         };
         t.validate()?;
         Ok(t)
@@ -358,7 +373,13 @@ impl DetectorTruth {
             .map_err(|(field, value, why)| invalid(p, &field, value, &why))?;
         self.light
             .validate()
-            .map_err(|(field, value, why)| invalid(p, &field, value, &why))
+            .map_err(|(field, value, why)| invalid(p, &field, value, &why))?;
+        match &self.lrf {
+            Some(l) => l
+                .validate()
+                .map_err(|(field, value, why)| invalid(p, &field, value, &why)),
+            None => Ok(()),
+        }
     }
 
     /// Electron lifetime of a run [us].
@@ -434,11 +455,15 @@ impl DetectorTruth {
             el_width_centre_ns: gas_gap.el_width_ns(0.0, 0.0),
             gas_gap,
             light,
+            lrf: self
+                .lrf
+                .as_ref()
+                .map(|l| l.resolve(base.detector.pmts.n_top)),
         })
     }
 
     /// The conditions the simulator runs with for `run`: the base with the
-    /// run's lifetime and gains, plus the run's effective truth.
+    /// run's lifetime, gains and light response, plus the run's effective truth.
     ///
     /// # Errors
     /// As [`DetectorTruth::resolve`].
@@ -452,6 +477,14 @@ impl DetectorTruth {
             .pmts
             .spe_area_adc
             .clone_from(&truth.spe_area_adc);
+        if let Some(lrf) = &truth.lrf {
+            // The model tabulates the response when it is built.
+            let mut params = conditions.detector.params.clone();
+            params.calibration.lrf = Some(lrf.clone());
+            conditions.detector =
+                tpcflow_reco::DetectorModel::new(conditions.detector.tag.clone(), params)
+                    .map_err(|e| invalid(&self.source, "lrf", f64::NAN, &e.to_string()))?;
+        }
         Ok(SimulatedDetector { conditions, truth })
     }
 }

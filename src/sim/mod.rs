@@ -14,6 +14,7 @@ pub mod digitise;
 pub mod quanta;
 pub mod signals;
 pub mod source;
+pub mod truth_lrf;
 pub mod truth_maps;
 
 use std::ops::Range;

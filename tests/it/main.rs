@@ -15,6 +15,7 @@ mod dispatch;
 mod full_disk;
 mod fuzz;
 mod locks;
+mod lrf;
 mod raw_format;
 mod reco_accuracy;
 mod reco_hardening;

@@ -157,3 +157,53 @@ fn the_truth_of_a_run_round_trips_through_its_file() {
         "{msg}"
     );
 }
+
+#[test]
+#[allow(clippy::needless_range_loop)]
+fn the_true_light_response_differs_from_nominal_and_is_written_with_the_run() {
+    let t = realistic();
+    let d = t.simulated_detector(17390).unwrap();
+    let lrf = d.truth.lrf.as_ref().expect("realistic has an [lrf] table");
+    let e = &lrf.relative_efficiency;
+    assert_eq!(e.len(), 253);
+    let rms = (e.iter().map(|v| (v - 1.0).powi(2)).sum::<f64>() / 253.0).sqrt();
+    assert!((0.08..0.12).contains(&rms), "efficiency rms {rms}");
+    // The simulated detector's top pattern follows the truth, not v1's form.
+    let nominal = &t.base.detector;
+    let (mut p_true, mut p_nom) = (vec![0.0; 253], vec![0.0; 253]);
+    let (x, y) = (nominal.pmts.x[40] + 20.0, nominal.pmts.y[40]);
+    d.conditions.detector.top_pattern(x, y, &mut p_true);
+    nominal.top_pattern(x, y, &mut p_nom);
+    let mut expected: Vec<f64> = (0..253)
+        .map(|k| {
+            let rho = (x - nominal.pmts.x[k]).hypot(y - nominal.pmts.y[k]);
+            e[k] * lrf.shape.value(rho)
+        })
+        .collect();
+    let sum: f64 = expected.iter().sum();
+    expected.iter_mut().for_each(|v| *v /= sum);
+    for k in 0..253 {
+        assert!(
+            (p_true[k] / expected[k] - 1.0).abs() < 1e-5,
+            "PMT {k}: {} vs {}",
+            p_true[k],
+            expected[k]
+        );
+    }
+    let rel = |k: usize| (p_true[k] / p_nom[k] - 1.0).abs();
+    assert!(rel(40) > 0.02 && (0..253).any(|k| rel(k) > 0.15));
+    // Written beside the data and read back whole.
+    let dir = tempfile::tempdir().unwrap();
+    d.truth.write_for_run(dir.path()).unwrap();
+    let back = load_for_run(dir.path(), 17390).unwrap();
+    assert_eq!(back.lrf.as_ref().map(|l| &l.shape), Some(&lrf.shape));
+    // Without an [lrf] table the run's truth has no response and its JSON no field.
+    let text = include_str!("../../../conditions/truth-realistic.toml");
+    let cut = text.find("\n[lrf]").unwrap();
+    let plain = DetectorTruth::parse(&text[..cut], Path::new("t.toml")).unwrap();
+    let d = plain.simulated_detector(17390).unwrap();
+    assert!(d.truth.lrf.is_none() && d.conditions.detector.response.is_none());
+    assert!(!serde_json::to_string(&d.truth).unwrap().contains("\"lrf\""));
+    let msg = with("r0_mm = 66.0", "r0_mm = 0.0").unwrap_err().to_string();
+    assert!(msg.contains("t.toml") && msg.contains("lrf.r0_mm"), "{msg}");
+}
