@@ -14,7 +14,10 @@
 
 use std::fmt::Write as _;
 
+use tpcflow_reco::detector::XyMap;
+
 use crate::conditions::Conditions;
+use crate::sim::truth_maps::GasGap;
 
 use super::Products;
 
@@ -89,6 +92,22 @@ pub fn compare(p: &Products, truth: &Conditions) -> TruthComparison {
             .collect(),
         dead_true,
     }
+}
+
+/// rms over the bins whose centre lies inside the TPC of the measured gas
+/// gap minus the true one at the bin centre [mm].
+pub fn gas_gap_rms(map: &XyMap, truth: &GasGap) -> f64 {
+    let (mut ss, mut n) = (0.0, 0usize);
+    for j in 0..map.ny {
+        for i in 0..map.nx {
+            let (x, y) = map.bin_centre(i, j);
+            if x.hypot(y) < truth.radius_mm {
+                ss += (map.values[j * map.nx + i] - truth.gas_gap_mm(x, y)).powi(2);
+                n += 1;
+            }
+        }
+    }
+    (ss / n.max(1) as f64).sqrt()
 }
 
 /// The report's section.
