@@ -55,9 +55,9 @@ pub type YieldTable = Vec<[f64; 3]>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimParams {
-    /// ER mean yields (not read by the simulator: it draws NEST's means, `sim::quanta`).
+    /// ER mean yields.
     pub er_yields: YieldTable,
-    /// NR mean yields (not read by the simulator: it draws NEST's means, `sim::quanta`).
+    /// NR mean yields.
     pub nr_yields: YieldTable,
     /// Nex/Ni for ER.
     pub er_exciton_ratio: f64,
