@@ -32,6 +32,7 @@ pub mod liquid_level;
 pub mod output;
 pub mod pmt_gains;
 pub mod report;
+pub mod rq_lookup;
 pub mod se_gain;
 pub mod truth_check;
 
@@ -89,6 +90,32 @@ pub enum CalibrateError {
         path: PathBuf,
         /// Cause.
         source: std::io::Error,
+    },
+    /// A `--runs` value is neither a run nor a range.
+    #[error("--runs {value}: {why} (give runs as 17390 or 17390-17392)")]
+    Runs {
+        /// The value.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The catalog cannot be read, or lacks the campaign.
+    #[error("catalog {path}: {why}")]
+    Catalog {
+        /// Catalog file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A run has no RQ file of the campaign in the catalog.
+    #[error("run {run}: no RQ file of campaign `{campaign}` in catalog {catalog} (not reconstructed yet?)")]
+    NoRq {
+        /// Run.
+        run: u32,
+        /// Campaign whose outputs were looked for.
+        campaign: String,
+        /// Catalog file.
+        catalog: PathBuf,
     },
     /// Drawing a figure.
     #[error("figure {name}: {why}")]

@@ -7,10 +7,12 @@
 //!   3e4 events per run, the size of the benchmark run, in about a
 //!   second. The gas-gap map, the tilt, the Kr83m peak uniformity and the
 //!   lifetime step at run 17400 are checked on them.
-//! - One run simulated with `tpcflow sim --detector-truth realistic`,
-//!   reconstructed with v1 and calibrated (shared by the tests below): the
-//!   noisy and dead channels, the gas gap and the peak uniformity of the real
-//!   chain, against the truth written beside the data.
+//! - One run simulated with `tpcflow sim --detector-truth realistic` (1200
+//!   events), reconstructed with v1, found through a catalog by
+//!   `tpcflow calibrate --runs --catalog` and calibrated: the noisy and dead
+//!   channels, the lifetime, the gas gap and the peak uniformity of the real
+//!   chain against the truth written beside the data, and the same figures in
+//!   `tpcflow validate --calibration`'s section.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -221,19 +223,73 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(".rq.h5"))
         .expect("an RQ file");
+    // The RQ file through the catalog, as prompt processing records it.
+    let catalog_path = root.join("catalog.sqlite");
+    let lineage = rq_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').nth(1))
+        .expect("RQ name {run}_{seq}.{lineage}.rq.h5")
+        .to_string();
+    {
+        use tpcflow::catalog::ingest::{self, IngestConfig};
+        use tpcflow::catalog::{Catalog, NewCampaign, NewOutput};
+        let catalog = Catalog::init(&catalog_path).unwrap();
+        ingest::run(
+            &IngestConfig {
+                surf_root: raw.clone(),
+            },
+            &catalog,
+        )
+        .unwrap();
+        catalog
+            .create_campaign(&NewCampaign {
+                name: "prompt-v1".into(),
+                first_run: 17390,
+                last_run: 17391,
+                conditions_tag: "v1".into(),
+                lineage_hash: lineage.clone(),
+            })
+            .unwrap();
+        let f = catalog.file("017390_00000.raw.h5").unwrap();
+        catalog
+            .record_output(&NewOutput {
+                file_id: f.id,
+                lineage_hash: lineage,
+                rq_path: format!("rq/{}", rq_file.file_name().unwrap().to_str().unwrap()),
+                checksum: "00000000".into(),
+                events: 1200,
+            })
+            .unwrap();
+    }
     let cal = root.join("cal");
     let out = run_ok(&[
         "calibrate",
-        "--rq",
-        s(&rq_file),
+        "--runs",
+        "17390-17390",
+        "--catalog",
+        s(&catalog_path),
         "--out",
         s(&cal),
         "--tag",
         "kr-17390",
-        "--runs",
-        "17390",
         "--json",
     ]);
+    // A run of the range without an RQ file is named.
+    let missing = crate::common::tpcflow_cmd()
+        .args(["calibrate", "--runs", "17390-17391", "--catalog"])
+        .arg(&catalog_path)
+        .args(["--tag", "x", "--out"])
+        .arg(root.join("cal-missing"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert!(
+        err.contains("run 17391: no RQ file of campaign `prompt-v1`"),
+        "{err}"
+    );
+    assert!(!root.join("cal-missing/conditions.toml").exists());
     let products: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let measured = Conditions::load(s(&cal.join("conditions.toml"))).unwrap();
     let c = &measured.detector.params.calibration;
@@ -292,4 +348,39 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
         measured_rms < v1_rms,
         "measured {measured_rms} vs v1 {v1_rms}"
     );
+    // `tpcflow validate` reports the same products against the truth.
+    let val = root.join("validation");
+    let out = run_ok(&[
+        "validate",
+        "--rq",
+        s(&rq_file),
+        "--truth",
+        s(&raw.join("017390/017390_00000.truth.h5")),
+        "--calibration",
+        s(&cal.join("conditions.toml")),
+        "--detector-truth",
+        s(&raw.join("017390/017390.detector-truth.json")),
+        "--out",
+        s(&val),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = &report["calibration"];
+    eprintln!("validate's calibration section: {v:#}");
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert!((f("lifetime_true_us") - truth.electron_lifetime_us).abs() < 1e-6);
+    assert!((f("lifetime_pull") - pull).abs() < 0.05, "{v}");
+    assert!((f("gas_gap_rms_mm") - rms).abs() < 1e-9, "{v}");
+    assert!((f("tilt_mrad") - tilt).abs() < 1e-9, "{v}");
+    assert!((f("kr_uniformity_rms") - measured_rms).abs() < 1e-9, "{v}");
+    assert!((f("kr_uniformity_base_rms") - v1_rms).abs() < 1e-9, "{v}");
+    for k in ["dead_missed", "dead_false", "noisy_missed", "noisy_false"] {
+        assert_eq!(v[k], serde_json::json!([]), "{k}: {v}");
+    }
+    assert_eq!(v["noisy_true"], serde_json::json!([233]));
+    for k in ["se_gain_error", "gain_rms", "gain_rms_told"] {
+        assert!(f(k).is_finite(), "{k}: {v}");
+    }
+    let md = std::fs::read_to_string(val.join("report.md")).unwrap();
+    assert!(md.contains("against the simulated truth"), "{md}");
 }
