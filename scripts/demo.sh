@@ -6,7 +6,9 @@
 #   4. a live DAQ writes 3 runs (science, calibration, science; 30 files) at SURF
 #   5. waits until every file is moved, salted, reconstructed under MPI
 #      (2 ranks over both nodes) and catalogued
-#   6. starts the web monitor and prints a summary with the URLs
+#   6. measures the detector from the calibration run (tpcflow calibrate: the
+#      simulated detector follows the `realistic` truth, not conditions v1)
+#   7. starts the web monitor and prints a summary with the URLs
 # Data lives under TPCFLOW_DEMO_DIR (default /tmp/tpcflow-demo). Re-running is
 # safe: the previous demo's processes are stopped and its data replaced.
 set -euo pipefail
@@ -58,13 +60,13 @@ echo "== dispatcher daemon (pass every 2 s), log in $DEMO_DIR/dispatch.log"
   --config "$DEMO_DIR/dispatch.toml" > "$DEMO_DIR/dispatch.log" 2>&1 &
 echo $! > "$DEMO_DIR/dispatch.pid"
 
-echo "== live DAQ: runs 17390 (science), 17391 (calibration, 83mKr), 17392 (science)"
+echo "== live DAQ: runs 17390 (science), 17391 (calibration, 83mKr), 17392 (science); detector truth 'realistic'"
 start=$(date +%s.%N)
 mkdir -p "$DATA/SURF/017391"
 printf 'run_type = "calibration"\nconditions = "v1"\n' > "$DATA/SURF/017391/RUNINFO.toml"
-"$BIN" sim --run 17390 --files 12 --events-per-file 40 --close-on-time --seed 17390 --source mixed --live --rate 120 --out "$DATA/SURF" >/dev/null
-"$BIN" sim --run 17391 --files 8 --events-per-file 40 --close-on-time --seed 17391 --source kr83m --live --rate 120 --out "$DATA/SURF" >/dev/null
-"$BIN" sim --run 17392 --files 10 --events-per-file 40 --close-on-time --seed 17392 --source mixed --live --rate 120 --out "$DATA/SURF" >/dev/null
+"$BIN" sim --run 17390 --files 12 --events-per-file 40 --close-on-time --seed 17390 --source mixed --live --rate 120 --detector-truth realistic --out "$DATA/SURF" >/dev/null
+"$BIN" sim --run 17391 --files 8 --events-per-file 100 --close-on-time --seed 17391 --source kr83m --live --rate 120 --detector-truth realistic --out "$DATA/SURF" >/dev/null
+"$BIN" sim --run 17392 --files 10 --events-per-file 40 --close-on-time --seed 17392 --source mixed --live --rate 120 --detector-truth realistic --out "$DATA/SURF" >/dev/null
 echo "   30 files written at SURF"
 
 echo "== waiting for every file to be reconstructed and catalogued"
@@ -82,6 +84,13 @@ rm -f "$DEMO_DIR/dispatch.pid"
 echo
 echo "== tpcflow status"
 "$BIN" status --catalog "$CAT"
+
+echo
+echo "== tpcflow calibrate: detector health from calibration run 17391 (report: $DEMO_DIR/calib-17391/report.md)"
+"$BIN" calibrate --runs 17391 --catalog "$CAT" --campaign prompt-v1 --tag kr-17391 \
+  --out "$DEMO_DIR/calib-17391"
+grep -E '^\| (electron lifetime|single-electron gain|dead channels|noisy channels|liquid-level tilt|told|measured) ' \
+  "$DEMO_DIR/calib-17391/report.md" || true
 
 if "$BIN" serve --help >/dev/null 2>&1; then
   "$BIN" serve --catalog "$CAT" --data-root "$DATA" --addr "127.0.0.1:$PORT" > "$DEMO_DIR/serve.log" 2>&1 &

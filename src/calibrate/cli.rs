@@ -1,4 +1,9 @@
 //! `tpcflow calibrate` arguments.
+//!
+//! ```text
+//! tpcflow calibrate --rq FILES... --out DIR --tag TAG [--runs 17390] [--truth FILE] [--json]
+//! tpcflow calibrate --runs 17390-17392 --catalog CATALOG [--campaign prompt-v1] --out DIR --tag TAG
+//! ```
 
 use std::path::PathBuf;
 
@@ -8,8 +13,14 @@ use anyhow::{Context, Result};
 #[derive(Debug, clap::Args)]
 pub struct CalibrateArgs {
     /// RQ files of the calibration run(s).
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "catalog", conflicts_with = "catalog")]
     pub rq: Vec<PathBuf>,
+    /// Catalog in which to find the RQ files of --runs (those of --campaign).
+    #[arg(long, requires = "runs")]
+    pub catalog: Option<PathBuf>,
+    /// Campaign whose RQ files are used with --catalog.
+    #[arg(long, default_value = "prompt-v1")]
+    pub campaign: String,
     /// Output directory: conditions.toml, report.md and SVG figures.
     #[arg(long)]
     pub out: PathBuf,
@@ -19,9 +30,10 @@ pub struct CalibrateArgs {
     /// Tag of the new conditions.
     #[arg(long)]
     pub tag: String,
-    /// Run numbers of the files (provenance).
+    /// Runs of the files (provenance; with --catalog, the runs whose RQ files
+    /// are used): numbers or inclusive ranges, e.g. `17390 17392-17395`.
     #[arg(long, num_args = 1..)]
-    pub runs: Vec<u32>,
+    pub runs: Vec<String>,
     /// Simulated runs: the conditions file the simulator ran with; the report
     /// then compares each product with it.
     #[arg(long)]
@@ -36,12 +48,17 @@ pub struct CalibrateArgs {
 /// # Errors
 /// When a product cannot be measured or the outputs cannot be written.
 pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
+    let runs = super::rq_lookup::parse_runs(&a.runs)?;
+    let rq_files = match &a.catalog {
+        Some(catalog) => super::rq_lookup::rq_files_of_runs(catalog, &a.campaign, &runs)?,
+        None => a.rq,
+    };
     let opts = super::Options {
-        rq_files: a.rq,
+        rq_files,
         out: a.out.clone(),
         base_conditions: a.base_conditions,
         tag: a.tag,
-        runs: a.runs,
+        runs,
         truth: a.truth,
     };
     let p = super::run(&opts).with_context(|| format!("calibrating into {}", a.out.display()))?;

@@ -12,14 +12,23 @@
 //!   G(u) = u Phi(u) + phi(u)          (the integral of the normal cdf), w50 = 2h
 //! 1. D_L and T_0: least squares of the median w50 in 12 drift-time slices
 //!    against w50(T_0, sigma_t(D_L)) (grid search, then refinement)
-//! 2. per xy bin (6 x 6): T_bin = the T whose w50(T, sigma_t) matches each
-//!    event's width (events with t_drift < 400 us, where diffusion does not
-//!    swamp T), median over the bin
-//! 3. d_gas = T v_gas,  v_gas = nominal gap / nominal EL duration
-//!    (anode - liquid surface of the conditions, el_width_ns)
-//! 4. plane d_gas = a + b x + c y (weighted by events per bin): tilt angle
-//!    atan(sqrt(b^2 + c^2)), direction of the deepest gas atan2(c, b)
+//! 2. per event (t_drift < 500 us): T_i = the T whose w50(T, sigma_t) matches
+//!    its width, d_i = T_i v_gas,  v_gas = nominal gap / nominal EL duration
+//!    (anode - liquid surface of the conditions, el_width_ns); its weight is
+//!    k_i^2, k_i = d ln w50 / d ln T at (T_0, sigma_t(t_i)): the relative
+//!    width resolution is about the same at every depth (1.8 % at 0-100 us,
+//!    4 % beyond 400 us on the realistic truth), but k falls from ~0.5 at
+//!    the surface to ~0.06 at 500 us, so the shallowest events carry the
+//!    measurement (events with k < 0.05 are left out)
+//! 3. surface d_gas = a + b x + c y + d x^2 + e xy + f y^2 (x, y in m; robust
+//!    weighted least squares, rejection at 4 sigma): the map is the surface
+//!    at the 6 x 6 bin centres (held at the wall beyond it); a liquid surface
+//!    is a tilted plane with a sag, which this form holds exactly
+//! 4. tilt angle atan(sqrt(b^2 + c^2)), direction of the deepest gas
+//!    atan2(c, b); the gap at the centre is a
 //! ```
+//! Per-bin medians of the shallow events alone hold ~5 % of the events
+//! (t < 100 us) in each of 32 bins; the surface uses all of them at once.
 
 use tpcflow_reco::detector::XyMap;
 
@@ -30,6 +39,17 @@ use super::CalibrateError;
 /// Bins of the gas-gap map along x and y.
 pub const GAP_BINS: usize = 6;
 
+/// Events deeper than this [ns] say little about T (diffusion swamps it).
+const MAX_DRIFT_NS: f64 = 500e3;
+
+/// Events whose width changes by less than this fraction per fraction of T are left out.
+const MIN_SENSITIVITY: f64 = 0.05;
+
+/// The gas-gap surface: 1, x, y, x^2, xy, y^2 (x, y in m).
+fn surface_features(u: f64, v: f64) -> [f64; 6] {
+    [1.0, u, v, u * u, u * v, v * v]
+}
+
 /// The gas-gap measurement.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LiquidLevel {
@@ -37,12 +57,12 @@ pub struct LiquidLevel {
     pub el_duration_ns: f64,
     /// Longitudinal diffusion constant [mm^2/us].
     pub diffusion_mm2_per_us: f64,
-    /// Gas gap per bin [mm] (NaN for empty bins before filling).
+    /// Gas gap at the bin centres, from the fitted surface [mm].
     #[serde(skip)]
     pub map: XyMap,
-    /// Events per bin.
+    /// Events used per bin.
     pub counts: Vec<usize>,
-    /// Plane: gap at the centre [mm].
+    /// Surface: gap at the centre [mm].
     pub plane_gap_mm: f64,
     /// Plane slopes [mm/mm] along x and y.
     pub plane_slope: (f64, f64),
@@ -141,7 +161,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 ///
 /// # Errors
 /// [`CalibrateError::TooFew`] with fewer than 200 single scatters, or
-/// [`CalibrateError::Fit`] when the plane fit is singular.
+/// [`CalibrateError::Fit`] when the surface fit is singular.
 pub fn fit_liquid_level(
     events: &[KrEvent],
     radius_mm: f64,
@@ -208,69 +228,75 @@ pub fn fit_liquid_level(
         step_t *= 0.7;
         step_d *= 0.7;
     }
-    // 2. Per-bin EL duration from the shallower events.
-    let mut per_bin: Vec<Vec<f64>> = vec![Vec::new(); GAP_BINS * GAP_BINS];
+    // 2. Each event's gap, weighted by how much its width says about T.
+    let mut per_bin: Vec<usize> = vec![0; GAP_BINS * GAP_BINS];
     let bin = |v: f64| {
         (((v + radius_mm) / (2.0 * radius_mm) * GAP_BINS as f64)
             .floor()
             .max(0.0) as usize)
             .min(GAP_BINS - 1)
     };
-    for e in ev.iter().filter(|e| e.drift_ns < 400e3) {
-        let t = invert_width(e.s2_width_50_ns, sigma_t(best_d, e.drift_ns));
-        per_bin[bin(e.y_mm) * GAP_BINS + bin(e.x_mm)].push(t * 1e-3 * gas_speed_mm_per_us);
+    let (mut rows, mut y) = (Vec::new(), Vec::new());
+    for e in ev.iter().filter(|e| e.drift_ns < MAX_DRIFT_NS) {
+        let s = sigma_t(best_d, e.drift_ns);
+        let w0 = width_50(best_t, s);
+        let sensitivity = (width_50(best_t * 1.01, s) - w0) / (0.01 * w0);
+        if sensitivity < MIN_SENSITIVITY {
+            continue;
+        }
+        let gap = invert_width(e.s2_width_50_ns, s) * 1e-3 * gas_speed_mm_per_us;
+        let (u, v) = (e.x_mm * 1e-3, e.y_mm * 1e-3);
+        rows.push(
+            surface_features(u, v)
+                .iter()
+                .map(|f| f * sensitivity)
+                .collect(),
+        );
+        y.push(gap * sensitivity);
+        per_bin[bin(e.y_mm) * GAP_BINS + bin(e.x_mm)] += 1;
     }
-    let counts: Vec<usize> = per_bin.iter().map(Vec::len).collect();
+    // 3. The surface through all of them, the map at the bin centres.
+    let surface =
+        robust_least_squares(&rows, &y, &vec![1.0; y.len()], 4.0).ok_or(CalibrateError::Fit {
+            product: "liquid level",
+            why: format!(
+                "surface through {} shallow events is singular (all in one place?)",
+                y.len()
+            ),
+        })?;
     let mut map = XyMap {
         half_width_mm: radius_mm,
         nx: GAP_BINS,
         ny: GAP_BINS,
-        values: per_bin
-            .into_iter()
-            .map(|v| if v.len() >= 10 { median(v) } else { f64::NAN })
-            .collect(),
+        values: Vec::with_capacity(GAP_BINS * GAP_BINS),
     };
-    // 4. Plane through the filled bins.
-    let (mut rows, mut y, mut w) = (Vec::new(), Vec::new(), Vec::new());
     for j in 0..GAP_BINS {
         for i in 0..GAP_BINS {
-            let v = map.values[j * GAP_BINS + i];
-            if v.is_finite() {
-                let (x, yy) = map.bin_centre(i, j);
-                rows.push(vec![1.0, x, yy]);
-                y.push(v);
-                w.push(counts[j * GAP_BINS + i] as f64);
-            }
+            let (x, yy) = map.bin_centre(i, j);
+            // Beyond the wall the surface is an extrapolation: hold the value at the wall.
+            let r = x.hypot(yy).max(radius_mm) / radius_mm;
+            let f = surface_features(x * 1e-3 / r, yy * 1e-3 / r);
+            map.values
+                .push(f.iter().zip(&surface.coef).map(|(a, c)| a * c).sum());
         }
     }
-    let plane = robust_least_squares(&rows, &y, &w, 5.0).ok_or(CalibrateError::Fit {
-        product: "liquid level",
-        why: format!("plane through {} filled bins is singular", y.len()),
-    })?;
-    let (b, c) = (plane.coef[1], plane.coef[2]);
-    for j in 0..GAP_BINS {
-        for i in 0..GAP_BINS {
-            let k = j * GAP_BINS + i;
-            if !map.values[k].is_finite() {
-                let (x, yy) = map.bin_centre(i, j);
-                map.values[k] = plane.coef[0] + b * x + c * yy;
-            }
-        }
-    }
+    let counts = per_bin;
+    // Slopes in mm per m: the tilt in mrad.
+    let (b, c) = (surface.coef[1], surface.coef[2]);
     let slope = b.hypot(c);
+    let cov = &surface.cov;
     let sigma_slope = if slope > 0.0 {
-        ((b * b * plane.cov[1][1] + c * c * plane.cov[2][2] + 2.0 * b * c * plane.cov[1][2])
-            / (slope * slope))
-            .sqrt()
+        ((b * b * cov[1][1] + c * c * cov[2][2] + 2.0 * b * c * cov[1][2]) / (slope * slope)).sqrt()
     } else {
-        plane.cov[1][1].sqrt()
+        cov[1][1].sqrt()
     };
+    let (b, c, slope, sigma_slope) = (b * 1e-3, c * 1e-3, slope * 1e-3, sigma_slope * 1e-3);
     Ok(LiquidLevel {
         el_duration_ns: best_t,
         diffusion_mm2_per_us: best_d,
         map,
         counts,
-        plane_gap_mm: plane.coef[0],
+        plane_gap_mm: surface.coef[0],
         plane_slope: (b, c),
         tilt_mrad: slope.atan() * 1e3,
         sigma_tilt_mrad: sigma_slope * 1e3,

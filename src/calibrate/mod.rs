@@ -35,6 +35,7 @@ pub mod lrf_fit;
 pub mod output;
 pub mod pmt_gains;
 pub mod report;
+pub mod rq_lookup;
 pub mod se_gain;
 pub mod truth_check;
 
@@ -92,6 +93,32 @@ pub enum CalibrateError {
         path: PathBuf,
         /// Cause.
         source: std::io::Error,
+    },
+    /// A `--runs` value is neither a run nor a range.
+    #[error("--runs {value}: {why} (give runs as 17390 or 17390-17392)")]
+    Runs {
+        /// The value.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The catalog cannot be read, or lacks the campaign.
+    #[error("catalog {path}: {why}")]
+    Catalog {
+        /// Catalog file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A run has no RQ file of the campaign in the catalog.
+    #[error("run {run}: no RQ file of campaign `{campaign}` in catalog {catalog} (not reconstructed yet?)")]
+    NoRq {
+        /// Run.
+        run: u32,
+        /// Campaign whose outputs were looked for.
+        campaign: String,
+        /// Catalog file.
+        catalog: PathBuf,
     },
     /// Drawing a figure.
     #[error("figure {name}: {why}")]
@@ -170,36 +197,41 @@ fn energies(
         .collect()
 }
 
-/// Measure every product (no files written).
+/// The products measured from Kr83m single scatters alone.
+#[derive(Debug, Clone)]
+pub struct KrProducts {
+    /// Electron lifetime.
+    pub lifetime: lifetime::LifetimeFit,
+    /// Gas gap (the reason when the S2 widths do not allow it).
+    pub liquid: Result<liquid_level::LiquidLevel, String>,
+    /// Kr83m maps.
+    pub maps: kr_maps::KrMaps,
+    /// Kr83m energy-peak uniformity with the base conditions.
+    pub uniformity_base: kr_maps::Uniformity,
+    /// The same with the measured lifetime, maps and `se_gain_phd`.
+    pub uniformity_measured: kr_maps::Uniformity,
+}
+
+/// Measure the Kr83m products of `kr` (reconstructed with `base`); the
+/// measured energies use `se_gain_phd`.
 ///
 /// # Errors
-/// [`CalibrateError`] naming the file, product or field.
-pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
-    let start = Instant::now();
-    let base = Conditions::load(&opts.base_conditions)?;
-    let inputs = inputs::Inputs::read(&opts.rq_files)?;
+/// [`CalibrateError`] naming the product.
+pub fn measure_kr(
+    base: &Conditions,
+    kr: &[inputs::KrEvent],
+    se_gain_phd: f64,
+) -> Result<KrProducts, CalibrateError> {
     let det = &base.detector;
     let p = &det.params;
     let radius = p.tpc.radius_mm;
     let z_range = (p.tpc.cathode_z_mm, p.tpc.gate_z_mm);
-    let lifetime = lifetime::fit_lifetime(&inputs.kr, radius)?;
-    let se = se_gain::fit_se_gain(&inputs.se_areas_phd)?;
-    let gains = pmt_gains::fit_pmt_gains(
-        &inputs.spe_channel,
-        &inputs.spe_area_phd,
-        &p.pmts.spe_area_adc,
-        p.pmts.spe_resolution,
-        p.pmts.double_phe_prob,
-    )?;
+    let lifetime = lifetime::fit_lifetime(kr, radius)?;
     let gas_speed = (p.tpc.anode_z_mm - p.tpc.liquid_z_mm) / (base.sim.el_width_ns * 1e-3);
-    let liquid = liquid_level::fit_liquid_level(
-        &inputs.kr,
-        radius,
-        p.tpc.drift_velocity_mm_per_us,
-        gas_speed,
-    )
-    .map_err(|e| e.to_string());
-    let maps = kr_maps::fit_kr_maps(&inputs.kr, lifetime.lifetime_us, radius, z_range)?;
+    let liquid =
+        liquid_level::fit_liquid_level(kr, radius, p.tpc.drift_velocity_mm_per_us, gas_speed)
+            .map_err(|e| e.to_string());
+    let maps = kr_maps::fit_kr_maps(kr, lifetime.lifetime_us, radius, z_range)?;
     let nominal_s1 = |e: &inputs::KrEvent| det.s1_light_collection(e.x_mm, e.y_mm, e.z_mm);
     let nominal_s2 = |e: &inputs::KrEvent| det.s2_light_collection(e.x_mm, e.y_mm);
     let mid = 0.5 * (z_range.0 + z_range.1);
@@ -208,34 +240,61 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
     let measured_s1 = |e: &inputs::KrEvent| maps.s1_xyz.at(e.x_mm, e.y_mm, e.z_mm) * s1_centre;
     let measured_s2 = |e: &inputs::KrEvent| maps.s2_xy.at(e.x_mm, e.y_mm) * s2_centre;
     let e_base = energies(
-        &base,
-        &inputs.kr,
+        base,
+        kr,
         p.tpc.electron_lifetime_us,
         p.light.se_gain_phd,
         &nominal_s1,
         &nominal_s2,
     );
     let e_measured = energies(
-        &base,
-        &inputs.kr,
+        base,
+        kr,
         lifetime.lifetime_us,
-        se.gain_phd,
+        se_gain_phd,
         &measured_s1,
         &measured_s2,
     );
-    let uniformity_base = kr_maps::uniformity(&inputs.kr, &e_base, radius, z_range);
-    let uniformity_measured = kr_maps::uniformity(&inputs.kr, &e_measured, radius, z_range);
-    let lrf = learn_light_response(det, &inputs, &gains).map_err(|e| e.to_string());
-    Ok(Products {
-        base,
-        inputs,
+    let uniformity_base = kr_maps::uniformity(kr, &e_base, radius, z_range);
+    let uniformity_measured = kr_maps::uniformity(kr, &e_measured, radius, z_range);
+    Ok(KrProducts {
         lifetime,
-        se,
-        gains,
         liquid,
         maps,
         uniformity_base,
         uniformity_measured,
+    })
+}
+
+/// Measure every product (no files written).
+///
+/// # Errors
+/// [`CalibrateError`] naming the file, product or field.
+pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
+    let start = Instant::now();
+    let base = Conditions::load(&opts.base_conditions)?;
+    let inputs = inputs::Inputs::read(&opts.rq_files)?;
+    let p = &base.detector.params;
+    let se = se_gain::fit_se_gain(&inputs.se_areas_phd)?;
+    let gains = pmt_gains::fit_pmt_gains(
+        &inputs.spe_channel,
+        &inputs.spe_area_phd,
+        &p.pmts.spe_area_adc,
+        p.pmts.spe_resolution,
+        p.pmts.double_phe_prob,
+    )?;
+    let kr = measure_kr(&base, &inputs.kr, se.gain_phd)?;
+    let lrf = learn_light_response(&base.detector, &inputs, &gains).map_err(|e| e.to_string());
+    Ok(Products {
+        base,
+        inputs,
+        lifetime: kr.lifetime,
+        se,
+        gains,
+        liquid: kr.liquid,
+        maps: kr.maps,
+        uniformity_base: kr.uniformity_base,
+        uniformity_measured: kr.uniformity_measured,
         lrf,
         seconds: start.elapsed().as_secs_f64(),
     })

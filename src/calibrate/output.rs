@@ -1,7 +1,8 @@
 //! The calibration's conditions file: the base conditions' content with the
 //! measured values replaced, the `[detector.calibration]` table added, a new
 //! tag and a `[provenance]` table (runs, files, event counts, software
-//! version, each quantity's uncertainty). It is parsed back with the
+//! version, each quantity's uncertainty, the liquid-level plane and the
+//! Kr83m peak uniformity with the base and the measured corrections). It is parsed back with the
 //! project's loader before it is written, so a file under its final name
 //! always loads with `tpcflow reco --conditions FILE`.
 
@@ -173,6 +174,18 @@ fn provenance(opts: &Options, p: &Products) -> Table {
         Value::Float(p.maps.residual_sd.1),
     );
     t.insert("uncertainty".into(), Value::Table(u));
+    let mut k = Table::new();
+    k.insert(
+        "measured_rms".into(),
+        Value::Float(p.uniformity_measured.rms),
+    );
+    k.insert("base_rms".into(), Value::Float(p.uniformity_base.rms));
+    k.insert(
+        "statistical_rms".into(),
+        Value::Float(p.uniformity_measured.statistical_rms),
+    );
+    k.insert("cells".into(), i(p.uniformity_measured.cells));
+    t.insert("kr83m_uniformity".into(), Value::Table(k));
     if let Ok(l) = &p.liquid {
         let mut g = Table::new();
         g.insert("tilt_mrad".into(), Value::Float(l.tilt_mrad));

@@ -3,7 +3,10 @@
 //! ```text
 //! tpcflow validate --runs 17391 17390 --catalog cat.sqlite --data-root /data [--campaign prompt-v1] [--out DIR]
 //! tpcflow validate --rq a.rq.h5 b.rq.h5 --truth a.truth.h5 b.truth.h5 [--out DIR]
+//!     [--calibration CAL/conditions.toml [--detector-truth SURF/017390/017390.detector-truth.json]]
 //! ```
+//! With `--calibration`, the report adds a section comparing each product of
+//! `tpcflow calibrate` with the simulated run's detector truth.
 //!
 //! By run: the campaign's outputs (same lineage hash) of each raw file of the
 //! runs; the truth file beside the raw file's SURF replica. Salted files are
@@ -44,6 +47,40 @@ pub struct ValidateArgs {
     /// Print report.json to stdout instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Conditions written by `tpcflow calibrate`: the report then compares
+    /// each product with the simulated detector truth.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// The simulated run's detector truth (`{run:06}.detector-truth.json`);
+    /// with --runs, by default the one beside the first run's raw files.
+    #[arg(long, requires = "calibration")]
+    pub detector_truth: Option<PathBuf>,
+}
+
+/// The calibration products against the truth, for `--calibration`.
+///
+/// # Errors
+/// Unreadable conditions or truth (naming the file).
+fn calibration_vs_truth(
+    calibration: &Path,
+    truth: &Path,
+) -> Result<crate::calibrate::truth_check::CalibrationVsTruth> {
+    let spec = calibration
+        .to_str()
+        .with_context(|| format!("{}: not a UTF-8 path", calibration.display()))?;
+    let measured = crate::conditions::Conditions::load(spec)
+        .with_context(|| format!("--calibration {}", calibration.display()))?;
+    let text = std::fs::read_to_string(truth)
+        .with_context(|| format!("--detector-truth {}", truth.display()))?;
+    let truth_run: crate::sim::detector_truth::EffectiveTruth = serde_json::from_str(&text)
+        .with_context(|| {
+            format!(
+                "--detector-truth {}: not a detector-truth JSON",
+                truth.display()
+            )
+        })?;
+    crate::calibrate::truth_check::compare_conditions(&measured, &truth_run)
+        .with_context(|| format!("--calibration {}: base conditions", calibration.display()))
 }
 
 fn usage(message: String) -> anyhow::Error {
@@ -133,6 +170,7 @@ pub fn pairs_from_catalog(
 /// # Errors
 /// Bad arguments (exit code `USAGE`), unreadable inputs or a mismatched truth file.
 pub fn run_validate(a: ValidateArgs) -> Result<()> {
+    let mut default_truth = None;
     let (pairs, notes) = if !a.runs.is_empty() {
         let Some(path) = &a.catalog else {
             return Err(usage("--runs needs --catalog (or TPCFLOW_CATALOG)".into()));
@@ -148,6 +186,7 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
             .root
             .clone();
         let catalog = Catalog::open(path)?;
+        default_truth = Some(crate::sim::detector_truth::path_for_run(&surf, a.runs[0]));
         pairs_from_catalog(&catalog, &a.campaign, &surf, &a.runs)?
     } else if !a.rq.is_empty() {
         if a.rq.len() != a.truth.len() {
@@ -171,10 +210,21 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
             "give --runs (with --catalog) or --rq with --truth".into(),
         ));
     };
+    let calibration = match (&a.calibration, a.detector_truth.as_ref().or(default_truth.as_ref())) {
+        (Some(c), Some(t)) => Some(calibration_vs_truth(c, t)?),
+        (Some(_), None) => {
+            return Err(usage(
+                "--calibration needs --detector-truth (or --runs, whose truth lies beside the raw files)"
+                    .into(),
+            ))
+        }
+        (None, _) => None,
+    };
     let cfg = ValidateConfig {
         pairs,
         out_dir: a.out.clone(),
         notes,
+        calibration,
     };
     let report = super::run(&cfg)?;
     if a.json {

@@ -284,6 +284,10 @@ pub(super) fn render(r: &ValidationReport) -> String {
     }
     o.push('\n');
     figure(&mut o, r, "er_energy.svg", "er-flat energy");
+    if let Some(c) = &r.calibration {
+        o.push_str(&crate::calibrate::truth_check::markdown_vs_truth(c));
+        o.push('\n');
+    }
     let _ = writeln!(o, "All numbers are in `report.json`.");
     o
 }

@@ -59,6 +59,9 @@ pub struct ValidationReport {
     pub er_energy: EnergyReport,
     /// SVG files written (names in the output directory).
     pub figures: Vec<String>,
+    /// Calibration products against the simulated detector truth (with `--calibration`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibrate::truth_check::CalibrationVsTruth>,
 }
 
 /// One target of the reconstruction issue.

@@ -31,6 +31,7 @@
 //!     }],
 //!     out_dir: "validation".into(),
 //!     notes: Vec::new(),
+//!     calibration: None,
 //! };
 //! let report = validate::run(&cfg)?;
 //! for t in &report.targets {
@@ -73,6 +74,9 @@ pub struct ValidateConfig {
     pub out_dir: PathBuf,
     /// Lines for the report (e.g. which files were skipped and why).
     pub notes: Vec<String>,
+    /// Calibration products against the simulated detector truth, reported
+    /// in their own section (`calibrate::truth_check::compare_conditions`).
+    pub calibration: Option<crate::calibrate::truth_check::CalibrationVsTruth>,
 }
 
 /// Errors of the validation. Each names the files involved.
@@ -438,6 +442,7 @@ pub fn run(cfg: &ValidateConfig) -> Result<ValidationReport, ValidateError> {
     report.files = files;
     report.conditions_tag = cond.tag.clone();
     report.notes.clone_from(&cfg.notes);
+    report.calibration.clone_from(&cfg.calibration);
     write_outputs(cfg, &mut report, &events, &cond)?;
     Ok(report)
 }

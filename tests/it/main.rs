@@ -8,6 +8,7 @@
 mod bad_input;
 mod blinding;
 mod calibration;
+mod calibration_truth;
 mod catalog_transfer;
 mod common;
 mod crash_safety;
