@@ -182,14 +182,16 @@ impl Catalog {
             .map_err(self.sql("read conditions tag"))?;
         match existing {
             Some(sha) if sha == parsed.sha256 => return Ok(false),
-            Some(sha) => return Err(self.conditions_error(
-                new.tag,
-                format!(
+            Some(sha) => {
+                return Err(self.conditions_error(
+                    new.tag,
+                    format!(
                     "tag exists with other content (sha256 {sha}, new {}): a tag never changes, \
                          add the new content under a new tag",
                     parsed.sha256
                 ),
-            )),
+                ))
+            }
             None => {}
         }
         let now = now_unix_s();

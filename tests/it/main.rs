@@ -10,6 +10,7 @@ mod blinding;
 mod calibration;
 mod catalog_transfer;
 mod common;
+mod conditions_loop;
 mod crash_safety;
 mod dispatch;
 mod full_disk;
