@@ -339,6 +339,81 @@ mod tests {
     use super::*;
 
     #[test]
+    fn add_publish_and_read_commands_change_and_read_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        drop(Catalog::init(&path).unwrap());
+        let db = || CatalogPathArg {
+            catalog: path.clone(),
+        };
+        let decision = |reason: &str| DecisionArgs {
+            by: Some("alice".into()),
+            reason: reason.into(),
+        };
+        let file = dir.path().join("kr.toml");
+        std::fs::write(
+            &file,
+            include_str!("../../conditions/v1.toml").replace("tag = \"v1\"", "tag = \"kr-3\""),
+        )
+        .unwrap();
+        for spec in ["v1".to_string(), file.display().to_string()] {
+            run_conditions(ConditionsCommand::Add {
+                db: db(),
+                file: spec,
+                decision: decision("import"),
+            })
+            .unwrap();
+        }
+        let e = run_conditions(ConditionsCommand::Publish {
+            db: db(),
+            tag: "kr-3".into(),
+            from_run: None,
+            decision: decision("no run"),
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--from-run"), "{e}");
+        run_conditions(ConditionsCommand::Publish {
+            db: db(),
+            tag: "kr-3".into(),
+            from_run: Some(3),
+            decision: decision("Kr run 3 looked fine"),
+        })
+        .unwrap();
+        let e = run_conditions(ConditionsCommand::Publish {
+            db: db(),
+            tag: "kr-9".into(),
+            from_run: Some(9),
+            decision: decision("x"),
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("kr-9"), "{e}");
+        run_conditions(ConditionsCommand::List {
+            db: db(),
+            json: true,
+        })
+        .unwrap();
+        run_conditions(ConditionsCommand::Diff {
+            db: db(),
+            a: "v1".into(),
+            b: "kr-3".into(),
+        })
+        .unwrap();
+        run_conditions(ConditionsCommand::Show {
+            db: db(),
+            tag: "kr-3".into(),
+            toml: false,
+        })
+        .unwrap();
+        let c = Catalog::open(&path).unwrap();
+        assert_eq!(c.conditions_for_run(5).unwrap().unwrap().tag, "kr-3");
+        let last = c.conditions_log(Some("kr-3")).unwrap().pop().unwrap();
+        assert_eq!(
+            (last.action.as_str(), last.by.as_str(), last.reason.as_str()),
+            ("publish from run 3", "alice", "Kr run 3 looked fine")
+        );
+    }
+
+    #[test]
     fn diff_names_changed_added_and_removed_keys() {
         let a = flatten("tag = \"a\"\n[d]\nx = 1\ny = 2\n", "a").unwrap();
         let b = flatten("tag = \"b\"\n[d]\nx = 1\nz = [1, 2]\n", "b").unwrap();
