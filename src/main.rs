@@ -66,6 +66,9 @@ enum Command {
     Serve(tpcflow::web::cli::ServeArgs),
     /// Detector-health products from reconstructed Kr83m runs: a conditions file and a report.
     Calibrate(tpcflow::calibrate::cli::CalibrateArgs),
+    /// Conditions tags in the catalog: list, show, diff, add, publish, hold, log, global.
+    #[command(subcommand)]
+    Conditions(tpcflow::catalog::conditions_cli::ConditionsCommand),
     /// Match RQ files to simulation truth and write an accuracy report (Markdown, JSON, SVG).
     Validate(tpcflow::validate::cli::ValidateArgs),
 }
@@ -160,6 +163,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => tpcflow::web::cli::run_serve(args),
         Command::Validate(args) => tpcflow::validate::cli::run_validate(args),
         Command::Calibrate(args) => tpcflow::calibrate::cli::run_calibrate(args),
+        Command::Conditions(cmd) => tpcflow::catalog::conditions_cli::run_conditions(cmd),
         Command::MpiSelftest { out, expect_size } => {
             if let Some(summary) = tpcflow::mpi_selftest::run(&out, expect_size)? {
                 println!(

@@ -26,7 +26,10 @@
 //! (outputs, jobs, campaigns).
 
 mod blinding;
+mod calibrations;
 pub mod cli;
+mod conditions;
+pub mod conditions_cli;
 mod files;
 pub mod ingest;
 mod processing;
@@ -46,6 +49,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags};
 
 pub use blinding::{BlindingDecision, BlindingStatus};
+pub use calibrations::{CalibrationRow, CalibrationState};
+pub use conditions::{ConditionsDecision, ConditionsState, ConditionsTagRow, NewConditions};
 pub use files::{NewRawFile, RawFileRow, ReplicaRow, RunInfo, RunSummary, TransferItem};
 pub use processing::{CampaignRow, JobRow, NewCampaign, NewJob, NewOutput, OutputRow};
 pub use replicas::CopyStart;
@@ -132,6 +137,16 @@ pub enum CatalogError {
     Blinding {
         /// Catalog file.
         path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A conditions tag that cannot be added, published or held.
+    #[error("catalog {path}: conditions {tag}: {message}")]
+    Conditions {
+        /// Catalog file.
+        path: PathBuf,
+        /// Tag (or global tag).
+        tag: String,
         /// What is wrong.
         message: String,
     },

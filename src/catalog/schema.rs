@@ -14,7 +14,13 @@
 //! lineage_hash)` (unique).
 
 /// The migrations, oldest first. Version N means the first N have run.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+pub const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// Version 1: runs, raw files, replicas, outputs, jobs, campaigns.
 const MIGRATION_1: &str = r#"
@@ -179,6 +185,69 @@ INSERT INTO replicas_v4 (file_id, site, path, size_bytes, adler32, state, verifi
 DROP TABLE replicas;
 ALTER TABLE replicas_v4 RENAME TO replicas;
 CREATE INDEX replicas_site_state ON replicas(site, state);
+"#;
+
+/// Version 5: conditions as data. A conditions tag is its TOML text, stored
+/// whole with its SHA-256 (`content_sha256`, the hash outputs' lineage
+/// covers) and provenance; a published tag is valid from `first_run` until
+/// the next published tag's `first_run` (its interval of validity). Every
+/// decision (add, publish, hold) is a row of `conditions_log` with who and
+/// why. A global tag is a frozen copy of the intervals that a campaign pins
+/// (`campaigns.global_tag`). A calibration run's products are made by one
+/// SLURM job, tracked in `calibrations` (intent first, by its job name).
+const MIGRATION_5: &str = r#"
+CREATE TABLE conditions_tags (
+    tag            TEXT PRIMARY KEY,
+    content        TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    provenance     TEXT NOT NULL DEFAULT '{}',
+    state          TEXT NOT NULL DEFAULT 'candidate'
+                   CHECK (state IN ('candidate','held','published')),
+    first_run      INTEGER CHECK (first_run >= 0),
+    source_run     INTEGER,
+    note           TEXT,
+    created_at     REAL NOT NULL,
+    published_at   REAL,
+    CHECK ((state = 'published') = (first_run IS NOT NULL))
+);
+CREATE UNIQUE INDEX conditions_iov ON conditions_tags(first_run) WHERE first_run IS NOT NULL;
+
+CREATE TABLE conditions_log (
+    id       INTEGER PRIMARY KEY,
+    tag      TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    by_whom  TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    at       REAL NOT NULL
+);
+
+CREATE TABLE global_tags (
+    name       TEXT PRIMARY KEY,
+    by_whom    TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE global_tag_iovs (
+    global_tag TEXT NOT NULL REFERENCES global_tags(name),
+    first_run  INTEGER NOT NULL,
+    tag        TEXT NOT NULL REFERENCES conditions_tags(tag),
+    PRIMARY KEY (global_tag, first_run)
+) WITHOUT ROWID;
+
+ALTER TABLE campaigns ADD COLUMN global_tag TEXT REFERENCES global_tags(name);
+
+CREATE TABLE calibrations (
+    run          INTEGER PRIMARY KEY REFERENCES runs(number),
+    state        TEXT NOT NULL CHECK (state IN ('pending','submitted','done','failed')),
+    slurm_name   TEXT NOT NULL,
+    slurm_id     INTEGER,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    tag          TEXT,
+    reason       TEXT,
+    last_file_at REAL,
+    created_at   REAL NOT NULL,
+    finished_at  REAL
+);
 "#;
 
 #[cfg(test)]

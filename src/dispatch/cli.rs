@@ -121,9 +121,13 @@ pub enum CampaignCommand {
         /// Runs, FIRST-LAST or one run.
         #[arg(long)]
         runs: String,
-        /// Detector conditions tag or file.
-        #[arg(long, default_value = "v1")]
+        /// Detector conditions tag (catalog or built-in) or file.
+        #[arg(long, default_value = "v1", conflicts_with = "global_tag")]
         conditions: String,
+        /// Pin a global tag (`tpcflow conditions global`): each run is processed
+        /// with the global tag's conditions for it (one campaign per interval).
+        #[arg(long)]
+        global_tag: Option<String>,
         /// Reco settings (TOML with RecoConfig fields).
         #[arg(long)]
         reco_config: Option<PathBuf>,
@@ -193,6 +197,7 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
             name,
             runs,
             conditions,
+            global_tag,
             reco_config,
         } => {
             let config = match reco_config {
@@ -204,22 +209,41 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
                 None => RecoConfig::default(),
             };
             let catalog = Catalog::init(&db.catalog)?;
-            let c = create_campaign(
-                &catalog,
-                &name,
-                parse_runs(&runs)?,
-                &conditions,
-                &config,
-                false,
-            )?;
-            println!(
-                "campaign {} created: runs {}-{}, conditions {}, lineage {}",
-                c.name, c.first_run, c.last_run, c.conditions_tag, c.lineage_hash
-            );
+            let created = match &global_tag {
+                Some(g) => super::prompt_conditions::create_pinned_campaigns(
+                    &catalog,
+                    &name,
+                    parse_runs(&runs)?,
+                    g,
+                    &config,
+                )?,
+                None => vec![create_campaign(
+                    &catalog,
+                    &name,
+                    parse_runs(&runs)?,
+                    &conditions,
+                    &config,
+                    false,
+                )?],
+            };
+            for c in &created {
+                println!(
+                    "campaign {} created: runs {}-{}, conditions {}{}, lineage {}",
+                    c.name,
+                    c.first_run,
+                    c.last_run,
+                    c.conditions_tag,
+                    global_tag
+                        .as_deref()
+                        .map_or(String::new(), |g| format!(" (global tag {g})")),
+                    c.lineage_hash
+                );
+            }
             let same: Vec<String> = catalog
                 .campaigns()?
                 .into_iter()
-                .filter(|o| o.id != c.id && o.lineage_hash == c.lineage_hash)
+                .filter(|o| created.iter().all(|c| c.id != o.id))
+                .filter(|o| created.iter().any(|c| o.lineage_hash == c.lineage_hash))
                 .map(|o| o.name)
                 .collect();
             if !same.is_empty() {

@@ -29,8 +29,10 @@
 //! a second dispatcher on the same catalog. The dispatcher is the catalog's only
 //! writer for processing; compute jobs only write result records.
 
+pub mod calibration;
 pub mod cli;
 pub mod health;
+pub mod prompt_conditions;
 pub mod track;
 
 use std::collections::BTreeMap;
@@ -48,7 +50,6 @@ use crate::catalog::{
     CampaignRow, CampaignState, Catalog, JobRow, JobState, NewCampaign, NewOutput, TaskRow,
     TaskState,
 };
-use crate::conditions::Conditions;
 use crate::reco_job::{self, read_result};
 use crate::sbatch::Template;
 use crate::shell::{quote, quote_path};
@@ -120,6 +121,10 @@ pub struct Settings {
     pub slurm_retry_max_s: f64,
     /// The retention stage at SURF (`[retention]`: enabled, grace_s, max_checksum_age_s).
     pub retention: crate::retire::RetentionSettings,
+    /// Conditions made from calibration runs (`[conditions]`: calibrate,
+    /// auto_publish, max_lifetime_change, max_se_gain_change, settle_s,
+    /// max_attempts, time_limit; see [`calibration`]).
+    pub conditions: calibration::ConditionsPolicy,
 }
 
 impl Default for Settings {
@@ -152,6 +157,7 @@ impl Default for Settings {
             slurm_retry_s: 15.0,
             slurm_retry_max_s: 300.0,
             retention: crate::retire::RetentionSettings::default(),
+            conditions: calibration::ConditionsPolicy::default(),
         }
     }
 }
@@ -193,6 +199,7 @@ impl Settings {
         if self.array_max_jobs > 1000 {
             bail!("`array_max_jobs` must be at most 1000 (SLURM's default MaxArraySize is 1001)");
         }
+        self.conditions.validate()?;
         if self.salt_key.is_empty() != self.salt_vault.is_empty() {
             bail!("`salt_key` and `salt_vault` go together");
         }
@@ -337,10 +344,14 @@ pub fn create_campaign(
     prompt: bool,
 ) -> Result<CampaignRow> {
     config.validate().context("reco config")?;
-    let cond = Conditions::load(conditions)?;
     if catalog.campaign_by_name(name)?.is_some() {
         bail!("campaign `{name}` already exists");
     }
+    let cond = prompt_conditions::resolve(
+        catalog,
+        conditions,
+        &format!("conditions of campaign {name}"),
+    )?;
     let lineage = reco_job::lineage(&cond, config);
     catalog.create_configured_campaign(
         &NewCampaign {
@@ -388,17 +399,8 @@ impl Dispatcher {
         let lock = DispatchLock::acquire(&cfg.catalog)?;
         let catalog = Catalog::init(&cfg.catalog)?;
         if !cfg.settings.prompt_conditions.is_empty() {
-            let name = prompt_campaign_name(&cfg.settings.prompt_conditions);
-            if catalog.campaign_by_name(&name)?.is_none() {
-                create_campaign(
-                    &catalog,
-                    &name,
-                    (0, u32::MAX >> 1),
-                    &cfg.settings.prompt_conditions,
-                    &RecoConfig::default(),
-                    true,
-                )?;
-            }
+            prompt_conditions::seed(&catalog, &cfg.settings.prompt_conditions)?;
+            prompt_conditions::sync_prompt_campaigns(&catalog)?;
         }
         // A dispatcher that salts blinds a catalog no one has decided about
         // yet: from then on no configuration (a dispatcher without the key,
@@ -450,6 +452,7 @@ impl Dispatcher {
         let slurm = self.slurm_view(&mut report)?;
         if let Some(view) = &slurm {
             self.reconcile(&view.snapshot, view.recovering, &mut report)?;
+            self.calibration_stage(&view.snapshot, view.recovering, &mut report)?;
         }
         stage("reconcile", &mut report);
 
@@ -511,6 +514,9 @@ impl Dispatcher {
         }
         let blinded = tr.blinded;
 
+        if !self.cfg.settings.prompt_conditions.is_empty() {
+            prompt_conditions::sync_prompt_campaigns(&self.catalog)?;
+        }
         let mut campaigns: Vec<(CampaignRow, bool)> = Vec::new();
         for c in self.catalog.campaigns()? {
             if matches!(c.state, CampaignState::Defined | CampaignState::Active) {
@@ -918,7 +924,11 @@ impl Dispatcher {
         let args = format!(
             "--inputs {inputs} --out-dir {} --conditions {} --config {} --json",
             quote_path(&out_dir)?,
-            quote(&c.conditions_tag)?,
+            quote(&prompt_conditions::job_conditions(
+                &self.catalog,
+                &self.cfg.rq_root,
+                &c.conditions_tag
+            )?)?,
             quote_path(&config_path)?
         );
         let text = self

@@ -9,7 +9,8 @@
 //! every dataset: chunked along rows, shuffle + deflate (a writer's `plain`
 //!                    datasets: no filters), attributes `units`, `description`
 //! root attributes: software_version, lineage_json, lineage_hash,
-//!                  conditions_tag, input_file, input_adler32, n_events, n_pulses
+//!                  conditions_tag, conditions_sha256 (from the lineage), input_file,
+//!                  input_adler32, n_events, n_pulses
 //! ```
 //!
 //! Written to a temporary name, fsynced and renamed: a file under its final
@@ -113,6 +114,23 @@ pub struct RqHeader {
     pub input_file: String,
     /// adler32 of the raw input file (8 hex digits).
     pub input_adler32: String,
+}
+
+impl RqHeader {
+    /// SHA-256 of the conditions' content, as the lineage records it (the
+    /// `conditions_sha256` of its first stage that has one).
+    pub fn conditions_sha256(&self) -> Option<String> {
+        fn find(v: &serde_json::Value) -> Option<String> {
+            if let Some(s) = v
+                .pointer("/config/conditions_sha256")
+                .and_then(|s| s.as_str())
+            {
+                return Some(s.to_string());
+            }
+            v.get("inputs")?.as_array()?.iter().find_map(find)
+        }
+        find(&serde_json::from_str(&self.lineage_json).ok()?)
+    }
 }
 
 /// Errors writing RQ files.

@@ -438,6 +438,9 @@ impl RqWriter {
             str_attr(&file, "lineage_json", &header.lineage_json, &tmp)?;
             str_attr(&file, "lineage_hash", &header.lineage_hash, &tmp)?;
             str_attr(&file, "conditions_tag", &header.conditions_tag, &tmp)?;
+            if let Some(sha) = header.conditions_sha256() {
+                str_attr(&file, "conditions_sha256", &sha, &tmp)?;
+            }
             str_attr(&file, "input_file", &header.input_file, &tmp)?;
             str_attr(&file, "input_adler32", &header.input_adler32, &tmp)?;
             for (key, v) in [("n_events", n_events), ("n_pulses", n_pulses)] {

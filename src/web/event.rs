@@ -522,6 +522,7 @@ pub(crate) fn event_display(state: &AppState, q: &EventQuery) -> Result<EventDis
             lineage: serde_json::from_str(&f.header.lineage_json)
                 .unwrap_or_else(|_| Value::from(f.header.lineage_json.clone())),
             conditions_tag: f.header.conditions_tag.clone(),
+            conditions_sha256: f.header.conditions_sha256(),
             event_index: row,
             events_in_file,
         },

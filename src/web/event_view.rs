@@ -67,6 +67,8 @@ pub struct RqSource {
     pub lineage: Value,
     /// Conditions tag.
     pub conditions_tag: String,
+    /// SHA-256 of the conditions' content (from the lineage), when recorded.
+    pub conditions_sha256: Option<String>,
     /// Row of the event in the file.
     pub event_index: usize,
     /// Events in the file.

@@ -51,6 +51,7 @@ pub mod cli;
 mod event;
 pub mod event_view;
 mod families;
+pub mod health;
 pub mod params;
 pub mod paths;
 mod routes;

@@ -48,6 +48,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/families", get(api_families))
         .route("/api/family", get(api_family))
         .route("/api/event", get(api_event))
+        .route("/api/health", get(api_health))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/static/{name}", get(asset))
         .fallback(|req: Request| async move {
@@ -212,6 +213,15 @@ async fn api_families(
 ) -> Result<Response, WebError> {
     let p = Params::parse(query_of(&req).as_deref(), FAMILIES_PARAMS)?;
     let page = blocking(&state, move |s| families::families(&s.catalog, &p)).await?;
+    Ok(Json(page).into_response())
+}
+
+async fn api_health(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, WebError> {
+    Params::parse(query_of(&req).as_deref(), &[])?;
+    let page = blocking(&state, |s| super::health::detector_health(&s.catalog)).await?;
     Ok(Json(page).into_response())
 }
 

@@ -11,6 +11,7 @@ mod calibration;
 mod calibration_truth;
 mod catalog_transfer;
 mod common;
+mod conditions_loop;
 mod crash_safety;
 mod dispatch;
 mod full_disk;

@@ -49,7 +49,8 @@ function render() {
     ["S1c [phd]", fmt(h.s1c_phd, 2), "s1c"], ["S2c [phd]", fmt(h.s2c_phd, 2), "s2c"],
     ["x [mm]", fmt(h.x_mm, 2), "x"], ["y [mm]", fmt(h.y_mm, 2), "y"], ["z [mm]", fmt(h.z_mm, 2), "z"],
     ["Energy [keV]", fmt(h.energy_kev, 3), "energy"],
-    ["Software / conditions", `tpcflow ${h.software_version} / ${d.rq.conditions_tag}`, "software"],
+    ["Software / conditions", `tpcflow ${h.software_version} / condTag ${d.rq.conditions_tag}` +
+      (d.rq.conditions_sha256 ? ` (${d.rq.conditions_sha256.slice(0, 12)})` : ""), "software"],
     ["Lineage", h.lineage_hash, "lineage"],
   ];
   $("#header").replaceChildren(...items.map(([k, v, id]) => el("div", {}, el("b", { text: k }), el("span", { id: "h-" + id, text: v }))));
