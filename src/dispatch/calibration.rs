@@ -245,10 +245,7 @@ impl Dispatcher {
                 self.cfg.settings.conditions.time_limit.clone(),
             ),
             ("log", dir.join("job.log").display().to_string()),
-            (
-                "tpcflow",
-                quote_path(&self.cfg.tpcflow_bin)?,
-            ),
+            ("tpcflow", quote_path(&self.cfg.tpcflow_bin)?),
             ("calibrate_args", args),
         ]
         .into_iter()
