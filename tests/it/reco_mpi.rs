@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tpcflow::reco_job::{read_result, FileResult};
 use tpcflow::rq::{read_rq_file, ColumnData, RqFile};
@@ -281,10 +281,8 @@ fn corrupt_input_among_good_ones_is_a_partial_failure() {
 fn killing_the_job_mid_write_leaves_no_incomplete_file_under_a_final_name() {
     let dir = scratch("reco-kill");
     let inputs = simulate_mixed(31, &dir.path().join("SURF"), 6, 40);
-    let out = dir.path().join("rq");
-    let mut interrupted = 0;
-    for delay_ms in [300u64, 500, 700, 900, 1100] {
-        let mut child = mpi_env(&mut Command::new(tpcflow_bin()))
+    let job = |out: &Path| {
+        mpi_env(&mut Command::new(tpcflow_bin()))
             .args([
                 "reco",
                 "--threads",
@@ -293,12 +291,26 @@ fn killing_the_job_mid_write_leaves_no_incomplete_file_under_a_final_name() {
                 "13",
                 "--out-dir",
             ])
-            .arg(&out)
+            .arg(out)
             .arg("--inputs")
             .args(&inputs)
             .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+            .unwrap()
+    };
+    // The kills land at fractions of a whole run's duration, measured here:
+    // fixed delays stop hitting a running job when start-up gets faster (a
+    // one-rank job starts without MPI) or the machine gets quicker.
+    let t0 = Instant::now();
+    let status = job(&dir.path().join("rq-timing")).wait().unwrap();
+    assert!(status.success(), "the untimed run failed: {status}");
+    let whole = t0.elapsed();
+    let mut interrupted = 0;
+    let mut outs = Vec::new();
+    for (i, frac) in [0.15, 0.3, 0.45, 0.6, 0.75].into_iter().enumerate() {
+        // A fresh directory each time, so every kill meets a whole run.
+        let out = dir.path().join(format!("rq-{i}"));
+        let mut child = job(&out);
+        std::thread::sleep(whole.mul_f64(frac));
         if child.try_wait().unwrap().is_none() {
             interrupted += 1;
         }
@@ -314,17 +326,20 @@ fn killing_the_job_mid_write_leaves_no_incomplete_file_under_a_final_name() {
                 assert_eq!(r.events as usize, n);
             }
         }
+        outs.push(out);
     }
     assert!(
         interrupted >= 3,
-        "only {interrupted} kills hit a running job"
+        "only {interrupted} of 5 kills hit a running job (a whole run took {whole:?})"
     );
     // A rerun completes everything, skipping what was done.
-    let o = reco(1, 2, &inputs, &out, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(rq_files(&out).len(), 6);
-    for path in rq_files(&out).values() {
-        assert_eq!(read_rq_file(path).unwrap().events[0].data.len(), 40);
+    for out in &outs {
+        let o = reco(1, 2, &inputs, out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(rq_files(out).len(), 6);
+        for path in rq_files(out).values() {
+            assert_eq!(read_rq_file(path).unwrap().events[0].data.len(), 40);
+        }
     }
 }
 
