@@ -22,6 +22,7 @@ mod reco_mpi;
 mod retention;
 mod rq_format;
 mod salting;
+mod sites;
 mod sim_live;
 mod sim_physics;
 mod sim_truth;

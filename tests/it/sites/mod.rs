@@ -1,0 +1,97 @@
+//! Two sites that process: the default cluster (site USDC) and the second
+//! local cluster `ukdc` (scripts/setup-ukdc.sh, accounting in slurmdbd).
+//!
+//! Every test here starts the second cluster itself (idempotent, ~0.3 s when
+//! it already runs) and fails loudly when it cannot.
+
+mod testbed;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// `SLURM_CONF` of the second site's cluster.
+pub const UKDC_CONF: &str = "/etc/slurm-ukdc/slurm.conf";
+
+/// Tests that stop the second site's controller take this exclusively;
+/// every other test that uses the second cluster takes it shared.
+pub static UKDC: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Bring up (or check) the second cluster; panics with the script's output
+/// when it cannot. False only with `TPCFLOW_SKIP_CLUSTER_TESTS=1`.
+pub fn require_two_sites() -> bool {
+    if !super::common::require_cluster() {
+        return false;
+    }
+    let out = Command::new(repo().join("scripts/setup-ukdc.sh"))
+        .output()
+        .expect("scripts/setup-ukdc.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/setup-ukdc.sh failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    true
+}
+
+/// Run a SLURM client command against the second cluster.
+pub fn ukdc(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .env("SLURM_CONF", UKDC_CONF)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} runs: {e}"))
+}
+
+/// Stdout of a SLURM client command against the second cluster; panics on failure.
+pub fn ukdc_ok(cmd: &str, args: &[&str]) -> String {
+    let out = ukdc(cmd, args);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Poll `sacct` of the second cluster until `job` has a final state; returns
+/// its `State|ExitCode|NodeList|Cluster` line.
+pub fn ukdc_sacct_final(job: u64, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let out = ukdc_ok(
+            "sacct",
+            &[
+                "-X",
+                "-n",
+                "-P",
+                "-j",
+                &job.to_string(),
+                "-o",
+                "State,ExitCode,NodeList,Cluster",
+            ],
+        );
+        let line = out.lines().next().unwrap_or("").to_string();
+        let state = line.split('|').next().unwrap_or("");
+        if !state.is_empty() && !matches!(state, "PENDING" | "RUNNING" | "COMPLETING") {
+            return line;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "ukdc job {job} not final after {limit:?}: {line:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A script file for sbatch.
+pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
+    p
+}
