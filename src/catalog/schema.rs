@@ -14,7 +14,13 @@
 //! lineage_hash)` (unique).
 
 /// The migrations, oldest first. Version N means the first N have run.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+pub const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_6,
+];
 
 /// Version 1: runs, raw files, replicas, outputs, jobs, campaigns.
 const MIGRATION_1: &str = r#"
@@ -179,6 +185,28 @@ INSERT INTO replicas_v4 (file_id, site, path, size_bytes, adler32, state, verifi
 DROP TABLE replicas;
 ALTER TABLE replicas_v4 RENAME TO replicas;
 CREATE INDEX replicas_site_state ON replicas(site, state);
+"#;
+
+/// Version 6 (sites that process; number 5 is the calibration migration of
+/// another branch): the resources of each job and of a task's next attempt
+/// (the retry policy raises them after TIMEOUT and OUT_OF_MEMORY), the site a
+/// job runs at and an output was made at, the site a campaign runs at
+/// (`any` or a site name), and the operator's drain of a site.
+const MIGRATION_6: &str = r#"
+ALTER TABLE tasks ADD COLUMN time_limit_min INTEGER CHECK (time_limit_min > 0);
+ALTER TABLE tasks ADD COLUMN mem_mb INTEGER CHECK (mem_mb > 0);
+ALTER TABLE jobs ADD COLUMN time_limit_min INTEGER CHECK (time_limit_min > 0);
+ALTER TABLE jobs ADD COLUMN mem_mb INTEGER CHECK (mem_mb > 0);
+ALTER TABLE jobs ADD COLUMN site TEXT;
+ALTER TABLE outputs ADD COLUMN site TEXT;
+ALTER TABLE campaigns ADD COLUMN site TEXT NOT NULL DEFAULT 'any';
+
+CREATE TABLE site_drains (
+    site        TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    by_whom     TEXT NOT NULL,
+    since       REAL NOT NULL
+);
 "#;
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //! ```text
 //! one pass:
 //!   reconcile  every pending/submitted/running job against one squeue call and
-//!              the jobcomp file; finished (or vanished) jobs: result records decide
-//!              each task: ok -> output catalogued, else retry with back-off up to the cap
+//!              one sacct call (the jobcomp file where the cluster keeps no
+//!              accounting); finished (or vanished) jobs: result records decide
+//!              each task: ok -> output catalogued, else the retry policy of the
+//!              final state (`accounting`): more time, more memory, a free retry
 //!              (SLURM stage: skipped while SLURM does not answer, see `health`)
 //!   ingest     new complete raw files at SURF
 //!   transfer   to USDC, UKDC, ARCHIVE with verified checksums (a blinded catalog
@@ -29,21 +31,23 @@
 //! a second dispatcher on the same catalog. The dispatcher is the catalog's only
 //! writer for processing; compute jobs only write result records.
 
+pub mod accounting;
 pub mod cli;
 pub mod health;
+pub mod sites;
 pub mod track;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tpcflow_reco::RecoConfig;
 
 use crate::catalog::ingest::{self, IngestConfig};
+use crate::catalog::Site;
 use crate::catalog::{
     CampaignRow, CampaignState, Catalog, JobRow, JobState, NewCampaign, NewOutput, TaskRow,
     TaskState,
@@ -51,8 +55,9 @@ use crate::catalog::{
 use crate::conditions::Conditions;
 use crate::reco_job::{self, read_result};
 use crate::sbatch::{shell_quote, Template};
-use crate::slurm::{Client, JobState as SlurmState, SlurmError};
+use crate::slurm::{JobState as SlurmState, SlurmError};
 use crate::transfer::{self, Sites, TransferConfig};
+use accounting::{Limits, Resources, Retry};
 use track::Snapshot;
 
 /// Tunable settings (a TOML file, `--config`; every key optional).
@@ -84,8 +89,19 @@ pub struct Settings {
     pub max_attempts: u32,
     /// First retry delay [s]; doubles with each attempt.
     pub backoff_s: f64,
-    /// sbatch `--time`.
+    /// sbatch `--time` of a first attempt.
     pub time_limit: String,
+    /// Longest time limit the retry policy gives a job that hit its limit
+    /// (TIMEOUT); a TIMEOUT at this limit fails the file.
+    pub max_time_limit: String,
+    /// sbatch `--mem` of a first attempt [MB]; 0: not asked (the cluster's default).
+    pub mem_mb: u32,
+    /// Largest memory the retry policy gives a job killed for its memory
+    /// (OUT_OF_MEMORY) [MB]; the same failure at this limit fails the file.
+    pub max_mem_mb: u32,
+    /// `slurm.conf` of the cluster to submit to (`SLURM_CONF` of every SLURM
+    /// command); empty: the one the environment names.
+    pub slurm_conf: String,
     /// sbatch `--nodes`.
     pub nodes: u32,
     /// sbatch `--ntasks` (MPI ranks).
@@ -119,6 +135,12 @@ pub struct Settings {
     pub slurm_retry_max_s: f64,
     /// The retention stage at SURF (`[retention]`: enabled, grace_s, max_checksum_age_s).
     pub retention: crate::retire::RetentionSettings,
+    /// Processing sites with their own batch systems (`[sites.USDC]`,
+    /// `[sites.UKDC]`, see [`sites`]); none: USDC alone on `slurm_conf`.
+    pub sites: BTreeMap<String, sites::SiteSettings>,
+    /// A site whose SLURM has not answered for this long has its jobs in
+    /// flight declared lost and their files run at another site [s].
+    pub lost_after_s: f64,
 }
 
 impl Default for Settings {
@@ -136,6 +158,10 @@ impl Default for Settings {
             max_attempts: 3,
             backoff_s: 30.0,
             time_limit: "00:30:00".into(),
+            max_time_limit: "04:00:00".into(),
+            mem_mb: 0,
+            max_mem_mb: 16_000,
+            slurm_conf: String::new(),
             nodes: 1,
             ntasks: 1,
             ntasks_per_node: 1,
@@ -151,6 +177,8 @@ impl Default for Settings {
             slurm_retry_s: 15.0,
             slurm_retry_max_s: 300.0,
             retention: crate::retire::RetentionSettings::default(),
+            sites: BTreeMap::new(),
+            lost_after_s: 900.0,
         }
     }
 }
@@ -208,10 +236,28 @@ impl Settings {
                 bail!("`{key}` must be > 0 and at most 86400 s, not {v}");
             }
         }
+        let time = accounting::parse_minutes(&self.time_limit)
+            .with_context(|| format!("`time_limit` {:?} is not a SLURM time", self.time_limit))?;
+        let max_time = accounting::parse_minutes(&self.max_time_limit).with_context(|| {
+            format!(
+                "`max_time_limit` {:?} is not a SLURM time",
+                self.max_time_limit
+            )
+        })?;
+        if time == 0 || max_time < time {
+            bail!("`time_limit` must be at least a minute and at most `max_time_limit`");
+        }
+        if self.mem_mb > 0 && self.max_mem_mb < self.mem_mb {
+            bail!("`max_mem_mb` must be at least `mem_mb`");
+        }
         if self.slurm_retry_max_s < self.slurm_retry_s {
             bail!("`slurm_retry_max_s` must be at least `slurm_retry_s`");
         }
         self.retention.validate()?;
+        sites::validate(&self.sites)?;
+        if !(self.lost_after_s > 0.0 && self.lost_after_s <= 86_400.0 * 30.0) {
+            bail!("`lost_after_s` must be > 0 and at most 30 days");
+        }
         Ok(())
     }
 }
@@ -266,8 +312,15 @@ pub struct PassReport {
     pub tasks_done: usize,
     /// Tasks that failed an attempt (retried or failed for good).
     pub tasks_failed: usize,
-    /// SLURM client calls made (squeue, sbatch, scancel).
+    /// SLURM client calls made (squeue, sacct, sbatch, scancel).
     pub slurm_calls: u32,
+    /// Jobs declared lost at a site whose SLURM stopped answering (their
+    /// files went back to the queue for another site).
+    pub jobs_lost: usize,
+    /// Jobs declared lost earlier that their site still ran, cancelled.
+    pub lost_jobs_cancelled: usize,
+    /// Jobs submitted per site.
+    pub submitted_at: BTreeMap<String, usize>,
     /// The SLURM stages did not run (or stopped) because SLURM did not answer
     /// or its next try is not due; the warnings say why.
     pub slurm_skipped: bool,
@@ -362,9 +415,8 @@ pub fn create_campaign(
 pub struct Dispatcher {
     cfg: DispatchConfig,
     catalog: Catalog,
-    client: Client,
-    /// Asked of SLURM in the first pass it answers.
-    jobcomp: OnceLock<Option<PathBuf>>,
+    /// The processing sites, USDC first (each with its own SLURM).
+    sites: Vec<sites::ProcSite>,
     instance: String,
     _lock: DispatchLock,
 }
@@ -412,14 +464,11 @@ impl Dispatcher {
             tracing::info!(key = %cfg.settings.salt_key, "catalog blinded: salting is configured");
         }
         let instance = catalog.instance_id()?;
-        let client = Client {
-            timeout: Duration::from_secs_f64(cfg.settings.slurm_timeout_s),
-        };
+        let sites = sites::processing_sites(&cfg.settings)?;
         Ok(Self {
             cfg,
             catalog,
-            client,
-            jobcomp: OnceLock::new(),
+            sites,
             instance,
             _lock: lock,
         })
@@ -446,9 +495,19 @@ impl Dispatcher {
                 .insert(name, lap.elapsed().as_secs_f64());
             lap = Instant::now();
         };
-        let slurm = self.slurm_view(&mut report)?;
-        if let Some(view) = &slurm {
-            self.reconcile(&view.snapshot, view.recovering, &mut report)?;
+        let mut answering = Vec::with_capacity(self.sites.len());
+        for ps in &self.sites {
+            match self.slurm_view(ps, &mut report)? {
+                Some(view) => {
+                    self.reconcile(ps, &view.snapshot, view.recovering, &mut report)?;
+                    self.cancel_lost(ps, &view.snapshot, &mut report)?;
+                    answering.push(true);
+                }
+                None => {
+                    self.declare_lost(ps, &mut report)?;
+                    answering.push(false);
+                }
+            }
         }
         stage("reconcile", &mut report);
 
@@ -531,8 +590,8 @@ impl Dispatcher {
             }
         }
         stage("queue", &mut report);
-        if slurm.is_some() {
-            self.submit(&campaigns, &mut report)?;
+        if answering.iter().any(|&a| a) {
+            self.submit(&campaigns, &answering, &mut report)?;
         }
         stage("submit", &mut report);
         self.complete_campaigns()?;
@@ -568,8 +627,14 @@ impl Dispatcher {
         }
     }
 
-    fn reconcile(&self, snap: &Snapshot, recovering: bool, report: &mut PassReport) -> Result<()> {
-        for job in self.catalog.active_jobs()? {
+    fn reconcile(
+        &self,
+        ps: &sites::ProcSite,
+        snap: &Snapshot,
+        recovering: bool,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        for job in self.jobs_at(ps.site)? {
             let slurm_job = match (job.state, job.slurm_id) {
                 (JobState::Pending, _) => match snap.id_by_name(&job.slurm_name) {
                     // sbatch ran but we crashed, or it timed out, before recording it: adopt it.
@@ -608,7 +673,7 @@ impl Dispatcher {
                 _ => {
                     // Final, or vanished/UNKNOWN: never taken as success by
                     // itself; the result records decide per task.
-                    self.finish_job(&job, slurm_job.as_ref(), report)?;
+                    self.finish_job(ps.site, &job, slurm_job.as_ref(), report)?;
                     report.jobs_finished += 1;
                 }
             }
@@ -618,6 +683,7 @@ impl Dispatcher {
 
     fn finish_job(
         &self,
+        site: Site,
         job: &JobRow,
         slurm: Option<&track::SlurmJob>,
         report: &mut PassReport,
@@ -625,11 +691,16 @@ impl Dispatcher {
         let (state, exit) = slurm.map_or((SlurmState::Unknown, None), |j| {
             (j.state, j.exit_code.clone())
         });
+        let source = slurm.map_or("none", |j| j.source);
         let slurm_text = match (job.slurm_ref(), &exit) {
-            (Some(id), Some(e)) => format!("SLURM job {id} {} (exit {e})", state.name()),
-            (Some(id), None) => format!("SLURM job {id} {}", state.name()),
+            (Some(id), Some(e)) => {
+                format!("SLURM job {id} {} (exit {e}, {source})", state.name())
+            }
+            (Some(id), None) => format!("SLURM job {id} {} ({source})", state.name()),
             _ => format!("job {} {}", job.name, state.name()),
         };
+        let used = self.job_resources(job.id)?;
+        let max_rss = slurm.and_then(|j| j.max_rss_bytes);
         let campaign = self.campaign_of(job)?;
         let mut all_ok = true;
         for task in self.catalog.tasks_of_job(job.id)? {
@@ -639,17 +710,37 @@ impl Dispatcher {
             match self.task_output(&task, &campaign) {
                 Ok(output) => {
                     self.catalog.task_done(task.id, &output)?;
+                    self.catalog
+                        .set_output_site(output.file_id, &output.lineage_hash, site)?;
                     report.tasks_done += 1;
                 }
                 Err(why) => {
                     all_ok = false;
                     let reason = format!("{slurm_text}: {why}");
-                    let s = self.catalog.task_failed(
-                        task.id,
-                        &reason,
-                        self.cfg.settings.max_attempts,
-                        self.cfg.settings.backoff_s,
-                    )?;
+                    let s = match accounting::next_attempt(state, used, max_rss, self.limits()) {
+                        Retry::Free => {
+                            self.catalog.task_requeued_free(task.id, &reason)?;
+                            TaskState::Queued
+                        }
+                        Retry::Fail(limit) => self
+                            .catalog
+                            .task_failed_at_limit(task.id, &format!("{reason}; {limit}"))?,
+                        Retry::With(next) => {
+                            if next != used {
+                                self.catalog.set_task_resources(
+                                    task.id,
+                                    next.time_limit_min,
+                                    next.mem_mb,
+                                )?;
+                            }
+                            self.catalog.task_failed(
+                                task.id,
+                                &reason,
+                                self.cfg.settings.max_attempts,
+                                self.cfg.settings.backoff_s,
+                            )?
+                        }
+                    };
                     tracing::warn!(file = %task.file_name, state = %s, %reason, "task attempt failed");
                     report.tasks_failed += 1;
                 }
@@ -663,6 +754,45 @@ impl Dispatcher {
         self.catalog
             .job_transition(job.id, job.state_after_adoption(), to, Some(&slurm_text))?;
         Ok(())
+    }
+
+    /// Resources of a first attempt, from the settings.
+    fn default_resources(&self) -> Resources {
+        let s = &self.cfg.settings;
+        Resources {
+            time_limit_min: accounting::parse_minutes(&s.time_limit).unwrap_or(30),
+            mem_mb: Some(s.mem_mb).filter(|&m| m > 0),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        let s = &self.cfg.settings;
+        Limits {
+            max_time_limit_min: accounting::parse_minutes(&s.max_time_limit).unwrap_or(240),
+            max_mem_mb: s.max_mem_mb,
+        }
+    }
+
+    /// What a job was submitted with (the settings' defaults where not recorded).
+    fn job_resources(&self, job_id: i64) -> Result<Resources> {
+        let d = self.default_resources();
+        let (time, mem) = self.catalog.job_resources(job_id)?;
+        Ok(Resources {
+            time_limit_min: time.unwrap_or(d.time_limit_min),
+            mem_mb: mem.or(d.mem_mb),
+        })
+    }
+
+    /// The resources a batch asks for: the most any of its tasks needs.
+    fn batch_resources(&self, batches: &[Batch]) -> Result<Resources> {
+        let d = self.default_resources();
+        let ids: Vec<i64> = batches.iter().flat_map(Batch::task_ids).collect();
+        let mut r = d;
+        for (time, mem) in self.catalog.task_resources(&ids)?.into_values() {
+            r.time_limit_min = r.time_limit_min.max(time.unwrap_or(d.time_limit_min));
+            r.mem_mb = r.mem_mb.max(mem.or(d.mem_mb));
+        }
+        Ok(r)
     }
 
     fn campaign_of(&self, job: &JobRow) -> Result<CampaignRow> {
@@ -724,66 +854,113 @@ impl Dispatcher {
         })
     }
 
-    fn submit(&self, campaigns: &[(CampaignRow, bool)], report: &mut PassReport) -> Result<()> {
+    fn submit(
+        &self,
+        campaigns: &[(CampaignRow, bool)],
+        answering: &[bool],
+        report: &mut PassReport,
+    ) -> Result<()> {
         let s = &self.cfg.settings;
-        // SLURM job records in flight: an array is one, whatever its elements.
-        let queued: std::collections::HashSet<String> = self
+        let single = s.sites.is_empty();
+        let drained: HashSet<String> = self
             .catalog
-            .active_jobs()?
+            .site_drains()?
             .into_iter()
-            .map(|j| j.slurm_name)
+            .map(|d| d.site)
             .collect();
-        let mut budget = s
-            .max_queued_jobs
-            .saturating_sub(queued.len())
-            .min(s.max_submissions_per_pass);
-        let usdc = self.cfg.sites.get(crate::catalog::Site::Usdc)?.root.clone();
+        // Each site's queue: SLURM job records in flight there (an array is one).
+        let mut budgets = Vec::with_capacity(self.sites.len());
+        for (ps, &up) in self.sites.iter().zip(answering) {
+            if !up || drained.contains(ps.site.as_str()) {
+                budgets.push(0);
+                continue;
+            }
+            let queued: HashSet<String> = self
+                .jobs_at(ps.site)?
+                .into_iter()
+                .map(|j| j.slurm_name)
+                .collect();
+            budgets.push(
+                s.max_queued_jobs
+                    .saturating_sub(queued.len())
+                    .min(s.max_submissions_per_pass),
+            );
+        }
+        let sites: Vec<Site> = self.sites.iter().map(|p| p.site).collect();
         for (c, prompt) in campaigns {
+            let at = self.catalog.campaign_site(c.id)?;
             let arrays = !prompt && s.array_min_jobs > 0;
             let fetch = s.files_per_job * if arrays { s.array_max_jobs } else { 1 };
-            while budget > 0 {
+            'more: loop {
+                // The campaign's sites with room, the roomiest first.
+                let mut open: Vec<usize> = (0..self.sites.len())
+                    .filter(|&i| budgets[i] > 0 && (at == "any" || at == sites[i].as_str()))
+                    .collect();
+                open.sort_by_key(|&i| std::cmp::Reverse(budgets[i]));
+                if open.is_empty() {
+                    break;
+                }
                 let tasks = self.catalog.runnable_tasks(c.id, fetch)?;
                 if tasks.is_empty() {
                     break;
                 }
-                let batches = self.batches(&tasks, &usdc, report)?;
-                if batches.is_empty() {
-                    continue;
+                let file_ids: Vec<i64> = tasks.iter().map(|t| t.file_id).collect();
+                let paths = self.catalog.verified_paths(&file_ids, &sites)?;
+                for &i in &open {
+                    let ps = &self.sites[i];
+                    let batches = self.batches(ps.site, &tasks, &paths, single, report)?;
+                    if batches.is_empty() {
+                        continue;
+                    }
+                    let submitted = if arrays && batches.len() >= s.array_min_jobs {
+                        self.submit_array(ps, c, &batches, report)?
+                    } else {
+                        self.submit_job(ps, c, &batches[0], report)?
+                    };
+                    if !submitted {
+                        budgets[i] = 0;
+                    } else {
+                        budgets[i] -= 1;
+                    }
+                    continue 'more;
                 }
-                let submitted = if arrays && batches.len() >= s.array_min_jobs {
-                    self.submit_array(c, &batches, report)?
-                } else {
-                    self.submit_job(c, &batches[0], report)?
-                };
-                if !submitted {
-                    return Ok(());
+                // No open site holds a verified replica of these files: they
+                // wait (with one site, `batches` failed their attempts instead).
+                if !single {
+                    break;
                 }
-                budget -= 1;
             }
         }
         Ok(())
     }
 
-    /// Group runnable tasks into jobs of at most `files_per_job` files and
-    /// `max_job_bytes`; a task without a verified USDC replica fails its attempt.
+    /// Group runnable tasks with a verified replica at `site` into jobs of at
+    /// most `files_per_job` files and `max_job_bytes`. With one processing
+    /// site (`fail_missing`), a task without a verified replica there fails
+    /// its attempt; with several, it is left for another site.
     fn batches(
         &self,
+        site: Site,
         tasks: &[TaskRow],
-        usdc: &Path,
+        paths: &std::collections::HashMap<(i64, Site), String>,
+        fail_missing: bool,
         report: &mut PassReport,
     ) -> Result<Vec<Batch>> {
         let s = &self.cfg.settings;
+        let root = self.cfg.sites.get(site)?.root.clone();
         let mut out: Vec<Batch> = Vec::new();
         let mut bytes = 0u64;
         for t in tasks {
-            let Some(rel) = &t.usdc_path else {
-                self.catalog.task_failed(
-                    t.id,
-                    "no verified USDC replica",
-                    s.max_attempts,
-                    s.backoff_s,
-                )?;
-                report.tasks_failed += 1;
+            let Some(rel) = paths.get(&(t.file_id, site)) else {
+                if fail_missing {
+                    self.catalog.task_failed(
+                        t.id,
+                        &format!("no verified {site} replica"),
+                        s.max_attempts,
+                        s.backoff_s,
+                    )?;
+                    report.tasks_failed += 1;
+                }
                 continue;
             };
             let full = out.last().is_none_or(|b| {
@@ -796,14 +973,20 @@ impl Dispatcher {
             let b = out.last_mut().context("batch just pushed")?;
             bytes += t.size_bytes;
             b.attempt = b.attempt.max(t.attempts + 1);
-            b.files.push((t.id, usdc.join(rel), t.adler32.clone()));
+            b.files.push((t.id, root.join(rel), t.adler32.clone()));
         }
         Ok(out)
     }
 
     /// One plain job: intent first (if we crash after it, reconcile finds the
     /// name), then sbatch. False when sbatch failed (the pass stops submitting).
-    fn submit_job(&self, c: &CampaignRow, batch: &Batch, report: &mut PassReport) -> Result<bool> {
+    fn submit_job(
+        &self,
+        ps: &sites::ProcSite,
+        c: &CampaignRow,
+        batch: &Batch,
+        report: &mut PassReport,
+    ) -> Result<bool> {
         let ids = batch.task_ids();
         let (job_id, name) = self.catalog.begin_job(
             c.id,
@@ -811,23 +994,30 @@ impl Dispatcher {
             &ids,
             batch.attempt,
         )?;
+        self.catalog.set_jobs_site(&[job_id], ps.site)?;
         let dir = self.job_dir(&name)?;
         let list = dir.join("inputs.txt");
         write_input_list(&list, batch)?;
         let inputs = format!("@{}", shell_quote(&list.display().to_string()));
-        let result = self.sbatch(c, &name, &dir, &inputs, &dir.join("job.log"), &[]);
+        let res = self.batch_resources(std::slice::from_ref(batch))?;
+        self.catalog
+            .set_jobs_resources(&[job_id], res.time_limit_min, res.mem_mb)?;
+        let res_args = resource_args(res);
+        let res_args: Vec<&str> = res_args.iter().map(String::as_str).collect();
+        let result = self.sbatch(ps, c, &name, &dir, &inputs, &dir.join("job.log"), &res_args);
         report.slurm_calls += 1;
         match result {
             Ok(slurm_id) => {
                 self.catalog.job_accepted(job_id, slurm_id)?;
-                tracing::info!(job = %name, slurm_id, files = ids.len(), "submitted");
+                tracing::info!(job = %name, slurm_id, site = %ps.site, files = ids.len(), "submitted");
                 report.jobs_submitted += 1;
+                *report.submitted_at.entry(ps.site.to_string()).or_default() += 1;
                 Ok(true)
             }
             Err(e) => {
                 if let Some(e) = unavailable(&e) {
                     // Maybe accepted: the intent stays for the reconciliation.
-                    self.slurm_unavailable(e, report)?;
+                    self.slurm_unavailable(ps, e, report)?;
                     return Ok(false);
                 }
                 let msg = format!("sbatch failed for {name}: {e:#}");
@@ -842,6 +1032,7 @@ impl Dispatcher {
     /// element `i` reads `inputs-{i}.txt`. Intent first for every element.
     fn submit_array(
         &self,
+        ps: &sites::ProcSite,
         c: &CampaignRow,
         batches: &[Batch],
         report: &mut PassReport,
@@ -867,21 +1058,29 @@ impl Dispatcher {
             batches.len() - 1,
             self.cfg.settings.array_throttle
         );
-        let result = self.sbatch(c, &name, &dir, &inputs, &dir.join("job-%a.log"), &[&array]);
-        report.slurm_calls += 1;
         let ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
+        self.catalog.set_jobs_site(&ids, ps.site)?;
+        let res = self.batch_resources(batches)?;
+        self.catalog
+            .set_jobs_resources(&ids, res.time_limit_min, res.mem_mb)?;
+        let mut extra = resource_args(res);
+        extra.push(array.clone());
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let result = self.sbatch(ps, c, &name, &dir, &inputs, &dir.join("job-%a.log"), &extra);
+        report.slurm_calls += 1;
         match result {
             Ok(slurm_id) => {
                 self.catalog.jobs_accepted(&ids, slurm_id)?;
                 tracing::info!(job = %name, slurm_id, elements = ids.len(), %array, "submitted array");
                 report.jobs_submitted += ids.len();
                 report.arrays_submitted += 1;
+                *report.submitted_at.entry(ps.site.to_string()).or_default() += ids.len();
                 Ok(true)
             }
             Err(e) => {
                 if let Some(e) = unavailable(&e) {
                     // Maybe accepted: the intents stay for the reconciliation.
-                    self.slurm_unavailable(e, report)?;
+                    self.slurm_unavailable(ps, e, report)?;
                     return Ok(false);
                 }
                 let msg = format!("sbatch failed for {name}: {e:#}");
@@ -898,9 +1097,12 @@ impl Dispatcher {
         Ok(dir)
     }
 
-    /// Render the template for this job (or array) and call sbatch.
+    /// Render the site's template for this job (or array) and call sbatch on
+    /// the site's cluster.
+    #[allow(clippy::too_many_arguments)]
     fn sbatch(
         &self,
+        ps: &sites::ProcSite,
         c: &CampaignRow,
         name: &str,
         dir: &Path,
@@ -920,12 +1122,22 @@ impl Dispatcher {
             shell_quote(&c.conditions_tag),
             shell_quote(&config_path.display().to_string())
         );
-        let text = self
-            .cfg
+        let mut values = template_values(&self.cfg, name, log, &args);
+        if !ps.account.is_empty() {
+            values.insert("account".into(), ps.account.clone());
+        }
+        let text = ps
             .template
-            .render(&template_values(&self.cfg, name, log, &args))?;
+            .as_ref()
+            .unwrap_or(&self.cfg.template)
+            .render(&values)?;
         let script = crate::sbatch::write_script(&dir.join("job.sbatch"), &text)?;
-        Ok(self.client.submit(&script, extra)?)
+        let partition = format!("--partition={}", ps.partition);
+        let mut args: Vec<&str> = extra.to_vec();
+        if !ps.partition.is_empty() {
+            args.push(&partition);
+        }
+        Ok(ps.client.submit(&script, &args)?)
     }
 
     fn complete_campaigns(&self) -> Result<()> {
@@ -957,6 +1169,16 @@ impl Batch {
     fn task_ids(&self) -> Vec<i64> {
         self.files.iter().map(|f| f.0).collect()
     }
+}
+
+/// sbatch options of the resources: `--time=MIN` always (it overrides the
+/// template's `#SBATCH --time`), `--mem=MBM` when asked.
+fn resource_args(r: Resources) -> Vec<String> {
+    let mut out = vec![format!("--time={}", r.time_limit_min)];
+    if let Some(mem) = r.mem_mb {
+        out.push(format!("--mem={mem}M"));
+    }
+    out
 }
 
 /// The SLURM error of a failed sbatch when it means SLURM did not answer.

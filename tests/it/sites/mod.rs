@@ -4,6 +4,8 @@
 //! Every test here starts the second cluster itself (idempotent, ~0.3 s when
 //! it already runs) and fails loudly when it cannot.
 
+mod failover;
+mod retry;
 mod testbed;
 
 use std::path::{Path, PathBuf};
@@ -94,4 +96,103 @@ pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
     p
+}
+
+/// A dispatcher's world: data root with SURF, catalog, settings file.
+pub struct World {
+    pub _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub catalog: PathBuf,
+    pub config: PathBuf,
+}
+
+/// A fresh world with these dispatcher settings (TOML).
+pub fn world(name: &str, settings: &str) -> World {
+    let dir = super::common::scratch(name);
+    let root = dir.path().join("data");
+    std::fs::create_dir_all(root.join("SURF")).unwrap();
+    let config = dir.path().join("dispatch.toml");
+    std::fs::write(&config, settings).unwrap();
+    World {
+        catalog: dir.path().join("catalog.db"),
+        root,
+        config,
+        _dir: dir,
+    }
+}
+
+/// `tpcflow sim` of `files` files of run `run` into SURF.
+pub fn sim(w: &World, run: u32, files: u32, events: u32) {
+    let o = super::common::tpcflow_cmd()
+        .args([
+            "sim",
+            "--run",
+            &run.to_string(),
+            "--files",
+            &files.to_string(),
+        ])
+        .args([
+            "--events-per-file",
+            &events.to_string(),
+            "--seed",
+            &run.to_string(),
+        ])
+        .arg("--out")
+        .arg(w.root.join("SURF"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `tpcflow campaign create` with extra arguments.
+pub fn campaign(w: &World, name: &str, runs: &str, extra: &[&str]) {
+    let o = super::common::tpcflow_cmd()
+        .args(["campaign", "create", "--name", name, "--runs", runs])
+        .args(["--conditions", "v1"])
+        .args(extra)
+        .arg("--catalog")
+        .arg(&w.catalog)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// One `tpcflow dispatch --once --json` pass; its report.
+pub fn pass(w: &World) -> serde_json::Value {
+    let o = super::common::tpcflow_cmd()
+        .arg("dispatch")
+        .arg("--catalog")
+        .arg(&w.catalog)
+        .arg("--data-root")
+        .arg(&w.root)
+        .arg("--config")
+        .arg(&w.config)
+        .args(["--once", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "dispatch failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dispatch --json: {e}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+/// Passes until `done` or `limit`; panics with the last report.
+pub fn passes_until(w: &World, limit: Duration, done: impl Fn(&tpcflow::catalog::Catalog) -> bool) {
+    let start = Instant::now();
+    let mut last = serde_json::Value::Null;
+    while start.elapsed() < limit {
+        last = pass(w);
+        if done(&tpcflow::catalog::Catalog::open(&w.catalog).unwrap()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    panic!("not done after {limit:?}; last pass: {last}");
 }
