@@ -104,7 +104,14 @@ impl Dispatcher {
                 if open.is_empty() {
                     break;
                 }
-                let tasks = self.catalog.runnable_tasks(c.id, fetch)?;
+                // With several sites, only files some open site can read now:
+                // one waiting for a replica must not hold back the rest.
+                let tasks = if single {
+                    self.catalog.runnable_tasks(c.id, fetch)?
+                } else {
+                    let at: Vec<Site> = open.iter().map(|&i| sites[i]).collect();
+                    self.catalog.runnable_tasks_at(c.id, &at, fetch)?
+                };
                 if tasks.is_empty() {
                     break;
                 }
@@ -128,8 +135,9 @@ impl Dispatcher {
                     }
                     continue 'more;
                 }
-                // No open site holds a verified replica of these files: they
-                // wait (with one site, `batches` failed their attempts instead).
+                // No open site took these files (with several sites only if a
+                // replica changed since the query): they wait for the next
+                // pass. With one site, `batches` failed their attempts instead.
                 if !single {
                     break;
                 }

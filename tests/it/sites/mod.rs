@@ -5,6 +5,7 @@
 //! it already runs) and fails loudly when it cannot.
 
 mod failover;
+mod replicas;
 mod retry;
 mod testbed;
 
