@@ -5,7 +5,8 @@
 # runs it only checks (~0.3 s). `scripts/setup.sh --two-sites` runs it last.
 #
 #   1. installs slurmdbd and mariadb-server if missing
-#   2. starts MariaDB (no systemd) and creates the accounting database user
+#   2. starts MariaDB (no systemd; socket only, no TCP port) and creates the
+#      accounting database user
 #   3. renders slurm/slurm-ukdc.conf.in and slurm/slurmdbd.conf.in into
 #      $CONF_DIR (daemons of this site restarted only if the rendering differs)
 #   4. starts slurmdbd, registers the cluster, starts slurmctld and the slurmd
@@ -40,6 +41,10 @@ export SLURM_CONF=$CONF_DIR/slurm.conf
 log() { printf 'setup-ukdc: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [[ $EUID -eq 0 ]] || die "must run as root"
+# One run at a time (tests call this in parallel; apt-get and MariaDB's first
+# start must not race).
+exec 9>/tmp/tpcflow-ukdc-setup.lock
+flock 9
 
 alive() {
   local stat
@@ -53,6 +58,19 @@ pid_of() {
   [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" \
     && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]] && echo "$pid"
 }
+# Run a command with only stdin, stdout and stderr open. Daemons started here
+# must not inherit other descriptors: a caller under `flock -s
+# /tmp/tpcflow-cluster.lock` (as the tests are run) would leave that lock held
+# by MariaDB or slurmdbd for as long as they live, and fd 9 is this script's lock.
+bare() {
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec "$@"
+  )
+}
 changes=()
 
 # --- 1. packages -------------------------------------------------------------
@@ -62,8 +80,8 @@ for p in slurmdbd mariadb-server; do
 done
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  bare apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive bare apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 munge -n 2>/dev/null | unmunge >/dev/null 2>&1 || die "munge does not work: run scripts/setup.sh first"
 
@@ -72,7 +90,7 @@ db_ok() { mariadb-admin --protocol=socket ping >/dev/null 2>&1; }
 if ! db_ok; then
   log "starting MariaDB"
   install -d -o mysql -g mysql -m 0755 /run/mysqld
-  setsid -f mariadbd --user=mysql >>/var/log/mysql-tpcflow.log 2>&1 </dev/null
+  bare setsid -f mariadbd --user=mysql --skip-networking >>/var/log/mysql-tpcflow.log 2>&1 </dev/null
   for ((i = 0; i < 100; i++)); do db_ok && break; sleep 0.1; done
   db_ok || die "MariaDB did not start: $(tail -n 10 /var/log/mysql-tpcflow.log)"
   changes+=(start:mariadb)
@@ -149,7 +167,7 @@ fail_with_logs() {
 dbd_ok() { sacctmgr -n -P show cluster format=cluster >/dev/null 2>&1; }
 if ! pid_of "$RUN_DIR/slurmdbd.pid" slurmdbd >/dev/null; then
   log "starting slurmdbd"
-  slurmdbd || fail_with_logs "slurmdbd failed to start"
+  bare slurmdbd || fail_with_logs "slurmdbd failed to start"
   changes+=(start:slurmdbd)
 fi
 for ((i = 0; i < 100; i++)); do dbd_ok && break; sleep 0.1; done
@@ -162,14 +180,14 @@ for ((i = 1; i <= NODES; i++)); do mkdir -p "$SPOOL_DIR/u$i" "${TMP_PREFIX}u$i";
 declare -A T0=()
 if ! pid_of "$RUN_DIR/slurmctld.pid" slurmctld >/dev/null; then
   log "starting slurmctld (ukdc)"
-  slurmctld -f "$SLURM_CONF" || fail_with_logs "slurmctld failed to start"
+  bare slurmctld -f "$SLURM_CONF" || fail_with_logs "slurmctld failed to start"
   changes+=(start:slurmctld)
 fi
 for ((i = 1; i <= NODES; i++)); do
   if ! pid_of "$RUN_DIR/slurmd-u$i.pid" slurmd >/dev/null; then
     log "starting slurmd -N u$i"
     T0[u$i]=1
-    slurmd -f "$SLURM_CONF" -N "u$i" || fail_with_logs "slurmd -N u$i failed to start"
+    bare slurmd -f "$SLURM_CONF" -N "u$i" || fail_with_logs "slurmd -N u$i failed to start"
     changes+=("start:slurmd-u$i")
   fi
 done

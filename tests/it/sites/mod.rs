@@ -26,10 +26,15 @@ fn repo() -> PathBuf {
 
 /// Bring up (or check) the second cluster; panics with the script's output
 /// when it cannot. False only with `TPCFLOW_SKIP_CLUSTER_TESTS=1`.
+///
+/// Waits while a test holds [`UKDC`] exclusively (it may have stopped the
+/// controller on purpose: starting it again would end that outage early).
+/// On a fresh machine the script installs packages; it takes its own lock.
 pub fn require_two_sites() -> bool {
     if !super::common::require_cluster() {
         return false;
     }
+    let _no_outage = UKDC.read().unwrap_or_else(|p| p.into_inner());
     let out = Command::new(repo().join("scripts/setup-ukdc.sh"))
         .output()
         .expect("scripts/setup-ukdc.sh runs");
