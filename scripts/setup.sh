@@ -15,7 +15,11 @@
 #                        (127.0.0.1, ports 17001.., host CPUs and memory split);
 #                        1: one node named after the host (`slurmd -C` as is)
 #   TPCFLOW_SLURM_WAIT   seconds to wait for usable nodes (default 60)
-# Stop everything with scripts/stop-cluster.sh.
+# Usage: scripts/setup.sh [--two-sites]
+#   --two-sites  also bring up the second site, cluster `ukdc` with slurmdbd
+#                accounting (scripts/setup-ukdc.sh); this default cluster is
+#                the site USDC in tpcflow's settings and is left as it is
+# Stop everything with scripts/stop-cluster.sh (and scripts/stop-ukdc.sh).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +48,12 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 [[ $EUID -eq 0 ]] || die "must run as root"
+TWO_SITES=0
+case "${1:-}" in
+  --two-sites) TWO_SITES=1 ;;
+  "") ;;
+  *) die "usage: $0 [--two-sites]" ;;
+esac
 [[ $NODES =~ ^[1-9][0-9]*$ ]] || die "TPCFLOW_SLURM_NODES must be a positive integer, got '$NODES'"
 [[ -r $TEMPLATE ]] || die "template not found: $TEMPLATE"
 shopt -s nullglob
@@ -297,3 +307,6 @@ summary=$(sinfo -h -N -o '%N %c %T' | awk '{ s = s sep $1 "(" $2 " CPU, " $3 ")"
   END { printf "%d node(s), %d CPUs: %s", n, t, s }')
 if ((${#changes[@]})); then what="${changes[*]}"; else what="nothing changed"; fi
 echo "SLURM cluster '$CLUSTER_NAME' up, partition debug: $summary [$what]"
+if ((TWO_SITES)); then
+  "$here/setup-ukdc.sh"
+fi

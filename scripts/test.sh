@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+# Both local sites: the sites:: tests need cluster ukdc (they would start it
+# themselves, but installing MariaDB and slurmdbd belongs here, not in a test).
+scripts/setup.sh --two-sites
 unset TPCFLOW_SKIP_CLUSTER_TESTS
 # Open MPI refuses root unless told; the machines here run everything as root.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

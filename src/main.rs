@@ -62,6 +62,9 @@ enum Command {
     Campaign(tpcflow::dispatch::cli::CampaignCommand),
     /// The operator's view: per-run data movement and processing, families, latency.
     Status(tpcflow::dispatch::cli::StatusArgs),
+    /// Processing sites: drain, resume, list (SLURM outages and drains).
+    #[command(subcommand)]
+    Site(tpcflow::dispatch::sites::SiteCommand),
     /// Web pages of the catalog: runs, families, event display, and their JSON API.
     Serve(tpcflow::web::cli::ServeArgs),
     /// Detector-health products from reconstructed Kr83m runs: a conditions file and a report.
@@ -160,6 +163,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dispatch(args) => tpcflow::dispatch::cli::run_dispatch(args),
         Command::Campaign(cmd) => tpcflow::dispatch::cli::run_campaign(cmd),
         Command::Status(args) => tpcflow::dispatch::cli::run_status(args),
+        Command::Site(cmd) => tpcflow::dispatch::sites::run_site(cmd),
         Command::Serve(args) => tpcflow::web::cli::run_serve(args),
         Command::Validate(args) => tpcflow::validate::cli::run_validate(args),
         Command::Calibrate(args) => tpcflow::calibrate::cli::run_calibrate(args),

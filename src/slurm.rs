@@ -90,20 +90,57 @@ const CONTROLLER_UNREACHABLE: [&str; 6] = [
 /// Time a client command gets before it is killed, unless configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How the SLURM client commands are run: each gets `timeout`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the SLURM client commands are run: each gets `timeout`, and talks to
+/// the cluster of `conf` (the `SLURM_CONF` of its commands) when set, else to
+/// the cluster the environment names.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     /// Deadline of one command; past it the command is killed and the call is
     /// [`SlurmError::Unavailable`].
     pub timeout: Duration,
+    /// `slurm.conf` of the cluster to talk to (one site's own cluster).
+    pub conf: Option<std::path::PathBuf>,
 }
 
 impl Default for Client {
     fn default() -> Self {
         Self {
             timeout: DEFAULT_TIMEOUT,
+            conf: None,
         }
     }
+}
+
+/// What the dispatcher needs to know of a cluster's configuration, read once
+/// from `scontrol show config`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `ClusterName`.
+    pub name: String,
+    /// The jobcomp/filetxt file, if the cluster writes one.
+    pub jobcomp: Option<std::path::PathBuf>,
+    /// Accounting goes to slurmdbd: `sacct` knows finished jobs.
+    pub accounting: bool,
+}
+
+/// Parse `scontrol show config` (`Key = value` lines).
+pub fn parse_cluster_config(text: &str) -> ClusterConfig {
+    let mut c = ClusterConfig::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim() {
+            "ClusterName" => c.name = v.to_string(),
+            "JobCompLoc" if !v.is_empty() && v != "(null)" => {
+                c.jobcomp = Some(std::path::PathBuf::from(v));
+            }
+            "AccountingStorageType" => c.accounting = v.contains("slurmdbd"),
+            _ => {}
+        }
+    }
+    c
 }
 
 /// Job states, matched on the first word of what SLURM prints.
@@ -242,7 +279,11 @@ impl Client {
             command: command.clone(),
             source,
         };
-        let mut child = Command::new(cmd)
+        let mut command_line = Command::new(cmd);
+        if let Some(conf) = &self.conf {
+            command_line.env("SLURM_CONF", conf);
+        }
+        let mut child = command_line
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -421,6 +462,16 @@ impl Client {
             .map(|(_, v)| v.trim().to_string())
             .filter(|v| !v.is_empty() && v != "(null)"))
     }
+
+    /// The cluster's name, jobcomp file and accounting (`scontrol show config`).
+    ///
+    /// # Errors
+    /// As [`Client::run`].
+    pub fn cluster_config(&self) -> Result<ClusterConfig, SlurmError> {
+        Ok(parse_cluster_config(
+            &self.run("scontrol", &["show", "config"])?,
+        ))
+    }
 }
 
 /// The state of one job: `scontrol show job -o` first, the jobcomp file after.
@@ -513,6 +564,7 @@ mod tests {
     fn a_command_past_its_deadline_is_killed_and_unavailable() {
         let client = Client {
             timeout: Duration::from_millis(300),
+            conf: None,
         };
         let start = Instant::now();
         let e = client.run("sleep", &["30"]).unwrap_err();
@@ -561,6 +613,37 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out.len(), 1_000_000);
+    }
+
+    #[test]
+    fn cluster_config_names_jobcomp_and_accounting() {
+        // Excerpts of `scontrol show config` (SLURM 22.05): the default local
+        // cluster, then the second site with slurmdbd.
+        let none = parse_cluster_config(
+            "AccountingStorageType   = (null)\nClusterName             = tpcflow\n\
+             JobCompLoc              = /var/log/slurm/jobcomp.log\n",
+        );
+        assert_eq!(none.name, "tpcflow");
+        assert!(!none.accounting);
+        assert_eq!(
+            none.jobcomp.as_deref(),
+            Some(Path::new("/var/log/slurm/jobcomp.log"))
+        );
+        let dbd = parse_cluster_config(
+            "AccountingStorageType   = accounting_storage/slurmdbd\n\
+             ClusterName             = ukdc\nJobCompLoc              = (null)\n",
+        );
+        assert!(dbd.accounting && dbd.jobcomp.is_none() && dbd.name == "ukdc");
+    }
+
+    #[test]
+    fn a_client_with_a_conf_talks_to_that_cluster() {
+        let client = Client {
+            conf: Some("/etc/slurm-ukdc/slurm.conf".into()),
+            ..Client::default()
+        };
+        let out = client.run("sh", &["-c", "echo $SLURM_CONF"]).unwrap();
+        assert_eq!(out.trim(), "/etc/slurm-ukdc/slurm.conf");
     }
 
     #[test]

@@ -34,9 +34,11 @@ mod files;
 pub mod ingest;
 mod processing;
 mod replicas;
+mod resources;
 mod retention;
 mod salting;
 pub mod schema;
+mod sites;
 mod slurm_health;
 pub mod states;
 mod tasks;
@@ -54,8 +56,10 @@ pub use conditions::{ConditionsDecision, ConditionsState, ConditionsTagRow, NewC
 pub use files::{NewRawFile, RawFileRow, ReplicaRow, RunInfo, RunSummary, TransferItem};
 pub use processing::{CampaignRow, JobRow, NewCampaign, NewJob, NewOutput, OutputRow};
 pub use replicas::CopyStart;
+pub use resources::AttemptResources;
 pub use retention::RetentionCandidate;
 pub use salting::SaltCandidate;
+pub use sites::SiteDrain;
 pub use slurm_health::SlurmHealth;
 pub use states::{
     CampaignState, FileState, JobState, ReplicaState, RunType, Site, TaskState, UnknownName,

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
 ];
 
 /// Version 1: runs, raw files, replicas, outputs, jobs, campaigns.
@@ -247,6 +248,28 @@ CREATE TABLE calibrations (
     last_file_at REAL,
     created_at   REAL NOT NULL,
     finished_at  REAL
+);
+"#;
+
+/// Version 6: sites that process. The resources of each job and of a task's
+/// next attempt (the retry policy raises them after TIMEOUT and
+/// OUT_OF_MEMORY), the site a job runs at and an output was made at, the
+/// site a campaign runs at (`any` or a site name), and the operator's drain
+/// of a site.
+const MIGRATION_6: &str = r#"
+ALTER TABLE tasks ADD COLUMN time_limit_min INTEGER CHECK (time_limit_min > 0);
+ALTER TABLE tasks ADD COLUMN mem_mb INTEGER CHECK (mem_mb > 0);
+ALTER TABLE jobs ADD COLUMN time_limit_min INTEGER CHECK (time_limit_min > 0);
+ALTER TABLE jobs ADD COLUMN mem_mb INTEGER CHECK (mem_mb > 0);
+ALTER TABLE jobs ADD COLUMN site TEXT;
+ALTER TABLE outputs ADD COLUMN site TEXT;
+ALTER TABLE campaigns ADD COLUMN site TEXT NOT NULL DEFAULT 'any';
+
+CREATE TABLE site_drains (
+    site        TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    by_whom     TEXT NOT NULL,
+    since       REAL NOT NULL
 );
 "#;
 

@@ -2,16 +2,26 @@
 //! `tpcflow status` in another process shows an outage and a dispatcher run
 //! pass by pass (`--once`) keeps its back-off across processes.
 //!
-//! One row of the `meta` table, key `slurm_health`, value a JSON
-//! [`SlurmHealth`]; no row means SLURM answered the last time it was asked.
+//! One row of the `meta` table per processing site, key `slurm_health` for
+//! the primary site USDC and `slurm_health:{SITE}` for another, value a JSON
+//! [`SlurmHealth`]; no row means that site's SLURM answered the last time it
+//! was asked.
 
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::{Catalog, CatalogError};
+use super::{Catalog, CatalogError, Site};
 
-/// The `meta` key of the record.
+/// The `meta` key of the record of the primary site.
 const KEY: &str = "slurm_health";
+
+fn key_of(site: Site) -> String {
+    if site == Site::Usdc {
+        KEY.to_string()
+    } else {
+        format!("{KEY}:{site}")
+    }
+}
 
 /// An ongoing SLURM outage as the dispatcher sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,9 +46,21 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`], also when the record is not valid JSON.
     pub fn slurm_health(&self) -> Result<Option<SlurmHealth>, CatalogError> {
+        self.slurm_health_at(Site::Usdc)
+    }
+
+    /// The recorded SLURM outage of a processing site's cluster, if any.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`], also when the record is not valid JSON.
+    pub fn slurm_health_at(&self, site: Site) -> Result<Option<SlurmHealth>, CatalogError> {
         let text: Option<String> = self
             .conn()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [KEY], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [key_of(site)],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.sql("read SLURM health"))?;
         text.map(|t| {
@@ -60,6 +82,18 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn set_slurm_health(&self, health: &SlurmHealth) -> Result<(), CatalogError> {
+        self.set_slurm_health_at(Site::Usdc, health)
+    }
+
+    /// Record (or replace) the SLURM outage of a processing site.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn set_slurm_health_at(
+        &self,
+        site: Site,
+        health: &SlurmHealth,
+    ) -> Result<(), CatalogError> {
         let json = serde_json::to_string(health).map_err(|e| {
             self.sql("encode the SLURM health record")(rusqlite::Error::ToSqlConversionFailure(
                 Box::new(e),
@@ -69,7 +103,7 @@ impl Catalog {
             .execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![KEY, json],
+                params![key_of(site), json],
             )
             .map(drop)
             .map_err(self.sql("write SLURM health"))
@@ -80,8 +114,16 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn clear_slurm_health(&self) -> Result<bool, CatalogError> {
+        self.clear_slurm_health_at(Site::Usdc)
+    }
+
+    /// A processing site's SLURM answered: forget its outage. Returns whether one was recorded.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn clear_slurm_health_at(&self, site: Site) -> Result<bool, CatalogError> {
         self.conn()
-            .execute("DELETE FROM meta WHERE key = ?1", [KEY])
+            .execute("DELETE FROM meta WHERE key = ?1", [key_of(site)])
             .map(|n| n > 0)
             .map_err(self.sql("clear SLURM health"))
     }

@@ -7,7 +7,8 @@ use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
 use super::{
-    now_unix_s, CampaignRow, CampaignState, Catalog, CatalogError, JobState, NewOutput, TaskState,
+    now_unix_s, CampaignRow, CampaignState, Catalog, CatalogError, JobState, NewOutput, Site,
+    TaskState,
 };
 
 /// A task with what the dispatcher needs to run it.
@@ -233,6 +234,42 @@ impl Catalog {
         let sql = format!(
             "{TASK_SELECT_BY_STATE} WHERE t.state = 'queued' AND t.campaign_id = ?1
                AND (t.not_before IS NULL OR t.not_before <= ?2) ORDER BY f.run, f.sequence LIMIT ?3"
+        );
+        let mut st = conn
+            .prepare_cached(&sql)
+            .map_err(self.sql("list runnable tasks"))?;
+        let rows = st
+            .query_map(params![campaign_id, now_unix_s(), limit as i64], task_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list runnable tasks"));
+        rows
+    }
+
+    /// As [`Catalog::runnable_tasks`], only tasks whose file has a verified
+    /// replica at one of `sites`: a file that must wait for a replica does not
+    /// hold back the files behind it.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn runnable_tasks_at(
+        &self,
+        campaign_id: i64,
+        sites: &[Site],
+        limit: usize,
+    ) -> Result<Vec<TaskRow>, CatalogError> {
+        if sites.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Site names are the enum's own constants, never user text.
+        let names: Vec<String> = sites.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let conn = self.conn();
+        let sql = format!(
+            "{TASK_SELECT_BY_STATE} WHERE t.state = 'queued' AND t.campaign_id = ?1
+               AND (t.not_before IS NULL OR t.not_before <= ?2)
+               AND EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = t.file_id
+                             AND r.state = 'verified' AND r.site IN ({}))
+             ORDER BY f.run, f.sequence LIMIT ?3",
+            names.join(",")
         );
         let mut st = conn
             .prepare_cached(&sql)

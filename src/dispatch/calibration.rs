@@ -31,6 +31,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::prompt_conditions::{job_conditions, DISPATCHER};
+use super::sites::ProcSite;
 use super::track::Snapshot;
 use super::{Dispatcher, PassReport};
 use crate::catalog::{CalibrationRow, CalibrationState, ConditionsState, NewConditions};
@@ -146,6 +147,7 @@ impl Dispatcher {
     /// Track calibration jobs, turn finished ones into tags, submit new ones.
     pub(super) fn calibration_stage(
         &self,
+        ps: &ProcSite,
         snap: &Snapshot,
         recovering: bool,
         report: &mut PassReport,
@@ -159,7 +161,7 @@ impl Dispatcher {
                     }
                     None if recovering => continue,
                     None => {
-                        self.submit_calibration(&k, report)?;
+                        self.submit_calibration(ps, &k, report)?;
                         continue;
                     }
                 },
@@ -189,7 +191,7 @@ impl Dispatcher {
             let name = self.calibration_job_name(run, 1);
             if self.catalog.begin_calibration(run, &name, last_file_at)? {
                 if let Some(k) = self.catalog.calibration(run)? {
-                    self.submit_calibration(&k, report)?;
+                    self.submit_calibration(ps, &k, report)?;
                 }
             }
         }
@@ -209,7 +211,12 @@ impl Dispatcher {
 
     /// sbatch a recorded (`pending`) calibration job; a SLURM that does not
     /// answer leaves it pending for the next pass.
-    fn submit_calibration(&self, k: &CalibrationRow, report: &mut PassReport) -> Result<()> {
+    fn submit_calibration(
+        &self,
+        ps: &ProcSite,
+        k: &CalibrationRow,
+        report: &mut PassReport,
+    ) -> Result<()> {
         let outputs = self.catalog.prompt_outputs_of_run(k.run)?;
         let mut tags: Vec<&str> = outputs.iter().map(|(_, t)| t.as_str()).collect();
         tags.dedup();
@@ -257,7 +264,7 @@ impl Dispatcher {
         };
         let script =
             crate::sbatch::write_script(&dir.join("job.sbatch"), &template.render(&values)?)?;
-        match self.client.submit(&script, &[]) {
+        match ps.client.submit(&script, &[]) {
             Ok(id) => {
                 self.catalog.calibration_submitted(k.run, id)?;
                 report.jobs_submitted += 1;

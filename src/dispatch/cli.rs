@@ -131,6 +131,9 @@ pub enum CampaignCommand {
         /// Reco settings (TOML with RecoConfig fields).
         #[arg(long)]
         reco_config: Option<PathBuf>,
+        /// Where it runs: `any` processing site, or USDC or UKDC.
+        #[arg(long, default_value = "any")]
+        site: String,
     },
     /// List campaigns with progress.
     List {
@@ -199,7 +202,17 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
             conditions,
             global_tag,
             reco_config,
+            site,
         } => {
+            let site = if site.eq_ignore_ascii_case("any") {
+                "any".to_string()
+            } else {
+                let s: crate::catalog::Site = site.parse()?;
+                if !super::sites::PROCESSING.contains(&s) {
+                    bail!("{s} does not process: say any, USDC or UKDC");
+                }
+                s.to_string()
+            };
             let config = match reco_config {
                 Some(p) => toml::from_str(
                     &std::fs::read_to_string(&p)
@@ -227,8 +240,9 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
                 )?],
             };
             for c in &created {
+                catalog.set_campaign_site(c.id, &site)?;
                 println!(
-                    "campaign {} created: runs {}-{}, conditions {}{}, lineage {}",
+                    "campaign {} created: runs {}-{}, conditions {}{}, lineage {}, site {site}",
                     c.name,
                     c.first_run,
                     c.last_run,
@@ -390,19 +404,23 @@ pub fn run_status(a: StatusArgs) -> Result<()> {
         "files": lat.len(), "median_s": quantile(&lat, 0.5), "p90_s": quantile(&lat, 0.9), "max_s": lat.last().copied().unwrap_or(f64::NAN)
     });
     let outage = catalog.slurm_health()?;
+    let (sites, site_lines) = super::sites::status(&catalog)?;
     if a.json {
         let slurm = super::health::status_json(outage.as_ref());
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "blinding": blinding, "runs": runs, "campaigns": campaigns,
-                "latency": latency, "slurm": slurm
+                "latency": latency, "slurm": slurm, "sites": sites
             }))?
         );
         return Ok(());
     }
     if let Some(h) = &outage {
         println!("{}", super::health::outage_line(h));
+    }
+    for line in site_lines.iter().filter(|l| !l.starts_with("USDC: SLURM")) {
+        println!("{line}");
     }
     match blinding.history.last() {
         Some(d) => println!(

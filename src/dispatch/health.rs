@@ -1,9 +1,11 @@
 //! The gate of the SLURM stages: whether this pass asks SLURM at all, and
-//! what it records when SLURM does not answer.
+//! what it records when SLURM does not answer; per processing site, each with
+//! its own cluster and outage record ([`super::sites`]).
 //!
 //! ```text
 //! no outage recorded, or its next try is due:
-//!     scontrol show config (once per process: the jobcomp file), squeue
+//!     scontrol show config (once per process: jobcomp file, accounting), squeue,
+//!     sacct for the open jobs when the cluster keeps accounting
 //!       answers       -> reconcile and submit run; a recorded outage is cleared
 //!       no answer     -> outage recorded (or extended) with the next try at
 //!                        now + min(slurm_retry_s * 2^(attempts-1), slurm_retry_max_s)
@@ -20,14 +22,13 @@
 //! because a submission sent to a stalled controller may be processed only as
 //! it resumes.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 
+use super::sites::ProcSite;
 use super::track::Snapshot;
 use super::{Dispatcher, PassReport, Settings};
 use crate::catalog::{now_unix_s, utc_string, SlurmHealth};
-use crate::slurm::SlurmError;
+use crate::slurm::{ClusterConfig, SlurmError};
 
 /// What the SLURM stages of one pass work from.
 #[derive(Debug)]
@@ -94,27 +95,40 @@ impl Dispatcher {
     ///
     /// # Errors
     /// Only the catalog's: SLURM not answering is recorded, not returned.
-    pub(super) fn slurm_view(&self, report: &mut PassReport) -> Result<Option<SlurmView>> {
-        let health = self.catalog.slurm_health()?;
+    pub(super) fn slurm_view(
+        &self,
+        ps: &ProcSite,
+        report: &mut PassReport,
+    ) -> Result<Option<SlurmView>> {
+        let health = self.catalog.slurm_health_at(ps.site)?;
         if let Some(h) = health.as_ref().filter(|h| now_unix_s() < h.next_try_at) {
             let h = SlurmHealth {
                 passes: h.passes + 1,
                 ..h.clone()
             };
-            self.catalog.set_slurm_health(&h)?;
+            self.catalog.set_slurm_health_at(ps.site, &h)?;
             report.slurm_skipped = true;
-            report.warnings.push(outage_line(&h));
+            report.warnings.push(self.site_line(ps, &h));
             return Ok(None);
         }
         let prefix = format!("tpcflow-{}-", self.instance);
-        let taken = self.jobcomp().and_then(|jobcomp| {
-            report.slurm_calls += 1;
-            Snapshot::take(jobcomp.as_deref(), &prefix, &self.client)
-        });
+        let mut open_ids: Vec<u64> = self
+            .jobs_at(ps.site)?
+            .iter()
+            .filter_map(|j| j.slurm_id)
+            .collect();
+        open_ids.sort_unstable();
+        open_ids.dedup();
+        let taken = Self::cluster_config(ps)
+            .and_then(|cluster| Snapshot::take(&cluster, &prefix, &ps.client, &open_ids));
         match taken {
             Ok(snapshot) => {
-                if self.catalog.clear_slurm_health()? {
-                    tracing::info!("SLURM answers again");
+                report.slurm_calls += snapshot.calls;
+                if let Some(why) = &snapshot.fallback {
+                    report.warnings.push(why.clone());
+                }
+                if self.catalog.clear_slurm_health_at(ps.site)? {
+                    tracing::info!(site = %ps.site, "SLURM answers again");
                 }
                 Ok(Some(SlurmView {
                     snapshot,
@@ -122,7 +136,7 @@ impl Dispatcher {
                 }))
             }
             Err(e) => {
-                self.slurm_unavailable(&e, report)?;
+                self.slurm_unavailable(ps, &e, report)?;
                 Ok(None)
             }
         }
@@ -135,30 +149,42 @@ impl Dispatcher {
     /// The catalog's.
     pub(super) fn slurm_unavailable(
         &self,
+        ps: &ProcSite,
         error: &SlurmError,
         report: &mut PassReport,
     ) -> Result<()> {
-        let prev = self.catalog.slurm_health()?;
+        let prev = self.catalog.slurm_health_at(ps.site)?;
         let h = after_failure(
             prev.as_ref(),
             now_unix_s(),
             &error.to_string(),
             &self.cfg.settings,
         );
-        self.catalog.set_slurm_health(&h)?;
-        tracing::warn!("{}", outage_line(&h));
+        self.catalog.set_slurm_health_at(ps.site, &h)?;
+        let line = self.site_line(ps, &h);
+        tracing::warn!("{line}");
         report.slurm_skipped = true;
-        report.warnings.push(outage_line(&h));
+        report.warnings.push(line);
         Ok(())
     }
 
-    /// The cluster's jobcomp file, asked once per process (scontrol counts as a call).
-    fn jobcomp(&self) -> Result<Option<PathBuf>, SlurmError> {
-        if let Some(known) = self.jobcomp.get() {
+    /// The outage line, naming the site when several process.
+    fn site_line(&self, ps: &ProcSite, h: &SlurmHealth) -> String {
+        if self.sites.len() > 1 {
+            format!("{}: {}", ps.site, outage_line(h))
+        } else {
+            outage_line(h)
+        }
+    }
+
+    /// The cluster's configuration (jobcomp file, accounting), asked once
+    /// per process.
+    fn cluster_config(ps: &ProcSite) -> Result<ClusterConfig, SlurmError> {
+        if let Some(known) = ps.cluster.get() {
             return Ok(known.clone());
         }
-        let found = self.client.jobcomp_location()?.map(PathBuf::from);
-        Ok(self.jobcomp.get_or_init(|| found).clone())
+        let found = ps.client.cluster_config()?;
+        Ok(ps.cluster.get_or_init(|| found).clone())
     }
 }
 

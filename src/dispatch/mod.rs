@@ -2,10 +2,13 @@
 //! catalog into SLURM jobs (LZ runs one called psquared).
 //!
 //! ```text
-//! one pass:
+//! one pass (the SLURM stages once per processing site, each on its own
+//! cluster: see `sites`):
 //!   reconcile  every pending/submitted/running job against one squeue call and
-//!              the jobcomp file; finished (or vanished) jobs: result records decide
-//!              each task: ok -> output catalogued, else retry with back-off up to the cap
+//!              one sacct call (the jobcomp file where the cluster keeps no
+//!              accounting); finished (or vanished) jobs: result records decide
+//!              each task: ok -> output catalogued, else the retry policy of the
+//!              final state (`accounting`): more time, more memory, a free retry
 //!              (SLURM stage: skipped while SLURM does not answer, see `health`)
 //!   ingest     new complete raw files at SURF
 //!   transfer   to USDC, UKDC, ARCHIVE with verified checksums (a blinded catalog
@@ -13,7 +16,8 @@
 //!   retire     SURF copies verified everywhere, when `[retention] enabled`
 //!   queue      a task per transferred file for each active campaign (prompt processing
 //!              is the campaign `prompt-{conditions}`)
-//!   submit     within the throttle: intent first (job `pending`, tasks `submitting`),
+//!   submit     within each site's throttle, at a site holding verified replicas
+//!              (`submit`): intent first (job `pending`, tasks `submitting`),
 //!              then `sbatch --parsable`, then `submitted` with the SLURM id
 //!              (SLURM stage, as reconcile)
 //! ```
@@ -29,32 +33,36 @@
 //! a second dispatcher on the same catalog. The dispatcher is the catalog's only
 //! writer for processing; compute jobs only write result records.
 
+pub mod accounting;
 pub mod calibration;
 pub mod cli;
 pub mod health;
 pub mod prompt_conditions;
+pub mod sites;
+mod submit;
 pub mod track;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tpcflow_reco::RecoConfig;
 
 use crate::catalog::ingest::{self, IngestConfig};
+use crate::catalog::Site;
 use crate::catalog::{
     CampaignRow, CampaignState, Catalog, JobRow, JobState, NewCampaign, NewOutput, TaskRow,
     TaskState,
 };
 use crate::reco_job::{self, read_result};
 use crate::sbatch::Template;
-use crate::shell::{quote, quote_path};
-use crate::slurm::{Client, JobState as SlurmState, SlurmError};
+use crate::shell::quote_path;
+use crate::slurm::JobState as SlurmState;
 use crate::transfer::{self, Sites, TransferConfig};
+use accounting::Retry;
 use track::Snapshot;
 
 /// Tunable settings (a TOML file, `--config`; every key optional).
@@ -86,8 +94,19 @@ pub struct Settings {
     pub max_attempts: u32,
     /// First retry delay [s]; doubles with each attempt.
     pub backoff_s: f64,
-    /// sbatch `--time`.
+    /// sbatch `--time` of a first attempt.
     pub time_limit: String,
+    /// Longest time limit the retry policy gives a job that hit its limit
+    /// (TIMEOUT); a TIMEOUT at this limit fails the file.
+    pub max_time_limit: String,
+    /// sbatch `--mem` of a first attempt [MB]; 0: not asked (the cluster's default).
+    pub mem_mb: u32,
+    /// Largest memory the retry policy gives a job killed for its memory
+    /// (OUT_OF_MEMORY) [MB]; the same failure at this limit fails the file.
+    pub max_mem_mb: u32,
+    /// `slurm.conf` of the cluster to submit to (`SLURM_CONF` of every SLURM
+    /// command); empty: the one the environment names.
+    pub slurm_conf: String,
     /// sbatch `--nodes`.
     pub nodes: u32,
     /// sbatch `--ntasks` (MPI ranks).
@@ -125,6 +144,12 @@ pub struct Settings {
     /// auto_publish, max_lifetime_change, max_se_gain_change, settle_s,
     /// max_attempts, time_limit; see [`calibration`]).
     pub conditions: calibration::ConditionsPolicy,
+    /// Processing sites with their own batch systems (`[sites.USDC]`,
+    /// `[sites.UKDC]`, see [`sites`]); none: USDC alone on `slurm_conf`.
+    pub sites: BTreeMap<String, sites::SiteSettings>,
+    /// A site whose SLURM has not answered for this long has its jobs in
+    /// flight declared lost and their files run at another site [s].
+    pub lost_after_s: f64,
 }
 
 impl Default for Settings {
@@ -142,6 +167,10 @@ impl Default for Settings {
             max_attempts: 3,
             backoff_s: 30.0,
             time_limit: "00:30:00".into(),
+            max_time_limit: "04:00:00".into(),
+            mem_mb: 0,
+            max_mem_mb: 16_000,
+            slurm_conf: String::new(),
             nodes: 1,
             ntasks: 1,
             ntasks_per_node: 1,
@@ -158,6 +187,8 @@ impl Default for Settings {
             slurm_retry_max_s: 300.0,
             retention: crate::retire::RetentionSettings::default(),
             conditions: calibration::ConditionsPolicy::default(),
+            sites: BTreeMap::new(),
+            lost_after_s: 900.0,
         }
     }
 }
@@ -216,10 +247,28 @@ impl Settings {
                 bail!("`{key}` must be > 0 and at most 86400 s, not {v}");
             }
         }
+        let time = accounting::parse_minutes(&self.time_limit)
+            .with_context(|| format!("`time_limit` {:?} is not a SLURM time", self.time_limit))?;
+        let max_time = accounting::parse_minutes(&self.max_time_limit).with_context(|| {
+            format!(
+                "`max_time_limit` {:?} is not a SLURM time",
+                self.max_time_limit
+            )
+        })?;
+        if time == 0 || max_time < time {
+            bail!("`time_limit` must be at least a minute and at most `max_time_limit`");
+        }
+        if self.mem_mb > 0 && self.max_mem_mb < self.mem_mb {
+            bail!("`max_mem_mb` must be at least `mem_mb`");
+        }
         if self.slurm_retry_max_s < self.slurm_retry_s {
             bail!("`slurm_retry_max_s` must be at least `slurm_retry_s`");
         }
         self.retention.validate()?;
+        sites::validate(&self.sites)?;
+        if !(self.lost_after_s > 0.0 && self.lost_after_s <= 86_400.0 * 30.0) {
+            bail!("`lost_after_s` must be > 0 and at most 30 days");
+        }
         Ok(())
     }
 }
@@ -274,8 +323,15 @@ pub struct PassReport {
     pub tasks_done: usize,
     /// Tasks that failed an attempt (retried or failed for good).
     pub tasks_failed: usize,
-    /// SLURM client calls made (squeue, sbatch, scancel).
+    /// SLURM client calls made (squeue, sacct, sbatch, scancel).
     pub slurm_calls: u32,
+    /// Jobs declared lost at a site whose SLURM stopped answering (their
+    /// files went back to the queue for another site).
+    pub jobs_lost: usize,
+    /// Jobs declared lost earlier that their site still ran, cancelled.
+    pub lost_jobs_cancelled: usize,
+    /// Jobs submitted per site.
+    pub submitted_at: BTreeMap<String, usize>,
     /// The SLURM stages did not run (or stopped) because SLURM did not answer
     /// or its next try is not due; the warnings say why.
     pub slurm_skipped: bool,
@@ -374,9 +430,8 @@ pub fn create_campaign(
 pub struct Dispatcher {
     cfg: DispatchConfig,
     catalog: Catalog,
-    client: Client,
-    /// Asked of SLURM in the first pass it answers.
-    jobcomp: OnceLock<Option<PathBuf>>,
+    /// The processing sites, USDC first (each with its own SLURM).
+    sites: Vec<sites::ProcSite>,
     instance: String,
     _lock: DispatchLock,
 }
@@ -415,14 +470,11 @@ impl Dispatcher {
             tracing::info!(key = %cfg.settings.salt_key, "catalog blinded: salting is configured");
         }
         let instance = catalog.instance_id()?;
-        let client = Client {
-            timeout: Duration::from_secs_f64(cfg.settings.slurm_timeout_s),
-        };
+        let sites = sites::processing_sites(&cfg.settings)?;
         Ok(Self {
             cfg,
             catalog,
-            client,
-            jobcomp: OnceLock::new(),
+            sites,
             instance,
             _lock: lock,
         })
@@ -449,10 +501,23 @@ impl Dispatcher {
                 .insert(name, lap.elapsed().as_secs_f64());
             lap = Instant::now();
         };
-        let slurm = self.slurm_view(&mut report)?;
-        if let Some(view) = &slurm {
-            self.reconcile(&view.snapshot, view.recovering, &mut report)?;
-            self.calibration_stage(&view.snapshot, view.recovering, &mut report)?;
+        let mut answering = Vec::with_capacity(self.sites.len());
+        for ps in &self.sites {
+            match self.slurm_view(ps, &mut report)? {
+                Some(view) => {
+                    self.reconcile(ps, &view.snapshot, view.recovering, &mut report)?;
+                    self.cancel_lost(ps, &view.snapshot, &mut report)?;
+                    if ps.site == self.sites[0].site {
+                        // Calibration jobs run at the first processing site.
+                        self.calibration_stage(ps, &view.snapshot, view.recovering, &mut report)?;
+                    }
+                    answering.push(true);
+                }
+                None => {
+                    self.declare_lost(ps, &mut report)?;
+                    answering.push(false);
+                }
+            }
         }
         stage("reconcile", &mut report);
 
@@ -538,8 +603,8 @@ impl Dispatcher {
             }
         }
         stage("queue", &mut report);
-        if slurm.is_some() {
-            self.submit(&campaigns, &mut report)?;
+        if answering.iter().any(|&a| a) {
+            self.submit(&campaigns, &answering, &mut report)?;
         }
         stage("submit", &mut report);
         self.complete_campaigns()?;
@@ -575,8 +640,14 @@ impl Dispatcher {
         }
     }
 
-    fn reconcile(&self, snap: &Snapshot, recovering: bool, report: &mut PassReport) -> Result<()> {
-        for job in self.catalog.active_jobs()? {
+    fn reconcile(
+        &self,
+        ps: &sites::ProcSite,
+        snap: &Snapshot,
+        recovering: bool,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        for job in self.jobs_at(ps.site)? {
             let slurm_job = match (job.state, job.slurm_id) {
                 (JobState::Pending, _) => match snap.id_by_name(&job.slurm_name) {
                     // sbatch ran but we crashed, or it timed out, before recording it: adopt it.
@@ -615,7 +686,7 @@ impl Dispatcher {
                 _ => {
                     // Final, or vanished/UNKNOWN: never taken as success by
                     // itself; the result records decide per task.
-                    self.finish_job(&job, slurm_job.as_ref(), report)?;
+                    self.finish_job(ps.site, &job, slurm_job.as_ref(), report)?;
                     report.jobs_finished += 1;
                 }
             }
@@ -625,6 +696,7 @@ impl Dispatcher {
 
     fn finish_job(
         &self,
+        site: Site,
         job: &JobRow,
         slurm: Option<&track::SlurmJob>,
         report: &mut PassReport,
@@ -632,11 +704,16 @@ impl Dispatcher {
         let (state, exit) = slurm.map_or((SlurmState::Unknown, None), |j| {
             (j.state, j.exit_code.clone())
         });
+        let source = slurm.map_or("none", |j| j.source);
         let slurm_text = match (job.slurm_ref(), &exit) {
-            (Some(id), Some(e)) => format!("SLURM job {id} {} (exit {e})", state.name()),
-            (Some(id), None) => format!("SLURM job {id} {}", state.name()),
+            (Some(id), Some(e)) => {
+                format!("SLURM job {id} {} (exit {e}, {source})", state.name())
+            }
+            (Some(id), None) => format!("SLURM job {id} {} ({source})", state.name()),
             _ => format!("job {} {}", job.name, state.name()),
         };
+        let used = self.job_resources(job.id)?;
+        let max_rss = slurm.and_then(|j| j.max_rss_bytes);
         let campaign = self.campaign_of(job)?;
         let mut all_ok = true;
         for task in self.catalog.tasks_of_job(job.id)? {
@@ -646,17 +723,37 @@ impl Dispatcher {
             match self.task_output(&task, &campaign) {
                 Ok(output) => {
                     self.catalog.task_done(task.id, &output)?;
+                    self.catalog
+                        .set_output_site(output.file_id, &output.lineage_hash, site)?;
                     report.tasks_done += 1;
                 }
                 Err(why) => {
                     all_ok = false;
                     let reason = format!("{slurm_text}: {why}");
-                    let s = self.catalog.task_failed(
-                        task.id,
-                        &reason,
-                        self.cfg.settings.max_attempts,
-                        self.cfg.settings.backoff_s,
-                    )?;
+                    let s = match accounting::next_attempt(state, used, max_rss, self.limits()) {
+                        Retry::Free => {
+                            self.catalog.task_requeued_free(task.id, &reason)?;
+                            TaskState::Queued
+                        }
+                        Retry::Fail(limit) => self
+                            .catalog
+                            .task_failed_at_limit(task.id, &format!("{reason}; {limit}"))?,
+                        Retry::With(next) => {
+                            if next != used {
+                                self.catalog.set_task_resources(
+                                    task.id,
+                                    next.time_limit_min,
+                                    next.mem_mb,
+                                )?;
+                            }
+                            self.catalog.task_failed(
+                                task.id,
+                                &reason,
+                                self.cfg.settings.max_attempts,
+                                self.cfg.settings.backoff_s,
+                            )?
+                        }
+                    };
                     tracing::warn!(file = %task.file_name, state = %s, %reason, "task attempt failed");
                     report.tasks_failed += 1;
                 }
@@ -731,214 +828,6 @@ impl Dispatcher {
         })
     }
 
-    fn submit(&self, campaigns: &[(CampaignRow, bool)], report: &mut PassReport) -> Result<()> {
-        let s = &self.cfg.settings;
-        // SLURM job records in flight: an array is one, whatever its elements.
-        let queued: std::collections::HashSet<String> = self
-            .catalog
-            .active_jobs()?
-            .into_iter()
-            .map(|j| j.slurm_name)
-            .collect();
-        let mut budget = s
-            .max_queued_jobs
-            .saturating_sub(queued.len())
-            .min(s.max_submissions_per_pass);
-        let usdc = self.cfg.sites.get(crate::catalog::Site::Usdc)?.root.clone();
-        for (c, prompt) in campaigns {
-            let arrays = !prompt && s.array_min_jobs > 0;
-            let fetch = s.files_per_job * if arrays { s.array_max_jobs } else { 1 };
-            while budget > 0 {
-                let tasks = self.catalog.runnable_tasks(c.id, fetch)?;
-                if tasks.is_empty() {
-                    break;
-                }
-                let batches = self.batches(&tasks, &usdc, report)?;
-                if batches.is_empty() {
-                    continue;
-                }
-                let submitted = if arrays && batches.len() >= s.array_min_jobs {
-                    self.submit_array(c, &batches, report)?
-                } else {
-                    self.submit_job(c, &batches[0], report)?
-                };
-                if !submitted {
-                    return Ok(());
-                }
-                budget -= 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Group runnable tasks into jobs of at most `files_per_job` files and
-    /// `max_job_bytes`; a task without a verified USDC replica fails its attempt.
-    fn batches(
-        &self,
-        tasks: &[TaskRow],
-        usdc: &Path,
-        report: &mut PassReport,
-    ) -> Result<Vec<Batch>> {
-        let s = &self.cfg.settings;
-        let mut out: Vec<Batch> = Vec::new();
-        let mut bytes = 0u64;
-        for t in tasks {
-            let Some(rel) = &t.usdc_path else {
-                self.catalog.task_failed(
-                    t.id,
-                    "no verified USDC replica",
-                    s.max_attempts,
-                    s.backoff_s,
-                )?;
-                report.tasks_failed += 1;
-                continue;
-            };
-            let full = out.last().is_none_or(|b| {
-                b.files.len() >= s.files_per_job || bytes + t.size_bytes > s.max_job_bytes
-            });
-            if full {
-                out.push(Batch::default());
-                bytes = 0;
-            }
-            let b = out.last_mut().context("batch just pushed")?;
-            bytes += t.size_bytes;
-            b.attempt = b.attempt.max(t.attempts + 1);
-            b.files.push((t.id, usdc.join(rel), t.adler32.clone()));
-        }
-        Ok(out)
-    }
-
-    /// One plain job: intent first (if we crash after it, reconcile finds the
-    /// name), then sbatch. False when sbatch failed (the pass stops submitting).
-    fn submit_job(&self, c: &CampaignRow, batch: &Batch, report: &mut PassReport) -> Result<bool> {
-        let ids = batch.task_ids();
-        let (job_id, name) = self.catalog.begin_job(
-            c.id,
-            &format!("tpcflow-{}-c{}", self.instance, c.id),
-            &ids,
-            batch.attempt,
-        )?;
-        let dir = self.job_dir(&name)?;
-        let list = dir.join("inputs.txt");
-        write_input_list(&list, batch)?;
-        let inputs = format!("@{}", quote_path(&list)?);
-        let result = self.sbatch(c, &name, &dir, &inputs, &dir.join("job.log"), &[]);
-        report.slurm_calls += 1;
-        match result {
-            Ok(slurm_id) => {
-                self.catalog.job_accepted(job_id, slurm_id)?;
-                tracing::info!(job = %name, slurm_id, files = ids.len(), "submitted");
-                report.jobs_submitted += 1;
-                Ok(true)
-            }
-            Err(e) => {
-                if let Some(e) = unavailable(&e) {
-                    // Maybe accepted: the intent stays for the reconciliation.
-                    self.slurm_unavailable(e, report)?;
-                    return Ok(false);
-                }
-                let msg = format!("sbatch failed for {name}: {e:#}");
-                self.catalog.job_never_submitted(job_id, &msg)?;
-                report.warnings.push(msg);
-                Ok(false)
-            }
-        }
-    }
-
-    /// One SLURM job array, an element per batch, throttled by `%array_throttle`;
-    /// element `i` reads `inputs-{i}.txt`. Intent first for every element.
-    fn submit_array(
-        &self,
-        c: &CampaignRow,
-        batches: &[Batch],
-        report: &mut PassReport,
-    ) -> Result<bool> {
-        let elements: Vec<(Vec<i64>, u32)> =
-            batches.iter().map(|b| (b.task_ids(), b.attempt)).collect();
-        let (name, jobs) = self.catalog.begin_array(
-            c.id,
-            &format!("tpcflow-{}-c{}", self.instance, c.id),
-            &elements,
-        )?;
-        let dir = self.job_dir(&name)?;
-        for (i, b) in batches.iter().enumerate() {
-            write_input_list(&dir.join(format!("inputs-{i}.txt")), b)?;
-        }
-        let inputs = format!(
-            "@{}\"${{SLURM_ARRAY_TASK_ID}}\"{}",
-            quote(&format!("{}/inputs-", dir.display()))?,
-            quote(".txt")?
-        );
-        let array = format!(
-            "--array=0-{}%{}",
-            batches.len() - 1,
-            self.cfg.settings.array_throttle
-        );
-        let result = self.sbatch(c, &name, &dir, &inputs, &dir.join("job-%a.log"), &[&array]);
-        report.slurm_calls += 1;
-        let ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
-        match result {
-            Ok(slurm_id) => {
-                self.catalog.jobs_accepted(&ids, slurm_id)?;
-                tracing::info!(job = %name, slurm_id, elements = ids.len(), %array, "submitted array");
-                report.jobs_submitted += ids.len();
-                report.arrays_submitted += 1;
-                Ok(true)
-            }
-            Err(e) => {
-                if let Some(e) = unavailable(&e) {
-                    // Maybe accepted: the intents stay for the reconciliation.
-                    self.slurm_unavailable(e, report)?;
-                    return Ok(false);
-                }
-                let msg = format!("sbatch failed for {name}: {e:#}");
-                self.catalog.jobs_never_submitted(&ids, &msg)?;
-                report.warnings.push(msg);
-                Ok(false)
-            }
-        }
-    }
-
-    fn job_dir(&self, name: &str) -> Result<PathBuf> {
-        let dir = self.cfg.work_dir.join(name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(dir)
-    }
-
-    /// Render the template for this job (or array) and call sbatch.
-    fn sbatch(
-        &self,
-        c: &CampaignRow,
-        name: &str,
-        dir: &Path,
-        inputs: &str,
-        log: &Path,
-        extra: &[&str],
-    ) -> Result<u64> {
-        let (config_json, _) = self.catalog.campaign_extras(c.id)?;
-        let config: RecoConfig =
-            serde_json::from_str(&config_json).context("campaign reco config")?;
-        let config_path = dir.join("reco.toml");
-        std::fs::write(&config_path, toml::to_string(&config)?)?;
-        let out_dir = self.out_dir(c);
-        let args = format!(
-            "--inputs {inputs} --out-dir {} --conditions {} --config {} --json",
-            quote_path(&out_dir)?,
-            quote(&prompt_conditions::job_conditions(
-                &self.catalog,
-                &self.cfg.rq_root,
-                &c.conditions_tag
-            )?)?,
-            quote_path(&config_path)?
-        );
-        let text = self
-            .cfg
-            .template
-            .render(&template_values(&self.cfg, name, log, &args)?)?;
-        let script = crate::sbatch::write_script(&dir.join("job.sbatch"), &text)?;
-        Ok(self.client.submit(&script, extra)?)
-    }
-
     fn complete_campaigns(&self) -> Result<()> {
         for c in self.catalog.campaigns()? {
             if c.state != CampaignState::Active || self.catalog.campaign_extras(c.id)?.1 {
@@ -955,36 +844,6 @@ impl Dispatcher {
         }
         Ok(())
     }
-}
-
-/// The files of one job (one array element): (task id, USDC path, adler32).
-#[derive(Debug, Default)]
-struct Batch {
-    files: Vec<(i64, PathBuf, String)>,
-    attempt: u32,
-}
-
-impl Batch {
-    fn task_ids(&self) -> Vec<i64> {
-        self.files.iter().map(|f| f.0).collect()
-    }
-}
-
-/// The SLURM error of a failed sbatch when it means SLURM did not answer.
-fn unavailable(e: &anyhow::Error) -> Option<&SlurmError> {
-    e.downcast_ref::<SlurmError>()
-        .filter(|e| e.is_unavailable())
-}
-
-/// The job's input list: `path<TAB>adler32` per line, the catalogued checksum
-/// the reco job verifies its input against.
-fn write_input_list(path: &Path, batch: &Batch) -> Result<()> {
-    let text: String = batch
-        .files
-        .iter()
-        .map(|(_, p, adler)| format!("{}\t{adler}\n", p.display()))
-        .collect();
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Values for the sbatch template.

@@ -1,11 +1,18 @@
 //! What SLURM says about our jobs, read with as few calls as possible: one
-//! `squeue` per pass (all states it still remembers) plus the jobcomp file
-//! (the durable record of finished jobs), indexed by id and by name.
+//! `squeue` per pass (all states it still remembers) plus the durable record
+//! of finished jobs: one batched `sacct` call when the cluster keeps
+//! accounting in slurmdbd (see [`super::accounting`]), else (or when sacct
+//! fails) the jobcomp file; indexed by id and by name.
+//!
+//! sacct lags the controller by a fraction of a second: a job squeue already
+//! shows finished that sacct does not yet know as finished counts as still
+//! running for this pass, so its final record (memory used, the state a
+//! memory kill left) is read from accounting in the next.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::slurm::{parse_record, Client, JobState as SlurmState, SlurmError};
+use crate::slurm::{parse_record, Client, ClusterConfig, JobState as SlurmState, SlurmError};
 
 /// One job, or one element of a job array, as SLURM reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +29,10 @@ pub struct SlurmJob {
     pub exit_code: Option<String>,
     /// Reason or node list, for messages.
     pub detail: String,
+    /// Largest resident set of its steps [bytes] (sacct only).
+    pub max_rss_bytes: Option<u64>,
+    /// Where the record came from: `squeue`, `sacct` or `jobcomp`.
+    pub source: &'static str,
 }
 
 /// A snapshot of SLURM's view, taken once per pass.
@@ -31,6 +42,10 @@ pub struct Snapshot {
     by_name: HashMap<String, u64>,
     /// SLURM client calls made for this snapshot.
     pub calls: u32,
+    /// Where finished jobs were read: `sacct` or `jobcomp`.
+    pub finished_source: &'static str,
+    /// Why sacct was not used although the cluster keeps accounting.
+    pub fallback: Option<String>,
 }
 
 /// The squeue call of a snapshot: every state it remembers, one line per
@@ -58,6 +73,8 @@ pub fn parse_squeue(text: &str) -> Vec<SlurmJob> {
                 state: SlurmState::parse(f[2]),
                 exit_code: None,
                 detail: f.get(3).unwrap_or(&"").to_string(),
+                max_rss_bytes: None,
+                source: "squeue",
             })
         })
         .collect()
@@ -87,53 +104,118 @@ pub fn parse_jobcomp_line(line: &str) -> Option<SlurmJob> {
             .map_or(SlurmState::Unknown, |s| SlurmState::parse(s)),
         exit_code: rec.get("ExitCode").cloned(),
         detail: rec.get("NodeList").cloned().unwrap_or_default(),
+        max_rss_bytes: None,
+        source: "jobcomp",
     })
 }
 
 impl Snapshot {
-    /// Take a snapshot: the jobcomp file for what finished earlier (only jobs
-    /// named `{name_prefix}...`; the newest record of an id wins), then `squeue`
-    /// for what the controller remembers.
+    /// Take a snapshot of one cluster: `squeue` for what the controller
+    /// remembers, then the finished jobs among `open_ids` (the SLURM ids the
+    /// catalog still holds open) from `sacct` when the cluster keeps
+    /// accounting, else from its jobcomp file (only jobs named
+    /// `{name_prefix}...`; the newest record of an id wins).
     ///
     /// # Errors
     /// When `squeue` cannot run, fails, or does not answer within the
     /// client's timeout ([`SlurmError::Unavailable`]): the pass must not
-    /// conclude anything about its jobs then.
+    /// conclude anything about its jobs then. A failing sacct falls back to
+    /// the jobcomp file ([`Snapshot::fallback`] says why).
     pub fn take(
-        jobcomp: Option<&Path>,
+        cluster: &ClusterConfig,
         name_prefix: &str,
         client: &Client,
+        open_ids: &[u64],
     ) -> Result<Self, SlurmError> {
         let mut snap = Snapshot::default();
-        if let Some(path) = jobcomp {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                // The file keeps every job the cluster ever ran: parse only
-                // the lines of our jobs (a substring scan is cheap; parsing is not).
-                let needle = format!(" Name={name_prefix}");
-                for job in text
-                    .lines()
-                    .filter(|l| l.contains(&needle))
-                    .filter_map(parse_jobcomp_line)
-                {
+        snap.calls += 1;
+        let live = parse_squeue(&client.run("squeue", &SQUEUE_ARGS)?);
+        let accounted = if cluster.accounting {
+            snap.calls += u32::from(!open_ids.is_empty());
+            match super::accounting::query(client, open_ids) {
+                Ok(jobs) => Some(jobs),
+                Err(e) => {
+                    snap.fallback = Some(format!("sacct failed, jobcomp file used: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match accounted {
+            Some(jobs) => {
+                snap.finished_source = "sacct";
+                for job in live {
                     snap.insert(job);
+                }
+                for a in jobs.into_iter().filter(|a| a.name.starts_with(name_prefix)) {
+                    if !a.state.is_final() {
+                        continue;
+                    }
+                    snap.insert(SlurmJob {
+                        id: a.id,
+                        array_index: a.array_index,
+                        name: a.name,
+                        state: a.state,
+                        exit_code: Some(a.exit_code),
+                        detail: format!("time limit {}", a.time_limit),
+                        max_rss_bytes: a.max_rss_bytes,
+                        source: "sacct",
+                    });
+                }
+                // Final in squeue (no exit code: squeue prints none), not yet
+                // final in sacct: accounting lags.
+                for job in snap.by_id.values_mut() {
+                    let lagging = job.state.is_final()
+                        && job.exit_code.is_none()
+                        && open_ids.contains(&job.id)
+                        && job.name.starts_with(name_prefix);
+                    if lagging {
+                        job.state = SlurmState::Running;
+                    }
+                }
+            }
+            None => {
+                snap.finished_source = "jobcomp";
+                if let Some(path) = &cluster.jobcomp {
+                    snap.read_jobcomp(path, name_prefix);
+                }
+                for job in live {
+                    // squeue is newer than jobcomp for a live job; keep jobcomp's exit code.
+                    let exit = snap
+                        .by_id
+                        .get(&(job.id, job.array_index))
+                        .filter(|j| j.name == job.name)
+                        .and_then(|j| j.exit_code.clone());
+                    let source = if exit.is_some() {
+                        "jobcomp"
+                    } else {
+                        job.source
+                    };
+                    snap.insert(SlurmJob {
+                        exit_code: exit.or(job.exit_code.clone()),
+                        source,
+                        ..job
+                    });
                 }
             }
         }
-        snap.calls += 1;
-        let out = client.run("squeue", &SQUEUE_ARGS)?;
-        for job in parse_squeue(&out) {
-            // squeue is newer than jobcomp for a live job; keep jobcomp's exit code.
-            let exit = snap
-                .by_id
-                .get(&(job.id, job.array_index))
-                .filter(|j| j.name == job.name)
-                .and_then(|j| j.exit_code.clone());
-            snap.insert(SlurmJob {
-                exit_code: exit.or(job.exit_code.clone()),
-                ..job
-            });
-        }
         Ok(snap)
+    }
+
+    fn read_jobcomp(&mut self, path: &Path, name_prefix: &str) {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            // The file keeps every job the cluster ever ran: parse only
+            // the lines of our jobs (a substring scan is cheap; parsing is not).
+            let needle = format!(" Name={name_prefix}");
+            for job in text
+                .lines()
+                .filter(|l| l.contains(&needle))
+                .filter_map(parse_jobcomp_line)
+            {
+                self.insert(job);
+            }
+        }
     }
 
     fn insert(&mut self, job: SlurmJob) {

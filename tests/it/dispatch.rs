@@ -576,6 +576,30 @@ fn wait_attempts(s: &Site, n: u32, limit: Duration) -> (TaskState, u32, String) 
     }
 }
 
+/// Passes until the task's last error mentions `what`; (state, attempts, error).
+fn wait_error(s: &Site, what: &str, limit: Duration) -> (TaskState, u32, String) {
+    let start = Instant::now();
+    loop {
+        let o = dispatch_once(s);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let c = Catalog::open(&s.catalog).unwrap();
+        let id = c
+            .campaign_by_name(&prompt_campaign_name("v1"))
+            .unwrap()
+            .unwrap()
+            .id;
+        let got = last_error(&c, id);
+        if got.2.contains(what) {
+            return got;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no {what} after {limit:?}: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+}
+
 #[test]
 fn job_faults_are_detected_with_their_state_retried_and_failed_after_the_cap() {
     if !require_cluster() {
@@ -588,7 +612,7 @@ fn job_faults_are_detected_with_their_state_retried_and_failed_after_the_cap() {
     let s = site(
         "dispatch-faults-site",
         &format!(
-            "profile = \"{}\"\nfiles_per_job = 1\nmax_attempts = 5\nbackoff_s = 2.0\nnodes = 1\nntasks = 1\ntime_limit = \"00:01:00\"\n",
+            "profile = \"{}\"\nfiles_per_job = 1\nmax_attempts = 4\nbackoff_s = 2.0\nnodes = 1\nntasks = 1\ntime_limit = \"00:01:00\"\n",
             template.display()
         ),
     );
@@ -615,7 +639,8 @@ fn job_faults_are_detected_with_their_state_retried_and_failed_after_the_cap() {
     assert_eq!(attempts, 2);
     assert!(why.contains("CANCELLED"), "{why}");
 
-    // 3. Node set DOWN under a running job -> NODE_FAIL.
+    // 3. Node set DOWN under a running job -> NODE_FAIL: retried without
+    // spending an attempt (not the file's fault).
     let jobs = wait_job_state(&c(), &s, "running", Duration::from_secs(60));
     let node = tpcflow::slurm::job_info(jobs[0].slurm_id.unwrap(), None)
         .unwrap()
@@ -633,7 +658,7 @@ fn job_faults_are_detected_with_their_state_retried_and_failed_after_the_cap() {
             .unwrap()
     };
     assert!(update("down").success());
-    let got = wait_attempts(&s, 3, Duration::from_secs(90));
+    let got = wait_error(&s, "NODE_FAIL", Duration::from_secs(90));
     // ReturnToService=2 may have brought it back already; resume otherwise.
     let _ = update("resume");
     let back = Instant::now();
@@ -653,18 +678,18 @@ fn job_faults_are_detected_with_their_state_retried_and_failed_after_the_cap() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let (_, attempts, why) = got;
-    assert_eq!(attempts, 3);
+    assert_eq!(attempts, 2);
     assert!(why.contains("NODE_FAIL"), "{why}");
 
     // 4. Time limit (one minute) -> TIMEOUT.
-    let (_, attempts, why) = wait_attempts(&s, 4, Duration::from_secs(180));
-    assert_eq!(attempts, 4);
+    let (_, attempts, why) = wait_attempts(&s, 3, Duration::from_secs(180));
+    assert_eq!(attempts, 3);
     assert!(why.contains("TIMEOUT"), "{why}");
 
     // 5. The cap: one more failure and the file is FAILED with the reason.
     set_fault(dir.path(), "exit");
-    let (state, attempts, why) = wait_attempts(&s, 5, Duration::from_secs(90));
-    assert_eq!((state, attempts), (TaskState::Failed, 5));
+    let (state, attempts, why) = wait_attempts(&s, 4, Duration::from_secs(90));
+    assert_eq!((state, attempts), (TaskState::Failed, 4));
     let cat = c();
     let f = &cat.files_of_run(600).unwrap()[0];
     assert_eq!(f.state, tpcflow::catalog::FileState::Failed);

@@ -30,6 +30,7 @@ mod sim_live;
 mod sim_physics;
 mod sim_truth;
 mod sim_truth_liquid;
+mod sites;
 mod slurm_outage;
 mod stack;
 mod validate;

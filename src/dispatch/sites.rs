@@ -1,0 +1,382 @@
+//! Sites that process: each processing site (USDC, UKDC) is a storage root
+//! plus its own SLURM cluster (its `slurm.conf`, sbatch profile, account,
+//! partition), and the dispatcher runs the SLURM stages once per site.
+//!
+//! ```text
+//! per site, every pass:
+//!   answers        reconcile its jobs (one squeue + one sacct on its cluster);
+//!                  jobs declared lost earlier that it still runs are scancelled
+//!   no answer      outage recorded for that site (`health`); once it lasts
+//!                  `lost_after_s`, its jobs in flight are declared lost: their
+//!                  files go back to the queue without spending an attempt and
+//!                  run at another site (only when there is another)
+//! submit:          a campaign at `any` goes to the answering, undrained site
+//!                  with the most room in its queue that holds a verified
+//!                  replica of the file; a campaign pinned to a site waits for
+//!                  it; jobs read the replicas of the site they run at
+//! ```
+//!
+//! The catalog keeps one output per file and lineage and records the site
+//! that made it. `tpcflow site drain|resume SITE` closes a site to new work
+//! (work in flight there runs to its end).
+//!
+//! Settings: without `[sites.*]` tables the dispatcher has one processing
+//! site, USDC, on the cluster of `slurm_conf` (the single-site default).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::cli::CatalogPathArg;
+use crate::catalog::{now_unix_s, utc_string, Catalog, JobState, Site, SlurmHealth};
+use crate::sbatch::Template;
+use crate::slurm::{Client, ClusterConfig};
+
+/// One processing site's batch system (`[sites.USDC]`, `[sites.UKDC]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteSettings {
+    /// `slurm.conf` of the site's cluster; empty: the environment's.
+    pub slurm_conf: String,
+    /// sbatch template (`local`, `perlmutter`, a file); empty: `profile`.
+    pub profile: String,
+    /// sbatch `--account`; empty: `account`.
+    pub account: String,
+    /// sbatch `--partition`; empty: the cluster's default.
+    pub partition: String,
+}
+
+/// The processing sites a dispatcher may submit to, in order of preference.
+pub const PROCESSING: [Site; 2] = [Site::Usdc, Site::Ukdc];
+
+/// One processing site at run time.
+#[derive(Debug)]
+pub struct ProcSite {
+    /// Which site.
+    pub site: Site,
+    /// Its cluster's client commands.
+    pub client: Client,
+    /// Its cluster's configuration, asked once.
+    pub cluster: OnceLock<ClusterConfig>,
+    /// Its sbatch template (None: the dispatcher's).
+    pub template: Option<Template>,
+    /// sbatch `--account` (empty: the settings' `account`).
+    pub account: String,
+    /// sbatch `--partition` (empty: not given).
+    pub partition: String,
+}
+
+/// Check the `[sites.*]` tables: processing sites only.
+///
+/// # Errors
+/// Naming the table.
+pub fn validate(sites: &BTreeMap<String, SiteSettings>) -> Result<()> {
+    for name in sites.keys() {
+        let site: Site = name.parse().with_context(|| format!("`[sites.{name}]`"))?;
+        if !PROCESSING.contains(&site) {
+            bail!("`[sites.{name}]`: only USDC and UKDC process");
+        }
+    }
+    Ok(())
+}
+
+/// The processing sites of these settings (USDC first): the `[sites.*]`
+/// tables, or USDC alone on `slurm_conf` when there are none.
+///
+/// # Errors
+/// A site's template that does not load.
+pub fn processing_sites(settings: &super::Settings) -> Result<Vec<ProcSite>> {
+    let timeout = Duration::from_secs_f64(settings.slurm_timeout_s);
+    let conf = |c: &str| Some(PathBuf::from(c)).filter(|p| !p.as_os_str().is_empty());
+    if settings.sites.is_empty() {
+        return Ok(vec![ProcSite {
+            site: Site::Usdc,
+            client: Client {
+                timeout,
+                conf: conf(&settings.slurm_conf),
+            },
+            cluster: OnceLock::new(),
+            template: None,
+            account: String::new(),
+            partition: String::new(),
+        }]);
+    }
+    let mut out = Vec::new();
+    for site in PROCESSING {
+        let Some(s) = settings.sites.get(site.as_str()) else {
+            continue;
+        };
+        let template = if s.profile.is_empty() {
+            None
+        } else {
+            Some(
+                Template::load(&s.profile)
+                    .with_context(|| format!("`[sites.{site}]` profile {}", s.profile))?,
+            )
+        };
+        out.push(ProcSite {
+            site,
+            client: Client {
+                timeout,
+                conf: conf(&s.slurm_conf),
+            },
+            cluster: OnceLock::new(),
+            template,
+            account: s.account.clone(),
+            partition: s.partition.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether an outage has lasted long enough for the site's work in flight to
+/// count as lost.
+pub fn is_lost(health: &SlurmHealth, now: f64, lost_after_s: f64) -> bool {
+    now - health.unavailable_since >= lost_after_s
+}
+
+/// The reason recorded on a job declared lost (and the prefix by which a
+/// lost job still running there is found and cancelled once the site answers).
+pub fn lost_reason(site: Site, health: &SlurmHealth) -> String {
+    format!(
+        "{LOST_PREFIX} {site}: its SLURM controller has not answered since {}; \
+         the files run at another site",
+        utc_string(health.unavailable_since)
+    )
+}
+
+/// Prefix of [`lost_reason`].
+pub const LOST_PREFIX: &str = "lost at";
+
+/// The `sites` array of `tpcflow status --json`, and one line per site in
+/// trouble for the text status.
+///
+/// # Errors
+/// Catalog errors.
+pub fn status(catalog: &Catalog) -> Result<(serde_json::Value, Vec<String>)> {
+    let drains = catalog.site_drains()?;
+    let mut out = Vec::new();
+    let mut lines = Vec::new();
+    for site in PROCESSING {
+        let health = catalog.slurm_health_at(site)?;
+        let drain = drains.iter().find(|d| d.site == site.as_str());
+        let mut v = super::health::status_json(health.as_ref());
+        v["site"] = serde_json::json!(site.as_str());
+        v["drained"] = serde_json::json!(drain.is_some());
+        if let Some(h) = &health {
+            lines.push(format!("{site}: {}", super::health::outage_line(h)));
+        }
+        if let Some(d) = drain {
+            v["drain"] = serde_json::json!(d);
+            lines.push(format!(
+                "{site}: DRAINED since {} by {}: {}",
+                utc_string(d.since),
+                d.by,
+                d.reason
+            ));
+        }
+        out.push(v);
+    }
+    Ok((serde_json::Value::Array(out), lines))
+}
+
+/// `tpcflow site ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum SiteCommand {
+    /// Close a processing site to new work (work in flight there runs on).
+    Drain {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// USDC or UKDC.
+        site: String,
+        /// Why (shown by `tpcflow status`).
+        #[arg(long, default_value = "drained by the operator")]
+        reason: String,
+    },
+    /// Open a drained site to new work again.
+    Resume {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// USDC or UKDC.
+        site: String,
+    },
+    /// Processing sites: SLURM outages and drains.
+    List {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn processing_site(name: &str) -> Result<Site> {
+    let site: Site = name.parse()?;
+    if !PROCESSING.contains(&site) {
+        bail!("{site} does not process: say USDC or UKDC");
+    }
+    Ok(site)
+}
+
+/// Run `tpcflow site`.
+///
+/// # Errors
+/// An unknown site or a catalog error.
+pub fn run_site(cmd: SiteCommand) -> Result<()> {
+    match cmd {
+        SiteCommand::Drain { db, site, reason } => {
+            let site = processing_site(&site)?;
+            let catalog = Catalog::open(&db.catalog)?;
+            let by = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            catalog.drain_site(site, &reason, &by)?;
+            tracing::info!(%site, %reason, "site drained");
+            println!("{site} drained: no new work goes there ({reason})");
+        }
+        SiteCommand::Resume { db, site } => {
+            let site = processing_site(&site)?;
+            let catalog = Catalog::open(&db.catalog)?;
+            if catalog.resume_site(site)? {
+                println!("{site} resumed: it takes new work again");
+            } else {
+                println!("{site} was not drained");
+            }
+        }
+        SiteCommand::List { db, json } => {
+            let catalog = Catalog::open(&db.catalog)?;
+            let (v, lines) = status(&catalog)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if lines.is_empty() {
+                println!("USDC, UKDC: open, SLURM answering");
+            } else {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl super::Dispatcher {
+    /// A site whose outage lasts `lost_after_s`, when another site processes:
+    /// declare its jobs in flight lost; their files go back to the queue
+    /// without spending an attempt.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub(super) fn declare_lost(&self, ps: &ProcSite, report: &mut super::PassReport) -> Result<()> {
+        if self.sites.len() < 2 {
+            return Ok(());
+        }
+        let Some(health) = self.catalog.slurm_health_at(ps.site)? else {
+            return Ok(());
+        };
+        if !is_lost(&health, now_unix_s(), self.cfg.settings.lost_after_s) {
+            return Ok(());
+        }
+        let reason = lost_reason(ps.site, &health);
+        for job in self.jobs_at(ps.site)? {
+            for task in self.catalog.tasks_of_job(job.id)? {
+                self.catalog.task_requeued_free(task.id, &reason)?;
+            }
+            self.catalog
+                .job_transition(job.id, job.state, JobState::Failed, Some(&reason))?;
+            tracing::warn!(job = %job.name, site = %ps.site, "declared lost");
+            report.jobs_lost += 1;
+        }
+        Ok(())
+    }
+
+    /// Jobs declared lost at this site that its SLURM still runs: cancel them
+    /// (their files run elsewhere).
+    ///
+    /// # Errors
+    /// Catalog errors; a failing scancel only warns.
+    pub(super) fn cancel_lost(
+        &self,
+        ps: &ProcSite,
+        snap: &super::track::Snapshot,
+        report: &mut super::PassReport,
+    ) -> Result<()> {
+        let failed = self.catalog.jobs_in_state(JobState::Failed)?;
+        let ids: Vec<i64> = failed.iter().map(|j| j.id).collect();
+        let here = self.catalog.jobs_at_site(&ids, ps.site, PROCESSING[0])?;
+        let mut cancel = Vec::new();
+        for j in failed.iter().filter(|j| here.contains(&j.id)) {
+            let lost = j
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(LOST_PREFIX));
+            let Some(id) = j.slurm_id.filter(|_| lost) else {
+                continue;
+            };
+            if snap
+                .job(id, j.array_index, &j.slurm_name)
+                .is_some_and(|s| !s.state.is_final())
+            {
+                cancel.extend(j.slurm_ref());
+            }
+        }
+        if !cancel.is_empty() {
+            report.slurm_calls += 1;
+            match ps.client.cancel(&cancel) {
+                Ok(()) => {
+                    tracing::info!(site = %ps.site, jobs = ?cancel, "lost jobs cancelled");
+                    report.lost_jobs_cancelled += cancel.len();
+                }
+                Err(e) => report
+                    .warnings
+                    .push(format!("{}: scancel of lost jobs failed: {e}", ps.site)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The open jobs of a site.
+    pub(super) fn jobs_at(&self, site: Site) -> Result<Vec<crate::catalog::JobRow>> {
+        let active = self.catalog.active_jobs()?;
+        let ids: Vec<i64> = active.iter().map(|j| j.id).collect();
+        let here = self.catalog.jobs_at_site(&ids, site, PROCESSING[0])?;
+        Ok(active
+            .into_iter()
+            .filter(|j| here.contains(&j.id))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_processing_sites_have_batch_systems() {
+        let mut s = BTreeMap::new();
+        s.insert("UKDC".to_string(), SiteSettings::default());
+        assert!(validate(&s).is_ok());
+        s.insert("ARCHIVE".to_string(), SiteSettings::default());
+        assert!(validate(&s).unwrap_err().to_string().contains("ARCHIVE"));
+        let mut s = BTreeMap::new();
+        s.insert("MARS".to_string(), SiteSettings::default());
+        assert!(format!("{:#}", validate(&s).unwrap_err()).contains("MARS"));
+    }
+
+    #[test]
+    fn work_is_lost_after_the_configured_outage() {
+        let h = SlurmHealth {
+            unavailable_since: 1000.0,
+            passes: 3,
+            attempts: 3,
+            last_attempt_at: 1010.0,
+            next_try_at: 1020.0,
+            last_error: "connect failure".into(),
+        };
+        assert!(!is_lost(&h, 1059.0, 60.0));
+        assert!(is_lost(&h, 1060.0, 60.0));
+        assert!(lost_reason(Site::Ukdc, &h).starts_with("lost at UKDC"));
+    }
+}
