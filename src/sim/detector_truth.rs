@@ -512,6 +512,33 @@ impl EffectiveTruth {
         self.gas_gap.se_gain_phd(x, y) * self.light.s2_light_collection(x, y)
     }
 
+    /// The detector the run's S2 patterns were drawn from, as the xy fit and
+    /// its Cramer-Rao bound see it: the base conditions with the true light
+    /// response (shape and per-PMT efficiencies) and the dead channels left
+    /// out. `validate` computes the bound of the true detector with it.
+    ///
+    /// # Errors
+    /// [`TruthError::Base`] when the base conditions cannot be loaded,
+    /// [`TruthError::Invalid`] when the model cannot be built from them.
+    pub fn true_model(&self) -> Result<tpcflow_reco::DetectorModel, TruthError> {
+        let source = PathBuf::from(&self.source);
+        let base = Conditions::load(&self.base).map_err(|e| TruthError::Base {
+            path: source.clone(),
+            source: Box::new(e),
+        })?;
+        let mut params = base.detector.params.clone();
+        if let Some(lrf) = &self.lrf {
+            params.calibration.lrf = Some(lrf.clone());
+        }
+        params
+            .calibration
+            .dead_channels
+            .clone_from(&self.dead_channels);
+        params.pmts.spe_area_adc.clone_from(&self.spe_area_adc);
+        tpcflow_reco::DetectorModel::new(base.detector.tag.clone(), params)
+            .map_err(|e| invalid(&source, "lrf", f64::NAN, &e.to_string()))
+    }
+
     /// Write `{root}/{run:06}/{run:06}.detector-truth.json` atomically; returns its path.
     ///
     /// # Errors
@@ -529,12 +556,8 @@ impl EffectiveTruth {
             path: path.clone(),
             source,
         })?;
-        let tmp = crate::raw::writer::temp_name(&path);
-        std::fs::write(&tmp, text.as_bytes()).map_err(io)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        crate::atomic_file::write(&path, text.as_bytes())
+            .map_err(|e| io(std::io::Error::new(e.source.kind(), e.to_string())))?;
         Ok(path)
     }
 }
@@ -550,12 +573,22 @@ pub fn path_for_run(root: &Path, run: u32) -> PathBuf {
 /// # Errors
 /// [`TruthError::Io`] when missing or unreadable, [`TruthError::Json`] when malformed.
 pub fn load_for_run(root: &Path, run: u32) -> Result<EffectiveTruth, TruthError> {
-    let path = path_for_run(root, run);
-    let text = std::fs::read_to_string(&path).map_err(|source| TruthError::Io {
-        path: path.clone(),
+    load_path(&path_for_run(root, run))
+}
+
+/// Read a run's truth (`*.detector-truth.json`) from `path`.
+///
+/// # Errors
+/// [`TruthError::Io`] when missing or unreadable, [`TruthError::Json`] when malformed.
+pub fn load_path(path: &Path) -> Result<EffectiveTruth, TruthError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TruthError::Io {
+        path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|source| TruthError::Json { path, source })
+    serde_json::from_str(&text).map_err(|source| TruthError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -55,6 +55,45 @@ pub struct ValidateArgs {
     /// with --runs, by default the one beside the first run's raw files.
     #[arg(long, requires = "calibration")]
     pub detector_truth: Option<PathBuf>,
+    /// RQ files of the same raw inputs reconstructed with other conditions
+    /// (e.g. the nominal light response, before calibration): their xy
+    /// resolution is reported and drawn beside. Each is paired with the
+    /// truth of its raw input by file name (`{run:06}_{seq:05}.*`).
+    #[arg(long, num_args = 1..)]
+    pub baseline_rq: Vec<PathBuf>,
+    /// Conditions files the RQ files were made with when their tag is not a
+    /// built-in one (e.g. `conditions.toml` written by `tpcflow calibrate`);
+    /// matched to each RQ file by the content hash in its lineage.
+    #[arg(long, num_args = 1..)]
+    pub conditions: Vec<PathBuf>,
+}
+
+/// `017391_00000.abc.rq.h5` or `017391_00000.truth.h5` -> `017391_00000`.
+fn run_seq(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    Some(name.split('.').next()?.to_string())
+}
+
+/// Pair each baseline RQ file with the truth of the same raw input.
+fn baseline_pairs(rq: &[PathBuf], pairs: &[FilePair]) -> Result<Vec<FilePair>> {
+    rq.iter()
+        .map(|b| {
+            let key = run_seq(b);
+            pairs
+                .iter()
+                .find(|p| key.is_some() && run_seq(&p.truth) == key)
+                .map(|p| FilePair {
+                    rq: b.clone(),
+                    truth: p.truth.clone(),
+                })
+                .ok_or_else(|| {
+                    usage(format!(
+                        "--baseline-rq {}: no validated input has its run and sequence number",
+                        b.display()
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// The calibration products against the truth, for `--calibration`.
@@ -220,11 +259,23 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
         }
         (None, _) => None,
     };
+    let baseline = baseline_pairs(&a.baseline_rq, &pairs)?;
+    let conditions = a
+        .conditions
+        .iter()
+        .map(|p| {
+            let spec = p.to_str().context("--conditions: a UTF-8 path")?;
+            crate::conditions::Conditions::load(spec)
+                .with_context(|| format!("--conditions {}", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let cfg = ValidateConfig {
         pairs,
         out_dir: a.out.clone(),
         notes,
         calibration,
+        baseline,
+        conditions,
     };
     let report = super::run(&cfg)?;
     if a.json {

@@ -238,6 +238,7 @@ pub(super) fn render(r: &ValidationReport) -> String {
         );
     }
     o.push('\n');
+    xy_truth_section(&mut o, r);
     figure(&mut o, r, "xy_resolution.svg", "xy resolution");
     figure(&mut o, r, "xy_pulls.svg", "xy pulls");
 
@@ -290,4 +291,58 @@ pub(super) fn render(r: &ValidationReport) -> String {
     }
     let _ = writeln!(o, "All numbers are in `report.json`.");
     o
+}
+
+/// xy against the bound of the true detector, with the baseline beside.
+fn xy_truth_section(o: &mut String, r: &ValidationReport) {
+    let Some(t) = &r.xy_truth else {
+        return;
+    };
+    let _ = writeln!(o, "### xy against the bound of the true detector\n");
+    let _ = writeln!(o, "The bound computed with the detector the events were simulated with ({}: its light response, per-PMT efficiencies and dead channels), which the reconstruction was not told; {} events.\n", t.detector, t.events);
+    let base = r.xy_baseline.as_ref();
+    let base_truth = base.and_then(|b| b.truth.as_ref());
+    let tag = base.map_or(String::new(), |b| b.conditions_tag.clone());
+    if base.is_some() {
+        let _ = writeln!(o, "| S2 [phd] | events | rms [mm] | true CRB [mm] | true CRB (+) diff [mm] | res/(true CRB (+) diff) | rms with {tag} [mm] | with {tag}: res/(true CRB (+) diff) |");
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    } else {
+        let _ = writeln!(o, "| S2 [phd] | events | rms [mm] | true CRB [mm] | true CRB (+) diff [mm] | res/(true CRB (+) diff) |");
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    }
+    for b in &t.bins {
+        let mut line = format!(
+            "| {:.0}-{:.0} | {} | {} | {} | {} | {} |",
+            b.lo,
+            b.hi,
+            b.events,
+            num(b.rms_mm, 2),
+            num(b.crb_mm, 2),
+            num(b.crb_diff_mm, 2),
+            num(b.res_over_crb_diff, 3)
+        );
+        if let Some(base) = base {
+            let rms = base
+                .xy
+                .bins
+                .iter()
+                .find(|x| x.lo == b.lo)
+                .map_or(f64::NAN, |x| x.rms_mm);
+            let ratio = base_truth
+                .and_then(|t| t.bins.iter().find(|x| x.lo == b.lo))
+                .map_or(f64::NAN, |x| x.res_over_crb_diff);
+            let _ = write!(line, " {} | {} |", num(rms, 2), num(ratio, 3));
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    let _ = writeln!(
+        o,
+        "\n1e3-1e5 phd single scatters: {} events, res/(true CRB (+) diffusion) {}{}.\n",
+        t.in_range_events,
+        num(t.ratio, 3),
+        base_truth.map_or(String::new(), |b| format!(
+            "; with {tag}: {}",
+            num(b.ratio, 3)
+        ))
+    );
 }

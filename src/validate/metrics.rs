@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use tpcflow_reco::xy::{cramer_rao_xy, excess_variance_factor};
+use tpcflow_reco::DetectorModel;
 
 use super::{FileMatch, MatchedEvent, RecoEvent, RecoPulse};
 use crate::conditions::Conditions;
@@ -47,6 +48,13 @@ pub struct ValidationReport {
     pub drift: DriftReport,
     /// xy residuals against the Cramer-Rao bound.
     pub xy: XyReport,
+    /// The same against the bound of the true detector (its light response,
+    /// efficiencies and dead channels), when the runs' detector truth is
+    /// beside their truth files.
+    pub xy_truth: Option<XyTruthReport>,
+    /// The same inputs reconstructed with other conditions (`--baseline`,
+    /// e.g. the nominal light response), for comparison.
+    pub xy_baseline: Option<XyBaseline>,
     /// Truth multiplicity vs reconstructed interaction.
     pub scatter: Confusion,
     /// SS fraction of clear single scatters.
@@ -250,6 +258,122 @@ pub struct XyReport {
     pub pull_sd: f64,
     /// Bound at LUX's two points.
     pub lux: Vec<LuxPoint>,
+}
+
+/// xy resolution against the bound of the true detector.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct XyTruthReport {
+    /// The detector truths used (name and runs).
+    pub detector: String,
+    /// Events with a true detector (main S2 the truth S2, finite xy).
+    pub events: usize,
+    /// By S2 size.
+    pub bins: Vec<XyTruthBin>,
+    /// Single scatters with 1e3 <= S2 < 1e5 phd.
+    pub in_range_events: usize,
+    /// Their rms residual / (true bound (+) diffusion).
+    pub ratio: f64,
+    /// The true bound per axis at the centre on [`XY_CURVE_PHD`] [mm]
+    /// (from the first run's truth).
+    pub curve_centre_mm: Vec<f64>,
+}
+
+/// One S2 bin against the true bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct XyTruthBin {
+    /// S2 [phd], lower edge.
+    pub lo: f64,
+    /// Upper edge.
+    pub hi: f64,
+    /// Events.
+    pub events: usize,
+    /// rms of x and y residuals [mm].
+    pub rms_mm: f64,
+    /// rms true bound per axis [mm].
+    pub crb_mm: f64,
+    /// rms of the true bound (+) the diffusion scatter [mm].
+    pub crb_diff_mm: f64,
+    /// rms of residual / (true bound (+) diffusion).
+    pub res_over_crb_diff: f64,
+}
+
+/// The xy figures of a baseline reconstruction of the same inputs.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct XyBaseline {
+    /// Its conditions tag.
+    pub conditions_tag: String,
+    /// Against its own conditions' bound.
+    pub xy: XyReport,
+    /// Against the true detector's bound.
+    pub truth: Option<XyTruthReport>,
+}
+
+/// S2 sizes of the bound curves in the xy plot and report [phd].
+pub const XY_CURVE_PHD: [f64; 9] = [100.0, 200.0, 500.0, 1e3, 2e3, 4e3, 1e4, 1e5, 1e6];
+
+/// xy figures against the bound of the true detector. `truth_of(file)` is
+/// the true detector of a file pair (None: no truth beside it, the file's
+/// events are left out). None when no file has one.
+pub fn xy_truth<'m>(
+    events: &[MatchedEvent],
+    cond: &Conditions,
+    detector: &str,
+    truth_of: &dyn Fn(usize) -> Option<&'m DetectorModel>,
+) -> Option<XyTruthReport> {
+    let ph = Physics { cond };
+    let rows: Vec<XyRow> = singles(events)
+        .filter_map(|e| {
+            let m = truth_of(e.file)?;
+            xy_row(e, &ph, m)
+        })
+        .collect();
+    let first = events.iter().find_map(|e| truth_of(e.file))?;
+    let f = excess_variance_factor(first);
+    let aft = first.params.light.s2_top_fraction;
+    let curve_centre_mm = XY_CURVE_PHD
+        .iter()
+        .map(|&n| {
+            let (cx, cy) = cramer_rao_xy(first, 0.0, 0.0, n * aft, f);
+            cx.hypot(cy) / std::f64::consts::SQRT_2
+        })
+        .collect();
+    let mut bins = Vec::new();
+    let mut in_range: Vec<&XyRow> = Vec::new();
+    for w in XY_EDGES.windows(2) {
+        let set: Vec<&XyRow> = rows
+            .iter()
+            .filter(|r| r.s2 >= w[0] && r.s2 < w[1])
+            .collect();
+        if set.len() >= 3 {
+            let res: Vec<f64> = set.iter().flat_map(|r| r.res).collect();
+            let n = set.len() as f64;
+            bins.push(XyTruthBin {
+                lo: w[0],
+                hi: w[1],
+                events: set.len(),
+                rms_mm: (res.iter().map(|x| x * x).sum::<f64>() / res.len() as f64).sqrt(),
+                crb_mm: (set.iter().map(|r| r.crb * r.crb).sum::<f64>() / n).sqrt(),
+                crb_diff_mm: (set
+                    .iter()
+                    .map(|r| r.crb * r.crb + r.diff * r.diff)
+                    .sum::<f64>()
+                    / n)
+                    .sqrt(),
+                res_over_crb_diff: norm_rms(&set, true),
+            });
+        }
+        if w[0] >= 1e3 && w[1] <= 1e5 {
+            in_range.extend(set.into_iter().filter(|r| r.ss));
+        }
+    }
+    Some(XyTruthReport {
+        detector: detector.to_string(),
+        events: rows.len(),
+        bins,
+        in_range_events: in_range.len(),
+        ratio: norm_rms(&in_range, true),
+        curve_centre_mm,
+    })
 }
 
 /// A mono-energetic peak.
@@ -599,34 +723,37 @@ pub struct XyRow {
 }
 
 pub(crate) fn xy_rows(events: &[MatchedEvent], ph: &Physics<'_>) -> Vec<XyRow> {
-    let m = &ph.cond.detector;
+    singles(events)
+        .filter_map(|e| xy_row(e, ph, &ph.cond.detector))
+        .collect()
+}
+
+/// The xy row of a single-vertex event, its bound computed with model `m`
+/// (the reconstruction's conditions, or the true detector).
+fn xy_row(e: &MatchedEvent, ph: &Physics<'_>, m: &DetectorModel) -> Option<XyRow> {
     let f = excess_variance_factor(m);
     let aft = m.params.light.s2_top_fraction;
-    singles(events)
-        .filter_map(|e| {
-            let (rq, v) = (&e.reco, &e.truth.vertices[0]);
-            let main_is_truth = ph
-                .s2_pulse(rq, v)
-                .is_some_and(|(i, _)| i as i64 == rq.main_s2);
-            if !main_is_truth || !rq.x_mm.is_finite() || !rq.y_mm.is_finite() {
-                return None;
-            }
-            let s2 = v.s2_phd as f64;
-            let (cx, cy) = cramer_rao_xy(m, v.x, v.y, s2 * aft, f);
-            let n_sub = v.n_extracted.max(1) as f64;
-            Some(XyRow {
-                ss: rq.interaction == 1,
-                s2,
-                res: [rq.x_mm - v.x, rq.y_mm - v.y],
-                crb: cx.hypot(cy) / std::f64::consts::SQRT_2,
-                diff: ph.sigma_xy_mm(v.drift_ns) / n_sub.sqrt(),
-                pull: [
-                    (rq.x_mm - v.x) / rq.sigma_x_mm,
-                    (rq.y_mm - v.y) / rq.sigma_y_mm,
-                ],
-            })
-        })
-        .collect()
+    let (rq, v) = (&e.reco, &e.truth.vertices[0]);
+    let main_is_truth = ph
+        .s2_pulse(rq, v)
+        .is_some_and(|(i, _)| i as i64 == rq.main_s2);
+    if !main_is_truth || !rq.x_mm.is_finite() || !rq.y_mm.is_finite() {
+        return None;
+    }
+    let s2 = v.s2_phd as f64;
+    let (cx, cy) = cramer_rao_xy(m, v.x, v.y, s2 * aft, f);
+    let n_sub = v.n_extracted.max(1) as f64;
+    Some(XyRow {
+        ss: rq.interaction == 1,
+        s2,
+        res: [rq.x_mm - v.x, rq.y_mm - v.y],
+        crb: cx.hypot(cy) / std::f64::consts::SQRT_2,
+        diff: ph.sigma_xy_mm(v.drift_ns) / n_sub.sqrt(),
+        pull: [
+            (rq.x_mm - v.x) / rq.sigma_x_mm,
+            (rq.y_mm - v.y) / rq.sigma_y_mm,
+        ],
+    })
 }
 
 /// rms of residual / bound (with or without the diffusion term, added in
@@ -648,6 +775,11 @@ pub fn norm_rms(set: &[&XyRow], with_diff: bool) -> f64 {
 
 /// S2 bins of the xy table [phd].
 pub const XY_EDGES: [f64; 8] = [150.0, 250.0, 1e3, 3e3, 1e4, 3e4, 1e5, 1e7];
+
+/// The xy figures alone (of a baseline reconstruction).
+pub fn xy_report(events: &[MatchedEvent], cond: &Conditions) -> XyReport {
+    xy(events, &Physics { cond })
+}
 
 fn xy(events: &[MatchedEvent], ph: &Physics<'_>) -> XyReport {
     let m = &ph.cond.detector;

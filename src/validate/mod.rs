@@ -32,6 +32,8 @@
 //!     out_dir: "validation".into(),
 //!     notes: Vec::new(),
 //!     calibration: None,
+//!     baseline: Vec::new(),
+//!     conditions: Vec::new(),
 //! };
 //! let report = validate::run(&cfg)?;
 //! for t in &report.targets {
@@ -77,11 +79,21 @@ pub struct ValidateConfig {
     /// Calibration products against the simulated detector truth, reported
     /// in their own section (`calibrate::truth_check::compare_conditions`).
     pub calibration: Option<crate::calibrate::truth_check::CalibrationVsTruth>,
+    /// The same inputs reconstructed with other conditions (e.g. the nominal
+    /// light response before calibration): their xy figures are shown beside.
+    pub baseline: Vec<FilePair>,
+    /// Conditions files the RQ files may have been made with (e.g. those
+    /// `tpcflow calibrate` wrote), found by the content hash the RQ file's
+    /// lineage records; other RQ files' tags are loaded by name.
+    pub conditions: Vec<Conditions>,
 }
 
 /// Errors of the validation. Each names the files involved.
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
+    /// A run's detector truth beside its truth files is unreadable.
+    #[error(transparent)]
+    DetectorTruth(#[from] crate::sim::detector_truth::TruthError),
     /// Nothing to validate.
     #[error("no RQ files to validate{0}")]
     NoInput(String),
@@ -136,7 +148,7 @@ pub enum ValidateError {
         expected: String,
     },
     /// The conditions named in an RQ file cannot be loaded.
-    #[error("{path}: {source}")]
+    #[error("{path}: {source} (conditions made by `tpcflow calibrate`: give their file with --conditions)")]
     Conditions {
         /// RQ file.
         path: PathBuf,
@@ -408,10 +420,36 @@ pub fn run(cfg: &ValidateConfig) -> Result<ValidationReport, ValidateError> {
         };
         return Err(ValidateError::NoInput(why));
     }
+    let (files, events, cond) = read_pairs(&cfg.pairs, &cfg.conditions)?;
+    let truths = TrueDetectors::beside(&cfg.pairs)?;
+    let mut report = metrics::compute(&events, &cond);
+    report.files = files;
+    report.conditions_tag = cond.tag.clone();
+    report.notes.clone_from(&cfg.notes);
+    report.calibration.clone_from(&cfg.calibration);
+    report.xy_truth = metrics::xy_truth(&events, &cond, &truths.name, &|i| truths.of(i));
+    if !cfg.baseline.is_empty() {
+        let (_, b_events, b_cond) = read_pairs(&cfg.baseline, &cfg.conditions)?;
+        let b_truths = TrueDetectors::beside(&cfg.baseline)?;
+        report.xy_baseline = Some(metrics::XyBaseline {
+            conditions_tag: b_cond.tag.clone(),
+            xy: metrics::xy_report(&b_events, &b_cond),
+            truth: metrics::xy_truth(&b_events, &b_cond, &b_truths.name, &|i| b_truths.of(i)),
+        });
+    }
+    write_outputs(cfg, &mut report, &events, &cond)?;
+    Ok(report)
+}
+
+/// Read and match every pair; all RQ files must share one conditions tag.
+fn read_pairs(
+    pairs: &[FilePair],
+    given: &[Conditions],
+) -> Result<(Vec<FileMatch>, Vec<MatchedEvent>, Conditions), ValidateError> {
     let mut files = Vec::new();
     let mut events = Vec::new();
     let mut conditions: Option<Conditions> = None;
-    for (i, pair) in cfg.pairs.iter().enumerate() {
+    for (i, pair) in pairs.iter().enumerate() {
         let rq = crate::rq::read_rq_file(&pair.rq)?;
         let tag = &rq.header.conditions_tag;
         match &conditions {
@@ -424,10 +462,17 @@ pub fn run(cfg: &ValidateConfig) -> Result<ValidationReport, ValidateError> {
             }
             Some(_) => {}
             None => {
-                let c = Conditions::load(tag).map_err(|source| ValidateError::Conditions {
-                    path: pair.rq.clone(),
-                    source: Box::new(source),
-                })?;
+                let sha = rq.header.conditions_sha256();
+                let c = match given
+                    .iter()
+                    .find(|c| sha.as_deref() == Some(c.sha256.as_str()))
+                {
+                    Some(c) => c.clone(),
+                    None => Conditions::load(tag).map_err(|source| ValidateError::Conditions {
+                        path: pair.rq.clone(),
+                        source: Box::new(source),
+                    })?,
+                };
                 conditions = Some(c);
             }
         }
@@ -437,14 +482,79 @@ pub fn run(cfg: &ValidateConfig) -> Result<ValidationReport, ValidateError> {
         files.push(summary);
         events.extend(matched);
     }
-    let cond = conditions.expect("at least one pair");
-    let mut report = metrics::compute(&events, &cond);
-    report.files = files;
-    report.conditions_tag = cond.tag.clone();
-    report.notes.clone_from(&cfg.notes);
-    report.calibration.clone_from(&cfg.calibration);
-    write_outputs(cfg, &mut report, &events, &cond)?;
-    Ok(report)
+    let cond = conditions.ok_or_else(|| ValidateError::NoInput(String::new()))?;
+    Ok((files, events, cond))
+}
+
+/// The true detector of each file pair: the run's
+/// `{run:06}.detector-truth.json` beside its truth file, written by
+/// `tpcflow sim --detector-truth` (None for a run simulated without one).
+struct TrueDetectors {
+    /// Model index of each pair.
+    of_pair: Vec<Option<usize>>,
+    models: Vec<tpcflow_reco::DetectorModel>,
+    /// `realistic (runs 17390, 17392)`; empty without any.
+    name: String,
+}
+
+impl TrueDetectors {
+    fn beside(pairs: &[FilePair]) -> Result<Self, ValidateError> {
+        let mut by_path: HashMap<PathBuf, Option<usize>> = HashMap::new();
+        let mut models = Vec::new();
+        let mut names: Vec<(String, u32)> = Vec::new();
+        let mut of_pair = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            let name = pair
+                .truth
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let run: Option<u32> = name.get(..6).and_then(|r| r.parse().ok());
+            let (Some(run), Some(dir)) = (run, pair.truth.parent()) else {
+                of_pair.push(None);
+                continue;
+            };
+            let path = dir.join(format!("{run:06}.detector-truth.json"));
+            if let Some(&k) = by_path.get(&path) {
+                of_pair.push(k);
+                continue;
+            }
+            let k = if path.is_file() {
+                let truth = crate::sim::detector_truth::load_path(&path)?;
+                models.push(truth.true_model()?);
+                names.push((truth.name.clone(), run));
+                Some(models.len() - 1)
+            } else {
+                None
+            };
+            by_path.insert(path, k);
+            of_pair.push(k);
+        }
+        let name = match names.first() {
+            None => String::new(),
+            Some((n, _)) => format!(
+                "{n} (runs {})",
+                names
+                    .iter()
+                    .map(|(_, r)| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        Ok(Self {
+            of_pair,
+            models,
+            name,
+        })
+    }
+
+    fn of(&self, pair: usize) -> Option<&tpcflow_reco::DetectorModel> {
+        self.of_pair
+            .get(pair)
+            .copied()
+            .flatten()
+            .map(|k| &self.models[k])
+    }
 }
 
 fn write_outputs(

@@ -227,6 +227,16 @@ fn xy_resolution(area: &Area<'_>, r: &ValidationReport, cond: &Conditions) -> Pl
             .chain(&edge)
             .map(|p| p.1)
             .chain(r.xy.bins.iter().map(|b| b.rms_mm))
+            .chain(
+                r.xy_truth
+                    .iter()
+                    .flat_map(|t| t.curve_centre_mm.iter().copied()),
+            )
+            .chain(
+                r.xy_baseline
+                    .iter()
+                    .flat_map(|b| b.xy.bins.iter().map(|b| b.rms_mm)),
+            )
             .chain([8.2, 1.7]),
         0.01,
     );
@@ -256,6 +266,31 @@ fn xy_resolution(area: &Area<'_>, r: &ValidationReport, cond: &Conditions) -> Pl
         .map_err(e2s)?
         .label("Cramer-Rao bound, r = 400 mm")
         .legend(legend_line(GREEN));
+    if let Some(t) = &r.xy_truth {
+        let orange = RGBColor(230, 120, 0);
+        chart
+            .draw_series(LineSeries::new(
+                super::metrics::XY_CURVE_PHD
+                    .iter()
+                    .copied()
+                    .zip(t.curve_centre_mm.iter().copied()),
+                orange.stroke_width(2),
+            ))
+            .map_err(e2s)?
+            .label("bound of the true detector, centre")
+            .legend(legend_line(orange));
+    }
+    if let Some(b) = &r.xy_baseline {
+        let grey = RGBColor(110, 110, 110);
+        chart
+            .draw_series(b.xy.bins.iter().map(|bin| {
+                let (x, y) = (centres(bin), bin.rms_mm);
+                Rectangle::new([(x / 1.08, y / 1.08), (x * 1.08, y * 1.08)], grey.filled())
+            }))
+            .map_err(e2s)?
+            .label(format!("reconstructed rms with {}", b.conditions_tag))
+            .legend(move |(x, y)| Rectangle::new([(x + 5, y - 4), (x + 13, y + 4)], grey.filled()));
+    }
     let bins: Vec<&super::metrics::XyBin> = r.xy.bins.iter().collect();
     chart
         .draw_series(LineSeries::new(
