@@ -3,11 +3,14 @@
 #   1. sets up the stack and the local SLURM cluster (two emulated nodes)
 #   2. builds tpcflow and checks the environment (tpcflow doctor)
 #   3. starts the dispatcher as a daemon, salting science runs (key + vault)
-#   4. a live DAQ writes 3 runs (science, calibration, science; 30 files) at SURF
+#   4. a live DAQ writes 3 runs (science, calibration, science; 34 files) at SURF
 #   5. waits until every file is moved, salted, reconstructed under MPI
 #      (2 ranks over both nodes) and catalogued
 #   6. measures the detector from the calibration run (tpcflow calibrate: the
-#      simulated detector follows the `realistic` truth, not conditions v1)
+#      simulated detector follows the `realistic` truth, not conditions v1),
+#      learning the top array's light response, and reconstructs the
+#      calibration run and the science run after it with what it measured
+#      (xy against the true detector's bound, v1 beside it)
 #   7. starts the web monitor and prints a summary with the URLs
 # Data lives under TPCFLOW_DEMO_DIR (default /tmp/tpcflow-demo). Re-running is
 # safe: the previous demo's processes are stopped and its data replaced.
@@ -65,21 +68,21 @@ start=$(date +%s.%N)
 mkdir -p "$DATA/SURF/017391"
 printf 'run_type = "calibration"\nconditions = "v1"\n' > "$DATA/SURF/017391/RUNINFO.toml"
 "$BIN" sim --run 17390 --files 12 --events-per-file 40 --close-on-time --seed 17390 --source mixed --live --rate 120 --detector-truth realistic --out "$DATA/SURF" >/dev/null
-"$BIN" sim --run 17391 --files 8 --events-per-file 100 --close-on-time --seed 17391 --source kr83m --live --rate 120 --detector-truth realistic --out "$DATA/SURF" >/dev/null
+"$BIN" sim --run 17391 --files 12 --events-per-file 100 --close-on-time --seed 17391 --source kr83m --live --rate 120 --detector-truth realistic --out "$DATA/SURF" >/dev/null
 "$BIN" sim --run 17392 --files 10 --events-per-file 40 --close-on-time --seed 17392 --source mixed --live --rate 120 --detector-truth realistic --out "$DATA/SURF" >/dev/null
-echo "   30 files written at SURF"
+echo "   34 files written at SURF"
 
 echo "== waiting for every file to be reconstructed and catalogued"
 for _ in $(seq 1 300); do
   done_files=$("$BIN" status --catalog "$CAT" --json 2>/dev/null | python3 -c \
     'import json,sys; d=json.load(sys.stdin); print(sum(r["reconstructed"] for r in d["runs"]))' 2>/dev/null || echo 0)
-  [[ $done_files -ge 30 ]] && break
+  [[ $done_files -ge 34 ]] && break
   sleep 2
 done
 end=$(date +%s.%N)
 kill "$(cat "$DEMO_DIR/dispatch.pid")" 2>/dev/null || true
 rm -f "$DEMO_DIR/dispatch.pid"
-[[ $done_files -ge 30 ]] || { echo "demo: only $done_files of 30 files reconstructed; see $DEMO_DIR/dispatch.log" >&2; tail -20 "$DEMO_DIR/dispatch.log" >&2; exit 1; }
+[[ $done_files -ge 34 ]] || { echo "demo: only $done_files of 34 files reconstructed; see $DEMO_DIR/dispatch.log" >&2; tail -20 "$DEMO_DIR/dispatch.log" >&2; exit 1; }
 
 echo
 echo "== tpcflow status"
@@ -91,6 +94,33 @@ echo "== tpcflow calibrate: detector health from calibration run 17391 (report: 
   --out "$DEMO_DIR/calib-17391"
 grep -E '^\| (electron lifetime|single-electron gain|dead channels|noisy channels|liquid-level tilt|told|measured) ' \
   "$DEMO_DIR/calib-17391/report.md" || true
+
+echo
+echo "== reconstruct runs 17391 and 17392 with the measured conditions (learned light response)"
+MEASURED=$DEMO_DIR/calib-17391/conditions.toml
+for run in 17391 17392; do
+  "$BIN" reco --inputs "$DATA/USDC/0$run/"*.raw.h5 --out-dir "$DEMO_DIR/rq-kr-17391/$run" \
+    --conditions "$MEASURED" --threads 2 >/dev/null
+done
+"$BIN" validate --rq "$DEMO_DIR/rq-kr-17391/17391/"*.rq.h5 --truth "$DATA/SURF/017391/"*.truth.h5 \
+  --baseline-rq "$DATA/RQ/prompt-v1/017391_"*.rq.h5 --conditions "$MEASURED" \
+  --out "$DEMO_DIR/validate-17391" --json > "$DEMO_DIR/validate-17391.json"
+python3 - "$DEMO_DIR" "$DATA" <<'PY'
+import glob, json, sys
+import h5py, numpy as np
+demo, data = sys.argv[1], sys.argv[2]
+v = json.load(open(f"{demo}/validate-17391.json"))
+t, b = v["xy_truth"], v["xy_baseline"]["truth"]
+print(f"run 17391 xy, {t['in_range_events']} single scatters of 1e3-1e5 phd, rms over the true detector's bound:"
+      f" v1 {b['ratio']:.2f}, learned response {t['ratio']:.2f}  (report: {demo}/validate-17391/report.md)")
+def gof(paths):
+    g = np.concatenate([h5py.File(p, "r")["events/xy_gof"][:] for p in paths])
+    return np.mean(g[np.isfinite(g)])
+for run in (17391, 17392):
+    before = gof(sorted(glob.glob(f"{data}/RQ/prompt-v1/0{run}_*.rq.h5")))
+    after = gof(sorted(glob.glob(f"{demo}/rq-kr-17391/{run}/*.rq.h5")))
+    print(f"run {run} mean xy goodness of fit: v1 {before:.2f}, learned response {after:.2f}")
+PY
 
 if "$BIN" serve --help >/dev/null 2>&1; then
   "$BIN" serve --catalog "$CAT" --data-root "$DATA" --addr "127.0.0.1:$PORT" > "$DEMO_DIR/serve.log" 2>&1 &
