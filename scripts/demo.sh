@@ -105,7 +105,8 @@ done
 "$BIN" validate --rq "$DEMO_DIR/rq-kr-17391/17391/"*.rq.h5 --truth "$DATA/SURF/017391/"*.truth.h5 \
   --baseline-rq "$DATA/RQ/prompt-v1/017391_"*.rq.h5 --conditions "$MEASURED" \
   --out "$DEMO_DIR/validate-17391" --json > "$DEMO_DIR/validate-17391.json"
-python3 - "$DEMO_DIR" "$DATA" <<'PY'
+# Debian's python3 (setup installs python3-h5py there), whatever python3 is first in PATH.
+/usr/bin/python3 - "$DEMO_DIR" "$DATA" <<'PY'
 import glob, json, sys
 import h5py, numpy as np
 demo, data = sys.argv[1], sys.argv[2]

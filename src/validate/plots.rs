@@ -259,12 +259,12 @@ fn xy_resolution(area: &Area<'_>, r: &ValidationReport, cond: &Conditions) -> Pl
     chart
         .draw_series(LineSeries::new(centre, BLACK.stroke_width(2)))
         .map_err(e2s)?
-        .label("Cramer-Rao bound, centre")
+        .label("Cramer-Rao bound, told detector, centre")
         .legend(legend_line(BLACK));
     chart
         .draw_series(LineSeries::new(edge, GREEN.stroke_width(2)))
         .map_err(e2s)?
-        .label("Cramer-Rao bound, r = 400 mm")
+        .label("Cramer-Rao bound, told detector, r = 400 mm")
         .legend(legend_line(GREEN));
     if let Some(t) = &r.xy_truth {
         let orange = RGBColor(230, 120, 0);
@@ -317,7 +317,7 @@ fn xy_resolution(area: &Area<'_>, r: &ValidationReport, cond: &Conditions) -> Pl
         .map_err(e2s)?
         .label("LUX, arXiv:1710.02752 (2-inch PMTs)")
         .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, RED.filled()));
-    legend(&mut chart, SeriesLabelPosition::UpperRight)
+    legend(&mut chart, SeriesLabelPosition::LowerLeft)
 }
 
 fn er_energy(area: &Area<'_>, pairs: &[(f64, f64)]) -> PlotResult {
