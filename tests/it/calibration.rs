@@ -7,7 +7,6 @@
 //! seeded runs of RQ-like values drawn with the simulator's own quanta model.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,28 +17,6 @@ use tpcflow::conditions::Conditions;
 use tpcflow::sim::quanta::{draw_quanta, Recoil};
 
 use crate::common::*;
-
-fn tpcflow(args: &[&str]) -> Output {
-    let out = Command::new(tpcflow_bin())
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env_remove("SLURM_CPUS_PER_TASK")
-        .output()
-        .expect("tpcflow runs");
-    eprintln!(
-        "$ tpcflow {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "tpcflow {} failed", args.join(" "));
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 /// Kr83m single scatters as the RQ files hold them, drawn with the
 /// simulator's quanta model and the v1 detector: S1 = binomial(photons,
@@ -180,7 +157,7 @@ fn calibrate_measures_the_detector_reco_was_not_told_and_reco_uses_it() {
     std::fs::write(&truth_file, text).unwrap();
     let v1 = Conditions::load("v1").unwrap();
     let raw = root.join("raw");
-    tpcflow(&[
+    tpcflow_ok(&[
         "sim",
         "--run",
         "7",
@@ -193,20 +170,20 @@ fn calibrate_measures_the_detector_reco_was_not_told_and_reco_uses_it() {
         "--seed",
         "3",
         "--out",
-        s(&raw),
+        path_str(&raw),
         "--conditions",
-        s(&truth_file),
+        path_str(&truth_file),
         "--threads",
         "2",
     ]);
     let raw_file = raw.join("000007/000007_00000.raw.h5");
     let rq1 = root.join("rq-v1");
-    tpcflow(&[
+    tpcflow_ok(&[
         "reco",
         "--inputs",
-        s(&raw_file),
+        path_str(&raw_file),
         "--out-dir",
-        s(&rq1),
+        path_str(&rq1),
         "--conditions",
         "v1",
         "--threads",
@@ -220,22 +197,22 @@ fn calibrate_measures_the_detector_reco_was_not_told_and_reco_uses_it() {
             .expect("an RQ file")
     };
     let cal = root.join("cal");
-    let out = tpcflow(&[
+    let out = tpcflow_ok(&[
         "calibrate",
         "--rq",
-        s(&rq_file(&rq1)),
+        path_str(&rq_file(&rq1)),
         "--out",
-        s(&cal),
+        path_str(&cal),
         "--tag",
         "kr-7",
         "--runs",
         "7",
         "--json",
         "--truth",
-        s(&truth_file),
+        path_str(&truth_file),
     ]);
     let products: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let measured = Conditions::load(s(&cal.join("conditions.toml"))).unwrap();
+    let measured = Conditions::load(path_str(&cal.join("conditions.toml"))).unwrap();
     assert_eq!(measured.tag, "kr-7");
     let m = &measured.detector.params;
     // Electron lifetime: within 3.5 sigma of the truth (2000 events: ~10 % on 1/tau).
@@ -317,14 +294,14 @@ fn calibrate_measures_the_detector_reco_was_not_told_and_reco_uses_it() {
     // Reconstruct again with the measured conditions: the Kr83m energy no
     // longer falls with drift time, as it does with v1's 9 ms lifetime.
     let rq2 = root.join("rq-measured");
-    tpcflow(&[
+    tpcflow_ok(&[
         "reco",
         "--inputs",
-        s(&raw_file),
+        path_str(&raw_file),
         "--out-dir",
-        s(&rq2),
+        path_str(&rq2),
         "--conditions",
-        s(&cal.join("conditions.toml")),
+        path_str(&cal.join("conditions.toml")),
         "--threads",
         "2",
     ]);

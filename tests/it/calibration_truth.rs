@@ -25,6 +25,8 @@ use tpcflow::conditions::Conditions;
 use tpcflow::sim::detector_truth::{DetectorTruth, EffectiveTruth};
 use tpcflow::sim::quanta::{draw_quanta, Recoil};
 
+use crate::common::{path_str, tpcflow_ok};
+
 /// Relative rms of a reconstructed S2's 50 % width at drift time `t_ns`:
 /// measured on run 17390 of the realistic truth (5000 events, reco v1) as the
 /// robust sd of w50 / model - 1: 1.8 % below 100 us, 3.0 % at 100-200 us,
@@ -158,26 +160,6 @@ fn the_lifetime_step_of_the_realistic_truth_is_followed() {
     );
 }
 
-fn run_ok(args: &[&str]) -> std::process::Output {
-    let out = crate::common::tpcflow_cmd()
-        .args(args)
-        .env_remove("SLURM_CPUS_PER_TASK")
-        .output()
-        .expect("tpcflow runs");
-    eprintln!(
-        "$ tpcflow {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "tpcflow {} failed", args.join(" "));
-    out
-}
-
-fn s(p: &std::path::Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 /// A Kr83m run of the realistic truth through the real chain: simulated,
 /// reconstructed with v1, calibrated. Every product against the truth
 /// written beside the data.
@@ -186,7 +168,7 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
     let dir = crate::common::scratch("calibration-truth");
     let root = dir.path();
     let raw = root.join("raw");
-    run_ok(&[
+    tpcflow_ok(&[
         "sim",
         "--run",
         "17390",
@@ -199,7 +181,7 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
         "--seed",
         "5",
         "--out",
-        s(&raw),
+        path_str(&raw),
         "--detector-truth",
         "realistic",
         "--threads",
@@ -207,12 +189,12 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
     ]);
     let truth = tpcflow::sim::detector_truth::load_for_run(&raw, 17390).unwrap();
     let rq = root.join("rq");
-    run_ok(&[
+    tpcflow_ok(&[
         "reco",
         "--inputs",
-        s(&raw.join("017390/017390_00000.raw.h5")),
+        path_str(&raw.join("017390/017390_00000.raw.h5")),
         "--out-dir",
-        s(&rq),
+        path_str(&rq),
         "--conditions",
         "v1",
         "--threads",
@@ -263,14 +245,14 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
             .unwrap();
     }
     let cal = root.join("cal");
-    let out = run_ok(&[
+    let out = tpcflow_ok(&[
         "calibrate",
         "--runs",
         "17390-17390",
         "--catalog",
-        s(&catalog_path),
+        path_str(&catalog_path),
         "--out",
-        s(&cal),
+        path_str(&cal),
         "--tag",
         "kr-17390",
         "--json",
@@ -291,7 +273,7 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
     );
     assert!(!root.join("cal-missing/conditions.toml").exists());
     let products: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let measured = Conditions::load(s(&cal.join("conditions.toml"))).unwrap();
+    let measured = Conditions::load(path_str(&cal.join("conditions.toml"))).unwrap();
     let c = &measured.detector.params.calibration;
     // Channels: every dead one found, the noisy one flagged, nothing else.
     assert_eq!(c.dead_channels, truth.dead_channels);
@@ -350,18 +332,18 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
     );
     // `tpcflow validate` reports the same products against the truth.
     let val = root.join("validation");
-    let out = run_ok(&[
+    let out = tpcflow_ok(&[
         "validate",
         "--rq",
-        s(&rq_file),
+        path_str(&rq_file),
         "--truth",
-        s(&raw.join("017390/017390_00000.truth.h5")),
+        path_str(&raw.join("017390/017390_00000.truth.h5")),
         "--calibration",
-        s(&cal.join("conditions.toml")),
+        path_str(&cal.join("conditions.toml")),
         "--detector-truth",
-        s(&raw.join("017390/017390.detector-truth.json")),
+        path_str(&raw.join("017390/017390.detector-truth.json")),
         "--out",
-        s(&val),
+        path_str(&val),
         "--json",
     ]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

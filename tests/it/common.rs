@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The `tpcflow` binary built for these tests.
 pub fn tpcflow_bin() -> PathBuf {
@@ -214,6 +214,29 @@ pub fn mpi_env(cmd: &mut Command) -> &mut Command {
 }
 
 /// The `tpcflow` binary with Open MPI allowed as root and quiet logs.
+/// Run `tpcflow ARGS` (echoed with its output, for `--nocapture`) and
+/// assert that it succeeded.
+pub fn tpcflow_ok(args: &[&str]) -> Output {
+    let out = tpcflow_cmd()
+        .args(args)
+        .env_remove("SLURM_CPUS_PER_TASK")
+        .output()
+        .expect("tpcflow runs");
+    eprintln!(
+        "$ tpcflow {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tpcflow {} failed", args.join(" "));
+    out
+}
+
+/// A scratch path as text (they are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
 pub fn tpcflow_cmd() -> Command {
     let mut c = Command::new(tpcflow_bin());
     c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")

@@ -10,7 +10,6 @@
 //! `calibrate` writes the learned response -> `reco` with it.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -275,26 +274,6 @@ fn learned_light_response_reaches_the_bound_of_the_true_detector() {
     );
 }
 
-fn tpcflow(args: &[&str]) -> Output {
-    let out = Command::new(tpcflow_bin())
-        .args(args)
-        .env_remove("SLURM_CPUS_PER_TASK")
-        .output()
-        .expect("tpcflow runs");
-    eprintln!(
-        "$ tpcflow {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "tpcflow {} failed", args.join(" "));
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 fn rq_file(dir: &Path) -> std::path::PathBuf {
     std::fs::read_dir(dir)
         .unwrap()
@@ -308,7 +287,7 @@ fn calibrate_learns_the_response_from_simulated_waveforms_and_reco_uses_it() {
     let dir = scratch("lrf");
     let root = dir.path();
     let raw = root.join("raw");
-    tpcflow(&[
+    tpcflow_ok(&[
         "sim",
         "--run",
         "17390",
@@ -321,7 +300,7 @@ fn calibrate_learns_the_response_from_simulated_waveforms_and_reco_uses_it() {
         "--seed",
         "4",
         "--out",
-        s(&raw),
+        path_str(&raw),
         "--detector-truth",
         "realistic",
         "--threads",
@@ -334,24 +313,24 @@ fn calibrate_learns_the_response_from_simulated_waveforms_and_reco_uses_it() {
         .expect("the run's truth carries its response");
     let raw_file = raw.join("017390/017390_00000.raw.h5");
     let rq1 = root.join("rq-v1");
-    tpcflow(&[
+    tpcflow_ok(&[
         "reco",
         "--inputs",
-        s(&raw_file),
+        path_str(&raw_file),
         "--out-dir",
-        s(&rq1),
+        path_str(&rq1),
         "--conditions",
         "v1",
         "--threads",
         "2",
     ]);
     let cal = root.join("cal");
-    let out = tpcflow(&[
+    let out = tpcflow_ok(&[
         "calibrate",
         "--rq",
-        s(&rq_file(&rq1)),
+        path_str(&rq_file(&rq1)),
         "--out",
-        s(&cal),
+        path_str(&cal),
         "--tag",
         "kr-17390",
         "--runs",
@@ -366,7 +345,7 @@ fn calibrate_learns_the_response_from_simulated_waveforms_and_reco_uses_it() {
         report.contains("## Light response of the top array"),
         "{report}"
     );
-    let measured = Conditions::load(s(&cal.join("conditions.toml"))).unwrap();
+    let measured = Conditions::load(path_str(&cal.join("conditions.toml"))).unwrap();
     assert!(
         measured.detector.params.calibration.lrf.is_some(),
         "the conditions carry the learned response"
@@ -391,14 +370,14 @@ fn calibrate_learns_the_response_from_simulated_waveforms_and_reco_uses_it() {
     assert!(d < 0.05 && d < 0.2 * d_v1, "pattern {d} (v1 {d_v1})");
     // The reconstruction reads it: the same raw file with the measured conditions.
     let rq2 = root.join("rq-measured");
-    tpcflow(&[
+    tpcflow_ok(&[
         "reco",
         "--inputs",
-        s(&raw_file),
+        path_str(&raw_file),
         "--out-dir",
-        s(&rq2),
+        path_str(&rq2),
         "--conditions",
-        s(&cal.join("conditions.toml")),
+        path_str(&cal.join("conditions.toml")),
         "--threads",
         "2",
     ]);
@@ -415,18 +394,18 @@ fn calibrate_learns_the_response_from_simulated_waveforms_and_reco_uses_it() {
     // validate: the resolution against the bound of the true detector (found
     // beside the truth file), the v1 reconstruction of the same file beside.
     let val = root.join("validation");
-    let out = tpcflow(&[
+    let out = tpcflow_ok(&[
         "validate",
         "--rq",
-        s(&rq_file(&rq2)),
+        path_str(&rq_file(&rq2)),
         "--truth",
-        s(&raw.join("017390/017390_00000.truth.h5")),
+        path_str(&raw.join("017390/017390_00000.truth.h5")),
         "--baseline-rq",
-        s(&rq_file(&rq1)),
+        path_str(&rq_file(&rq1)),
         "--conditions",
-        s(&cal.join("conditions.toml")),
+        path_str(&cal.join("conditions.toml")),
         "--out",
-        s(&val),
+        path_str(&val),
         "--json",
     ]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
