@@ -100,7 +100,7 @@ struct Learned<'a> {
 }
 
 impl Response for Learned<'_> {
-    #[inline]
+    #[inline(always)]
     fn eta_and_gradient(&self, k: usize, x: f64, y: f64) -> (f64, f64, f64) {
         let dx = x - self.model.pmts.x[k];
         let dy = y - self.model.pmts.y[k];
