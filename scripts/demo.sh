@@ -112,8 +112,9 @@ import h5py, numpy as np
 demo, data = sys.argv[1], sys.argv[2]
 v = json.load(open(f"{demo}/validate-17391.json"))
 t, b = v["xy_truth"], v["xy_baseline"]["truth"]
+t, b = t["xy"], b["xy"]
 print(f"run 17391 xy, {t['in_range_events']} single scatters of 1e3-1e5 phd, rms over the true detector's bound:"
-      f" v1 {b['ratio']:.2f}, learned response {t['ratio']:.2f}  (report: {demo}/validate-17391/report.md)")
+      f" v1 {b['ratio_crb_diff']:.2f}, learned response {t['ratio_crb_diff']:.2f}  (report: {demo}/validate-17391/report.md)")
 def gof(paths):
     g = np.concatenate([h5py.File(p, "r")["events/xy_gof"][:] for p in paths])
     return np.mean(g[np.isfinite(g)])

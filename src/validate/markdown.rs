@@ -299,7 +299,7 @@ fn xy_truth_section(o: &mut String, r: &ValidationReport) {
         return;
     };
     let _ = writeln!(o, "### xy against the bound of the true detector\n");
-    let _ = writeln!(o, "The bound computed with the detector the events were simulated with ({}: its light response, per-PMT efficiencies and dead channels), which the reconstruction was not told; {} events.\n", t.detector, t.events);
+    let _ = writeln!(o, "The bound computed with the detector the events were simulated with ({}: its light response, per-PMT efficiencies and dead channels), which the reconstruction was not told; {} events.\n", t.detector, t.xy.events);
     let base = r.xy_baseline.as_ref();
     let base_truth = base.and_then(|b| b.truth.as_ref());
     let tag = base.map_or(String::new(), |b| b.conditions_tag.clone());
@@ -310,7 +310,7 @@ fn xy_truth_section(o: &mut String, r: &ValidationReport) {
         let _ = writeln!(o, "| S2 [phd] | events | rms [mm] | true CRB [mm] | true CRB (+) diff [mm] | res/(true CRB (+) diff) |");
         let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
     }
-    for b in &t.bins {
+    for b in &t.xy.bins {
         let mut line = format!(
             "| {:.0}-{:.0} | {} | {} | {} | {} | {} |",
             b.lo,
@@ -329,7 +329,7 @@ fn xy_truth_section(o: &mut String, r: &ValidationReport) {
                 .find(|x| x.lo == b.lo)
                 .map_or(f64::NAN, |x| x.rms_mm);
             let ratio = base_truth
-                .and_then(|t| t.bins.iter().find(|x| x.lo == b.lo))
+                .and_then(|t| t.xy.bins.iter().find(|x| x.lo == b.lo))
                 .map_or(f64::NAN, |x| x.res_over_crb_diff);
             let _ = write!(line, " {} | {} |", num(rms, 2), num(ratio, 3));
         }
@@ -338,11 +338,11 @@ fn xy_truth_section(o: &mut String, r: &ValidationReport) {
     let _ = writeln!(
         o,
         "\n1e3-1e5 phd single scatters: {} events, res/(true CRB (+) diffusion) {}{}.\n",
-        t.in_range_events,
-        num(t.ratio, 3),
+        t.xy.in_range_events,
+        num(t.xy.ratio_crb_diff, 3),
         base_truth.map_or(String::new(), |b| format!(
             "; with {tag}: {}",
-            num(b.ratio, 3)
+            num(b.xy.ratio_crb_diff, 3)
         ))
     );
 }

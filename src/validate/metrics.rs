@@ -265,36 +265,12 @@ pub struct XyReport {
 pub struct XyTruthReport {
     /// The detector truths used (name and runs).
     pub detector: String,
-    /// Events with a true detector (main S2 the truth S2, finite xy).
-    pub events: usize,
-    /// By S2 size.
-    pub bins: Vec<XyTruthBin>,
-    /// Single scatters with 1e3 <= S2 < 1e5 phd.
-    pub in_range_events: usize,
-    /// Their rms residual / (true bound (+) diffusion).
-    pub ratio: f64,
+    /// The xy figures with every bound computed from the true detector
+    /// (events of files without one left out).
+    pub xy: XyReport,
     /// The true bound per axis at the centre on [`XY_CURVE_PHD`] [mm]
     /// (from the first run's truth).
     pub curve_centre_mm: Vec<f64>,
-}
-
-/// One S2 bin against the true bound.
-#[derive(Debug, Clone, Serialize)]
-pub struct XyTruthBin {
-    /// S2 [phd], lower edge.
-    pub lo: f64,
-    /// Upper edge.
-    pub hi: f64,
-    /// Events.
-    pub events: usize,
-    /// rms of x and y residuals [mm].
-    pub rms_mm: f64,
-    /// rms true bound per axis [mm].
-    pub crb_mm: f64,
-    /// rms of the true bound (+) the diffusion scatter [mm].
-    pub crb_diff_mm: f64,
-    /// rms of residual / (true bound (+) diffusion).
-    pub res_over_crb_diff: f64,
 }
 
 /// The xy figures of a baseline reconstruction of the same inputs.
@@ -321,13 +297,10 @@ pub fn xy_truth<'m>(
     truth_of: &dyn Fn(usize) -> Option<&'m DetectorModel>,
 ) -> Option<XyTruthReport> {
     let ph = Physics { cond };
-    let rows: Vec<XyRow> = singles(events)
-        .filter_map(|e| {
-            let m = truth_of(e.file)?;
-            xy_row(e, &ph, m)
-        })
-        .collect();
     let first = events.iter().find_map(|e| truth_of(e.file))?;
+    let rows: Vec<XyRow> = singles(events)
+        .filter_map(|e| xy_row(e, &ph, truth_of(e.file)?))
+        .collect();
     let f = excess_variance_factor(first);
     let aft = first.params.light.s2_top_fraction;
     let curve_centre_mm = XY_CURVE_PHD
@@ -337,41 +310,9 @@ pub fn xy_truth<'m>(
             cx.hypot(cy) / std::f64::consts::SQRT_2
         })
         .collect();
-    let mut bins = Vec::new();
-    let mut in_range: Vec<&XyRow> = Vec::new();
-    for w in XY_EDGES.windows(2) {
-        let set: Vec<&XyRow> = rows
-            .iter()
-            .filter(|r| r.s2 >= w[0] && r.s2 < w[1])
-            .collect();
-        if set.len() >= 3 {
-            let res: Vec<f64> = set.iter().flat_map(|r| r.res).collect();
-            let n = set.len() as f64;
-            bins.push(XyTruthBin {
-                lo: w[0],
-                hi: w[1],
-                events: set.len(),
-                rms_mm: (res.iter().map(|x| x * x).sum::<f64>() / res.len() as f64).sqrt(),
-                crb_mm: (set.iter().map(|r| r.crb * r.crb).sum::<f64>() / n).sqrt(),
-                crb_diff_mm: (set
-                    .iter()
-                    .map(|r| r.crb * r.crb + r.diff * r.diff)
-                    .sum::<f64>()
-                    / n)
-                    .sqrt(),
-                res_over_crb_diff: norm_rms(&set, true),
-            });
-        }
-        if w[0] >= 1e3 && w[1] <= 1e5 {
-            in_range.extend(set.into_iter().filter(|r| r.ss));
-        }
-    }
     Some(XyTruthReport {
         detector: detector.to_string(),
-        events: rows.len(),
-        bins,
-        in_range_events: in_range.len(),
-        ratio: norm_rms(&in_range, true),
+        xy: xy_of_rows(&rows, first),
         curve_centre_mm,
     })
 }
@@ -782,10 +723,13 @@ pub fn xy_report(events: &[MatchedEvent], cond: &Conditions) -> XyReport {
 }
 
 fn xy(events: &[MatchedEvent], ph: &Physics<'_>) -> XyReport {
-    let m = &ph.cond.detector;
+    xy_of_rows(&xy_rows(events, ph), &ph.cond.detector)
+}
+
+/// The xy figures of `rows`, binned by S2; LUX's points beside the bound of `m`.
+fn xy_of_rows(rows: &[XyRow], m: &DetectorModel) -> XyReport {
     let f = excess_variance_factor(m);
     let aft = m.params.light.s2_top_fraction;
-    let rows = xy_rows(events, ph);
     let mut bins = Vec::new();
     let mut in_range: Vec<&XyRow> = Vec::new();
     let mut worst: f64 = f64::NAN;

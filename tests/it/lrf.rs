@@ -420,14 +420,14 @@ fn calibrate_learns_the_response_from_simulated_waveforms_and_reco_uses_it() {
     );
     assert_eq!(b["conditions_tag"], "v1", "{b}");
     let (learned, nominal) = (
-        t["ratio"].as_f64().unwrap(),
-        b["truth"]["ratio"].as_f64().unwrap(),
+        t["xy"]["ratio_crb_diff"].as_f64().unwrap(),
+        b["truth"]["xy"]["ratio_crb_diff"].as_f64().unwrap(),
     );
     eprintln!(
         "xy of {} single scatters (1e3-1e5 phd) over the true bound: learned {learned:.3}, v1 {nominal:.3}",
-        t["in_range_events"]
+        t["xy"]["in_range_events"]
     );
-    assert!(t["in_range_events"].as_u64().unwrap() > 500, "{t}");
+    assert!(t["xy"]["in_range_events"].as_u64().unwrap() > 500, "{t}");
     // Issue 20's line: within 15 % of the true bound (learned from 1500
     // Kr83m events here); v1's response is several times the bound away.
     assert!(
