@@ -55,9 +55,9 @@ pub type YieldTable = Vec<[f64; 3]>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimParams {
-    /// ER mean yields.
+    /// ER mean yields (not read by the simulator: it draws NEST's means, `sim::quanta`).
     pub er_yields: YieldTable,
-    /// NR mean yields.
+    /// NR mean yields (not read by the simulator: it draws NEST's means, `sim::quanta`).
     pub nr_yields: YieldTable,
     /// Nex/Ni for ER.
     pub er_exciton_ratio: f64,
