@@ -8,7 +8,7 @@
 //! `linear_fit`); sigma(lambda) from the fit covariance with the residual
 //! variance of the kept events. The r^2 term takes out the S2 light
 //! collection's radial fall-off. The spread of ln S2 at one drift time is
-//! dominated by recombination fluctuations (~20 % rms for Kr83m here): an S1
+//! dominated by recombination fluctuations (NEST's, ~12 % rms for Kr83m here): an S1
 //! anti-correlation term narrows the residuals but, on seeded runs, not the
 //! run-to-run scatter of lambda (its quoted uncertainty then undercovers:
 //! pull width 1.6), so it is not used.
