@@ -71,6 +71,7 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
             "liquid_level": p.liquid.as_ref().ok(),
             "uniformity_base": p.uniformity_base,
             "uniformity_measured": p.uniformity_measured,
+            "energy_scale": p.energy_scale,
             "light_response": p.lrf.as_ref().ok(),
             "seconds": p.seconds,
         });

@@ -60,6 +60,49 @@ pub struct Inputs {
     pub kr_s2_channels: Vec<(u16, f32)>,
     /// Start of each Kr83m event's rows in `kr_s2_channels`, plus the end.
     pub kr_s2_first: Vec<usize>,
+    /// Per-channel areas of the Kr83m events' main S1s, event after event.
+    pub kr_s1_channels: ChannelAreas,
+    /// Per-channel areas of the lone single-electron pulses, one after another.
+    pub se_channels: ChannelAreas,
+}
+
+/// Per-channel areas of a sequence of pulses: pulse i's are
+/// `rows[first[i]..first[i + 1]]`.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelAreas {
+    /// (channel, area [phd]).
+    pub rows: Vec<(u16, f32)>,
+    /// Start of each pulse's rows, plus the end.
+    pub first: Vec<usize>,
+}
+
+impl ChannelAreas {
+    fn push(&mut self, rows: impl Iterator<Item = (u16, f32)>) {
+        if self.first.is_empty() {
+            self.first.push(0);
+        }
+        self.rows.extend(rows);
+        self.first.push(self.rows.len());
+    }
+
+    /// How pulse `i`'s area changes when each channel's area is multiplied by
+    /// `ratio[channel]`: the area-weighted mean ratio (1 without channel areas).
+    ///
+    /// # Panics
+    /// When `i` is not a pulse index.
+    pub fn area_factor(&self, i: usize, ratio: &[f64]) -> f64 {
+        let (mut num, mut den) = (0.0, 0.0);
+        for &(c, a) in &self.rows[self.first[i]..self.first[i + 1]] {
+            let a = f64::from(a);
+            num += a * ratio.get(usize::from(c)).copied().unwrap_or(1.0);
+            den += a;
+        }
+        if den > 0.0 {
+            num / den
+        } else {
+            1.0
+        }
+    }
 }
 
 fn read<T: H5Type>(file: &hdf5::File, name: &str, path: &Path) -> Result<Vec<T>, CalibrateError> {
@@ -79,6 +122,37 @@ fn string_attr(file: &hdf5::File, key: &str) -> String {
 }
 
 impl Inputs {
+    /// The Kr83m events and single-electron areas in another gain scale:
+    /// each channel's area times `ratio[channel]` (the reconstruction's gain
+    /// over the measured one), applied to each pulse through its channel
+    /// areas.
+    pub fn in_gain_scale(&self, ratio: &[f64]) -> (Vec<KrEvent>, Vec<f64>) {
+        let kr = self
+            .kr
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let s2 = ChannelAreas {
+                    rows: self.kr_s2_channels[self.kr_s2_first[i]..self.kr_s2_first[i + 1]]
+                        .to_vec(),
+                    first: vec![0, self.kr_s2_first[i + 1] - self.kr_s2_first[i]],
+                };
+                KrEvent {
+                    s1_phd: e.s1_phd * self.kr_s1_channels.area_factor(i, ratio),
+                    s2_phd: e.s2_phd * s2.area_factor(0, ratio),
+                    ..*e
+                }
+            })
+            .collect();
+        let se = self
+            .se_areas_phd
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a * self.se_channels.area_factor(i, ratio))
+            .collect();
+        (kr, se)
+    }
+
     /// Main-S2 areas of Kr83m event `i` on the top channels (0..`n_top`) [phd].
     ///
     /// # Panics
@@ -124,6 +198,7 @@ impl Inputs {
         let y: Vec<f64> = read(&file, "events/y_mm", path)?;
         let z: Vec<f64> = read(&file, "events/z_mm", path)?;
         let s1_time: Vec<f64> = read(&file, "events/s1_time_ns", path)?;
+        let main_s1: Vec<i32> = read(&file, "events/main_s1", path)?;
         let main_s2: Vec<i32> = read(&file, "events/main_s2", path)?;
         let first_pulse: Vec<u64> = read(&file, "events/first_pulse", path)?;
         let n_pulses: Vec<u32> = read(&file, "events/n_pulses", path)?;
@@ -177,6 +252,7 @@ impl Inputs {
                 && s1[ev] > 0.0
                 && s2[ev] > 0.0
                 && main_s2[ev] >= 0
+                && main_s1[ev] >= 0
             {
                 let s2_row = p0 + main_s2[ev] as usize;
                 if s2_row >= p1 {
@@ -204,6 +280,24 @@ impl Inputs {
                         .zip(ch_area[c0..c1].iter().copied()),
                 );
                 self.kr_s2_first.push(self.kr_s2_channels.len());
+                let s1_row = p0 + main_s1[ev] as usize;
+                let (Some(&c0), Some(&nc)) = (first_ch.get(s1_row), n_ch.get(s1_row)) else {
+                    return Err(bad(format!(
+                        "pulse row {s1_row}: main_s1 beyond /pulses/first_channel or n_channel_areas"
+                    )));
+                };
+                let (c0, c1) = (c0 as usize, c0 as usize + nc as usize);
+                if s1_row >= p1 || c1 > channel.len() || c1 > ch_area.len() {
+                    return Err(bad(format!(
+                        "event row {ev}: main_s1 pulse {s1_row} or its channel rows {c0}..{c1} out of range"
+                    )));
+                }
+                self.kr_s1_channels.push(
+                    channel[c0..c1]
+                        .iter()
+                        .copied()
+                        .zip(ch_area[c0..c1].iter().copied()),
+                );
                 self.kr.push(KrEvent {
                     drift_ns: drift[ev],
                     s1_phd: s1[ev],
@@ -216,7 +310,23 @@ impl Inputs {
             }
             for p in p0..p1 {
                 if kind[p] == 3 && s1_time[ev].is_finite() && (end[p] as f64) < s1_time[ev] {
+                    let (c0, c1) = (
+                        first_ch[p] as usize,
+                        first_ch[p] as usize + n_ch[p] as usize,
+                    );
+                    if c1 > channel.len() || c1 > ch_area.len() {
+                        return Err(bad(format!(
+                            "pulse row {p}: channel rows {c0}..{c1} beyond {}",
+                            channel.len().min(ch_area.len())
+                        )));
+                    }
                     self.se_areas_phd.push(f64::from(area[p]));
+                    self.se_channels.push(
+                        channel[c0..c1]
+                            .iter()
+                            .copied()
+                            .zip(ch_area[c0..c1].iter().copied()),
+                    );
                 } else if kind[p] == 4 && n_ch[p] == 1 {
                     let c = first_ch[p] as usize;
                     if c >= channel.len() {

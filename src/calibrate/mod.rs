@@ -6,7 +6,8 @@
 //! [`lifetime`] (electron lifetime), [`se_gain`] (single-electron gain and
 //! width), [`pmt_gains`] (per-channel gains, dead and noisy channels),
 //! [`liquid_level`] (gas gap vs xy, plane tilt), [`kr_maps`] (S2 vs xy, S1 vs
-//! xyz and the energy-peak uniformity), [`lrf`] (the top array's light
+//! xyz and the energy-peak uniformity), [`energy_scale`] (g1 from the Kr83m
+//! line), [`lrf`] (the top array's light
 //! response learned from the Kr83m S2 patterns); [`output`] writes the conditions and
 //! [`report`] the Markdown report with its SVG figures.
 //!
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod cli;
+pub mod energy_scale;
 pub mod inputs;
 pub mod kr_maps;
 pub mod lifetime;
@@ -41,6 +43,8 @@ pub mod truth_check;
 
 use std::path::PathBuf;
 use std::time::Instant;
+
+use rayon::prelude::*;
 
 use crate::conditions::Conditions;
 
@@ -166,6 +170,8 @@ pub struct Products {
     pub liquid: Result<liquid_level::LiquidLevel, String>,
     /// Kr83m maps.
     pub maps: kr_maps::KrMaps,
+    /// g1 from the Kr83m line.
+    pub energy_scale: energy_scale::EnergyScale,
     /// Kr83m energy-peak uniformity with the base conditions.
     pub uniformity_base: kr_maps::Uniformity,
     /// The same with the measured products.
@@ -177,24 +183,25 @@ pub struct Products {
     pub seconds: f64,
 }
 
-/// Kr83m energies [keV] of each event with a lifetime, SE gain and maps.
-fn energies(
+/// Kr83m energies [keV] of each event with a lifetime, SE gain and maps, as
+/// (S1 part, S2 part) with the base g1: `W S1c / g1` and `W S2c / g2`.
+fn energy_parts(
     base: &Conditions,
     ev: &[inputs::KrEvent],
     lifetime_us: f64,
     se_gain_phd: f64,
     s1_map: &dyn Fn(&inputs::KrEvent) -> f64,
     s2_map: &dyn Fn(&inputs::KrEvent) -> f64,
-) -> Vec<f64> {
+) -> (Vec<f64>, Vec<f64>) {
     let l = &base.detector.params.light;
     let g2 = l.extraction_efficiency * se_gain_phd;
     ev.iter()
         .map(|e| {
             let s1c = e.s1_phd / s1_map(e);
             let s2c = e.s2_phd * (e.drift_ns * 1e-3 / lifetime_us).exp() / s2_map(e);
-            l.w_ev * (s1c / l.g1 + s2c / g2) * 1e-3
+            (l.w_ev * s1c / l.g1 * 1e-3, l.w_ev * s2c / g2 * 1e-3)
         })
-        .collect()
+        .unzip()
 }
 
 /// The products measured from Kr83m single scatters alone.
@@ -206,9 +213,11 @@ pub struct KrProducts {
     pub liquid: Result<liquid_level::LiquidLevel, String>,
     /// Kr83m maps.
     pub maps: kr_maps::KrMaps,
+    /// g1 from the Kr83m line (with the measured lifetime, maps and SE gain).
+    pub energy_scale: energy_scale::EnergyScale,
     /// Kr83m energy-peak uniformity with the base conditions.
     pub uniformity_base: kr_maps::Uniformity,
-    /// The same with the measured lifetime, maps and `se_gain_phd`.
+    /// The same with the measured lifetime, maps, `se_gain_phd` and g1.
     pub uniformity_measured: kr_maps::Uniformity,
 }
 
@@ -239,7 +248,7 @@ pub fn measure_kr(
     let s2_centre = det.s2_light_collection(0.0, 0.0);
     let measured_s1 = |e: &inputs::KrEvent| maps.s1_xyz.at(e.x_mm, e.y_mm, e.z_mm) * s1_centre;
     let measured_s2 = |e: &inputs::KrEvent| maps.s2_xy.at(e.x_mm, e.y_mm) * s2_centre;
-    let e_base = energies(
+    let (a, b) = energy_parts(
         base,
         kr,
         p.tpc.electron_lifetime_us,
@@ -247,7 +256,8 @@ pub fn measure_kr(
         &nominal_s1,
         &nominal_s2,
     );
-    let e_measured = energies(
+    let e_base: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+    let (a, b) = energy_parts(
         base,
         kr,
         lifetime.lifetime_us,
@@ -255,12 +265,16 @@ pub fn measure_kr(
         &measured_s1,
         &measured_s2,
     );
+    let energy_scale = energy_scale::fit_g1(&a, &b, p.light.g1)?;
+    let k = p.light.g1 / energy_scale.g1;
+    let e_measured: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a * k + b).collect();
     let uniformity_base = kr_maps::uniformity(kr, &e_base, radius, z_range);
     let uniformity_measured = kr_maps::uniformity(kr, &e_measured, radius, z_range);
     Ok(KrProducts {
         lifetime,
         liquid,
         maps,
+        energy_scale,
         uniformity_base,
         uniformity_measured,
     })
@@ -275,7 +289,6 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
     let base = Conditions::load(&opts.base_conditions)?;
     let inputs = inputs::Inputs::read(&opts.rq_files)?;
     let p = &base.detector.params;
-    let se = se_gain::fit_se_gain(&inputs.se_areas_phd)?;
     let gains = pmt_gains::fit_pmt_gains(
         &inputs.spe_channel,
         &inputs.spe_area_phd,
@@ -283,8 +296,34 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         p.pmts.spe_resolution,
         p.pmts.double_phe_prob,
     )?;
-    let kr = measure_kr(&base, &inputs.kr, se.gain_phd)?;
-    let lrf = learn_light_response(&base.detector, &inputs, &gains).map_err(|e| e.to_string());
+    // The RQ areas are in the reconstruction's gain scale; the conditions
+    // written carry the measured gains, so the products that are areas (SE
+    // gain, maps, energy scale) are measured in that scale: each pulse's area
+    // times the area-weighted ratio of told to measured gain of its channels.
+    let ratio: Vec<f64> = gains
+        .channels
+        .iter()
+        .zip(&p.pmts.spe_area_adc)
+        .map(|(c, told)| {
+            let r = told / c.gain_adc;
+            if gains.dead.contains(&c.channel) || !r.is_finite() || r <= 0.0 {
+                1.0
+            } else {
+                r
+            }
+        })
+        .collect();
+    let (kr_rescaled, se_areas) = inputs.in_gain_scale(&ratio);
+    let se = se_gain::fit_se_gain(&se_areas)?;
+    // The light response first: the Kr83m positions are re-fitted with it,
+    // so that the maps, the gas gap and the energy scale are measured in the
+    // coordinates the reconstruction with these conditions will give.
+    let (lrf, kr_events) = match learn_light_response(&base.detector, &inputs, &kr_rescaled, &gains)
+    {
+        Ok((l, ev)) => (Ok(l), ev),
+        Err(e) => (Err(e.to_string()), kr_rescaled),
+    };
+    let kr = measure_kr(&base, &kr_events, se.gain_phd)?;
     Ok(Products {
         base,
         inputs,
@@ -293,6 +332,7 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         gains,
         liquid: kr.liquid,
         maps: kr.maps,
+        energy_scale: kr.energy_scale,
         uniformity_base: kr.uniformity_base,
         uniformity_measured: kr.uniformity_measured,
         lrf,
@@ -302,12 +342,16 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
 
 /// The light response from the Kr83m main-S2 top areas, channels dead in
 /// the base conditions or found dead left out; efficiencies rescaled from
-/// the base gains (the areas' scale) to the measured ones.
+/// the base gains (the areas' scale) to the measured ones. Also `kr` (the
+/// Kr83m single scatters of `inputs`, in order) with xy re-fitted with it
+/// (the RQ files' positions were fitted with the base response); an event
+/// whose fit fails is left out.
 fn learn_light_response(
     det: &tpcflow_reco::DetectorModel,
     inputs: &inputs::Inputs,
+    kr: &[inputs::KrEvent],
     gains: &pmt_gains::PmtGains,
-) -> Result<lrf::LearnedLrf, CalibrateError> {
+) -> Result<(lrf::LearnedLrf, Vec<inputs::KrEvent>), CalibrateError> {
     let mut params = det.params.clone();
     let dead = &mut params.calibration.dead_channels;
     dead.extend(
@@ -317,17 +361,39 @@ fn learn_light_response(
             .filter(|c| !dead.contains(c))
             .collect::<Vec<_>>(),
     );
-    let model = tpcflow_reco::DetectorModel::new(det.tag.clone(), params).map_err(|e| {
-        CalibrateError::Fit {
+    let model_of = |params: tpcflow_reco::detector::DetectorParams| {
+        tpcflow_reco::DetectorModel::new(det.tag.clone(), params).map_err(|e| CalibrateError::Fit {
             product: "light response",
             why: e.to_string(),
-        }
-    })?;
+        })
+    };
+    let model = model_of(params.clone())?;
     let n_top = model.pmts.n_top;
     let areas: Vec<f64> = (0..inputs.kr.len())
         .flat_map(|i| inputs.kr_top_areas(i, n_top))
         .collect();
     let mut learned = lrf::learn_lrf(&model, &areas)?;
+    params.calibration.lrf = Some(learned.response.clone());
+    let with_lrf = model_of(params)?;
+    let cfg = tpcflow_reco::RecoConfig::default();
+    let refitted: Vec<inputs::KrEvent> = kr
+        .par_iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let top = &areas[i * n_top..(i + 1) * n_top];
+            let fit = tpcflow_reco::xy::fit_xy(
+                &with_lrf,
+                top,
+                cfg.xy_max_iterations,
+                cfg.xy_tolerance_mm,
+            )?;
+            (fit.x_mm.is_finite() && fit.y_mm.is_finite()).then_some(inputs::KrEvent {
+                x_mm: fit.x_mm,
+                y_mm: fit.y_mm,
+                ..*e
+            })
+        })
+        .collect();
     let new_gains: Vec<f64> = gains.channels.iter().map(|c| c.gain_adc).collect();
     learned.response = lrf::rescale_efficiencies(
         &learned.response,
@@ -335,7 +401,7 @@ fn learn_light_response(
         &new_gains,
         &model.pmts.live[..n_top],
     );
-    Ok(learned)
+    Ok((learned, refitted))
 }
 
 /// Measure and write DIR/conditions.toml, DIR/report.md and the figures.

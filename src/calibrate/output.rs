@@ -57,6 +57,7 @@ pub fn conditions_text(opts: &Options, p: &Products) -> Result<String, Calibrate
     );
     let light = table(&mut doc, &["detector", "light"]);
     light.insert("se_gain_phd".into(), Value::Float(round(p.se.gain_phd, 3)));
+    light.insert("g1".into(), Value::Float(round(p.energy_scale.g1, 5)));
     light.insert(
         "se_resolution".into(),
         Value::Float(round(p.se.resolution, 4)),
@@ -146,6 +147,7 @@ fn provenance(opts: &Options, p: &Products) -> Table {
         ),
     );
     u.insert("se_gain_phd".into(), Value::Float(p.se.sigma_gain_phd));
+    u.insert("g1".into(), Value::Float(p.energy_scale.sigma_g1));
     u.insert(
         "spe_area_adc".into(),
         Value::Array(
@@ -186,6 +188,19 @@ fn provenance(opts: &Options, p: &Products) -> Table {
     );
     k.insert("cells".into(), i(p.uniformity_measured.cells));
     t.insert("kr83m_uniformity".into(), Value::Table(k));
+    let mut e = Table::new();
+    e.insert("g1".into(), Value::Float(p.energy_scale.g1));
+    e.insert("sigma_g1".into(), Value::Float(p.energy_scale.sigma_g1));
+    e.insert(
+        "base_g1".into(),
+        Value::Float(p.base.detector.params.light.g1),
+    );
+    e.insert(
+        "kr83m_peak_with_base_g1_kev".into(),
+        Value::Float(p.energy_scale.peak_before_kev),
+    );
+    e.insert("events".into(), i(p.energy_scale.events));
+    t.insert("energy_scale".into(), Value::Table(e));
     if let Ok(l) = &p.liquid {
         let mut g = Table::new();
         g.insert("tilt_mrad".into(), Value::Float(l.tilt_mrad));

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{write_atomic, CalibrateError, Options, Products};
+use super::{energy_scale, write_atomic, CalibrateError, Options, Products};
 
 const SIZE: (u32, u32) = (760, 560);
 
@@ -297,6 +297,17 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
             let _ = writeln!(s, "| liquid level | not measured: {e} | | |");
         }
     }
+    let es = &p.energy_scale;
+    let _ = writeln!(
+        s,
+        "\n## Energy scale\n\ng1 = {:.5} +- {:.5} (told {}): the Kr83m line at {} keV with the measured lifetime, maps and single-electron gain ({} events; with the told g1 it is at {:.2} keV).",
+        es.g1,
+        es.sigma_g1,
+        p.base.detector.params.light.g1,
+        energy_scale::KR83M_KEV,
+        es.events,
+        es.peak_before_kev
+    );
     let ub = &p.uniformity_base;
     let um = &p.uniformity_measured;
     let _ = writeln!(

@@ -85,17 +85,47 @@ fn lifetime_fit_uncertainty_pull_and_a_step_between_runs() {
         100.0 * rel_mean
     );
     // Target: |mean| < 0.2; 24 runs measure the mean to +-0.2 (1/sqrt 24), so
-    // the assertion allows 0.3. Measured: -0.21, width 1.07.
+    // the assertion allows 0.3.
     assert!(mean.abs() < 0.3, "pull mean {mean}");
     assert!((0.8..=1.25).contains(&sd), "pull width {sd}");
-    // The target is 3 %; with this simulator's Kr83m S2 resolution
-    // (recombination fluctuations of v1's sigma_r = 0.06 on NEST's 787
-    // electrons of 2566 ions at 41.5 keV: ~20 % rms in ln S2) 1e4 single
-    // scatters over 1.1 ms of drift give ~5.9 %: asserted here so a
-    // regression shows.
+    // The target is 3 %. What 1e4 single scatters can give: the
+    // information bound sigma(ln S2) / (sqrt(N) sd(t) / tau), with the spread
+    // of ln S2 about the truth (lifetime and S2 light collection taken out),
+    // which NEST's recombination fluctuations dominate (~11.7 % rms of the
+    // electron count at 41.5 keV; with extraction and SE-gain smearing ~12 %
+    // in ln S2): ~3.4 % over 1.1 ms of drift. The fit is asserted to reach
+    // that bound (within 8 %) and its figure to stay below 3.7 %; 3 % needs
+    // ~1.3e4 single scatters.
+    let bound = {
+        let cond = Conditions::load("v1").unwrap();
+        let ev = kr_events(100, 10_000, tau);
+        let resid: Vec<f64> = ev
+            .iter()
+            .map(|e| {
+                e.s2_phd.ln() + e.drift_ns * 1e-3 / tau
+                    - cond.detector.s2_light_collection(e.x_mm, e.y_mm).ln()
+            })
+            .collect();
+        let sd = |v: &[f64]| {
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+        };
+        let t_ms: Vec<f64> = ev.iter().map(|e| e.drift_ns * 1e-6).collect();
+        sd(&resid) * tau * 1e-3 / ((ev.len() as f64).sqrt() * sd(&t_ms))
+    };
+    eprintln!(
+        "relative sigma of 1/tau {:.2} %, information bound {:.2} % (ratio {:.3})",
+        100.0 * rel_mean,
+        100.0 * bound,
+        rel_mean / bound
+    );
     assert!(
-        rel_mean <= 0.065,
-        "relative uncertainty of 1/tau {:.2} % > 6.5 %",
+        (0.95..=1.08).contains(&(rel_mean / bound)),
+        "the fit's sigma {rel_mean} vs the bound {bound}"
+    );
+    assert!(
+        rel_mean <= 0.037,
+        "relative uncertainty of 1/tau {:.2} % > 3.7 %",
         100.0 * rel_mean
     );
     // A purification step: 9 ms, then 6 ms; each run's fit follows its own lifetime.
@@ -166,7 +196,7 @@ fn calibrate_measures_the_detector_reco_was_not_told_and_reco_uses_it() {
         "--files",
         "1",
         "--events-per-file",
-        "2000",
+        "4000",
         "--source",
         "kr83m",
         "--seed",
@@ -217,7 +247,7 @@ fn calibrate_measures_the_detector_reco_was_not_told_and_reco_uses_it() {
     let measured = Conditions::load(path_str(&cal.join("conditions.toml"))).unwrap();
     assert_eq!(measured.tag, "kr-7");
     let m = &measured.detector.params;
-    // Electron lifetime: within 3.5 sigma of the truth (2000 events: ~10 % on 1/tau).
+    // Electron lifetime: within 3.5 sigma of the truth (4000 events: ~7 % on 1/tau).
     let lt = &products["lifetime"];
     let (inv, sigma) = (
         lt["inverse_lifetime_per_ms"].as_f64().unwrap(),
@@ -233,26 +263,31 @@ fn calibrate_measures_the_detector_reco_was_not_told_and_reco_uses_it() {
         "1/tau {inv:.4} +- {sigma:.4} /ms vs truth {:.4}",
         1e3 / 5000.0
     );
-    // SE gain: the truth in phd of the true gains; the RQ areas are in v1 phd,
-    // so the truth seen there is 50 x the mean true/v1 gain ratio of the live channels.
+    // SE gain: the conditions' is in phd of the measured gains (calibrate
+    // converts each SE pulse's channel areas from v1's gains), the truth's
+    // in phd of the true gains: 50. The measured gains' mean offset from the
+    // truth moves every phd figure by the same factor (the energy scale then
+    // comes from the Kr83m line, so energies do not carry it).
     let live: Vec<usize> = (0..truth_gains.len())
         .filter(|&k| k != 17 && k != 300)
         .collect();
-    let ratio = live
+    let gain_offset = live
         .iter()
-        .map(|&k| truth_gains[k] / v1.detector.params.pmts.spe_area_adc[k])
+        .map(|&k| m.pmts.spe_area_adc[k] / truth_gains[k])
         .sum::<f64>()
-        / live.len() as f64;
-    let se_truth = 50.0 * ratio;
+        / live.len() as f64
+        - 1.0;
     eprintln!(
-        "SE gain {:.2} phd, truth {se_truth:.2}",
-        m.light.se_gain_phd
+        "SE gain {:.2} phd, truth 50; measured gains' mean offset from the truth {:+.2} %",
+        m.light.se_gain_phd,
+        100.0 * gain_offset
     );
-    // Target 2 %; measured -2.35 %: the hit threshold drops the smallest
-    // photoelectrons of each SE (about 1.7 % of the area, the same on v1).
+    // Target 2 %; the hit threshold drops the smallest photoelectrons of
+    // each SE (about 1.7 % of the area, the same on v1), and the gains'
+    // mean offset adds to it.
     assert!(
-        (m.light.se_gain_phd / se_truth - 1.0).abs() < 0.03,
-        "SE gain {} vs {se_truth}",
+        (m.light.se_gain_phd / 50.0 - 1.0).abs() < 0.035,
+        "SE gain {} vs 50",
         m.light.se_gain_phd
     );
     // Per-channel gains within 2 % rms of truth; exactly the dead channels found.
@@ -321,23 +356,36 @@ fn calibrate_measures_the_detector_reco_was_not_told_and_reco_uses_it() {
             .map(|(a, b)| (*a, *b))
             .collect();
         pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Median of each third and its standard error (1.2533 sd / sqrt n).
         let third = pairs.len() / 3;
         let med = |v: &[(f64, f64)]| {
             let mut e: Vec<f64> = v.iter().map(|p| p.1).collect();
             e.sort_by(f64::total_cmp);
-            e[e.len() / 2]
+            let n = e.len() as f64;
+            let mean = e.iter().sum::<f64>() / n;
+            let sd = (e.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+            (e[e.len() / 2], 1.2533 * sd / n.sqrt())
         };
-        med(&pairs[2 * third..]) / med(&pairs[..third]) - 1.0
+        let ((deep, s_deep), (shallow, s_shallow)) =
+            (med(&pairs[2 * third..]), med(&pairs[..third]));
+        let trend = deep / shallow - 1.0;
+        (
+            trend,
+            (deep / shallow) * ((s_deep / deep).powi(2) + (s_shallow / shallow).powi(2)).sqrt(),
+        )
     };
-    let (trend_v1, trend_measured) = (drift_trend(&rq1), drift_trend(&rq2));
+    let ((trend_v1, sigma_v1), (trend_measured, _)) = (drift_trend(&rq1), drift_trend(&rq2));
     eprintln!(
-        "Kr83m energy, deep / shallow third: v1 {:+.2} %, measured {:+.2} %",
+        "Kr83m energy, deep / shallow third: v1 {:+.2} +- {:.2} %, measured {:+.2} %",
         100.0 * trend_v1,
+        100.0 * sigma_v1,
         100.0 * trend_measured
     );
+    // v1's 9 ms for the truth's 5 ms: the deep third's S2 is ~6 % short, the
+    // energy (S2 ~27 % of it at 41.5 keV) ~1.6 %: seen at > 3 sigma.
     assert!(
-        trend_v1 < -0.01,
-        "v1's lifetime leaves a drift trend: {trend_v1}"
+        trend_v1 < -3.0 * sigma_v1,
+        "v1's lifetime leaves a drift trend: {trend_v1} +- {sigma_v1}"
     );
     assert!(
         trend_measured.abs() < 0.01,

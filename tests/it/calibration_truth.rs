@@ -7,7 +7,7 @@
 //!   3e4 events per run, the size of the benchmark run, in about a
 //!   second. The gas-gap map, the tilt, the Kr83m peak uniformity and the
 //!   lifetime step at run 17400 are checked on them.
-//! - One run simulated with `tpcflow sim --detector-truth realistic` (1200
+//! - One run simulated with `tpcflow sim --detector-truth realistic` (2400
 //!   events), reconstructed with v1, found through a catalog by
 //!   `tpcflow calibrate --runs --catalog` and calibrated: the noisy and dead
 //!   channels, the lifetime, the gas gap and the peak uniformity of the real
@@ -175,7 +175,7 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
         "--files",
         "1",
         "--events-per-file",
-        "1200",
+        "2400",
         "--source",
         "kr83m",
         "--seed",
@@ -240,7 +240,7 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
                 lineage_hash: lineage,
                 rq_path: format!("rq/{}", rq_file.file_name().unwrap().to_str().unwrap()),
                 checksum: "00000000".into(),
-                events: 1200,
+                events: 2400,
             })
             .unwrap();
     }
@@ -286,8 +286,8 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
     );
     let pull = (inv - 1e3 / truth.electron_lifetime_us) / sigma;
     assert!(pull.abs() < 3.5, "1/tau pull {pull:.2}");
-    // Gas gap: the map within 0.2 mm rms; the tilt within 3 sigma (1200
-    // events give ~15 % on the angle: the 10 % target is checked on 3e4
+    // Gas gap: the map within 0.2 mm rms; the tilt within 3 sigma (2400
+    // events give ~11 % on the angle: the 10 % target is checked on 3e4
     // events above).
     let map = c.gas_gap_mm.as_ref().expect("a gas-gap map");
     let rms = gas_gap_rms(map, &truth.gas_gap);
@@ -307,7 +307,9 @@ fn a_realistic_kr_run_calibrated_against_its_truth() {
         truth.gas_gap.tilt_mrad
     );
     // Kr83m peak: the non-statistical part of the cell scatter within 1 %,
-    // and the measured products better than v1.
+    // and the measured products better than v1. The cells count only with
+    // >= 20 events: 2400 events fill ~60 of the 80 (1200 filled 12, too few
+    // for an rms of the cells to resolve 1 %).
     let u = |k: &str| {
         let v = &products[k];
         let (rms, stat) = (

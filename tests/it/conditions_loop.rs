@@ -163,17 +163,26 @@ fn rq_of_run(c: &Catalog, run: u32) -> Vec<(PathBuf, String, String)> {
 
 /// Median Kr83m energy of RQ files over its true value, minus one.
 fn energy_scale(files: &[PathBuf]) -> f64 {
+    // Kr83m single scatters (interaction 1): the line the energy scale is
+    // set by; multiple scatters' summed energies sit ~1 % lower.
     let mut e: Vec<f64> = Vec::new();
     for p in files {
         let f = tpcflow::rq::read_rq_file(p).unwrap();
-        match f.event_column("energy_kev").unwrap() {
-            tpcflow::rq::ColumnData::F64(v) => e.extend(
-                v.iter()
-                    .copied()
-                    .filter(|e| e.is_finite() && *e > 20.0 && *e < 70.0),
-            ),
+        let energy = match f.event_column("energy_kev").unwrap() {
+            tpcflow::rq::ColumnData::F64(v) => v.clone(),
             other => panic!("energy_kev: {other:?}"),
-        }
+        };
+        let interaction = match f.event_column("interaction").unwrap() {
+            tpcflow::rq::ColumnData::U8(v) => v.clone(),
+            other => panic!("interaction: {other:?}"),
+        };
+        e.extend(
+            energy
+                .iter()
+                .zip(&interaction)
+                .filter(|(e, i)| **i == 1 && e.is_finite() && **e > 20.0 && **e < 70.0)
+                .map(|(e, _)| *e),
+        );
     }
     assert!(e.len() > 200, "only {} Kr83m energies", e.len());
     e.sort_by(f64::total_cmp);
@@ -365,9 +374,8 @@ fn calibration_runs_make_the_tags_the_science_runs_after_them_use() {
         tpcflow::dispatch::prompt_conditions::job_conditions(&c, &s.root.join("RQ"), "cal-000001")
             .unwrap();
     let stale = scale_with(&cal1_file, &s.root.join("rq-cal1"));
-    // The reference: v1 told the true lifetime of run 5 (what a perfect
-    // calibration gives; the Kr83m median sits below 41.5 keV by the
-    // reconstruction's own bias, the same for every conditions).
+    // For comparison: v1 told the true lifetime of run 5 (the lifetime
+    // alone is not the whole detector: v1's gains, SE gain and g1 stay).
     let told = s.root.join("truth-told.toml");
     std::fs::write(
         &told,
@@ -388,12 +396,14 @@ fn calibration_runs_make_the_tags_the_science_runs_after_them_use() {
         100.0 * without,
         100.0 * stale
     );
+    // The issue: within 1 % of the truth (41.5 keV) with the loop; off
+    // without it.
     assert!(
-        (with_loop - reference).abs() < 0.01,
-        "with the loop {with_loop}, told the truth {reference}"
+        with_loop.abs() < 0.01,
+        "with the loop {with_loop} (told the truth {reference})"
     );
     assert!(
-        (without - reference).abs() > 0.01 && (stale - reference).abs() > 0.01,
+        without.abs() > 0.01 && stale.abs() > 0.01,
         "without the loop: v1 {without}, tag of run 1 {stale}"
     );
 }
