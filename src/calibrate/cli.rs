@@ -71,6 +71,8 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
             "liquid_level": p.liquid.as_ref().ok(),
             "uniformity_base": p.uniformity_base,
             "uniformity_measured": p.uniformity_measured,
+            "kr83m_peak_kev": p.kr_peak,
+            "rates": p.rates,
             "light_response": p.lrf.as_ref().ok(),
             "seconds": p.seconds,
         });

@@ -6,9 +6,11 @@
 //! [`lifetime`] (electron lifetime), [`se_gain`] (single-electron gain and
 //! width), [`pmt_gains`] (per-channel gains, dead and noisy channels),
 //! [`liquid_level`] (gas gap vs xy, plane tilt), [`kr_maps`] (S2 vs xy, S1 vs
-//! xyz and the energy-peak uniformity), [`lrf`] (the top array's light
-//! response learned from the Kr83m S2 patterns); [`output`] writes the conditions and
-//! [`report`] the Markdown report with its SVG figures.
+//! xyz and the energy-peak uniformity), the Kr83m energy peak's position and
+//! width ([`peak`]), the event and single-electron rates ([`rates`]), [`lrf`]
+//! (the top array's light response learned from the Kr83m S2 patterns);
+//! [`output`] writes the conditions and [`report`] the Markdown report with
+//! its SVG figures.
 //!
 //! ```no_run
 //! use std::path::PathBuf;
@@ -33,7 +35,9 @@ pub mod liquid_level;
 pub mod lrf;
 pub mod lrf_fit;
 pub mod output;
+pub mod peak;
 pub mod pmt_gains;
+pub mod rates;
 pub mod report;
 pub mod rq_lookup;
 pub mod se_gain;
@@ -170,6 +174,10 @@ pub struct Products {
     pub uniformity_base: kr_maps::Uniformity,
     /// The same with the measured products.
     pub uniformity_measured: kr_maps::Uniformity,
+    /// Kr83m energy peak with the measured products [keV].
+    pub kr_peak: peak::GaussianCore,
+    /// Event and lone single-electron rates.
+    pub rates: rates::Rates,
     /// Light response learned from the Kr83m S2 patterns, efficiencies in
     /// the measured gains' scale (Err: why it was not learned).
     pub lrf: Result<lrf::LearnedLrf, String>,
@@ -210,6 +218,8 @@ pub struct KrProducts {
     pub uniformity_base: kr_maps::Uniformity,
     /// The same with the measured lifetime, maps and `se_gain_phd`.
     pub uniformity_measured: kr_maps::Uniformity,
+    /// Kr83m energy peak with the measured lifetime, maps and `se_gain_phd` [keV].
+    pub peak: peak::GaussianCore,
 }
 
 /// Measure the Kr83m products of `kr` (reconstructed with `base`); the
@@ -257,12 +267,14 @@ pub fn measure_kr(
     );
     let uniformity_base = kr_maps::uniformity(kr, &e_base, radius, z_range);
     let uniformity_measured = kr_maps::uniformity(kr, &e_measured, radius, z_range);
+    let peak = peak::gaussian_core(&e_measured, "Kr83m energy peak", "Kr83m single scatters")?;
     Ok(KrProducts {
         lifetime,
         liquid,
         maps,
         uniformity_base,
         uniformity_measured,
+        peak,
     })
 }
 
@@ -285,6 +297,7 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
     )?;
     let kr = measure_kr(&base, &inputs.kr, se.gain_phd)?;
     let lrf = learn_light_response(&base.detector, &inputs, &gains).map_err(|e| e.to_string());
+    let event_rates = rates::measure_rates(&inputs);
     Ok(Products {
         base,
         inputs,
@@ -295,6 +308,8 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         maps: kr.maps,
         uniformity_base: kr.uniformity_base,
         uniformity_measured: kr.uniformity_measured,
+        kr_peak: kr.peak,
+        rates: event_rates,
         lrf,
         seconds: start.elapsed().as_secs_f64(),
     })
