@@ -1,10 +1,13 @@
-//! `tpcflow serve` on a catalog filled by a real pipeline run ([`fixture`]):
-//! the JSON API against the catalog and the RQ files, the pages in real
+//! `tpcflow serve` on a catalog filled by a real pipeline run ([`fixture`];
+//! the detector-health page on one made by the conditions loop, see
+//! [`health`]): the JSON API against the catalog and the RQ files, the pages in real
 //! headless Chromium (screenshots in `target/test-artefacts/web/`), bad
 //! input, access tokens, and a bounded loopback load.
 
 mod browser;
 pub(crate) mod fixture;
+mod health;
+mod health_fixture;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

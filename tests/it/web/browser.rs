@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::fixture::{artefacts, FAMILY, RUNS};
 
 /// chromedriver, killed on drop.
-struct Driver(Child);
+pub(super) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -30,7 +30,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_browser() -> (Driver, Client, tempfile::TempDir) {
+pub(super) async fn start_browser() -> (Driver, Client, tempfile::TempDir) {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -73,7 +73,7 @@ async fn start_browser() -> (Driver, Client, tempfile::TempDir) {
 }
 
 /// Wait until the page's status element says `loaded`.
-async fn wait_loaded(c: &Client, what: &str) {
+pub(super) async fn wait_loaded(c: &Client, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let state: Value = c
@@ -90,7 +90,7 @@ async fn wait_loaded(c: &Client, what: &str) {
 }
 
 /// Click the element `css` selects.
-async fn click(c: &Client, css: &str) {
+pub(super) async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("no element {css}: {e}"))
@@ -99,11 +99,11 @@ async fn click(c: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
-async fn js(c: &Client, script: &str) -> Value {
+pub(super) async fn js(c: &Client, script: &str) -> Value {
     c.execute(script, vec![]).await.unwrap()
 }
 
-async fn screenshot(c: &Client, name: &str) {
+pub(super) async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(artefacts().join(name), png).unwrap();
 }
