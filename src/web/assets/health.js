@@ -31,14 +31,16 @@ function drawTrend(key, title, unit) {
   const pts = cur.trends.map(p => ({ p, m: measured(p, key) })).filter(o => o.m.value !== null);
   svg.append(sv("text", { x: 60, y: 13 }, `${title} [${unit}]` + (pts.length ? "" : ": n/a for every calibration")));
   const runs = cur.trends.map(p => p.source_run);
+  // At least 4 runs wide, so that the run ticks are whole numbers.
   let x0 = Math.min(...runs), x1 = Math.max(...runs);
-  if (!(x1 > x0)) { x0 -= 1; x1 += 1; } else { const pad = 0.06 * (x1 - x0); x0 -= pad; x1 += pad; }
+  const xpad = Math.max(0.06 * (x1 - x0), (4 - (x1 - x0)) / 2);
+  x0 -= xpad; x1 += xpad;
   const lo = pts.map(o => o.m.value - (o.m.sigma || 0)), hi = pts.map(o => o.m.value + (o.m.sigma || 0));
   let y0 = pts.length ? Math.min(...lo) : 0, y1 = pts.length ? Math.max(...hi) : 1;
   const pad = (y1 - y0) * 0.12 || Math.abs(y1) * 0.1 || 1;
   y0 -= pad; y1 += pad;
   if (key === "dead_channels" && y0 < 0) y0 = 0;
-  const { X, Y } = axes(svg, x0, x1, y0, y1, [60, 22, 355, 150], "calibration run", null, 5);
+  const { X, Y } = axes(svg, x0, x1, y0, y1, [60, 22, 340, 150], "calibration run", null, 5);
   for (const { p, m } of pts) {
     const g = sv("g", { class: "point " + p.state, "data-tag": p.tag, "data-run": p.source_run });
     if (m.sigma !== null) {
@@ -178,7 +180,8 @@ async function load() {
   if (!ok) { setStatus(data.error || "error", "error"); return; }
   cur = data;
   render();
-  setStatus(`${data.trends.length} calibrations` + (data.maps ? ` · maps of ${data.maps.tag}` : ""), "loaded");
+  const n = data.trends.length;
+  setStatus(`${n} calibration${n === 1 ? "" : "s"}` + (data.maps ? ` · maps of ${data.maps.tag}` : ""), "loaded");
 }
 $("#map-tag").addEventListener("change", e => { wantTag = e.target.value; load(); });
 $("#gain-mode").addEventListener("change", () => cur && cur.maps && drawGains());
