@@ -149,24 +149,7 @@ fn shape(wf: &[f32]) -> Shape {
     }
     let mut q = [0.0f32; 8];
     if area > 0.0 {
-        let mut cum = 0.0f32;
-        let mut k = 0;
-        for (i, &v) in wf.iter().enumerate() {
-            let next = cum + v;
-            while k < q.len() && next >= QUANTILES[k] * area {
-                let frac = if v > 0.0 {
-                    ((QUANTILES[k] * area - cum) / v).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
-                q[k] = i as f32 + frac;
-                k += 1;
-            }
-            cum = next;
-        }
-        for qk in q.iter_mut().skip(k) {
-            *qk = wf.len() as f32;
-        }
+        fill_quantiles(wf, area, &QUANTILES, &mut q);
     }
     let center = if area > 0.0 {
         moment / f64::from(area)
@@ -180,6 +163,60 @@ fn shape(wf: &[f32]) -> Shape {
         height,
         q,
     }
+}
+
+/// `q[k]` = where the cumulative area of `wf` first reaches `fractions[k]`
+/// of `area` [samples from the slice start; area inside a sample taken as
+/// uniform]; `wf.len()` for a fraction never reached. `fractions` ascending.
+#[inline]
+fn fill_quantiles(wf: &[f32], area: f32, fractions: &[f32], q: &mut [f32]) {
+    let mut cum = 0.0f32;
+    let mut k = 0;
+    for (i, &v) in wf.iter().enumerate() {
+        let next = cum + v;
+        while k < q.len() && next >= fractions[k] * area {
+            let frac = if v > 0.0 {
+                ((fractions[k] * area - cum) / v).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            q[k] = i as f32 + frac;
+            k += 1;
+        }
+        cum = next;
+    }
+    for qk in q.iter_mut().skip(k) {
+        *qk = wf.len() as f32;
+    }
+}
+
+/// Area-fraction times of a summed waveform: for each fraction f
+/// (ascending, in (0, 1]) the time at which the cumulative area first
+/// reaches f of the total [samples from the start of `wf`], with the
+/// convention of the pulse widths (area inside a sample uniform). None when
+/// the total area is not positive.
+///
+/// ```
+/// use tpcflow_reco::pulses::area_fraction_times;
+/// let wf = [0.0, 4.0, 4.0, 2.0];
+/// assert_eq!(area_fraction_times(&wf, &[0.1, 0.5]), Some(vec![1.25, 2.25]));
+/// assert_eq!(area_fraction_times(&[0.0, -1.0], &[0.5]), None);
+/// ```
+///
+/// # Panics
+/// When `fractions` is not ascending.
+pub fn area_fraction_times(wf: &[f32], fractions: &[f32]) -> Option<Vec<f32>> {
+    assert!(
+        fractions.windows(2).all(|w| w[0] <= w[1]),
+        "fractions must be ascending"
+    );
+    let area: f32 = wf.iter().sum();
+    if area.is_nan() || area <= 0.0 {
+        return None;
+    }
+    let mut q = vec![0.0f32; fractions.len()];
+    fill_quantiles(wf, area, fractions, &mut q);
+    Some(q)
 }
 
 /// Build, split and measure the pulses of one event; append them to `pulses`

@@ -72,6 +72,8 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
             "uniformity_base": p.uniformity_base,
             "uniformity_measured": p.uniformity_measured,
             "energy_scale": p.energy_scale,
+            "kr83m_peak_kev": p.kr_peak,
+            "rates": p.rates,
             "light_response": p.lrf.as_ref().ok(),
             "seconds": p.seconds,
         });

@@ -7,6 +7,8 @@
 //! lone SE:              pulse kind 3 ending before the event's main S1 (the
 //!                       pre-trigger window holds no S2 and its electron tail)
 //! lone single phe:      pulse kind 4 with exactly one channel area
+//! trigger intervals:    per file, events - 1 and the span of their trigger times
+//! SE search time:       the time before the main S1 of each event with an S1
 //! ```
 //!
 //! Each Kr83m single scatter also keeps its main S2's per-channel areas (the
@@ -64,6 +66,13 @@ pub struct Inputs {
     pub kr_s1_channels: ChannelAreas,
     /// Per-channel areas of the lone single-electron pulses, one after another.
     pub se_channels: ChannelAreas,
+    /// Intervals between consecutive triggers, summed over files.
+    pub trigger_intervals: u64,
+    /// Time from the first to the last trigger, summed over files [ns].
+    pub trigger_span_ns: f64,
+    /// Time searched for lone single electrons: the main S1 time (from the
+    /// window start) of each event with an S1, summed [ns].
+    pub se_search_ns: f64,
 }
 
 /// Per-channel areas of a sequence of pulses: pulse i's are
@@ -199,6 +208,7 @@ impl Inputs {
         let z: Vec<f64> = read(&file, "events/z_mm", path)?;
         let s1_time: Vec<f64> = read(&file, "events/s1_time_ns", path)?;
         let main_s1: Vec<i32> = read(&file, "events/main_s1", path)?;
+        let trigger: Vec<i64> = read(&file, "events/trigger_time_ns", path)?;
         let main_s2: Vec<i32> = read(&file, "events/main_s2", path)?;
         let first_pulse: Vec<u64> = read(&file, "events/first_pulse", path)?;
         let n_pulses: Vec<u32> = read(&file, "events/n_pulses", path)?;
@@ -221,6 +231,8 @@ impl Inputs {
             ("events/first_pulse", first_pulse.len()),
             ("events/n_pulses", n_pulses.len()),
             ("events/x_mm", x.len()),
+            ("events/s1_time_ns", s1_time.len()),
+            ("events/trigger_time_ns", trigger.len()),
         ] {
             if len != n {
                 return Err(CalibrateError::Inconsistent {
@@ -234,6 +246,14 @@ impl Inputs {
             what,
         };
         self.n_events += n as u64;
+        if let (Some(lo), Some(hi)) = (trigger.iter().min(), trigger.iter().max()) {
+            self.trigger_intervals += n as u64 - 1;
+            self.trigger_span_ns += (hi - lo) as f64;
+        }
+        self.se_search_ns += s1_time
+            .iter()
+            .filter(|t| t.is_finite() && **t > 0.0)
+            .sum::<f64>();
         for ev in 0..n {
             let p0 = first_pulse[ev] as usize;
             let p1 = p0 + n_pulses[ev] as usize;

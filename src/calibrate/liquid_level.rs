@@ -26,6 +26,10 @@
 //!    is a tilted plane with a sag, which this form holds exactly
 //! 4. tilt angle atan(sqrt(b^2 + c^2)), direction of the deepest gas
 //!    atan2(c, b); the gap at the centre is a
+//! 5. S2 width at the gate (zero drift, no diffusion): w50(T_0, 0) = T_0 / 2;
+//!    sigma(T_0) from the slice fit, cov(T_0, D_L) = s^2 (J^T J)^-1 with
+//!    s^2 = sum of squared slice residuals / (slices - 2) and J the
+//!    derivatives of the model widths (central differences)
 //! ```
 //! Per-bin medians of the shallow events alone hold ~5 % of the events
 //! (t < 100 us) in each of 32 bins; the surface uses all of them at once.
@@ -74,6 +78,10 @@ pub struct LiquidLevel {
     pub tilt_direction_deg: f64,
     /// Gas drift speed used [mm/us].
     pub gas_speed_mm_per_us: f64,
+    /// 50 % width of an S2 from the gate (no diffusion) [ns].
+    pub s2_width_at_gate_ns: f64,
+    /// Its uncertainty [ns] (None with fewer than 3 drift-time slices).
+    pub sigma_s2_width_at_gate_ns: Option<f64>,
 }
 
 /// Complementary error function (Numerical Recipes' erfcc, |error| < 1.2e-7).
@@ -228,6 +236,7 @@ pub fn fit_liquid_level(
         step_t *= 0.7;
         step_d *= 0.7;
     }
+    let sigma_t0 = slice_fit_sigma_t0(&slices, best_t, best_d, best, &sigma_t);
     // 2. Each event's gap, weighted by how much its width says about T.
     let mut per_bin: Vec<usize> = vec![0; GAP_BINS * GAP_BINS];
     let bin = |v: f64| {
@@ -302,7 +311,37 @@ pub fn fit_liquid_level(
         sigma_tilt_mrad: sigma_slope * 1e3,
         tilt_direction_deg: c.atan2(b).to_degrees(),
         gas_speed_mm_per_us,
+        s2_width_at_gate_ns: width_50(best_t, 0.0),
+        sigma_s2_width_at_gate_ns: sigma_t0.map(|s| 0.5 * s),
     })
+}
+
+/// sigma(T_0) of the drift-time slice fit (step 5 of the module docs); None
+/// with fewer than 3 slices or a singular fit.
+fn slice_fit_sigma_t0(
+    slices: &[(f64, f64)],
+    t0: f64,
+    d: f64,
+    cost: f64,
+    sigma_t: &dyn Fn(f64, f64) -> f64,
+) -> Option<f64> {
+    if slices.len() < 3 {
+        return None;
+    }
+    let model = |t0: f64, d: f64, t: f64| width_50(t0, sigma_t(d, t));
+    let (ht, hd) = (1.0, d * 1e-3);
+    let mut jtj = [[0.0f64; 2]; 2];
+    for &(t, _) in slices {
+        let j0 = (model(t0 + ht, d, t) - model(t0 - ht, d, t)) / (2.0 * ht);
+        let j1 = (model(t0, d + hd, t) - model(t0, d - hd, t)) / (2.0 * hd);
+        jtj[0][0] += j0 * j0;
+        jtj[0][1] += j0 * j1;
+        jtj[1][1] += j1 * j1;
+    }
+    let det = jtj[0][0] * jtj[1][1] - jtj[0][1] * jtj[0][1];
+    let s2 = cost / (slices.len() - 2) as f64;
+    let var = s2 * jtj[1][1] / det;
+    (det > 0.0 && var.is_finite()).then(|| var.sqrt())
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@
 //! width), [`pmt_gains`] (per-channel gains, dead and noisy channels),
 //! [`liquid_level`] (gas gap vs xy, plane tilt), [`kr_maps`] (S2 vs xy, S1 vs
 //! xyz and the energy-peak uniformity), [`energy_scale`] (g1 from the Kr83m
-//! line), [`lrf`] (the top array's light
-//! response learned from the Kr83m S2 patterns); [`output`] writes the conditions and
-//! [`report`] the Markdown report with its SVG figures.
+//! line), the Kr83m energy peak's position and width ([`peak`]), the event
+//! and single-electron rates ([`rates`]), [`lrf`] (the top array's light
+//! response learned from the Kr83m S2 patterns); [`output`] writes the
+//! conditions and [`report`] the Markdown report with its SVG figures.
 //!
 //! ```no_run
 //! use std::path::PathBuf;
@@ -35,7 +36,9 @@ pub mod liquid_level;
 pub mod lrf;
 pub mod lrf_fit;
 pub mod output;
+pub mod peak;
 pub mod pmt_gains;
+pub mod rates;
 pub mod report;
 pub mod rq_lookup;
 pub mod se_gain;
@@ -176,6 +179,10 @@ pub struct Products {
     pub uniformity_base: kr_maps::Uniformity,
     /// The same with the measured products.
     pub uniformity_measured: kr_maps::Uniformity,
+    /// Kr83m energy peak with the measured products but the told g1 [keV].
+    pub kr_peak: peak::GaussianCore,
+    /// Event and lone single-electron rates.
+    pub rates: rates::Rates,
     /// Light response learned from the Kr83m S2 patterns, efficiencies in
     /// the measured gains' scale (Err: why it was not learned).
     pub lrf: Result<lrf::LearnedLrf, String>,
@@ -219,6 +226,9 @@ pub struct KrProducts {
     pub uniformity_base: kr_maps::Uniformity,
     /// The same with the measured lifetime, maps, `se_gain_phd` and g1.
     pub uniformity_measured: kr_maps::Uniformity,
+    /// Kr83m energy peak with the measured lifetime, maps and `se_gain_phd`
+    /// and the told g1 [keV].
+    pub peak: peak::GaussianCore,
 }
 
 /// Measure the Kr83m products of `kr` (reconstructed with `base`); the
@@ -270,6 +280,10 @@ pub fn measure_kr(
     let e_measured: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a * k + b).collect();
     let uniformity_base = kr_maps::uniformity(kr, &e_base, radius, z_range);
     let uniformity_measured = kr_maps::uniformity(kr, &e_measured, radius, z_range);
+    // The peak with the told g1: with the measured one it is 41.5 keV by
+    // construction; with the told one it follows the light collection.
+    let e_told_g1: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+    let peak = peak::gaussian_core(&e_told_g1, "Kr83m energy peak", "Kr83m single scatters")?;
     Ok(KrProducts {
         lifetime,
         liquid,
@@ -277,6 +291,7 @@ pub fn measure_kr(
         energy_scale,
         uniformity_base,
         uniformity_measured,
+        peak,
     })
 }
 
@@ -324,6 +339,7 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         Err(e) => (Err(e.to_string()), kr_rescaled),
     };
     let kr = measure_kr(&base, &kr_events, se.gain_phd)?;
+    let event_rates = rates::measure_rates(&inputs);
     Ok(Products {
         base,
         inputs,
@@ -335,6 +351,8 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         energy_scale: kr.energy_scale,
         uniformity_base: kr.uniformity_base,
         uniformity_measured: kr.uniformity_measured,
+        kr_peak: kr.peak,
+        rates: event_rates,
         lrf,
         seconds: start.elapsed().as_secs_f64(),
     })

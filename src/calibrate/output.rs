@@ -1,8 +1,9 @@
 //! The calibration's conditions file: the base conditions' content with the
 //! measured values replaced, the `[detector.calibration]` table added, a new
 //! tag and a `[provenance]` table (runs, files, event counts, software
-//! version, each quantity's uncertainty, the liquid-level plane and the
-//! Kr83m peak uniformity with the base and the measured corrections). It is parsed back with the
+//! version, each quantity's uncertainty, the liquid-level plane and the S2
+//! width at the gate, the Kr83m energy peak and its uniformity with the base
+//! and the measured corrections, the event and single-electron rates). It is parsed back with the
 //! project's loader before it is written, so a file under its final name
 //! always loads with `tpcflow reco --conditions FILE`.
 
@@ -166,6 +167,25 @@ fn provenance(opts: &Options, p: &Products) -> Table {
     );
     if let Ok(l) = &p.liquid {
         u.insert("tilt_mrad".into(), Value::Float(l.sigma_tilt_mrad));
+        if let Some(s) = l.sigma_s2_width_at_gate_ns {
+            u.insert("s2_width_at_gate_ns".into(), Value::Float(s));
+        }
+    }
+    u.insert(
+        "kr83m_peak_energy_kev".into(),
+        Value::Float(p.kr_peak.sigma_mean),
+    );
+    u.insert(
+        "kr83m_peak_width_kev".into(),
+        Value::Float(p.kr_peak.sigma_width),
+    );
+    for (key, v) in [
+        ("event_rate_hz", p.rates.sigma_event_rate_hz),
+        ("se_rate_hz", p.rates.sigma_se_rate_hz),
+    ] {
+        if let Some(v) = v {
+            u.insert(key.into(), Value::Float(v));
+        }
     }
     u.insert(
         "kr_s2_xy_residual_sd".into(),
@@ -201,6 +221,25 @@ fn provenance(opts: &Options, p: &Products) -> Table {
     );
     e.insert("events".into(), i(p.energy_scale.events));
     t.insert("energy_scale".into(), Value::Table(e));
+    let mut peak = Table::new();
+    peak.insert("energy_kev".into(), Value::Float(p.kr_peak.mean));
+    peak.insert("width_kev".into(), Value::Float(p.kr_peak.width));
+    peak.insert("events".into(), i(p.kr_peak.n));
+    t.insert("kr83m_peak".into(), Value::Table(peak));
+    let mut rates = Table::new();
+    for (key, v) in [
+        ("event_rate_hz", p.rates.event_rate_hz),
+        ("se_rate_hz", p.rates.se_rate_hz),
+    ] {
+        if let Some(v) = v {
+            rates.insert(key.into(), Value::Float(v));
+        }
+    }
+    rates.insert(
+        "trigger_span_s".into(),
+        Value::Float(p.rates.trigger_span_s),
+    );
+    t.insert("rates".into(), Value::Table(rates));
     if let Ok(l) = &p.liquid {
         let mut g = Table::new();
         g.insert("tilt_mrad".into(), Value::Float(l.tilt_mrad));
@@ -211,6 +250,10 @@ fn provenance(opts: &Options, p: &Products) -> Table {
         g.insert(
             "plane_gap_at_centre_mm".into(),
             Value::Float(l.plane_gap_mm),
+        );
+        g.insert(
+            "s2_width_at_gate_ns".into(),
+            Value::Float(l.s2_width_at_gate_ns),
         );
         t.insert("liquid_level".into(), Value::Table(g));
     }

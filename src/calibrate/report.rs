@@ -292,11 +292,34 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
                 g.plane_gap_mm,
                 told.tpc.anode_z_mm - told.tpc.liquid_z_mm
             );
+            let _ = writeln!(
+                s,
+                "| S2 width at the gate (50 %) [ns] | {:.0} | {} | |",
+                g.s2_width_at_gate_ns,
+                g.sigma_s2_width_at_gate_ns
+                    .map_or("n/a".into(), |v| format!("{v:.0}"))
+            );
         }
         Err(e) => {
             let _ = writeln!(s, "| liquid level | not measured: {e} | | |");
         }
     }
+    let k = &p.kr_peak;
+    let _ = writeln!(
+        s,
+        "| Kr83m energy peak [keV] | {:.2} | {:.2} | |\n| Kr83m peak width (sigma) [keV] | {:.2} | {:.2} | |",
+        k.mean, k.sigma_mean, k.width, k.sigma_width
+    );
+    let rate = |v: Option<f64>, d: usize| v.map_or("n/a".into(), |v| format!("{v:.d$}"));
+    let r = &p.rates;
+    let _ = writeln!(
+        s,
+        "| event rate [Hz] | {} | {} | |\n| single-electron rate [Hz] | {} | {} | |",
+        rate(r.event_rate_hz, 2),
+        rate(r.sigma_event_rate_hz, 2),
+        rate(r.se_rate_hz, 1),
+        rate(r.sigma_se_rate_hz, 1)
+    );
     let es = &p.energy_scale;
     let _ = writeln!(
         s,

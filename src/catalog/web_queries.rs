@@ -9,6 +9,8 @@
 //! family_runs        one campaign's tasks grouped by run: done, failed, in flight
 //! outputs_of_run     the RQ outputs of a run's raw files, newest per file
 //! verified_replicas  where a raw file can be read
+//! runs_using_conditions  runs with outputs of campaigns using a conditions tag
+//! run_last_file_at   when a run's newest raw file was written at SURF
 //! ```
 
 use rusqlite::{params, OptionalExtension};
@@ -244,5 +246,43 @@ impl Catalog {
             .and_then(|rows| rows.collect())
             .map_err(self.sql("list verified replicas"));
         rows
+    }
+
+    /// Runs with at least one catalogued output of a campaign whose
+    /// conditions are `tag`, ascending.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn runs_using_conditions(&self, tag: &str) -> Result<Vec<u32>, CatalogError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT DISTINCT f.run FROM campaigns c
+                 JOIN outputs o ON o.lineage_hash = c.lineage_hash
+                 JOIN raw_files f ON f.id = o.file_id
+                 WHERE c.conditions_tag = ?1 ORDER BY f.run",
+            )
+            .map_err(self.sql("runs using conditions"))?;
+        let rows = st
+            .query_map([tag], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("runs using conditions"));
+        rows
+    }
+
+    /// When the newest raw file of a run was written at SURF (its
+    /// registration when the write time is unknown) [s since the Unix
+    /// epoch]; None for a run without files.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn run_last_file_at(&self, run: u32) -> Result<Option<f64>, CatalogError> {
+        self.conn()
+            .query_row(
+                "SELECT max(coalesce(written_at, registered_at)) FROM raw_files WHERE run = ?1",
+                [run],
+                |r| r.get(0),
+            )
+            .map_err(self.sql("newest file of run"))
     }
 }

@@ -7,8 +7,10 @@
 //! 3. the event's /events row, its /pulses rows and the /channels rows of the
 //!    selected pulse (hit maps) from the RQ file (cached)
 //! 4. waveforms from the raw file (verified replica at USDC, else SURF, UKDC):
-//!    summed top/bottom over the range asked for, and the channels with the
-//!    most area in the selected pulse (see `waveform`)
+//!    summed top/bottom over the range asked for with the pods (DAQ buffers)
+//!    that overlap it, the selected pulse's summed waveform with its
+//!    area-fraction times, and the channels with the most area in the
+//!    selected pulse with their pods (see `waveform`)
 //! ```
 //!
 //! Without a readable raw file the header, pulses and hit maps are still
@@ -44,6 +46,10 @@ pub const DEFAULT_BINS: u64 = 1200;
 pub const DEFAULT_CHANNELS: u64 = 12;
 /// Bins of one channel waveform.
 pub const CHANNEL_BINS: usize = 300;
+/// Bins of the selected pulse's waveform.
+pub const PULSE_BINS: usize = 1000;
+/// Most pods listed for the range shown.
+pub const MAX_PODS: usize = 20_000;
 
 /// What identifies a file version: path, modification time and size.
 type Stamp = (PathBuf, Option<SystemTime>, u64);
@@ -429,6 +435,7 @@ pub(crate) fn event_display(state: &AppState, q: &EventQuery) -> Result<EventDis
     // Waveforms from the raw file.
     let (mut raw_src, mut summed, mut channels, mut waveform_error) =
         (None, None, Vec::new(), None);
+    let (mut pods, mut pods_truncated, mut pulse_waveform) = (Vec::new(), false, None);
     match open_raw(state, out) {
         Err(why) => waveform_error = Some(why),
         Ok((site, raw)) => match raw.event_ids().iter().position(|&id| id == event_id) {
@@ -462,6 +469,7 @@ pub(crate) fn event_display(state: &AppState, q: &EventQuery) -> Result<EventDis
                     }
                 };
                 summed = Some(waveform::summed(&view, model, dt, range, q.bins));
+                (pods, pods_truncated) = waveform::pod_spans(&view, dt, range, None, MAX_PODS);
                 if let (Some(p), Some(h)) = (selected, &hitmap) {
                     let pulse = &pulses[p];
                     let t = |k: &str| pulse.get(k).and_then(Value::as_f64).unwrap_or(0.0);
@@ -471,6 +479,15 @@ pub(crate) fn event_display(state: &AppState, q: &EventQuery) -> Result<EventDis
                     );
                     let pad = ((e - s) / 4).max(20);
                     let crange = ((s - pad).max(0), (e + pad).min(window.max(e)));
+                    pulse_waveform = Some(waveform::pulse_waveform(
+                        &view,
+                        model,
+                        dt,
+                        p,
+                        (s, e),
+                        crange,
+                        PULSE_BINS,
+                    ));
                     let mut by_area: Vec<(usize, f32)> = h
                         .top
                         .iter()
@@ -495,6 +512,8 @@ pub(crate) fn event_display(state: &AppState, q: &EventQuery) -> Result<EventDis
                                 crange,
                                 CHANNEL_BINS,
                             ),
+                            pods: waveform::pod_spans(&view, dt, crange, Some(c as u16), MAX_PODS)
+                                .0,
                         })
                         .collect();
                 }
@@ -535,6 +554,9 @@ pub(crate) fn event_display(state: &AppState, q: &EventQuery) -> Result<EventDis
         pmts,
         raw: raw_src,
         waveform: summed,
+        pods,
+        pods_truncated,
+        pulse_waveform,
         channels,
         waveform_error,
         warnings,

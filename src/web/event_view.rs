@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::waveform::{ChannelTrace, Summed};
+use super::waveform::{ChannelTrace, PodSpan, PulseWaveform, Summed};
 use crate::catalog::Site;
 use crate::rq::ColumnData;
 
@@ -153,6 +153,12 @@ pub struct EventDisplay {
     pub raw: Option<RawSource>,
     /// Summed waveforms.
     pub waveform: Option<Summed>,
+    /// The event's pods overlapping the range shown, by start.
+    pub pods: Vec<PodSpan>,
+    /// True when more pods overlap the range than are listed.
+    pub pods_truncated: bool,
+    /// The selected pulse's summed waveform with its area-fraction times.
+    pub pulse_waveform: Option<PulseWaveform>,
     /// Waveforms of the channels with the most area in the selected pulse.
     pub channels: Vec<ChannelTrace>,
     /// Why there are no waveforms.

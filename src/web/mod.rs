@@ -4,10 +4,13 @@
 //! /                   runs: data movement per run (SURF, USDC, UKDC, archive,
 //!                     reconstructed, failed), look-up, filter, paging, refresh
 //! /families           families (campaigns): progress, expandable per-run rows
-//! /event?run=&event=  event display: header, summed and channel waveforms,
-//!                     PMT hit maps of a selected pulse, JSON export
+//! /event?run=&event=  event display: header, summed and channel waveforms
+//!                     with pod boundaries, PMT hit maps and area-fraction
+//!                     times of a selected pulse, JSON export
+//! /health             detector health: calibration trends across runs, the
+//!                     gas-gap and gain maps of a calibration, the tag in force
 //! /api/runs           the same data as JSON (every page is drawn from its API)
-//! /api/families, /api/family?name=, /api/event?run=&event=
+//! /api/families, /api/family?name=, /api/event?run=&event=, /api/health
 //! /static/*           the CSS and scripts, embedded in the binary
 //! ```
 //!
@@ -150,8 +153,14 @@ pub enum WebError {
         /// Name asked for.
         name: String,
     },
+    /// No calibration conditions tag by that name (404).
+    #[error("no calibration conditions tag `{tag}` in the catalog")]
+    UnknownConditions {
+        /// Tag asked for.
+        tag: String,
+    },
     /// No page or API at this path (404).
-    #[error("no page `{path}` (pages: /, /families, /event; API: /api/runs, /api/families, /api/family, /api/event)")]
+    #[error("no page `{path}` (pages: /, /families, /event, /health; API: /api/runs, /api/families, /api/family, /api/event, /api/health)")]
     NoRoute {
         /// Path asked for (truncated).
         path: String,
@@ -209,6 +218,7 @@ impl WebError {
             | UnknownEvent { .. }
             | NotReconstructed { .. }
             | UnknownFamily { .. }
+            | UnknownConditions { .. }
             | NoRoute { .. } => StatusCode::NOT_FOUND,
             Unauthorized => StatusCode::UNAUTHORIZED,
             ForeignHost { .. } | OutsideRoots { .. } => StatusCode::FORBIDDEN,

@@ -16,6 +16,7 @@ use axum::{Json, Router};
 
 use super::event::{self, EventQuery, EVENT_PARAMS};
 use super::families::{self, FAMILIES_PARAMS, FAMILY_PARAMS};
+use super::health::HEALTH_PARAMS;
 use super::params::Params;
 use super::runs::{self, RunsQuery, RUNS_PARAMS};
 use super::{blocking, AppState, WebError};
@@ -32,11 +33,13 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 const RUNS_HTML: &str = include_str!("assets/runs.html");
 const FAMILIES_HTML: &str = include_str!("assets/families.html");
 const EVENT_HTML: &str = include_str!("assets/event.html");
+const HEALTH_HTML: &str = include_str!("assets/health.html");
 const APP_CSS: &str = include_str!("assets/app.css");
 const COMMON_JS: &str = include_str!("assets/common.js");
 const RUNS_JS: &str = include_str!("assets/runs.js");
 const FAMILIES_JS: &str = include_str!("assets/families.js");
 const EVENT_JS: &str = include_str!("assets/event.js");
+const HEALTH_JS: &str = include_str!("assets/health.js");
 
 /// The application.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -44,6 +47,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/", get(runs_html))
         .route("/families", get(families_html))
         .route("/event", get(event_html))
+        .route("/health", get(health_html))
         .route("/api/runs", get(api_runs))
         .route("/api/families", get(api_families))
         .route("/api/family", get(api_family))
@@ -202,6 +206,11 @@ async fn event_html(req: Request) -> Result<Response, WebError> {
     Ok(html(EVENT_HTML))
 }
 
+async fn health_html(req: Request) -> Result<Response, WebError> {
+    Params::parse(query_of(&req).as_deref(), HEALTH_PARAMS)?.name("tag", "a conditions tag")?;
+    Ok(html(HEALTH_HTML))
+}
+
 async fn api_runs(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, WebError> {
     let q = RunsQuery::parse(&Params::parse(query_of(&req).as_deref(), RUNS_PARAMS)?)?;
     Ok(Json(runs::runs_page(&state, q).await?).into_response())
@@ -220,8 +229,11 @@ async fn api_health(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Response, WebError> {
-    Params::parse(query_of(&req).as_deref(), &[])?;
-    let page = blocking(&state, |s| super::health::detector_health(&s.catalog)).await?;
+    let p = Params::parse(query_of(&req).as_deref(), HEALTH_PARAMS)?;
+    let page = blocking(&state, move |s| {
+        super::health::detector_health(&s.catalog, &p)
+    })
+    .await?;
     Ok(Json(page).into_response())
 }
 
@@ -247,6 +259,7 @@ async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Respon
         "runs.js" => (RUNS_JS, "text/javascript; charset=utf-8"),
         "families.js" => (FAMILIES_JS, "text/javascript; charset=utf-8"),
         "event.js" => (EVENT_JS, "text/javascript; charset=utf-8"),
+        "health.js" => (HEALTH_JS, "text/javascript; charset=utf-8"),
         _ => {
             return WebError::NoRoute {
                 path: format!("/static/{}", name.chars().take(80).collect::<String>()),

@@ -1,10 +1,13 @@
-//! `tpcflow serve` on a catalog filled by a real pipeline run ([`fixture`]):
-//! the JSON API against the catalog and the RQ files, the pages in real
+//! `tpcflow serve` on a catalog filled by a real pipeline run ([`fixture`];
+//! the detector-health page on one made by the conditions loop, see
+//! [`health`]): the JSON API against the catalog and the RQ files, the pages in real
 //! headless Chromium (screenshots in `target/test-artefacts/web/`), bad
 //! input, access tokens, and a bounded loopback load.
 
 mod browser;
 pub(crate) mod fixture;
+mod health;
+mod health_fixture;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -266,8 +269,110 @@ fn web_api_matches_the_catalog_and_the_rq_files() {
             serde_json::json!([1_000_000.0, 3_000_000.0])
         );
         assert!(e["waveform"]["top"]["values"].as_array().unwrap().len() <= 200);
+        check_pulse_and_pods(
+            f,
+            &get_json(
+                &client,
+                &format!("{base}/api/event?run=100&event={id}"),
+                200,
+            )
+            .await,
+        );
         server.stop().await.unwrap();
     });
+}
+
+/// The selected pulse's area-fraction times and the pods of an event display
+/// answer: the times are ordered and inside the pulse, 50 % - 10 % is the RQ
+/// rise time (measured by reco on its own summed waveform) within 10 %, and
+/// the pods are those of the raw file that overlap the range shown.
+fn check_pulse_and_pods(f: &Fixture, e: &Value) {
+    let sel = e["selected_pulse"].as_u64().expect("a selected pulse") as usize;
+    let pw = &e["pulse_waveform"];
+    assert_eq!(pw["pulse"], sel);
+    let pulse = &e["pulses"][sel];
+    let aft: Vec<(f64, f64)> = pw["aft"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["fraction"].as_f64().unwrap(),
+                a["time_ns"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let fractions: Vec<f64> = aft.iter().map(|a| (a.0 * 100.0).round()).collect();
+    assert_eq!(fractions, [1.0, 5.0, 10.0, 50.0, 90.0]);
+    let (start, end) = (
+        pw["start_ns"].as_f64().unwrap(),
+        pw["end_ns"].as_f64().unwrap(),
+    );
+    assert!(
+        start <= pulse["start_ns"].as_f64().unwrap() && end >= pulse["end_ns"].as_f64().unwrap()
+    );
+    assert!(aft.windows(2).all(|w| w[0].1 <= w[1].1), "{aft:?}");
+    assert!(
+        aft.iter().all(|a| (start..=end).contains(&a.1)),
+        "{aft:?} outside {start}-{end}"
+    );
+    let rise = pulse["rise_time_ns"].as_f64().unwrap();
+    let web_rise = aft[3].1 - aft[2].1;
+    eprintln!(
+        "pulse {sel} ({}): AFT 10-50 % {web_rise:.1} ns from the raw pods, RQ rise time {rise:.1} ns",
+        pulse["kind_name"]
+    );
+    assert!(
+        (web_rise - rise).abs() <= 0.1 * rise,
+        "AFT 50-10 % {web_rise} vs RQ rise time {rise}"
+    );
+    // Pods against the raw file read here.
+    let raw = &e["raw"];
+    let path = f
+        .data
+        .join(raw["site"].as_str().unwrap())
+        .join(format!("{:06}", e["header"]["run"].as_u64().unwrap()))
+        .join(raw["file"].as_str().unwrap());
+    let file = tpcflow::raw::RawFile::open(&path).unwrap();
+    let id = e["header"]["event_id"].as_u64().unwrap();
+    let i = file.event_ids().iter().position(|&x| x == id).unwrap();
+    let view = file.event(i);
+    let dt = file.header().sample_period_ns;
+    let (lo, hi) = (
+        raw["range_ns"][0].as_f64().unwrap(),
+        raw["range_ns"][1].as_f64().unwrap(),
+    );
+    let mut want: Vec<(u64, f64, f64)> = view
+        .pods
+        .iter()
+        .map(|p| {
+            let a = f64::from(p.start_sample) * dt;
+            (u64::from(p.channel), a, a + f64::from(p.length) * dt)
+        })
+        .filter(|&(_, a, b)| b > lo && a < hi)
+        .collect();
+    want.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let got: Vec<(u64, f64, f64)> = e["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["channel"].as_u64().unwrap(),
+                p["start_ns"].as_f64().unwrap(),
+                p["end_ns"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!got.is_empty() && e["pods_truncated"] == false);
+    assert_eq!(got, want, "pods of event {id}");
+    for c in e["channels"].as_array().unwrap() {
+        let pods = c["pods"].as_array().unwrap();
+        assert!(
+            !pods.is_empty() && pods.iter().all(|p| p["channel"] == c["channel"]),
+            "{c}"
+        );
+    }
 }
 
 #[test]
@@ -475,7 +580,14 @@ fn web_pages_in_headless_chromium() {
     let rq = rq_header(f, 100, event);
     runtime().block_on(async {
         let server = serve(f, None).await;
-        browser::check_pages(&format!("http://{}", server.addr), &expected, event, &rq).await;
+        let base = format!("http://{}", server.addr);
+        let api = get_json(
+            &http(),
+            &format!("{base}/api/event?run=100&event={event}"),
+            200,
+        )
+        .await;
+        browser::check_pages(&base, &expected, event, &rq, &api).await;
         server.stop().await.unwrap();
     });
 }

@@ -2,12 +2,6 @@
 "use strict";
 let cur = null;                       // the last /api/event answer
 const want = { run: null, event: null, pulse: null, xmin: null, xmax: null };
-const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
-function colour(t) {
-  t = Math.min(1, Math.max(0, t)) * (VIRIDIS.length - 1);
-  const i = Math.min(VIRIDIS.length - 2, Math.floor(t)), f = t - i, a = VIRIDIS[i], b = VIRIDIS[i + 1];
-  return `rgb(${a.map((v, k) => Math.round(v + f * (b[k] - v))).join(",")})`;
-}
 function apiQuery() {
   const p = new URLSearchParams({ run: want.run });
   if (want.event !== null) p.set("event", want.event);
@@ -56,23 +50,7 @@ function render() {
   $("#header").replaceChildren(...items.map(([k, v, id]) => el("div", {}, el("b", { text: k }), el("span", { id: "h-" + id, text: v }))));
   $("#lineage-json")?.remove();
   $("#h-lineage").title = JSON.stringify(d.rq.lineage, null, 1);
-  drawSummed(); drawPulses(); drawHitmaps(); drawChannels();
-}
-const tick = v => String(+v.toPrecision(6));
-function axes(svg, x0, x1, y0, y1, box, xlabel, ylabel, nx) {
-  const [L, T, W, H] = box, X = v => L + ((v - x0) / (x1 - x0 || 1)) * W, Y = v => T + H - ((v - y0) / (y1 - y0 || 1)) * H;
-  for (const t of niceTicks(x0, x1, nx || 8)) {
-    svg.append(sv("line", { class: "gridline", x1: X(t), x2: X(t), y1: T, y2: T + H }));
-    svg.append(sv("text", { x: X(t), y: T + H + 14, "text-anchor": "middle" }, tick(t)));
-  }
-  for (const t of niceTicks(y0, y1, 5)) {
-    svg.append(sv("line", { class: "gridline", x1: L, x2: L + W, y1: Y(t), y2: Y(t) }));
-    svg.append(sv("text", { x: L - 4, y: Y(t) + 4, "text-anchor": "end" }, tick(t)));
-  }
-  svg.append(sv("rect", { x: L, y: T, width: W, height: H, fill: "none", class: "axis" }));
-  if (xlabel) svg.append(sv("text", { x: L + W / 2, y: T + H + 28, "text-anchor": "middle" }, xlabel));
-  if (ylabel) svg.append(sv("text", { x: 12, y: T + H / 2, transform: `rotate(-90 12 ${T + H / 2})`, "text-anchor": "middle" }, ylabel));
-  return { X, Y };
+  drawSummed(); drawPulse(); drawPulses(); drawHitmaps(); drawChannels();
 }
 function stepPath(tr, X, Y) {
   let p = "";
@@ -100,8 +78,48 @@ function drawSummed() {
     r.addEventListener("click", () => selectPulse(p.index));
     svg.append(r);
   });
+  if ($("#pods").checked) drawPods(svg, cur.pods, X, x0, x1, 10, 250);
   svg.append(sv("path", { class: "bottom", d: stepPath(w.bottom, X, Y) }));
   svg.append(sv("path", { class: "top", d: stepPath(w.top, X, Y) }));
+  $("#podinfo").textContent = $("#pods").checked ? `${cur.pods.length} pods (DAQ buffers) overlap the range` +
+    (cur.pods_truncated ? " (more not listed)" : "") + ": a pair of lines marks each one's start and end" : "";
+}
+// Pod boundaries: for each pod a group with a line at its start and at its end.
+function drawPods(svg, pods, X, x0, x1, top, height) {
+  const g = sv("g", { class: "pods" });
+  for (const p of pods) {
+    const pod = sv("g", { class: "pod", "data-channel": p.channel, "data-start-ns": p.start_ns, "data-end-ns": p.end_ns });
+    for (const [t, k] of [[p.start_ns, "pod-start"], [p.end_ns, "pod-end"]]) {
+      const u = Math.min(x1, Math.max(x0, t / 1e3));
+      pod.append(sv("line", { class: "pod-edge " + k, x1: X(u), x2: X(u), y1: top, y2: top + height }));
+    }
+    pod.append(sv("title", {}, `pod of channel ${p.channel}: ${fmt(p.start_ns / 1e3, 3)}-${fmt(p.end_ns / 1e3, 3)} μs`));
+    g.append(pod);
+  }
+  svg.append(g);
+}
+// The selected pulse: its summed waveform (both arrays) and area-fraction-time markers.
+function drawPulse() {
+  const svg = $("#pulse-wf"); svg.replaceChildren();
+  const pw = cur.pulse_waveform;
+  $("#pulse-title").textContent = pw ? `pulse ${pw.pulse} (${cur.pulses[pw.pulse].kind_name}), both arrays summed; lines: area-fraction times` : "(no pulse selected or no waveforms)";
+  $("#aft-list").textContent = pw ? "Area-fraction times [μs]: " + (pw.aft.length
+    ? pw.aft.map(a => `${fmt(100 * a.fraction, 0)} % at ${fmt(a.time_ns / 1e3, 4)}`).join(", ") : "none (no positive area)") : "";
+  if (!pw) return;
+  const tr = pw.trace, x0 = tr.t0_ns / 1e3, x1 = (tr.t0_ns + tr.values.length * tr.bin_ns) / 1e3;
+  const box = [60, 10, 1020, 200];
+  Object.entries({ "x0-us": x0, "x1-us": x1, left: box[0], width: box[2] }).forEach(([k, v]) => svg.setAttribute("data-" + k, v));
+  const { X, Y } = axes(svg, x0, x1, Math.min(0, ...tr.values), Math.max(1e-3, ...tr.values) * 1.15, box, "time in event window [μs]", "phd / sample");
+  svg.append(sv("rect", { class: `pulse ${cur.pulses[pw.pulse].kind_name}`, x: X(pw.start_ns / 1e3), y: 10,
+    width: Math.max(1, X(pw.end_ns / 1e3) - X(pw.start_ns / 1e3)), height: 200 }));
+  svg.append(sv("path", { class: "sum", d: stepPath(tr, X, Y) }));
+  pw.aft.forEach((a, i) => {
+    const x = X(a.time_ns / 1e3);
+    const m = sv("line", { class: "aft", x1: x, x2: x, y1: 10, y2: 210, "data-fraction": a.fraction, "data-time-ns": a.time_ns });
+    m.append(sv("title", {}, `${fmt(100 * a.fraction, 0)} % of the area at ${fmt(a.time_ns / 1e3, 4)} μs`));
+    svg.append(m);
+    svg.append(sv("text", { class: "aft-label", x: x + 2, y: 22 + 12 * i }, `${fmt(100 * a.fraction, 0)} %`));
+  });
 }
 function drawPulses() {
   $("#pulses tbody").replaceChildren(...cur.pulses.map(p => {
@@ -151,6 +169,7 @@ function drawChannels() {
     const v = c.trace.values, x0 = c.trace.t0_ns / 1e3, x1 = (c.trace.t0_ns + v.length * c.trace.bin_ns) / 1e3;
     const { X, Y } = axes(svg, x0, x1, Math.min(0, ...v), Math.max(1e-3, ...v) * 1.05, [44, 18, 276, 90], null, null, 3);
     svg.append(sv("text", { x: 48, y: 12 }, `ch ${c.channel} (${c.top ? "top" : "bottom"}) · ${fmt(c.area_phd, 1)} phd`));
+    if ($("#pods").checked) drawPods(svg, c.pods, X, x0, x1, 18, 90);
     svg.append(sv("path", { class: c.top ? "top" : "bottom", d: stepPath(c.trace, X, Y) }));
     return el("div", { class: "panel" }, svg);
   }));
@@ -165,6 +184,7 @@ $("#next-event").addEventListener("click", () => { if (cur && cur.next_event !==
 $("#xrange").addEventListener("submit", e => { e.preventDefault(); want.xmin = $("#xmin").value.trim(); want.xmax = $("#xmax").value.trim(); load(); });
 $("#xreset").addEventListener("click", () => { want.xmin = want.xmax = null; load(); });
 $("#shade").addEventListener("change", () => cur && drawSummed());
+$("#pods").addEventListener("change", () => { if (cur) { drawSummed(); drawChannels(); } });
 $("#scale").addEventListener("submit", e => { e.preventDefault(); $("#adaptive").checked = false; cur && drawHitmaps(); });
 $("#adaptive").addEventListener("change", () => cur && drawHitmaps());
 const u = new URLSearchParams(location.search);

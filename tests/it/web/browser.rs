@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::fixture::{artefacts, FAMILY, RUNS};
 
 /// chromedriver, killed on drop.
-struct Driver(Child);
+pub(super) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -30,7 +30,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_browser() -> (Driver, Client, tempfile::TempDir) {
+pub(super) async fn start_browser() -> (Driver, Client, tempfile::TempDir) {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -73,7 +73,7 @@ async fn start_browser() -> (Driver, Client, tempfile::TempDir) {
 }
 
 /// Wait until the page's status element says `loaded`.
-async fn wait_loaded(c: &Client, what: &str) {
+pub(super) async fn wait_loaded(c: &Client, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let state: Value = c
@@ -90,7 +90,7 @@ async fn wait_loaded(c: &Client, what: &str) {
 }
 
 /// Click the element `css` selects.
-async fn click(c: &Client, css: &str) {
+pub(super) async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("no element {css}: {e}"))
@@ -99,11 +99,11 @@ async fn click(c: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
-async fn js(c: &Client, script: &str) -> Value {
+pub(super) async fn js(c: &Client, script: &str) -> Value {
     c.execute(script, vec![]).await.unwrap()
 }
 
-async fn screenshot(c: &Client, name: &str) {
+pub(super) async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(artefacts().join(name), png).unwrap();
 }
@@ -124,6 +124,7 @@ pub async fn check_pages(
     expected: &BTreeMap<u32, BTreeMap<&'static str, u64>>,
     event: u64,
     rq: &BTreeMap<String, f64>,
+    api: &Value,
 ) {
     let (_driver, c, _profile) = start_browser().await;
     // Runs page: one row per run, numbers as in the catalog.
@@ -279,6 +280,7 @@ pub async fn check_pages(
             rq["main_s2"] as i64
         )
     );
+    check_aft_and_pods(&c, api).await;
     screenshot(&c, "event.png").await;
     // Select the S1 (pulse table), then go to the next event.
     if rq["main_s1"] >= 0.0 {
@@ -316,4 +318,80 @@ pub async fn check_pages(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.close().await.unwrap();
+}
+
+/// The selected pulse's area-fraction-time markers sit at the API's times;
+/// the pod toggle adds one element per pod of the API and takes them away;
+/// the header keeps the software version and conditions tag.
+async fn check_aft_and_pods(c: &Client, api: &Value) {
+    let software = js(
+        c,
+        "return document.getElementById('h-software').textContent",
+    )
+    .await;
+    let want = format!(
+        "tpcflow {} / condTag {}",
+        api["header"]["software_version"].as_str().unwrap(),
+        api["rq"]["conditions_tag"].as_str().unwrap()
+    );
+    assert!(
+        software.as_str().unwrap().starts_with(&want),
+        "{software} vs {want}"
+    );
+    let marks = js(c, "const s = document.getElementById('pulse-wf');
+        return {x0: +s.dataset.x0Us, x1: +s.dataset.x1Us, left: +s.dataset.left, width: +s.dataset.width,
+                marks: [...s.querySelectorAll('line.aft')].map(l => [+l.dataset.fraction, +l.dataset.timeNs, +l.getAttribute('x1')])}").await;
+    let aft = api["pulse_waveform"]["aft"].as_array().unwrap();
+    let m = marks["marks"].as_array().unwrap();
+    assert_eq!(m.len(), aft.len(), "{marks}");
+    let px = |t_ns: f64| {
+        let (x0, x1) = (marks["x0"].as_f64().unwrap(), marks["x1"].as_f64().unwrap());
+        marks["left"].as_f64().unwrap()
+            + (t_ns / 1e3 - x0) / (x1 - x0) * marks["width"].as_f64().unwrap()
+    };
+    for (shown, a) in m.iter().zip(aft) {
+        let (f, t) = (
+            a["fraction"].as_f64().unwrap(),
+            a["time_ns"].as_f64().unwrap(),
+        );
+        assert_eq!(shown[0].as_f64(), Some(f), "{shown}");
+        assert_eq!(shown[1].as_f64(), Some(t), "{shown}");
+        assert!(
+            (shown[2].as_f64().unwrap() - px(t)).abs() < 0.01,
+            "marker of {f} at x {shown}, want {}",
+            px(t)
+        );
+    }
+    let counts = "return [document.querySelectorAll('#summed g.pod').length,
+        document.querySelectorAll('#summed line.pod-edge').length, document.querySelectorAll('#channels g.pod').length]";
+    assert_eq!(
+        js(c, counts).await,
+        json!([0, 0, 0]),
+        "pods hidden by default"
+    );
+    click(c, "#pods").await;
+    let pods = api["pods"].as_array().unwrap().len();
+    let channel_pods: usize = api["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ch| ch["pods"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(js(c, counts).await, json!([pods, 2 * pods, channel_pods]));
+    let first = js(c, "const g = document.querySelector('#summed g.pod'); return [+g.dataset.channel, +g.dataset.startNs, +g.dataset.endNs]").await;
+    let p0 = &api["pods"][0];
+    let nums = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        nums(&first),
+        nums(&json!([p0["channel"], p0["start_ns"], p0["end_ns"]]))
+    );
+    screenshot(c, "event-pods.png").await;
+    click(c, "#pods").await;
+    assert_eq!(js(c, counts).await, json!([0, 0, 0]), "pods hidden again");
 }
