@@ -153,28 +153,37 @@ fn shape_normal_equations(
 ) -> (Vec<Vec<f64>>, Vec<f64>) {
     let nb = set.intervals + 3;
     let zero = || (vec![vec![0.0; nb]; nb], vec![0.0; nb]);
-    (0..p.positions.len())
+    // Fixed chunks summed in order: the same sums whatever the thread count
+    // (a rayon fold/reduce splits where work stealing happens to).
+    let n = p.positions.len();
+    let partial: Vec<(Vec<Vec<f64>>, Vec<f64>)> = (0..n.div_ceil(CHUNK))
         .into_par_iter()
-        .fold(zero, |(mut m, mut v), i| {
-            let areas = p.event(i);
-            let n_top = p.n_top();
-            for k in (0..n_top).filter(|&k| p.live[k]) {
-                let d = dist[i * n_top + k];
-                let scale = a[i] * eff[k];
-                let mu = (scale * shape_at(shape, set, d)).max(0.05);
-                let w = 1.0 / mu;
-                let (j, basis) = cubic_bspline_basis(f64::from(d[1]), set.intervals);
-                for r in 0..4 {
-                    let xr = scale * basis[r];
-                    v[j + r] += w * xr * areas[k].max(0.0);
-                    for c in 0..4 {
-                        m[j + r][j + c] += w * xr * scale * basis[c];
+        .map(|c| {
+            let (mut m, mut v) = zero();
+            for i in c * CHUNK..n.min((c + 1) * CHUNK) {
+                let areas = p.event(i);
+                let n_top = p.n_top();
+                for k in (0..n_top).filter(|&k| p.live[k]) {
+                    let d = dist[i * n_top + k];
+                    let scale = a[i] * eff[k];
+                    let mu = (scale * shape_at(shape, set, d)).max(0.05);
+                    let w = 1.0 / mu;
+                    let (j, basis) = cubic_bspline_basis(f64::from(d[1]), set.intervals);
+                    for r in 0..4 {
+                        let xr = scale * basis[r];
+                        v[j + r] += w * xr * areas[k].max(0.0);
+                        for c in 0..4 {
+                            m[j + r][j + c] += w * xr * scale * basis[c];
+                        }
                     }
                 }
             }
             (m, v)
         })
-        .reduce(zero, |(mut m, mut v), (m2, v2)| {
+        .collect();
+    partial
+        .into_iter()
+        .fold(zero(), |(mut m, mut v), (m2, v2)| {
             for (row, row2) in m.iter_mut().zip(&m2) {
                 for (x, y) in row.iter_mut().zip(row2) {
                     *x += y;
@@ -186,6 +195,9 @@ fn shape_normal_equations(
             (m, v)
         })
 }
+
+/// Events per partial sum of the parallel accumulations.
+const CHUNK: usize = 512;
 
 /// Fit shape and efficiencies to the pairs, starting from `start`.
 /// `None` when the normal equations are singular (too few events).
@@ -222,27 +234,29 @@ pub fn fit_response(
         };
         // Efficiencies with the new shape.
         let a = scales(p, &dist, &shape, &eff, set);
-        let (num, den) = (0..p.positions.len())
+        let n = p.positions.len();
+        let partial: Vec<(Vec<f64>, Vec<f64>)> = (0..n.div_ceil(CHUNK))
             .into_par_iter()
-            .fold(
-                || (vec![0.0; n_top], vec![0.0; n_top]),
-                |(mut num, mut den), i| {
+            .map(|c| {
+                let (mut num, mut den) = (vec![0.0; n_top], vec![0.0; n_top]);
+                for i in c * CHUNK..n.min((c + 1) * CHUNK) {
                     let areas = p.event(i);
                     for k in (0..n_top).filter(|&k| p.live[k]) {
                         num[k] += areas[k].max(0.0);
                         den[k] += a[i] * shape_at(&shape, set, dist[i * n_top + k]);
                     }
-                    (num, den)
-                },
-            )
-            .reduce(
-                || (vec![0.0; n_top], vec![0.0; n_top]),
-                |(mut n1, mut d1), (n2, d2)| {
-                    n1.iter_mut().zip(&n2).for_each(|(x, y)| *x += y);
-                    d1.iter_mut().zip(&d2).for_each(|(x, y)| *x += y);
-                    (n1, d1)
-                },
-            );
+                }
+                (num, den)
+            })
+            .collect();
+        let (num, den) = partial.into_iter().fold(
+            (vec![0.0; n_top], vec![0.0; n_top]),
+            |(mut n1, mut d1), (n2, d2)| {
+                n1.iter_mut().zip(&n2).for_each(|(x, y)| *x += y);
+                d1.iter_mut().zip(&d2).for_each(|(x, y)| *x += y);
+                (n1, d1)
+            },
+        );
         for k in 0..n_top {
             eff[k] = if p.live[k] && den[k] > 0.0 && num[k] > 0.0 {
                 num[k] / den[k]
