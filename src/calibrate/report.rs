@@ -275,6 +275,11 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
     );
     let _ = writeln!(
         s,
+        "| single-phe area noise, common to the channels [phe] | {:.3} | | |",
+        p.gains.area_noise_phe
+    );
+    let _ = writeln!(
+        s,
         "| dead channels | {:?} | | {:?} |",
         p.gains.dead, told.calibration.dead_channels
     );
