@@ -23,6 +23,10 @@
 //! dead:  count_k < 0.1 median(count)          (no signal at all)
 //! noisy: count_k > 1.5 median(count) + 10 sqrt(median(count)),
 //!        or the sd of u / rho_k in [0.6, 1.6] above 1.5 x its median over channels
+//! noisy rate: R_dark max(0, count_k / median(count) - 1)   [Hz], R_dark: the
+//!        conditions' dark-count rate; the median channel sees dark counts
+//!        only, so the share of single phe found as lone pulses (hit
+//!        threshold, ~93 %) cancels
 //! ```
 //! The lower edge stays above the hit threshold's loss of small pulses, the
 //! upper one below the single-phe classification cut; dead channels keep the
@@ -176,6 +180,27 @@ pub fn window_mean(spe_resolution: f64, double_phe_prob: f64, lo: f64, hi: f64) 
     num / den
 }
 
+/// Excess single-phe rate of each noisy channel, in the order of
+/// `gains.noisy` [Hz]: its lone single-phe pulses beyond the median
+/// channel's, in units of the median channel's dark-count rate `dark_rate_hz`.
+pub fn noisy_rates_hz(gains: &PmtGains, dark_rate_hz: f64) -> Vec<f64> {
+    gains
+        .noisy
+        .iter()
+        .map(|&c| {
+            let count = gains
+                .channels
+                .get(usize::from(c))
+                .map_or(0.0, |g| g.count as f64);
+            if gains.median_count > 0.0 {
+                dark_rate_hz * (count / gains.median_count - 1.0).max(0.0)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// Measure every channel.
 ///
 /// # Errors
@@ -288,6 +313,25 @@ pub fn fit_pmt_gains(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_noisy_channels_rate_is_its_excess_over_the_median_in_dark_rates() {
+        let channel = |channel: u16, count: usize| ChannelGain {
+            channel,
+            gain_adc: 10.0,
+            sigma_gain_adc: 0.1,
+            count,
+        };
+        let gains = PmtGains {
+            channels: vec![channel(0, 100), channel(1, 5100), channel(2, 90)],
+            dead: vec![],
+            noisy: vec![1, 2],
+            median_count: 100.0,
+            area_noise_phe: 0.0,
+        };
+        // 50 times the median's dark counts beyond them; below the median: none.
+        assert_eq!(noisy_rates_hz(&gains, 20.0), vec![1000.0, 0.0]);
+    }
 
     #[test]
     fn the_common_area_noise_is_fitted_and_the_gains_are_unbiased_by_it() {
