@@ -155,10 +155,10 @@ fn dead_loss(c: &Conditions, dead: &[bool], x: f64, y: f64) -> f64 {
     let t = &m.params.tpc;
     let h = t.liquid_z_mm - t.bottom_array_z_mm;
     let (mut all, mut lost) = (0.0, 0.0);
-    for k in n_top..m.n_channels() {
+    for (k, &is_dead) in dead.iter().enumerate().skip(n_top) {
         let w = solid_angle_weight(h, (x - m.pmts.x[k]).hypot(y - m.pmts.y[k]));
         all += w;
-        if dead[k] {
+        if is_dead {
             lost += w;
         }
     }

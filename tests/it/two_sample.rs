@@ -143,6 +143,9 @@ fn gamma_q(a: f64, x: f64) -> f64 {
     }
 }
 
+/// A row of features and its class (0 or 1).
+type Labelled = (Vec<f64>, f64);
+
 /// Cross-validated accuracies of the two classifiers.
 #[derive(Debug, Clone, Copy)]
 pub struct Classified {
@@ -176,7 +179,7 @@ pub fn classify(class0: &[Vec<f64>], class1: &[Vec<f64>], seed: u64) -> Classifi
     };
     let (a, b) = (pick(class0), pick(class1));
     let half = k / 2;
-    let fold = |lo: bool| -> (Vec<(Vec<f64>, f64)>, Vec<(Vec<f64>, f64)>) {
+    let fold = |lo: bool| -> (Vec<Labelled>, Vec<Labelled>) {
         let (mut train, mut test) = (Vec::new(), Vec::new());
         for (rows, y) in [(&a, 0.0), (&b, 1.0)] {
             for (i, r) in rows.iter().enumerate() {
@@ -217,7 +220,7 @@ struct Logistic {
 }
 
 impl Logistic {
-    fn fit(rows: &[(Vec<f64>, f64)]) -> Self {
+    fn fit(rows: &[Labelled]) -> Self {
         let d = rows[0].0.len();
         let n = rows.len() as f64;
         let mean: Vec<f64> = (0..d)
@@ -306,10 +309,11 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         if d.abs() < 1e-300 {
             continue;
         }
+        let pivot_row = a[c].clone();
         for r in c + 1..n {
             let f = a[r][c] / d;
-            for k in c..n {
-                a[r][k] -= f * a[c][k];
+            for (v, p) in a[r].iter_mut().zip(&pivot_row).skip(c) {
+                *v -= f * p;
             }
             b[r] -= f * b[c];
         }
@@ -340,7 +344,7 @@ impl Stump {
 }
 
 /// The feature and stump with the best training accuracy.
-fn best_stump(rows: &[(Vec<f64>, f64)]) -> (usize, Stump) {
+fn best_stump(rows: &[Labelled]) -> (usize, Stump) {
     let d = rows[0].0.len();
     let n = rows.len();
     let n1 = rows.iter().filter(|(_, y)| *y > 0.5).count();
