@@ -6,7 +6,8 @@
 //! lce_S1, lce_S2: the measured Kr83m maps when the conditions carry them
 //!     (relative to the centre, times the nominal map's centre value), else
 //!     the nominal maps (see DetectorModel::s1_correction_map)
-//! E   = W (S1c / g1 + S2c / g2) / 1000        [keV], W in eV, g2 = eps_ext * SE
+//! E   = k W (S1c / g1 + S2c / g2) / 1000      [keV], W in eV, g2 = eps_ext * SE,
+//!       k the conditions' energy scale (from the Kr83m line; 1 without one)
 //! ```
 
 use crate::detector::DetectorModel;
@@ -24,7 +25,8 @@ pub fn correct_s2(model: &DetectorModel, s2_phd: f64, x_mm: f64, y_mm: f64, drif
 
 /// Combined energy [keV] from corrected S1 and S2 [phd].
 pub fn energy_kev(model: &DetectorModel, s1c_phd: f64, s2c_phd: f64) -> f64 {
-    model.params.light.w_ev * (s1c_phd / model.params.light.g1 + s2c_phd / model.g2()) * 1e-3
+    let l = &model.params.light;
+    l.energy_scale * l.w_ev * (s1c_phd / l.g1 + s2c_phd / model.g2()) * 1e-3
 }
 
 #[cfg(test)]

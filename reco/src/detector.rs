@@ -74,6 +74,10 @@ pub struct Lrf {
     pub flat: f64,
 }
 
+fn unit_scale() -> f64 {
+    1.0
+}
+
 /// Light and charge gains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +92,10 @@ pub struct Light {
     pub se_resolution: f64,
     /// Mean energy per quantum [eV].
     pub w_ev: f64,
+    /// Factor on the combined energy, from a mono-energetic line (Kr83m:
+    /// `tpcflow calibrate`); 1 when the conditions do not carry one.
+    #[serde(default = "unit_scale")]
+    pub energy_scale: f64,
     /// S1 area fraction top at mid height.
     pub s1_top_fraction: f64,
     /// Change of the S1 area fraction top from cathode to gate.
@@ -355,6 +363,12 @@ impl DetectorModel {
             "must be in (0, 1]",
         )?;
         check(
+            "light.energy_scale",
+            p.light.energy_scale,
+            p.light.energy_scale > 0.5 && p.light.energy_scale < 2.0,
+            "must be in (0.5, 2)",
+        )?;
+        check(
             "light.extraction_efficiency",
             p.light.extraction_efficiency,
             p.light.extraction_efficiency > 0.0 && p.light.extraction_efficiency <= 1.0,
@@ -480,6 +494,7 @@ impl DetectorModel {
             },
             light: Light {
                 g1: 0.112,
+                energy_scale: 1.0,
                 extraction_efficiency: 0.726,
                 se_gain_phd: 47.0,
                 se_resolution: 0.25,

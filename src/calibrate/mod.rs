@@ -6,8 +6,8 @@
 //! [`lifetime`] (electron lifetime), [`se_gain`] (single-electron gain and
 //! width), [`pmt_gains`] (per-channel gains, dead and noisy channels),
 //! [`liquid_level`] (gas gap vs xy, plane tilt), [`kr_maps`] (S2 vs xy, S1 vs
-//! xyz and the energy-peak uniformity), [`energy_scale`] (g1 from the Kr83m
-//! line), the Kr83m energy peak's position and width ([`peak`]), the event
+//! xyz and the energy-peak uniformity), [`energy_scale`] (energy scale from
+//! the Kr83m line), the Kr83m energy peak's position and width ([`peak`]), the event
 //! and single-electron rates ([`rates`]), [`lrf`] (the top array's light
 //! response learned from the Kr83m S2 patterns); [`output`] writes the
 //! conditions and [`report`] the Markdown report with its SVG figures.
@@ -173,13 +173,13 @@ pub struct Products {
     pub liquid: Result<liquid_level::LiquidLevel, String>,
     /// Kr83m maps.
     pub maps: kr_maps::KrMaps,
-    /// g1 from the Kr83m line.
+    /// Energy scale from the Kr83m line.
     pub energy_scale: energy_scale::EnergyScale,
     /// Kr83m energy-peak uniformity with the base conditions.
     pub uniformity_base: kr_maps::Uniformity,
     /// The same with the measured products.
     pub uniformity_measured: kr_maps::Uniformity,
-    /// Kr83m energy peak with the measured products but the told g1 [keV].
+    /// Kr83m energy peak with the measured products but without the energy scale [keV].
     pub kr_peak: peak::GaussianCore,
     /// Event and lone single-electron rates.
     pub rates: rates::Rates,
@@ -220,14 +220,14 @@ pub struct KrProducts {
     pub liquid: Result<liquid_level::LiquidLevel, String>,
     /// Kr83m maps.
     pub maps: kr_maps::KrMaps,
-    /// g1 from the Kr83m line (with the measured lifetime, maps and SE gain).
+    /// Energy scale from the Kr83m line (with the measured lifetime, maps and SE gain).
     pub energy_scale: energy_scale::EnergyScale,
     /// Kr83m energy-peak uniformity with the base conditions.
     pub uniformity_base: kr_maps::Uniformity,
-    /// The same with the measured lifetime, maps, `se_gain_phd` and g1.
+    /// The same with the measured lifetime, maps, `se_gain_phd` and energy scale.
     pub uniformity_measured: kr_maps::Uniformity,
     /// Kr83m energy peak with the measured lifetime, maps and `se_gain_phd`
-    /// and the told g1 [keV].
+    /// without the energy scale [keV].
     pub peak: peak::GaussianCore,
 }
 
@@ -275,15 +275,14 @@ pub fn measure_kr(
         &measured_s1,
         &measured_s2,
     );
-    let energy_scale = energy_scale::fit_g1(&a, &b, p.light.g1)?;
-    let k = p.light.g1 / energy_scale.g1;
-    let e_measured: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a * k + b).collect();
+    let e_unscaled: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+    let energy_scale = energy_scale::fit_energy_scale(&e_unscaled)?;
+    let e_measured: Vec<f64> = e_unscaled.iter().map(|e| e * energy_scale.factor).collect();
     let uniformity_base = kr_maps::uniformity(kr, &e_base, radius, z_range);
     let uniformity_measured = kr_maps::uniformity(kr, &e_measured, radius, z_range);
-    // The peak with the told g1: with the measured one it is 41.5 keV by
-    // construction; with the told one it follows the light collection.
-    let e_told_g1: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
-    let peak = peak::gaussian_core(&e_told_g1, "Kr83m energy peak", "Kr83m single scatters")?;
+    // The peak without the energy scale: with it, it is 41.5 keV by
+    // construction; without, it follows the light collection.
+    let peak = peak::gaussian_core(&e_unscaled, "Kr83m energy peak", "Kr83m single scatters")?;
     Ok(KrProducts {
         lifetime,
         liquid,

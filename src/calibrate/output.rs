@@ -58,7 +58,10 @@ pub fn conditions_text(opts: &Options, p: &Products) -> Result<String, Calibrate
     );
     let light = table(&mut doc, &["detector", "light"]);
     light.insert("se_gain_phd".into(), Value::Float(round(p.se.gain_phd, 3)));
-    light.insert("g1".into(), Value::Float(round(p.energy_scale.g1, 5)));
+    light.insert(
+        "energy_scale".into(),
+        Value::Float(round(p.energy_scale.factor, 5)),
+    );
     light.insert(
         "se_resolution".into(),
         Value::Float(round(p.se.resolution, 4)),
@@ -152,7 +155,10 @@ fn provenance(opts: &Options, p: &Products) -> Table {
         ),
     );
     u.insert("se_gain_phd".into(), Value::Float(p.se.sigma_gain_phd));
-    u.insert("g1".into(), Value::Float(p.energy_scale.sigma_g1));
+    u.insert(
+        "energy_scale".into(),
+        Value::Float(p.energy_scale.sigma_factor),
+    );
     u.insert(
         "spe_area_adc".into(),
         Value::Array(
@@ -213,14 +219,13 @@ fn provenance(opts: &Options, p: &Products) -> Table {
     k.insert("cells".into(), i(p.uniformity_measured.cells));
     t.insert("kr83m_uniformity".into(), Value::Table(k));
     let mut e = Table::new();
-    e.insert("g1".into(), Value::Float(p.energy_scale.g1));
-    e.insert("sigma_g1".into(), Value::Float(p.energy_scale.sigma_g1));
+    e.insert("factor".into(), Value::Float(p.energy_scale.factor));
     e.insert(
-        "base_g1".into(),
-        Value::Float(p.base.detector.params.light.g1),
+        "sigma_factor".into(),
+        Value::Float(p.energy_scale.sigma_factor),
     );
     e.insert(
-        "kr83m_peak_with_base_g1_kev".into(),
+        "kr83m_peak_without_kev".into(),
         Value::Float(p.energy_scale.peak_before_kev),
     );
     e.insert("events".into(), i(p.energy_scale.events));

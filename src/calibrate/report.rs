@@ -337,10 +337,9 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
     let es = &p.energy_scale;
     let _ = writeln!(
         s,
-        "\n## Energy scale\n\ng1 = {:.5} +- {:.5} (told {}): the Kr83m line at {} keV with the measured lifetime, maps and single-electron gain ({} events; with the told g1 it is at {:.2} keV).",
-        es.g1,
-        es.sigma_g1,
-        p.base.detector.params.light.g1,
+        "\n## Energy scale\n\nFactor {:.4} +- {:.4} on the combined energy: the Kr83m line at {} keV with the measured lifetime, maps and single-electron gain ({} events; without it the line is at {:.2} keV).",
+        es.factor,
+        es.sigma_factor,
         energy_scale::KR83M_KEV,
         es.events,
         es.peak_before_kev
