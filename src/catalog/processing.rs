@@ -126,6 +126,8 @@ pub struct OutputRow {
     pub events: u64,
     /// Catalogue time [s since the Unix epoch].
     pub catalogued_at: f64,
+    /// The processing site that made it (None: catalogued before sites processed).
+    pub site: Option<super::Site>,
 }
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
@@ -406,7 +408,7 @@ impl Catalog {
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
-                "SELECT id, file_id, lineage_hash, rq_path, checksum, events, catalogued_at
+                "SELECT id, file_id, lineage_hash, rq_path, checksum, events, catalogued_at, site
                  FROM outputs WHERE file_id = ?1 ORDER BY id",
             )
             .map_err(self.sql("list outputs"))?;
@@ -420,6 +422,7 @@ impl Catalog {
                     checksum: r.get(4)?,
                     events: r.get(5)?,
                     catalogued_at: r.get(6)?,
+                    site: r.get(7)?,
                 })
             })
             .and_then(|rows| rows.collect())

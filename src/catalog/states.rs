@@ -111,6 +111,9 @@ text_enum!(
         Science => "science",
         /// Calibration sources (not salted).
         Calibration => "calibration",
+        /// Made by a simulation campaign at a processing site (never salted,
+        /// counted apart from detector data).
+        Simulation => "simulation",
     }
 );
 
@@ -257,7 +260,10 @@ mod tests {
             e.to_string().contains("CERN") && e.to_string().contains("ARCHIVE"),
             "{e}"
         );
-        assert_eq!(check_list(RunType::ALL), "'science','calibration'");
+        assert_eq!(
+            check_list(RunType::ALL),
+            "'science','calibration','simulation'"
+        );
     }
 
     #[test]

@@ -170,7 +170,9 @@ impl Catalog {
     }
 
     /// Queue a task for every transferred file of the campaign's run range
-    /// that has none yet. Science files must be salted when `require_salted`.
+    /// that has none yet. Science files must be salted when `require_salted`;
+    /// prompt processing never takes simulated runs (their own simulation
+    /// campaign reconstructs them).
     /// Returns how many were queued.
     ///
     /// # Errors
@@ -198,10 +200,11 @@ impl Catalog {
                     "INSERT INTO tasks (file_id, campaign_id, state, created_at, updated_at)
                      SELECT f.id, ?1, 'queued', ?4, ?4 FROM {files} JOIN runs ru ON ru.number = f.run
                      WHERE f.state IN {states} AND f.run BETWEEN ?2 AND ?3
-                       AND (?5 = 0 OR ru.run_type = 'calibration' OR f.salted = 1)
+                       AND (?5 = 0 OR ru.run_type <> 'science' OR f.salted = 1)
+                       AND (?6 = 0 OR ru.run_type <> 'simulation')
                        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.campaign_id = ?1)"
                 ),
-                params![c.id, c.first_run, c.last_run, now, require_salted],
+                params![c.id, c.first_run, c.last_run, now, require_salted, prompt],
             )
             .map_err(self.sql("queue tasks"))
     }
@@ -502,15 +505,29 @@ impl Catalog {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin task done"))?;
+        self.task_done_in(&tx, task_id, output)?;
+        tx.commit().map_err(self.sql("commit task done"))
+    }
+
+    /// [`Catalog::task_done`] inside the caller's transaction; returns the output's id.
+    pub(super) fn task_done_in(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        task_id: i64,
+        output: &NewOutput,
+    ) -> Result<i64, CatalogError> {
         let now = now_unix_s();
-        tx.execute(
-            "INSERT INTO outputs (file_id, lineage_hash, rq_path, checksum, events, catalogued_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(file_id, lineage_hash) DO UPDATE SET rq_path = excluded.rq_path,
-               checksum = excluded.checksum, events = excluded.events, catalogued_at = excluded.catalogued_at",
-            params![output.file_id, output.lineage_hash, output.rq_path, output.checksum, output.events, now],
-        )
-        .map_err(self.sql("record output"))?;
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO outputs (file_id, lineage_hash, rq_path, checksum, events, catalogued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(file_id, lineage_hash) DO UPDATE SET rq_path = excluded.rq_path,
+                   checksum = excluded.checksum, events = excluded.events, catalogued_at = excluded.catalogued_at
+                 RETURNING id",
+                params![output.file_id, output.lineage_hash, output.rq_path, output.checksum, output.events, now],
+                |r| r.get(0),
+            )
+            .map_err(self.sql("record output"))?;
         tx.execute(
             "UPDATE tasks SET state = 'done', last_error = NULL, updated_at = ?2 WHERE id = ?1",
             params![task_id, now],
@@ -522,7 +539,7 @@ impl Catalog {
             [task_id],
         )
         .map_err(self.sql("mark file processed"))?;
-        tx.commit().map_err(self.sql("commit task done"))
+        Ok(id)
     }
 
     /// A task's attempt failed: spend an attempt; back to `queued` after

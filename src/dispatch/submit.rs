@@ -327,7 +327,7 @@ impl Dispatcher {
             serde_json::from_str(&config_json).context("campaign reco config")?;
         let config_path = dir.join("reco.toml");
         std::fs::write(&config_path, toml::to_string(&config)?)?;
-        let out_dir = self.out_dir(c);
+        let out_dir = Self::out_dir(c, &ps.rq_root);
         let args = format!(
             "--inputs {inputs} --out-dir {} --conditions {} --config {} --json",
             quote_path(&out_dir)?,
