@@ -82,6 +82,8 @@ pub struct JobRow {
     pub slurm_name: String,
     /// Index of this job in its SLURM job array (`slurm_id` is the array's id).
     pub array_index: Option<u32>,
+    /// What it runs: reconstruction tasks or simulation tasks.
+    pub kind: super::JobKind,
 }
 
 impl JobRow {
@@ -147,11 +149,12 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         finished_at: r.get(9)?,
         slurm_name: r.get(10)?,
         array_index: r.get(11)?,
+        kind: r.get(12)?,
     })
 }
 
 const JOB_COLUMNS: &str = "id, slurm_id, name, campaign_id, task_ids, attempt, state, reason, \
-     submitted_at, finished_at, coalesce(slurm_name, name), array_index";
+     submitted_at, finished_at, coalesce(slurm_name, name), array_index, kind";
 
 impl Catalog {
     /// Define a campaign (state `defined`). Returns its id.

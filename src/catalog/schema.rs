@@ -351,6 +351,8 @@ CREATE TABLE sim_tasks (
     not_before    REAL,
     site          TEXT,
     file_id       INTEGER REFERENCES raw_files(id),
+    time_limit_min INTEGER CHECK (time_limit_min > 0),
+    mem_mb        INTEGER CHECK (mem_mb > 0),
     created_at    REAL NOT NULL,
     updated_at    REAL NOT NULL,
     UNIQUE (campaign_id, file_index),
@@ -376,6 +378,7 @@ mod tests {
             check_list(JobState::ALL),
             check_list(CampaignState::ALL),
             check_list(TaskState::ALL),
+            check_list(JobKind::ALL),
         ] {
             assert!(
                 sql.contains(&format!("IN ({list})")),

@@ -237,6 +237,16 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// What a SLURM job of the dispatcher runs.
+    JobKind, "job kind", {
+        /// `tpcflow reco` over raw files (tasks).
+        Reco => "reco",
+        /// `tpcflow sim`, one file per element (simulation tasks).
+        Sim => "sim",
+    }
+);
+
 /// SQL list of an enum's names for a CHECK constraint: `'a','b','c'`.
 pub fn check_list<T: Copy + fmt::Display>(all: &[T]) -> String {
     all.iter()

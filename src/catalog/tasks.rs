@@ -7,8 +7,8 @@ use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
 use super::{
-    now_unix_s, CampaignRow, CampaignState, Catalog, CatalogError, JobState, NewOutput, Site,
-    TaskState,
+    now_unix_s, CampaignRow, CampaignState, Catalog, CatalogError, JobKind, JobState, NewOutput,
+    Site, TaskState,
 };
 
 /// A task with what the dispatcher needs to run it.
@@ -86,6 +86,8 @@ pub struct CampaignProgress {
     pub in_flight: u64,
     /// Runs with at least one task.
     pub runs: u64,
+    /// A simulation campaign's production (None: it reconstructs detector data).
+    pub simulation: Option<super::SimProgress>,
 }
 
 /// The operator's per-run view (LZ's run table of data movement).
@@ -339,7 +341,15 @@ impl Catalog {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin job"))?;
-        let job = self.claim_job(&tx, campaign_id, prefix, task_ids, attempt, None)?;
+        let job = self.claim_job(
+            &tx,
+            campaign_id,
+            prefix,
+            task_ids,
+            attempt,
+            None,
+            JobKind::Reco,
+        )?;
         tx.commit().map_err(self.sql("commit job"))?;
         Ok(job)
     }
@@ -357,13 +367,36 @@ impl Catalog {
         prefix: &str,
         elements: &[(Vec<i64>, u32)],
     ) -> Result<(String, Vec<(i64, String)>), CatalogError> {
+        self.begin_array_of(JobKind::Reco, campaign_id, prefix, elements)
+    }
+
+    /// [`Catalog::begin_array`] for a job array of `kind`: its elements hold
+    /// reconstruction tasks or simulation tasks.
+    ///
+    /// # Errors
+    /// [`CatalogError::StateConflict`] when a task is no longer queued.
+    pub fn begin_array_of(
+        &self,
+        kind: JobKind,
+        campaign_id: i64,
+        prefix: &str,
+        elements: &[(Vec<i64>, u32)],
+    ) -> Result<(String, Vec<(i64, String)>), CatalogError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin job array"))?;
         let mut jobs = Vec::with_capacity(elements.len());
         for (index, (tasks, attempt)) in elements.iter().enumerate() {
-            jobs.push(self.claim_job(&tx, campaign_id, prefix, tasks, *attempt, Some(index))?);
+            jobs.push(self.claim_job(
+                &tx,
+                campaign_id,
+                prefix,
+                tasks,
+                *attempt,
+                Some(index),
+                kind,
+            )?);
         }
         let first = jobs.first().map_or(0, |j| j.0);
         let array_name = format!("{prefix}-a{first}");
@@ -376,6 +409,7 @@ impl Catalog {
         Ok((array_name, jobs))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn claim_job(
         &self,
         tx: &rusqlite::Transaction<'_>,
@@ -384,11 +418,12 @@ impl Catalog {
         task_ids: &[i64],
         attempt: u32,
         array_index: Option<usize>,
+        kind: JobKind,
     ) -> Result<(i64, String), CatalogError> {
         let tasks = serde_json::to_string(task_ids).unwrap_or_else(|_| "[]".into());
         tx.execute(
-            "INSERT INTO jobs (name, campaign_id, task_ids, attempt, array_index) VALUES ('', ?1, ?2, ?3, ?4)",
-            params![campaign_id, tasks, attempt.max(1), array_index.map(|i| i as i64)],
+            "INSERT INTO jobs (name, campaign_id, task_ids, attempt, array_index, kind) VALUES ('', ?1, ?2, ?3, ?4, ?5)",
+            params![campaign_id, tasks, attempt.max(1), array_index.map(|i| i as i64), kind],
         )
         .map_err(self.sql("record job"))?;
         let id = tx.last_insert_rowid();
@@ -396,12 +431,13 @@ impl Catalog {
         tx.execute("UPDATE jobs SET name = ?2 WHERE id = ?1", params![id, name])
             .map_err(self.sql("name job"))?;
         let now = now_unix_s();
+        let claim = match kind {
+            JobKind::Reco => "UPDATE tasks SET state = 'submitting', job_id = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'queued'",
+            JobKind::Sim => "UPDATE sim_tasks SET state = 'submitting', job_id = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'queued'",
+        };
         for t in task_ids {
             let n = tx
-                .execute(
-                    "UPDATE tasks SET state = 'submitting', job_id = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'queued'",
-                    params![t, id, now],
-                )
+                .execute(claim, params![t, id, now])
                 .map_err(self.sql("claim task"))?;
             if n != 1 {
                 return Err(CatalogError::StateConflict {
@@ -454,11 +490,13 @@ impl Catalog {
                     found: "another state".into(),
                 });
             }
-            tx.execute(
+            for sql in [
                 "UPDATE tasks SET state = 'submitted', updated_at = ?2 WHERE job_id = ?1 AND state = 'submitting'",
-                params![id, now],
-            )
-            .map_err(self.sql("mark tasks submitted"))?;
+                "UPDATE sim_tasks SET state = 'submitted', updated_at = ?2 WHERE job_id = ?1 AND state = 'submitting'",
+            ] {
+                tx.execute(sql, params![id, now])
+                    .map_err(self.sql("mark tasks submitted"))?;
+            }
         }
         tx.commit().map_err(self.sql("commit accepted jobs"))
     }
@@ -486,11 +524,13 @@ impl Catalog {
         let now = now_unix_s();
         for &id in job_ids {
             self.job_transition_in(&tx, id, JobState::Pending, JobState::Failed, Some(reason))?;
-            tx.execute(
+            for sql in [
                 "UPDATE tasks SET state = 'queued', job_id = NULL, updated_at = ?2 WHERE job_id = ?1 AND state IN ('submitting', 'submitted')",
-                params![id, now],
-            )
-            .map_err(self.sql("requeue tasks"))?;
+                "UPDATE sim_tasks SET state = 'queued', job_id = NULL, updated_at = ?2 WHERE job_id = ?1 AND state IN ('submitting', 'submitted')",
+            ] {
+                tx.execute(sql, params![id, now])
+                    .map_err(self.sql("requeue tasks"))?;
+            }
         }
         tx.commit().map_err(self.sql("commit never-submitted jobs"))
     }
@@ -638,11 +678,13 @@ impl Catalog {
         if c.state != CampaignState::Cancelled {
             self.campaign_transition_in(&tx, c.id, c.state, CampaignState::Cancelled)?;
         }
-        tx.execute(
+        for sql in [
             "UPDATE tasks SET state = 'cancelled', updated_at = ?2 WHERE campaign_id = ?1 AND state = 'queued'",
-            params![c.id, now_unix_s()],
-        )
-        .map_err(self.sql("cancel tasks"))?;
+            "UPDATE sim_tasks SET state = 'cancelled', updated_at = ?2 WHERE campaign_id = ?1 AND state = 'queued'",
+        ] {
+            tx.execute(sql, params![c.id, now_unix_s()])
+                .map_err(self.sql("cancel tasks"))?;
+        }
         let ids: Vec<i64> = {
             let mut st = tx
                 .prepare("SELECT id FROM jobs WHERE campaign_id = ?1 AND state IN ('pending','submitted','running')")
@@ -676,6 +718,13 @@ impl Catalog {
     /// [`CatalogError::Sqlite`].
     pub fn campaign_progress(&self) -> Result<Vec<CampaignProgress>, CatalogError> {
         let campaigns = self.campaigns()?;
+        let mut out = Vec::new();
+        // The connection is not re-entrant: production progress first.
+        let mut rows = Vec::with_capacity(campaigns.len());
+        for c in campaigns {
+            let simulation = self.sim_progress(&c)?;
+            rows.push((c, simulation));
+        }
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
@@ -685,8 +734,7 @@ impl Catalog {
                  WHERE c.id = ?1",
             )
             .map_err(self.sql("campaign progress"))?;
-        let mut out = Vec::new();
-        for c in campaigns {
+        for (c, simulation) in rows {
             let (tasks, done, failed, in_flight, runs, prompt): (
                 u64,
                 Option<u64>,
@@ -714,6 +762,7 @@ impl Catalog {
                 failed: failed.unwrap_or(0),
                 in_flight: in_flight.unwrap_or(0),
                 runs,
+                simulation,
             });
         }
         Ok(out)
@@ -742,7 +791,7 @@ impl Catalog {
                    coalesce(sum(f.state = 'failed' OR EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.state IN ('bad','lost'))), 0),
                    coalesce(sum(EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site = 'SURF' AND r.state = 'retired')), 0)
                  FROM runs ru LEFT JOIN raw_files f ON f.run = ru.number
-                 WHERE ?1 IS NULL OR ru.number = ?1
+                 WHERE (?1 IS NULL AND ru.run_type <> 'simulation') OR ru.number = ?1
                  GROUP BY ru.number ORDER BY ru.number",
             )
             .map_err(self.sql("run status"))?;
@@ -785,6 +834,7 @@ impl Catalog {
             .prepare_cached(
                 "SELECT o.catalogued_at - coalesce(f.written_at, f.registered_at)
                  FROM outputs o JOIN raw_files f ON f.id = o.file_id
+                 JOIN runs ru ON ru.number = f.run AND ru.run_type <> 'simulation'
                  JOIN campaigns c ON c.lineage_hash = o.lineage_hash AND c.prompt = 1",
             )
             .map_err(self.sql("latencies"))?;

@@ -38,6 +38,7 @@ pub mod calibration;
 pub mod cli;
 pub mod health;
 pub mod prompt_conditions;
+pub mod simulation;
 pub mod sites;
 mod submit;
 pub mod track;
@@ -54,8 +55,8 @@ use tpcflow_reco::RecoConfig;
 use crate::catalog::ingest::{self, IngestConfig};
 use crate::catalog::Site;
 use crate::catalog::{
-    CampaignRow, CampaignState, Catalog, JobRow, JobState, NewCampaign, NewOutput, TaskRow,
-    TaskState,
+    CampaignRow, CampaignState, Catalog, JobKind, JobRow, JobState, NewCampaign, NewOutput,
+    TaskRow, TaskState,
 };
 use crate::reco_job::{self, read_result};
 use crate::sbatch::Template;
@@ -341,6 +342,10 @@ pub struct PassReport {
     pub outputs_replicated: u64,
     /// RQ output replicas given up on (the warnings say why).
     pub output_replicas_failed: usize,
+    /// Files of simulation campaigns submitted (elements of job arrays).
+    pub sim_files_submitted: usize,
+    /// Simulated files found complete and catalogued.
+    pub sim_files_made: usize,
     /// Jobs submitted per site.
     pub submitted_at: BTreeMap<String, usize>,
     /// The SLURM stages did not run (or stopped) because SLURM did not answer
@@ -622,6 +627,7 @@ impl Dispatcher {
         }
         stage("queue", &mut report);
         if answering.iter().any(|&a| a) {
+            self.submit_simulations(&answering, &mut report)?;
             self.submit(&campaigns, &answering, &mut report)?;
         }
         stage("submit", &mut report);
@@ -719,17 +725,10 @@ impl Dispatcher {
         slurm: Option<&track::SlurmJob>,
         report: &mut PassReport,
     ) -> Result<()> {
-        let (state, exit) = slurm.map_or((SlurmState::Unknown, None), |j| {
-            (j.state, j.exit_code.clone())
-        });
-        let source = slurm.map_or("none", |j| j.source);
-        let slurm_text = match (job.slurm_ref(), &exit) {
-            (Some(id), Some(e)) => {
-                format!("SLURM job {id} {} (exit {e}, {source})", state.name())
-            }
-            (Some(id), None) => format!("SLURM job {id} {} ({source})", state.name()),
-            _ => format!("job {} {}", job.name, state.name()),
-        };
+        if job.kind == JobKind::Sim {
+            return self.finish_sim_job(ps, job, slurm, report);
+        }
+        let (state, slurm_text) = slurm_outcome(job, slurm);
         let used = self.job_resources(job.id)?;
         let max_rss = slurm.and_then(|j| j.max_rss_bytes);
         let campaign = self.campaign_of(job)?;
@@ -895,6 +894,12 @@ impl Dispatcher {
             if c.state != CampaignState::Active || self.catalog.campaign_extras(c.id)?.1 {
                 continue;
             }
+            // A simulation campaign: every file made and reconstructed (or failed).
+            if self.catalog.sim_spec(c.id)?.is_some() {
+                if !self.catalog.sim_family_settled(c.id)? {
+                    continue;
+                }
+            }
             let (in_flight, finished) = self.catalog.campaign_in_flight(c.id)?;
             if in_flight == 0 && finished > 0 {
                 self.catalog.campaign_transition(
@@ -906,6 +911,22 @@ impl Dispatcher {
         }
         Ok(())
     }
+}
+
+/// A finished (or vanished) job's final state and how to say it in a reason.
+fn slurm_outcome(job: &JobRow, slurm: Option<&track::SlurmJob>) -> (SlurmState, String) {
+    let (state, exit) = slurm.map_or((SlurmState::Unknown, None), |j| {
+        (j.state, j.exit_code.clone())
+    });
+    let source = slurm.map_or("none", |j| j.source);
+    let text = match (job.slurm_ref(), &exit) {
+        (Some(id), Some(e)) => {
+            format!("SLURM job {id} {} (exit {e}, {source})", state.name())
+        }
+        (Some(id), None) => format!("SLURM job {id} {} ({source})", state.name()),
+        _ => format!("job {} {}", job.name, state.name()),
+    };
+    (state, text)
 }
 
 /// Values for the sbatch template.

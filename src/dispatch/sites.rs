@@ -320,6 +320,9 @@ impl super::Dispatcher {
             for task in self.catalog.tasks_of_job(job.id)? {
                 self.catalog.task_requeued_free(task.id, &reason)?;
             }
+            for task in self.catalog.sim_tasks_of_job(job.id)? {
+                self.catalog.sim_task_requeued_free(task.id, &reason)?;
+            }
             self.catalog
                 .job_transition(job.id, job.state, JobState::Failed, Some(&reason))?;
             tracing::warn!(job = %job.name, site = %ps.site, "declared lost");

@@ -8,6 +8,7 @@ mod failover;
 mod outputs;
 mod replicas;
 mod retry;
+mod simulation;
 mod testbed;
 
 use std::path::{Path, PathBuf};
