@@ -332,7 +332,8 @@ CREATE TABLE sim_productions (
     files_per_run   INTEGER NOT NULL CHECK (files_per_run > 0),
     seed            INTEGER NOT NULL,
     conditions      TEXT NOT NULL,
-    detector_truth  TEXT
+    detector_truth  TEXT,
+    truth_run       INTEGER CHECK (truth_run >= 0)
 );
 
 ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'reco' CHECK (kind IN ('reco','sim'));

@@ -48,6 +48,8 @@ pub struct SimSpec {
     pub conditions: String,
     /// Detector truth simulated (`tpcflow sim --detector-truth`), if any.
     pub detector_truth: Option<String>,
+    /// The detector run whose state the truth gives (`tpcflow sim --truth-run`).
+    pub truth_run: Option<u32>,
 }
 
 impl SimSpec {
@@ -204,8 +206,8 @@ impl Catalog {
         let id = tx.last_insert_rowid();
         tx.execute(
             "INSERT INTO sim_productions (campaign_id, source, events_per_file, files,
-               files_per_run, seed, conditions, detector_truth)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+               files_per_run, seed, conditions, detector_truth, truth_run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 id,
                 spec.source,
@@ -214,7 +216,8 @@ impl Catalog {
                 spec.files_per_run,
                 spec.seed as i64,
                 spec.conditions,
-                spec.detector_truth
+                spec.detector_truth,
+                spec.truth_run
             ],
         )
         .map_err(self.sql("record simulation production"))?;
@@ -249,8 +252,8 @@ impl Catalog {
     pub fn sim_spec(&self, campaign_id: i64) -> Result<Option<SimSpec>, CatalogError> {
         self.conn()
             .query_row(
-                "SELECT source, events_per_file, files, files_per_run, seed, conditions, detector_truth
-                 FROM sim_productions WHERE campaign_id = ?1",
+                "SELECT source, events_per_file, files, files_per_run, seed, conditions, detector_truth,
+                   truth_run FROM sim_productions WHERE campaign_id = ?1",
                 [campaign_id],
                 |r| {
                     Ok(SimSpec {
@@ -261,6 +264,7 @@ impl Catalog {
                         seed: r.get::<_, i64>(4)? as u64,
                         conditions: r.get(5)?,
                         detector_truth: r.get(6)?,
+                        truth_run: r.get(7)?,
                     })
                 },
             )
@@ -597,5 +601,136 @@ impl Catalog {
                 |r| r.get(0),
             )
             .map_err(self.sql("simulation campaign settled"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{JobKind, ReplicaState, RunType};
+
+    fn spec(files: u32, per_run: u32) -> SimSpec {
+        SimSpec {
+            source: "wimp".into(),
+            events_per_file: 2,
+            files,
+            files_per_run: per_run,
+            seed: u64::MAX,
+            conditions: "v1".into(),
+            detector_truth: None,
+            truth_run: None,
+        }
+    }
+
+    #[test]
+    fn files_fill_runs_in_order() {
+        let s = spec(5, 2);
+        assert_eq!(s.runs(), 3);
+        assert_eq!(
+            (0..3).map(|k| s.files_of_run(k)).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        assert_eq!(spec(4, 100).runs(), 1);
+    }
+
+    #[test]
+    fn a_family_gets_the_next_free_runs_and_its_files_are_catalogued_where_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::init(&dir.path().join("c.sqlite")).unwrap();
+        let a = c
+            .create_simulation_campaign("a", "v1", "h", "{}", "any", &spec(5, 2))
+            .unwrap();
+        assert_eq!(
+            (a.first_run, a.last_run),
+            (SIM_FIRST_RUN, SIM_FIRST_RUN + 2)
+        );
+        let b = c
+            .create_simulation_campaign("b", "v1", "h", "{}", "UKDC", &spec(1, 2))
+            .unwrap();
+        assert_eq!(
+            (b.first_run, b.last_run),
+            (SIM_FIRST_RUN + 3, SIM_FIRST_RUN + 3)
+        );
+        assert_eq!(c.campaign_site(b.id).unwrap(), "UKDC");
+        assert_eq!(
+            c.sim_spec(a.id).unwrap().unwrap(),
+            spec(5, 2),
+            "the seed round-trips"
+        );
+        assert!(c
+            .runs()
+            .unwrap()
+            .iter()
+            .all(|r| r.run_type == RunType::Simulation));
+        let tasks = c.sim_tasks(a.id).unwrap();
+        let placed: Vec<(u32, u32, u32)> = tasks
+            .iter()
+            .map(|t| (t.run, t.sequence, t.run_files))
+            .collect();
+        let r = SIM_FIRST_RUN;
+        assert_eq!(
+            placed,
+            [
+                (r, 0, 2),
+                (r, 1, 2),
+                (r + 1, 0, 2),
+                (r + 1, 1, 2),
+                (r + 2, 0, 1)
+            ]
+        );
+        assert!(c
+            .create_simulation_campaign("a", "v1", "h", "{}", "any", &spec(1, 1))
+            .is_err());
+        let e = c
+            .create_simulation_campaign("c", "v1", "h", "{}", "any", &spec(200_000, 1))
+            .unwrap_err();
+        assert!(matches!(e, CatalogError::SimRuns { .. }), "{e}");
+
+        // An element ran: its file is registered at the site that made it.
+        let t = &tasks[0];
+        let (_, jobs) = c
+            .begin_array_of(JobKind::Sim, a.id, "p", &[(vec![t.id], 1)])
+            .unwrap();
+        c.jobs_accepted(&[jobs[0].0], 7).unwrap();
+        let name = format!("{:06}_00000.raw.h5", t.run);
+        let file = NewRawFile {
+            run: t.run,
+            sequence: 0,
+            rel_path: format!("{:06}/{name}", t.run),
+            name: name.clone(),
+            size_bytes: 10,
+            adler32: "0000abcd".into(),
+            written_at: None,
+        };
+        let id = c
+            .sim_task_done(t.id, &file, Site::Ukdc, &Site::DESTINATIONS)
+            .unwrap();
+        let reps = c.replicas_of(id).unwrap();
+        let state = |s: Site| {
+            reps.iter()
+                .find(|r| r.site == s)
+                .map(|r| (r.state, r.source))
+        };
+        assert_eq!(
+            state(Site::Ukdc),
+            Some((ReplicaState::Verified, Site::Ukdc))
+        );
+        assert_eq!(state(Site::Usdc), Some((ReplicaState::Queued, Site::Ukdc)));
+        assert_eq!(
+            state(Site::Archive),
+            Some((ReplicaState::Queued, Site::Ukdc))
+        );
+        assert_eq!(state(Site::Surf), None, "never at SURF");
+        assert!(!c.file(&name).unwrap().salted);
+        // Done once: a second report of the same file is refused.
+        assert!(c
+            .sim_task_done(t.id, &file, Site::Ukdc, &Site::DESTINATIONS)
+            .is_err());
+        let p = c.sim_progress(&a).unwrap().unwrap();
+        assert_eq!(
+            (p.files, p.simulated, p.in_flight, p.made_at_ukdc),
+            (5, 1, 4, 1)
+        );
+        assert!(!c.sim_family_settled(a.id).unwrap());
     }
 }

@@ -207,6 +207,9 @@ pub struct SimulateArgs {
     /// TOML file (`tpcflow sim --detector-truth`).
     #[arg(long, requires = "simulate")]
     detector_truth: Option<String>,
+    /// The detector run whose state --detector-truth gives (required with it).
+    #[arg(long, requires = "detector_truth")]
+    truth_run: Option<u32>,
 }
 
 /// Parse `17390-17408` or `17390`.
@@ -274,6 +277,7 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
                     seed: simulate.seed,
                     conditions: conditions.clone(),
                     detector_truth: simulate.detector_truth.clone(),
+                    truth_run: simulate.truth_run,
                 };
                 let c = super::simulation::create_simulation_campaign(
                     &catalog, &name, &spec, &config, &site,
@@ -291,7 +295,10 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
                     c.conditions_tag,
                     spec.detector_truth
                         .as_deref()
-                        .map_or(String::new(), |t| format!(", detector truth {t}")),
+                        .map_or(String::new(), |t| format!(
+                            ", detector truth {t} at run {}",
+                            spec.truth_run.unwrap_or_default()
+                        )),
                     c.lineage_hash
                 );
                 return Ok(());

@@ -895,10 +895,8 @@ impl Dispatcher {
                 continue;
             }
             // A simulation campaign: every file made and reconstructed (or failed).
-            if self.catalog.sim_spec(c.id)?.is_some() {
-                if !self.catalog.sim_family_settled(c.id)? {
-                    continue;
-                }
+            if self.catalog.sim_spec(c.id)?.is_some() && !self.catalog.sim_family_settled(c.id)? {
+                continue;
             }
             let (in_flight, finished) = self.catalog.campaign_in_flight(c.id)?;
             if in_flight == 0 && finished > 0 {

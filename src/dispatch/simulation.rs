@@ -65,8 +65,19 @@ pub fn create_simulation_campaign(
     crate::sim::Source::from_str(&spec.source, true)
         .map_err(|e| anyhow::anyhow!("--source {}: {e}", spec.source))?;
     if let Some(t) = &spec.detector_truth {
-        crate::sim::detector_truth::DetectorTruth::load(t)
+        let truth = crate::sim::detector_truth::DetectorTruth::load(t)
             .with_context(|| format!("--detector-truth {t}"))?;
+        // A truth describes detector runs; simulated runs are numbered apart.
+        let run = spec.truth_run.with_context(|| {
+            format!(
+                "--detector-truth {t} needs --truth-run RUN: the detector run whose state \
+                 to simulate (simulated runs are numbered from {})",
+                crate::catalog::SIM_FIRST_RUN
+            )
+        })?;
+        truth
+            .simulated_detector(run)
+            .with_context(|| format!("--detector-truth {t} at --truth-run {run}"))?;
     }
     let cond = super::prompt_conditions::resolve(
         catalog,
@@ -199,6 +210,9 @@ impl Dispatcher {
         );
         if let Some(t) = &spec.detector_truth {
             sim_args.push_str(&format!(" --detector-truth {}", quote(t)?));
+            if let Some(r) = spec.truth_run {
+                sim_args.push_str(&format!(" --truth-run {r}"));
+            }
         }
         let values: BTreeMap<String, String> = [
             ("job_name", name.clone()),

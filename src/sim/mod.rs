@@ -331,13 +331,31 @@ pub fn run_with_truth(
     truth: Option<&DetectorTruth>,
     closing: FileClosing,
 ) -> Result<SimReport, SimError> {
-    run_selected(opts, cond, truth, closing, 0..opts.files)
+    run_selected(opts, cond, truth, None, closing, 0..opts.files)
+}
+
+/// As [`run_with_truth`], the detector as `truth` gives it at run
+/// `truth_run` (None: at the simulated run): a simulation production
+/// numbered apart from detector runs simulates the detector of a real one.
+/// The truth written beside the data is that detector, for the simulated run.
+///
+/// # Errors
+/// As [`run_with_truth`].
+pub fn run_with_truth_at(
+    opts: &SimOptions,
+    cond: &Conditions,
+    truth: Option<&DetectorTruth>,
+    truth_run: Option<u32>,
+    closing: FileClosing,
+) -> Result<SimReport, SimError> {
+    run_selected(opts, cond, truth, truth_run, closing, 0..opts.files)
 }
 
 /// Write only file `index` of the run `opts` describes (`index <
 /// opts.files`): byte for byte the file a whole run writes at that place
 /// (its events and trigger times come from the run's streams, whatever
-/// else is written). One element of a simulation campaign's job array.
+/// else is written). One element of a simulation campaign's job array;
+/// `truth_run` as in [`run_with_truth_at`].
 ///
 /// # Errors
 /// As [`run_with_truth`].
@@ -348,6 +366,7 @@ pub fn run_one_file(
     opts: &SimOptions,
     cond: &Conditions,
     truth: Option<&DetectorTruth>,
+    truth_run: Option<u32>,
     closing: FileClosing,
     index: u32,
 ) -> Result<SimReport, SimError> {
@@ -356,7 +375,7 @@ pub fn run_one_file(
         "file {index} of a run of {}",
         opts.files
     );
-    run_selected(opts, cond, truth, closing, index..index + 1)
+    run_selected(opts, cond, truth, truth_run, closing, index..index + 1)
 }
 
 /// The files `which` of the run (indices into its `opts.files` files).
@@ -364,13 +383,15 @@ fn run_selected(
     opts: &SimOptions,
     cond: &Conditions,
     truth: Option<&DetectorTruth>,
+    truth_run: Option<u32>,
     closing: FileClosing,
     which: Range<u32>,
 ) -> Result<SimReport, SimError> {
     let Some(truth) = truth else {
         return Ok(run_files(opts, cond, cond, None, closing, which)?);
     };
-    let detector = truth.simulated_detector(opts.run)?;
+    let mut detector = truth.simulated_detector(truth_run.unwrap_or(opts.run))?;
+    detector.truth.run = opts.run;
     let path = detector.truth.write_for_run(&opts.out)?;
     tracing::info!(file = %path.display(), truth = %truth.name, "detector truth written");
     Ok(run_files(
