@@ -93,6 +93,30 @@ pub fn run_dispatch(a: DispatchArgs) -> Result<()> {
                         r.ingested, r.salted, r.held_unsalted, r.replicas_verified, r.replicas_failed, r.surf_retired, r.tasks_queued, r.jobs_submitted, r.arrays_submitted, r.jobs_finished,
                         r.jobs_adopted, r.jobs_never_submitted, r.tasks_done, r.tasks_failed, r.slurm_calls, r.seconds
                     );
+                    if !r.submitted_at.is_empty()
+                        || r.copy_ins_queued + r.sim_files_submitted + r.sim_files_made > 0
+                        || r.copied_in + r.outputs_replicated > 0
+                        || r.jobs_lost + r.output_replicas_failed > 0
+                    {
+                        let at: Vec<String> = r
+                            .submitted_at
+                            .iter()
+                            .map(|(s, n)| format!("{s} {n}"))
+                            .collect();
+                        println!(
+                            "  sites: submitted at {}; jobs lost {}; copy-ins queued {}; copies between \
+                             sites verified {}; RQ replicas verified {} (failed {}); simulated files \
+                             submitted {}, made {}",
+                            if at.is_empty() { "none".into() } else { at.join(", ") },
+                            r.jobs_lost,
+                            r.copy_ins_queued,
+                            r.copied_in,
+                            r.outputs_replicated,
+                            r.output_replicas_failed,
+                            r.sim_files_submitted,
+                            r.sim_files_made
+                        );
+                    }
                     for w in &r.warnings {
                         println!("  warning: {w}");
                     }

@@ -335,8 +335,8 @@ pub struct PassReport {
     /// site's verified one (their own was bad or lost, and a campaign needs
     /// the file there).
     pub copy_ins_queued: usize,
-    /// Of the replicas the transfer stage verified, copied in from another
-    /// processing site.
+    /// Of the replicas the transfer stage verified, those copied from a
+    /// processing site rather than SURF (copy-ins and simulated files).
     pub copied_in: u64,
     /// RQ output replicas verified at another processing site.
     pub outputs_replicated: u64,
