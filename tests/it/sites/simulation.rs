@@ -11,6 +11,7 @@ use tpcflow::catalog::{CampaignState, Catalog, JobKind, JobState, ReplicaState, 
 
 use super::{passes_until, require_two_sites, sim, total, world, UKDC, UKDC_CONF};
 use crate::common::{cluster_shared, scratch, tpcflow_cmd};
+use crate::web::fixture::get_json;
 
 const FILES: u32 = 40;
 
@@ -166,4 +167,41 @@ fn a_simulation_campaign_of_40_files_matches_sim_by_hand_and_is_reconstructed() 
             && text.contains("reconstructed 40 / failed 0 of 40"),
         "{text}"
     );
+
+    // The web: the family with its production; the run table of detector runs only.
+    let rt = crate::web::fixture::runtime();
+    rt.block_on(async {
+        let server = tpcflow::web::spawn(tpcflow::web::ServeConfig {
+            catalog: w.catalog.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+            roots: tpcflow::web::DataRoots::under(&w.root, None).unwrap(),
+            conditions: tpcflow::conditions::Conditions::load("v1").unwrap(),
+            runs_cache: Duration::from_secs(2),
+        })
+        .await
+        .unwrap();
+        let client = crate::web::fixture::http();
+        let base = format!("http://{}", server.addr);
+        let fams = get_json(&client, &format!("{base}/api/families"), 200).await;
+        let fam = fams["families"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "sim_wimp")
+            .unwrap()
+            .clone();
+        assert_eq!(fam["simulation"]["files"], 40, "{fam}");
+        assert_eq!(fam["simulation"]["simulated"], 40, "{fam}");
+        assert_eq!(fam["done"], 40, "{fam}");
+        let runs = get_json(&client, &format!("{base}/api/runs"), 200).await;
+        let runs: Vec<u64> = runs["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run"].as_u64().unwrap())
+            .collect();
+        assert_eq!(runs, [17550]);
+        server.stop().await.unwrap();
+    });
 }
