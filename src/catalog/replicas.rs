@@ -88,14 +88,19 @@ impl Catalog {
     }
 
     /// Put `bad` and `lost` replicas at `site` back in the queue with a fresh
-    /// retry budget (an operator's decision). Returns how many.
+    /// retry budget (an operator's decision), copied from SURF again when
+    /// SURF still holds the file verified (a simulated file keeps the site
+    /// that made it as its source). Returns how many.
     ///
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn requeue_failed(&self, site: Site) -> Result<usize, CatalogError> {
         self.conn()
             .execute(
-                "UPDATE replicas SET state = 'queued', attempts = 0, updated_at = ?2
+                "UPDATE replicas SET state = 'queued', attempts = 0, updated_at = ?2,
+                   source = CASE WHEN EXISTS (SELECT 1 FROM replicas s WHERE s.file_id = replicas.file_id
+                                                AND s.site = 'SURF' AND s.state = 'verified')
+                            THEN NULL ELSE source END
                  WHERE site = ?1 AND state IN ('bad','lost')",
                 params![site, now_unix_s()],
             )

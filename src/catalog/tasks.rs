@@ -633,7 +633,8 @@ impl Catalog {
         Ok(state)
     }
 
-    /// Give failed tasks of a campaign a fresh retry budget. Returns how many.
+    /// Give failed tasks of a campaign (and of its production, for a
+    /// simulation campaign) a fresh retry budget. Returns how many.
     ///
     /// # Errors
     /// [`CatalogError::Sqlite`].
@@ -652,12 +653,15 @@ impl Catalog {
             [campaign_id],
         )
         .map_err(self.sql("reset failed files"))?;
-        let n = tx
-            .execute(
-                "UPDATE tasks SET state = 'queued', attempts = 0, not_before = NULL, updated_at = ?2 WHERE campaign_id = ?1 AND state = 'failed'",
-                params![campaign_id, now],
-            )
-            .map_err(self.sql("retry failed tasks"))?;
+        let mut n = 0;
+        for sql in [
+            "UPDATE tasks SET state = 'queued', attempts = 0, not_before = NULL, updated_at = ?2 WHERE campaign_id = ?1 AND state = 'failed'",
+            "UPDATE sim_tasks SET state = 'queued', attempts = 0, not_before = NULL, updated_at = ?2 WHERE campaign_id = ?1 AND state = 'failed'",
+        ] {
+            n += tx
+                .execute(sql, params![campaign_id, now])
+                .map_err(self.sql("retry failed tasks"))?;
+        }
         tx.commit()
             .map_err(self.sql("commit retry of failed tasks"))?;
         Ok(n)

@@ -830,6 +830,10 @@ impl Dispatcher {
                 },
             )?,
             _ => {
+                if !others.is_empty() {
+                    tracing::warn!(output = %output.rq_path, site = %ps.site, rq_root = %ps.rq_root.display(),
+                        "output outside its site's RQ root: catalogued without replicas");
+                }
                 self.catalog.task_done(task_id, output)?;
                 self.catalog
                     .set_output_site(output.file_id, &output.lineage_hash, ps.site)?;
