@@ -92,4 +92,10 @@ fn outputs_made_at_one_site_get_a_verified_replica_at_the_other() {
             .collect();
         assert_eq!(sites, [("UKDC", "verified"), ("USDC", "verified")], "{v}");
     }
+    // The event display reads USDC's RQ root: an output made at UKDC through
+    // its USDC replica (a path relative to that root).
+    let shown = c.outputs_of_run(17540, None).unwrap();
+    assert_eq!(shown.len(), 1);
+    assert!(!shown[0].rq_path.starts_with('/'), "{shown:?}");
+    assert!(w.root.join("RQ").join(&shown[0].rq_path).is_file());
 }
