@@ -111,9 +111,18 @@ struct SimArgs {
     /// --conditions tag.
     #[arg(long)]
     detector_truth: Option<String>,
+    /// Simulate the detector as --detector-truth gives it at this run
+    /// (default: the simulated run), e.g. a production numbered apart from
+    /// the detector's runs.
+    #[arg(long, requires = "detector_truth")]
+    truth_run: Option<u32>,
     /// First file sequence number (0-99999: five digits in the file name).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=99_999))]
     first_sequence: u32,
+    /// Write only file INDEX (0 to --files - 1) of the run, byte for byte as
+    /// the whole run writes it (one element of a simulation campaign's job array).
+    #[arg(long, conflicts_with = "live")]
+    file_index: Option<u32>,
     /// Write files over time, like a live DAQ, at --rate events per second.
     #[arg(long)]
     live: bool,
@@ -239,8 +248,19 @@ fn sim(a: SimArgs) -> Result<()> {
     } else {
         tpcflow::sim::FileClosing::Count
     };
-    let report =
-        pool.install(|| tpcflow::sim::run_with_truth(&opts, &cond, truth.as_ref(), closing))?;
+    if let Some(i) = a.file_index {
+        anyhow::ensure!(
+            i < a.files,
+            "--file-index {i} is not a file of a run of --files {}",
+            a.files
+        );
+    }
+    let report = pool.install(|| match a.file_index {
+        Some(i) => {
+            tpcflow::sim::run_one_file(&opts, &cond, truth.as_ref(), a.truth_run, closing, i)
+        }
+        None => tpcflow::sim::run_with_truth_at(&opts, &cond, truth.as_ref(), a.truth_run, closing),
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

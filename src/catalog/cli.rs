@@ -396,7 +396,20 @@ pub fn run_catalog(cmd: CatalogCommand) -> Result<()> {
             let f = catalog.file(&file)?;
             let replicas = catalog.replicas_of(f.id)?;
             let outputs = catalog.outputs_of(f.id)?;
+            let mut output_replicas = Vec::with_capacity(outputs.len());
+            for o in &outputs {
+                output_replicas.push(catalog.output_replicas_of(o.id)?);
+            }
             if json {
+                let outputs: Vec<serde_json::Value> = outputs
+                    .iter()
+                    .zip(&output_replicas)
+                    .map(|(o, r)| {
+                        let mut v = serde_json::json!(o);
+                        v["replicas"] = serde_json::json!(r);
+                        v
+                    })
+                    .collect();
                 return print_json(
                     &serde_json::json!({"file": f, "replicas": replicas, "outputs": outputs}),
                 );
@@ -422,22 +435,43 @@ pub fn run_catalog(cmd: CatalogCommand) -> Result<()> {
             }
             for r in replicas {
                 println!(
-                    "  {:<8} {:<12} {} attempts {}{}{}",
+                    "  {:<8} {:<12} {} attempts {}{}{}{}",
                     r.site.as_str(),
                     r.state.as_str(),
                     r.path,
                     r.attempts,
+                    if r.source == crate::catalog::Site::Surf || r.site == r.source {
+                        String::new()
+                    } else {
+                        format!(", from {}", r.source)
+                    },
                     r.verified_at
                         .map_or(String::new(), |t| format!(", verified {}", utc_string(t))),
                     r.last_error
                         .map_or(String::new(), |e| format!(", last error: {e}"))
                 );
             }
-            for o in outputs {
+            for (o, reps) in outputs.iter().zip(output_replicas) {
                 println!(
-                    "  output {} lineage {} events {} checksum {}",
-                    o.rq_path, o.lineage_hash, o.events, o.checksum
+                    "  output {} lineage {} events {} checksum {}{}",
+                    o.rq_path,
+                    o.lineage_hash,
+                    o.events,
+                    o.checksum,
+                    o.site.map_or(String::new(), |s| format!(", made at {s}"))
                 );
+                for r in reps {
+                    println!(
+                        "    {:<6} {:<12} {} adler32 {}{}{}",
+                        r.site.as_str(),
+                        r.state.as_str(),
+                        r.path,
+                        r.adler32,
+                        r.source.map_or(String::new(), |s| format!(", from {s}")),
+                        r.last_error
+                            .map_or(String::new(), |e| format!(", last error: {e}"))
+                    );
+                }
             }
         }
     }

@@ -112,6 +112,9 @@ pub struct ReplicaRow {
     pub attempts: u32,
     /// Last failure reason.
     pub last_error: Option<String>,
+    /// Where it was (or is being) copied from: SURF, or for a copy-in or a
+    /// simulated file, the processing site that had it.
+    pub source: Site,
 }
 
 /// A queued replica with what the mover needs to copy it.
@@ -123,6 +126,9 @@ pub struct TransferItem {
     pub file: String,
     /// Destination site.
     pub site: Site,
+    /// Site copied from: SURF, or the processing site of a copy-in or of a
+    /// simulated file.
+    pub source: Site,
     /// Path relative to the site roots (same at source and destination).
     pub path: String,
     /// Catalogued size [bytes].
@@ -154,7 +160,8 @@ fn file_row(r: &Row<'_>) -> rusqlite::Result<RawFileRow> {
 }
 
 const REPLICA_SELECT: &str = "SELECT r.file_id, f.name, r.site, r.path, r.size_bytes, r.adler32, \
-     r.state, r.verified_at, r.attempts, r.last_error FROM replicas r JOIN raw_files f ON f.id = r.file_id";
+     r.state, r.verified_at, r.attempts, r.last_error, coalesce(r.source, 'SURF') \
+     FROM replicas r JOIN raw_files f ON f.id = r.file_id";
 
 fn replica_row(r: &Row<'_>) -> rusqlite::Result<ReplicaRow> {
     Ok(ReplicaRow {
@@ -168,6 +175,7 @@ fn replica_row(r: &Row<'_>) -> rusqlite::Result<ReplicaRow> {
         verified_at: r.get(7)?,
         attempts: r.get(8)?,
         last_error: r.get(9)?,
+        source: r.get(10)?,
     })
 }
 

@@ -32,12 +32,14 @@ mod conditions;
 pub mod conditions_cli;
 mod files;
 pub mod ingest;
+mod output_replicas;
 mod processing;
 mod replicas;
 mod resources;
 mod retention;
 mod salting;
 pub mod schema;
+mod simulation;
 mod sites;
 mod slurm_health;
 pub mod states;
@@ -54,15 +56,18 @@ pub use blinding::{BlindingDecision, BlindingStatus};
 pub use calibrations::{CalibrationRow, CalibrationState};
 pub use conditions::{ConditionsDecision, ConditionsState, ConditionsTagRow, NewConditions};
 pub use files::{NewRawFile, RawFileRow, ReplicaRow, RunInfo, RunSummary, TransferItem};
+pub use output_replicas::{OutputPlacement, OutputReplicaRow, OutputTransferItem};
 pub use processing::{CampaignRow, JobRow, NewCampaign, NewJob, NewOutput, OutputRow};
 pub use replicas::CopyStart;
 pub use resources::AttemptResources;
 pub use retention::RetentionCandidate;
 pub use salting::SaltCandidate;
+pub use simulation::{SimProgress, SimSpec, SimTaskRow, MAX_RUN, SIM_FIRST_RUN};
 pub use sites::SiteDrain;
 pub use slurm_health::SlurmHealth;
 pub use states::{
-    CampaignState, FileState, JobState, ReplicaState, RunType, Site, TaskState, UnknownName,
+    CampaignState, FileState, JobKind, JobState, ReplicaState, RunType, Site, TaskState,
+    UnknownName,
 };
 pub use tasks::{CampaignProgress, RunStatus, TaskRow};
 
@@ -111,6 +116,19 @@ pub enum CatalogError {
         found: u32,
         /// Version this build reads.
         known: u32,
+    },
+    /// A simulation campaign needs more run numbers than are left.
+    #[error(
+        "a simulation campaign of {runs} run(s) from run {first} passes run {max} \
+         (six digits in a file name): use fewer, larger runs (--files-per-run)"
+    )]
+    SimRuns {
+        /// First free simulated run.
+        first: u32,
+        /// Runs needed.
+        runs: u32,
+        /// Largest run number.
+        max: u32,
     },
     /// No raw file by that name or id.
     #[error("no raw file `{file}` in the catalog")]

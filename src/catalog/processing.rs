@@ -82,6 +82,8 @@ pub struct JobRow {
     pub slurm_name: String,
     /// Index of this job in its SLURM job array (`slurm_id` is the array's id).
     pub array_index: Option<u32>,
+    /// What it runs: reconstruction tasks or simulation tasks.
+    pub kind: super::JobKind,
 }
 
 impl JobRow {
@@ -126,6 +128,8 @@ pub struct OutputRow {
     pub events: u64,
     /// Catalogue time [s since the Unix epoch].
     pub catalogued_at: f64,
+    /// The processing site that made it (None: catalogued before sites processed).
+    pub site: Option<super::Site>,
 }
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
@@ -145,11 +149,12 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         finished_at: r.get(9)?,
         slurm_name: r.get(10)?,
         array_index: r.get(11)?,
+        kind: r.get(12)?,
     })
 }
 
 const JOB_COLUMNS: &str = "id, slurm_id, name, campaign_id, task_ids, attempt, state, reason, \
-     submitted_at, finished_at, coalesce(slurm_name, name), array_index";
+     submitted_at, finished_at, coalesce(slurm_name, name), array_index, kind";
 
 impl Catalog {
     /// Define a campaign (state `defined`). Returns its id.
@@ -406,7 +411,7 @@ impl Catalog {
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
-                "SELECT id, file_id, lineage_hash, rq_path, checksum, events, catalogued_at
+                "SELECT id, file_id, lineage_hash, rq_path, checksum, events, catalogued_at, site
                  FROM outputs WHERE file_id = ?1 ORDER BY id",
             )
             .map_err(self.sql("list outputs"))?;
@@ -420,6 +425,7 @@ impl Catalog {
                     checksum: r.get(4)?,
                     events: r.get(5)?,
                     catalogued_at: r.get(6)?,
+                    site: r.get(7)?,
                 })
             })
             .and_then(|rows| rows.collect())

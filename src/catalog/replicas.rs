@@ -3,6 +3,11 @@
 //! A destination replica goes `queued -> transferring -> verified`; a failed
 //! attempt goes back to `queued` with `attempts + 1` until the cap, then to
 //! `bad` with the reason. The audit moves `verified` to `lost` or `bad`.
+//!
+//! A copy-in puts a processing site's `bad` or `lost` replica back in the
+//! queue with the other processing site as its `source`
+//! ([`Catalog::queue_copy_in`]); the mover copies it from there only while
+//! that replica is still `verified`.
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
@@ -19,6 +24,9 @@ pub enum CopyStart {
     BeingSalted,
     /// The catalogued checksum changed since the replica was listed.
     ChecksumChanged,
+    /// The copy's source (a processing site) no longer holds a verified
+    /// replica: the destination went back to `bad` (the file waits).
+    SourceNotVerified,
 }
 use super::{now_unix_s, Catalog, CatalogError, ReplicaState, Site};
 
@@ -55,7 +63,7 @@ impl Catalog {
 
     /// As [`Catalog::queue_replicas`]; with `require_salted`, science files are
     /// queued only once salted (salting happens before placement), calibration
-    /// files at once.
+    /// (and simulated) files at once.
     ///
     /// # Errors
     /// [`CatalogError::Sqlite`].
@@ -72,7 +80,7 @@ impl Catalog {
                    ON s.file_id = f.id AND s.site = 'SURF' AND s.state = 'verified'
                  WHERE f.state = 'registered'
                    AND (?3 = 0 OR f.salted = 1
-                        OR EXISTS (SELECT 1 FROM runs r WHERE r.number = f.run AND r.run_type = 'calibration'))
+                        OR EXISTS (SELECT 1 FROM runs r WHERE r.number = f.run AND r.run_type <> 'science'))
                  ON CONFLICT DO NOTHING",
                 params![site, now_unix_s(), require_salted],
             )
@@ -80,14 +88,19 @@ impl Catalog {
     }
 
     /// Put `bad` and `lost` replicas at `site` back in the queue with a fresh
-    /// retry budget (an operator's decision). Returns how many.
+    /// retry budget (an operator's decision), copied from SURF again when
+    /// SURF still holds the file verified (a simulated file keeps the site
+    /// that made it as its source). Returns how many.
     ///
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn requeue_failed(&self, site: Site) -> Result<usize, CatalogError> {
         self.conn()
             .execute(
-                "UPDATE replicas SET state = 'queued', attempts = 0, updated_at = ?2
+                "UPDATE replicas SET state = 'queued', attempts = 0, updated_at = ?2,
+                   source = CASE WHEN EXISTS (SELECT 1 FROM replicas s WHERE s.file_id = replicas.file_id
+                                                AND s.site = 'SURF' AND s.state = 'verified')
+                            THEN NULL ELSE source END
                  WHERE site = ?1 AND state IN ('bad','lost')",
                 params![site, now_unix_s()],
             )
@@ -120,11 +133,12 @@ impl Catalog {
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
-                "SELECT r.file_id, f.name, r.site, r.path, f.size_bytes, f.adler32, r.attempts
+                "SELECT r.file_id, f.name, r.site, r.path, f.size_bytes, f.adler32, r.attempts,
+                   coalesce(r.source, 'SURF')
                  FROM replicas r JOIN raw_files f ON f.id = r.file_id
                  WHERE r.site = ?1 AND r.state = 'queued' AND r.attempts < ?2
                    AND (?3 = 0 OR f.salted = 1
-                        OR EXISTS (SELECT 1 FROM runs u WHERE u.number = f.run AND u.run_type = 'calibration'))
+                        OR EXISTS (SELECT 1 FROM runs u WHERE u.number = f.run AND u.run_type <> 'science'))
                  ORDER BY r.file_id",
             )
             .map_err(self.sql("list queued replicas"))?;
@@ -138,6 +152,7 @@ impl Catalog {
                     size_bytes: r.get(4)?,
                     adler32: r.get(5)?,
                     attempts: r.get(6)?,
+                    source: r.get(7)?,
                 })
             })
             .and_then(|rows| rows.collect())
@@ -210,6 +225,25 @@ impl Catalog {
         }
         if !crate::adler::same_checksum(&adler, &item.adler32) {
             return Ok(CopyStart::ChecksumChanged);
+        }
+        if item.source != Site::Surf {
+            let source: Option<ReplicaState> = current_state(&tx, item.file_id, item.source)
+                .map_err(self.sql("read source replica state"))?;
+            if source != Some(ReplicaState::Verified) {
+                let why = format!(
+                    "copy from {} abandoned: its replica is {}",
+                    item.source,
+                    source.map_or("absent", ReplicaState::as_str)
+                );
+                tx.execute(
+                    "UPDATE replicas SET state = 'bad', last_error = ?3, updated_at = ?4
+                     WHERE file_id = ?1 AND site = ?2",
+                    params![item.file_id, item.site, why, now_unix_s()],
+                )
+                .map_err(self.sql("abandon copy"))?;
+                tx.commit().map_err(self.sql("commit abandoned copy"))?;
+                return Ok(CopyStart::SourceNotVerified);
+            }
         }
         tx.execute(
             "UPDATE replicas SET state = 'transferring', updated_at = ?3
@@ -298,6 +332,91 @@ impl Catalog {
             .map_err(self.sql("write replica failure"))?;
         tx.commit().map_err(self.sql("commit replica failure"))?;
         Ok(state)
+    }
+
+    /// Copy-in: a `bad` or `lost` replica at `site` goes back to the queue,
+    /// to be copied from `source`'s verified replica with a fresh retry
+    /// budget, in one transaction that checks both. Returns false (nothing
+    /// changed) when either is no longer so.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn queue_copy_in(
+        &self,
+        file_id: i64,
+        site: Site,
+        source: Site,
+    ) -> Result<bool, CatalogError> {
+        self.conn()
+            .execute(
+                "UPDATE replicas SET state = 'queued', attempts = 0, source = ?3, updated_at = ?4,
+                   last_error = 'copy-in from ' || ?3 || ': was ' || state || coalesce(' (' || last_error || ')', '')
+                 WHERE file_id = ?1 AND site = ?2 AND state IN ('bad', 'lost')
+                   AND EXISTS (SELECT 1 FROM replicas s WHERE s.file_id = ?1 AND s.site = ?3
+                                 AND s.state = 'verified')",
+                params![file_id, site, source, now_unix_s()],
+            )
+            .map(|n| n == 1)
+            .map_err(self.sql("queue copy-in"))
+    }
+
+    /// Queued tasks of a campaign whose file no site of `allowed` can read
+    /// (no replica there verified or on its way) while one of them holds a
+    /// bad or lost replica and a site of `sources` a verified one: (file id,
+    /// the site to copy to, the site to copy from), the first of `allowed`
+    /// and of `sources` that fit, by file.
+    ///
+    /// # Errors
+    /// [`CatalogError::Sqlite`].
+    pub fn copy_in_candidates(
+        &self,
+        campaign_id: i64,
+        allowed: &[Site],
+        sources: &[Site],
+    ) -> Result<Vec<(i64, Site, Site)>, CatalogError> {
+        if allowed.is_empty() || sources.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Site names are the enum's own constants, never user text.
+        let list = |sites: &[Site]| {
+            sites
+                .iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (to, from) = (list(allowed), list(sources));
+        let sql = format!(
+            "SELECT t.file_id, d.site, s.site FROM tasks t INDEXED BY tasks_state
+               JOIN replicas d ON d.file_id = t.file_id AND d.site IN ({to})
+                 AND d.state IN ('bad', 'lost')
+               JOIN replicas s ON s.file_id = t.file_id AND s.site IN ({from})
+                 AND s.site <> d.site AND s.state = 'verified'
+             WHERE t.state = 'queued' AND t.campaign_id = ?1
+               AND NOT EXISTS (SELECT 1 FROM replicas v WHERE v.file_id = t.file_id
+                                 AND v.site IN ({to})
+                                 AND v.state IN ('verified', 'queued', 'transferring'))
+             ORDER BY t.file_id"
+        );
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(&sql)
+            .map_err(self.sql("list copy-in candidates"))?;
+        let rows: Vec<(i64, Site, Site)> = st
+            .query_map([campaign_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list copy-in candidates"))?;
+        let rank = |sites: &[Site], s: Site| sites.iter().position(|&x| x == s);
+        let mut best: std::collections::BTreeMap<i64, (Site, Site)> = Default::default();
+        for (file, to, from) in rows {
+            let better = best.get(&file).is_none_or(|&(t, f)| {
+                (rank(allowed, to), rank(sources, from)) < (rank(allowed, t), rank(sources, f))
+            });
+            if better {
+                best.insert(file, (to, from));
+            }
+        }
+        Ok(best.into_iter().map(|(f, (t, s))| (f, t, s)).collect())
     }
 
     /// Files still `registered` whose replicas at every site of `sites` are

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_4,
     MIGRATION_5,
     MIGRATION_6,
+    MIGRATION_7,
 ];
 
 /// Version 1: runs, raw files, replicas, outputs, jobs, campaigns.
@@ -273,6 +274,95 @@ CREATE TABLE site_drains (
 );
 "#;
 
+/// Version 7: both sites process, and simulate.
+///
+/// - A replica remembers where it was copied from (`source`, NULL: SURF): a
+///   processing site's bad or lost replica is copied in from the other
+///   site's verified one.
+/// - RQ outputs have replicas at the processing sites (`output_replicas`,
+///   paths relative to each site's RQ root), moved and verified like raw files.
+/// - Simulated runs (`run_type` 'simulation'): a simulation campaign's
+///   parameters (`sim_productions`) and one row per file to simulate
+///   (`sim_tasks`), run by SLURM job arrays whose jobs are `kind` 'sim'.
+///
+/// SQLite cannot change a CHECK: `runs` is rebuilt under its own name. Foreign
+/// keys stay on inside the migration's transaction, so their checks are
+/// deferred: dropping the old table counts the files and calibrations that
+/// lose their run, inserting the same runs again counts them back.
+const MIGRATION_7: &str = r#"
+PRAGMA defer_foreign_keys = ON;
+CREATE TEMP TABLE runs_v6 AS SELECT number, start_time, run_type, conditions, registered_at FROM runs;
+DROP TABLE runs;
+CREATE TABLE runs (
+    number        INTEGER PRIMARY KEY,
+    start_time    TEXT,
+    run_type      TEXT NOT NULL DEFAULT 'science'
+                  CHECK (run_type IN ('science','calibration','simulation')),
+    conditions    TEXT,
+    registered_at REAL NOT NULL
+);
+INSERT INTO runs (number, start_time, run_type, conditions, registered_at)
+  SELECT number, start_time, run_type, conditions, registered_at FROM temp.runs_v6;
+DROP TABLE temp.runs_v6;
+
+ALTER TABLE replicas ADD COLUMN source TEXT CHECK (source IN ('SURF','USDC','UKDC','ARCHIVE'));
+
+CREATE TABLE output_replicas (
+    output_id     INTEGER NOT NULL REFERENCES outputs(id) ON DELETE CASCADE,
+    site          TEXT NOT NULL CHECK (site IN ('SURF','USDC','UKDC','ARCHIVE')),
+    path          TEXT NOT NULL,
+    source        TEXT CHECK (source IN ('SURF','USDC','UKDC','ARCHIVE')),
+    size_bytes    INTEGER NOT NULL CHECK (size_bytes >= 0),
+    adler32       TEXT NOT NULL,
+    state         TEXT NOT NULL
+                  CHECK (state IN ('queued','transferring','verified','bad','lost','retiring','retired')),
+    verified_at   REAL,
+    attempts      INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error    TEXT,
+    updated_at    REAL NOT NULL,
+    PRIMARY KEY (output_id, site)
+) WITHOUT ROWID;
+CREATE INDEX output_replicas_site_state ON output_replicas(site, state);
+
+CREATE TABLE sim_productions (
+    campaign_id     INTEGER PRIMARY KEY REFERENCES campaigns(id),
+    source          TEXT NOT NULL,
+    events_per_file INTEGER NOT NULL CHECK (events_per_file > 0),
+    files           INTEGER NOT NULL CHECK (files > 0),
+    files_per_run   INTEGER NOT NULL CHECK (files_per_run > 0),
+    seed            INTEGER NOT NULL,
+    conditions      TEXT NOT NULL,
+    detector_truth  TEXT,
+    truth_run       INTEGER CHECK (truth_run >= 0)
+);
+
+ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'reco' CHECK (kind IN ('reco','sim'));
+
+CREATE TABLE sim_tasks (
+    id            INTEGER PRIMARY KEY,
+    campaign_id   INTEGER NOT NULL REFERENCES campaigns(id),
+    file_index    INTEGER NOT NULL CHECK (file_index >= 0),
+    run           INTEGER NOT NULL REFERENCES runs(number),
+    sequence      INTEGER NOT NULL CHECK (sequence >= 0),
+    state         TEXT NOT NULL DEFAULT 'queued'
+                  CHECK (state IN ('queued','submitting','submitted','done','failed','cancelled')),
+    attempts      INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    job_id        INTEGER REFERENCES jobs(id),
+    last_error    TEXT,
+    not_before    REAL,
+    site          TEXT,
+    file_id       INTEGER REFERENCES raw_files(id),
+    time_limit_min INTEGER CHECK (time_limit_min > 0),
+    mem_mb        INTEGER CHECK (mem_mb > 0),
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    UNIQUE (campaign_id, file_index),
+    UNIQUE (run, sequence)
+);
+CREATE INDEX sim_tasks_state ON sim_tasks(state, campaign_id);
+CREATE INDEX sim_tasks_job ON sim_tasks(job_id);
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,11 +379,67 @@ mod tests {
             check_list(JobState::ALL),
             check_list(CampaignState::ALL),
             check_list(TaskState::ALL),
+            check_list(JobKind::ALL),
         ] {
             assert!(
                 sql.contains(&format!("IN ({list})")),
                 "schema lacks CHECK IN ({list})"
             );
         }
+    }
+
+    #[test]
+    fn the_runs_rebuild_keeps_every_run_and_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.sqlite");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 6;
+             INSERT INTO runs (number, run_type, conditions, registered_at)
+               VALUES (17400, 'science', 'v1', 1.0), (17401, 'calibration', NULL, 2.0);
+             INSERT INTO raw_files (run, sequence, name, size_bytes, adler32, registered_at)
+               VALUES (17400, 0, '017400_00000.raw.h5', 10, '1', 1.0),
+                      (17401, 0, '017401_00000.raw.h5', 10, '2', 2.0);
+             INSERT INTO calibrations (run, state, slurm_name, created_at)
+               VALUES (17401, 'pending', 'x', 2.0);",
+        )
+        .unwrap();
+        drop(conn);
+        let c = crate::catalog::Catalog::init(&path).unwrap();
+        assert_eq!(c.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        let runs: Vec<(u32, String)> = c
+            .runs()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.number, r.run_type.to_string()))
+            .collect();
+        assert_eq!(
+            runs,
+            [(17400, "science".into()), (17401, "calibration".into())]
+        );
+        let conn = c.conn();
+        let broken: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(broken, 0);
+        // Still enforced, and the new run type is accepted.
+        assert!(conn
+            .execute(
+                "INSERT INTO raw_files (run, sequence, name, size_bytes, adler32, registered_at)
+                 VALUES (99, 0, '000099_00000.raw.h5', 1, '1', 1.0)",
+                [],
+            )
+            .is_err());
+        conn.execute(
+            "INSERT INTO runs (number, run_type, registered_at) VALUES (900000, 'simulation', 3.0)",
+            [],
+        )
+        .unwrap();
     }
 }

@@ -111,6 +111,9 @@ text_enum!(
         Science => "science",
         /// Calibration sources (not salted).
         Calibration => "calibration",
+        /// Made by a simulation campaign at a processing site (never salted,
+        /// counted apart from detector data).
+        Simulation => "simulation",
     }
 );
 
@@ -234,6 +237,16 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// What a SLURM job of the dispatcher runs.
+    JobKind, "job kind", {
+        /// `tpcflow reco` over raw files (tasks).
+        Reco => "reco",
+        /// `tpcflow sim`, one file per element (simulation tasks).
+        Sim => "sim",
+    }
+);
+
 /// SQL list of an enum's names for a CHECK constraint: `'a','b','c'`.
 pub fn check_list<T: Copy + fmt::Display>(all: &[T]) -> String {
     all.iter()
@@ -257,7 +270,10 @@ mod tests {
             e.to_string().contains("CERN") && e.to_string().contains("ARCHIVE"),
             "{e}"
         );
-        assert_eq!(check_list(RunType::ALL), "'science','calibration'");
+        assert_eq!(
+            check_list(RunType::ALL),
+            "'science','calibration','simulation'"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
 use super::{
-    now_unix_s, CampaignRow, CampaignState, Catalog, CatalogError, JobState, NewOutput, Site,
-    TaskState,
+    now_unix_s, CampaignRow, CampaignState, Catalog, CatalogError, JobKind, JobState, NewOutput,
+    Site, TaskState,
 };
 
 /// A task with what the dispatcher needs to run it.
@@ -86,6 +86,8 @@ pub struct CampaignProgress {
     pub in_flight: u64,
     /// Runs with at least one task.
     pub runs: u64,
+    /// A simulation campaign's production (None: it reconstructs detector data).
+    pub simulation: Option<super::SimProgress>,
 }
 
 /// The operator's per-run view (LZ's run table of data movement).
@@ -170,7 +172,9 @@ impl Catalog {
     }
 
     /// Queue a task for every transferred file of the campaign's run range
-    /// that has none yet. Science files must be salted when `require_salted`.
+    /// that has none yet. Science files must be salted when `require_salted`;
+    /// prompt processing never takes simulated runs (their own simulation
+    /// campaign reconstructs them).
     /// Returns how many were queued.
     ///
     /// # Errors
@@ -198,10 +202,11 @@ impl Catalog {
                     "INSERT INTO tasks (file_id, campaign_id, state, created_at, updated_at)
                      SELECT f.id, ?1, 'queued', ?4, ?4 FROM {files} JOIN runs ru ON ru.number = f.run
                      WHERE f.state IN {states} AND f.run BETWEEN ?2 AND ?3
-                       AND (?5 = 0 OR ru.run_type = 'calibration' OR f.salted = 1)
+                       AND (?5 = 0 OR ru.run_type <> 'science' OR f.salted = 1)
+                       AND (?6 = 0 OR ru.run_type <> 'simulation')
                        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.campaign_id = ?1)"
                 ),
-                params![c.id, c.first_run, c.last_run, now, require_salted],
+                params![c.id, c.first_run, c.last_run, now, require_salted, prompt],
             )
             .map_err(self.sql("queue tasks"))
     }
@@ -336,7 +341,15 @@ impl Catalog {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin job"))?;
-        let job = self.claim_job(&tx, campaign_id, prefix, task_ids, attempt, None)?;
+        let job = self.claim_job(
+            &tx,
+            campaign_id,
+            prefix,
+            task_ids,
+            attempt,
+            None,
+            JobKind::Reco,
+        )?;
         tx.commit().map_err(self.sql("commit job"))?;
         Ok(job)
     }
@@ -354,13 +367,36 @@ impl Catalog {
         prefix: &str,
         elements: &[(Vec<i64>, u32)],
     ) -> Result<(String, Vec<(i64, String)>), CatalogError> {
+        self.begin_array_of(JobKind::Reco, campaign_id, prefix, elements)
+    }
+
+    /// [`Catalog::begin_array`] for a job array of `kind`: its elements hold
+    /// reconstruction tasks or simulation tasks.
+    ///
+    /// # Errors
+    /// [`CatalogError::StateConflict`] when a task is no longer queued.
+    pub fn begin_array_of(
+        &self,
+        kind: JobKind,
+        campaign_id: i64,
+        prefix: &str,
+        elements: &[(Vec<i64>, u32)],
+    ) -> Result<(String, Vec<(i64, String)>), CatalogError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin job array"))?;
         let mut jobs = Vec::with_capacity(elements.len());
         for (index, (tasks, attempt)) in elements.iter().enumerate() {
-            jobs.push(self.claim_job(&tx, campaign_id, prefix, tasks, *attempt, Some(index))?);
+            jobs.push(self.claim_job(
+                &tx,
+                campaign_id,
+                prefix,
+                tasks,
+                *attempt,
+                Some(index),
+                kind,
+            )?);
         }
         let first = jobs.first().map_or(0, |j| j.0);
         let array_name = format!("{prefix}-a{first}");
@@ -373,6 +409,7 @@ impl Catalog {
         Ok((array_name, jobs))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn claim_job(
         &self,
         tx: &rusqlite::Transaction<'_>,
@@ -381,11 +418,12 @@ impl Catalog {
         task_ids: &[i64],
         attempt: u32,
         array_index: Option<usize>,
+        kind: JobKind,
     ) -> Result<(i64, String), CatalogError> {
         let tasks = serde_json::to_string(task_ids).unwrap_or_else(|_| "[]".into());
         tx.execute(
-            "INSERT INTO jobs (name, campaign_id, task_ids, attempt, array_index) VALUES ('', ?1, ?2, ?3, ?4)",
-            params![campaign_id, tasks, attempt.max(1), array_index.map(|i| i as i64)],
+            "INSERT INTO jobs (name, campaign_id, task_ids, attempt, array_index, kind) VALUES ('', ?1, ?2, ?3, ?4, ?5)",
+            params![campaign_id, tasks, attempt.max(1), array_index.map(|i| i as i64), kind],
         )
         .map_err(self.sql("record job"))?;
         let id = tx.last_insert_rowid();
@@ -393,12 +431,13 @@ impl Catalog {
         tx.execute("UPDATE jobs SET name = ?2 WHERE id = ?1", params![id, name])
             .map_err(self.sql("name job"))?;
         let now = now_unix_s();
+        let claim = match kind {
+            JobKind::Reco => "UPDATE tasks SET state = 'submitting', job_id = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'queued'",
+            JobKind::Sim => "UPDATE sim_tasks SET state = 'submitting', job_id = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'queued'",
+        };
         for t in task_ids {
             let n = tx
-                .execute(
-                    "UPDATE tasks SET state = 'submitting', job_id = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'queued'",
-                    params![t, id, now],
-                )
+                .execute(claim, params![t, id, now])
                 .map_err(self.sql("claim task"))?;
             if n != 1 {
                 return Err(CatalogError::StateConflict {
@@ -451,11 +490,13 @@ impl Catalog {
                     found: "another state".into(),
                 });
             }
-            tx.execute(
+            for sql in [
                 "UPDATE tasks SET state = 'submitted', updated_at = ?2 WHERE job_id = ?1 AND state = 'submitting'",
-                params![id, now],
-            )
-            .map_err(self.sql("mark tasks submitted"))?;
+                "UPDATE sim_tasks SET state = 'submitted', updated_at = ?2 WHERE job_id = ?1 AND state = 'submitting'",
+            ] {
+                tx.execute(sql, params![id, now])
+                    .map_err(self.sql("mark tasks submitted"))?;
+            }
         }
         tx.commit().map_err(self.sql("commit accepted jobs"))
     }
@@ -483,11 +524,13 @@ impl Catalog {
         let now = now_unix_s();
         for &id in job_ids {
             self.job_transition_in(&tx, id, JobState::Pending, JobState::Failed, Some(reason))?;
-            tx.execute(
+            for sql in [
                 "UPDATE tasks SET state = 'queued', job_id = NULL, updated_at = ?2 WHERE job_id = ?1 AND state IN ('submitting', 'submitted')",
-                params![id, now],
-            )
-            .map_err(self.sql("requeue tasks"))?;
+                "UPDATE sim_tasks SET state = 'queued', job_id = NULL, updated_at = ?2 WHERE job_id = ?1 AND state IN ('submitting', 'submitted')",
+            ] {
+                tx.execute(sql, params![id, now])
+                    .map_err(self.sql("requeue tasks"))?;
+            }
         }
         tx.commit().map_err(self.sql("commit never-submitted jobs"))
     }
@@ -502,15 +545,29 @@ impl Catalog {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin task done"))?;
+        self.task_done_in(&tx, task_id, output)?;
+        tx.commit().map_err(self.sql("commit task done"))
+    }
+
+    /// [`Catalog::task_done`] inside the caller's transaction; returns the output's id.
+    pub(super) fn task_done_in(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        task_id: i64,
+        output: &NewOutput,
+    ) -> Result<i64, CatalogError> {
         let now = now_unix_s();
-        tx.execute(
-            "INSERT INTO outputs (file_id, lineage_hash, rq_path, checksum, events, catalogued_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(file_id, lineage_hash) DO UPDATE SET rq_path = excluded.rq_path,
-               checksum = excluded.checksum, events = excluded.events, catalogued_at = excluded.catalogued_at",
-            params![output.file_id, output.lineage_hash, output.rq_path, output.checksum, output.events, now],
-        )
-        .map_err(self.sql("record output"))?;
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO outputs (file_id, lineage_hash, rq_path, checksum, events, catalogued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(file_id, lineage_hash) DO UPDATE SET rq_path = excluded.rq_path,
+                   checksum = excluded.checksum, events = excluded.events, catalogued_at = excluded.catalogued_at
+                 RETURNING id",
+                params![output.file_id, output.lineage_hash, output.rq_path, output.checksum, output.events, now],
+                |r| r.get(0),
+            )
+            .map_err(self.sql("record output"))?;
         tx.execute(
             "UPDATE tasks SET state = 'done', last_error = NULL, updated_at = ?2 WHERE id = ?1",
             params![task_id, now],
@@ -522,7 +579,7 @@ impl Catalog {
             [task_id],
         )
         .map_err(self.sql("mark file processed"))?;
-        tx.commit().map_err(self.sql("commit task done"))
+        Ok(id)
     }
 
     /// A task's attempt failed: spend an attempt; back to `queued` after
@@ -576,7 +633,8 @@ impl Catalog {
         Ok(state)
     }
 
-    /// Give failed tasks of a campaign a fresh retry budget. Returns how many.
+    /// Give failed tasks of a campaign (and of its production, for a
+    /// simulation campaign) a fresh retry budget. Returns how many.
     ///
     /// # Errors
     /// [`CatalogError::Sqlite`].
@@ -595,12 +653,15 @@ impl Catalog {
             [campaign_id],
         )
         .map_err(self.sql("reset failed files"))?;
-        let n = tx
-            .execute(
-                "UPDATE tasks SET state = 'queued', attempts = 0, not_before = NULL, updated_at = ?2 WHERE campaign_id = ?1 AND state = 'failed'",
-                params![campaign_id, now],
-            )
-            .map_err(self.sql("retry failed tasks"))?;
+        let mut n = 0;
+        for sql in [
+            "UPDATE tasks SET state = 'queued', attempts = 0, not_before = NULL, updated_at = ?2 WHERE campaign_id = ?1 AND state = 'failed'",
+            "UPDATE sim_tasks SET state = 'queued', attempts = 0, not_before = NULL, updated_at = ?2 WHERE campaign_id = ?1 AND state = 'failed'",
+        ] {
+            n += tx
+                .execute(sql, params![campaign_id, now])
+                .map_err(self.sql("retry failed tasks"))?;
+        }
         tx.commit()
             .map_err(self.sql("commit retry of failed tasks"))?;
         Ok(n)
@@ -621,11 +682,13 @@ impl Catalog {
         if c.state != CampaignState::Cancelled {
             self.campaign_transition_in(&tx, c.id, c.state, CampaignState::Cancelled)?;
         }
-        tx.execute(
+        for sql in [
             "UPDATE tasks SET state = 'cancelled', updated_at = ?2 WHERE campaign_id = ?1 AND state = 'queued'",
-            params![c.id, now_unix_s()],
-        )
-        .map_err(self.sql("cancel tasks"))?;
+            "UPDATE sim_tasks SET state = 'cancelled', updated_at = ?2 WHERE campaign_id = ?1 AND state = 'queued'",
+        ] {
+            tx.execute(sql, params![c.id, now_unix_s()])
+                .map_err(self.sql("cancel tasks"))?;
+        }
         let ids: Vec<i64> = {
             let mut st = tx
                 .prepare("SELECT id FROM jobs WHERE campaign_id = ?1 AND state IN ('pending','submitted','running')")
@@ -659,6 +722,13 @@ impl Catalog {
     /// [`CatalogError::Sqlite`].
     pub fn campaign_progress(&self) -> Result<Vec<CampaignProgress>, CatalogError> {
         let campaigns = self.campaigns()?;
+        let mut out = Vec::new();
+        // The connection is not re-entrant: production progress first.
+        let mut rows = Vec::with_capacity(campaigns.len());
+        for c in campaigns {
+            let simulation = self.sim_progress(&c)?;
+            rows.push((c, simulation));
+        }
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
@@ -668,8 +738,7 @@ impl Catalog {
                  WHERE c.id = ?1",
             )
             .map_err(self.sql("campaign progress"))?;
-        let mut out = Vec::new();
-        for c in campaigns {
+        for (c, simulation) in rows {
             let (tasks, done, failed, in_flight, runs, prompt): (
                 u64,
                 Option<u64>,
@@ -697,6 +766,7 @@ impl Catalog {
                 failed: failed.unwrap_or(0),
                 in_flight: in_flight.unwrap_or(0),
                 runs,
+                simulation,
             });
         }
         Ok(out)
@@ -725,7 +795,7 @@ impl Catalog {
                    coalesce(sum(f.state = 'failed' OR EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.state IN ('bad','lost'))), 0),
                    coalesce(sum(EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site = 'SURF' AND r.state = 'retired')), 0)
                  FROM runs ru LEFT JOIN raw_files f ON f.run = ru.number
-                 WHERE ?1 IS NULL OR ru.number = ?1
+                 WHERE (?1 IS NULL AND ru.run_type <> 'simulation') OR ru.number = ?1
                  GROUP BY ru.number ORDER BY ru.number",
             )
             .map_err(self.sql("run status"))?;
@@ -768,6 +838,7 @@ impl Catalog {
             .prepare_cached(
                 "SELECT o.catalogued_at - coalesce(f.written_at, f.registered_at)
                  FROM outputs o JOIN raw_files f ON f.id = o.file_id
+                 JOIN runs ru ON ru.number = f.run AND ru.run_type <> 'simulation'
                  JOIN campaigns c ON c.lineage_hash = o.lineage_hash AND c.prompt = 1",
             )
             .map_err(self.sql("latencies"))?;

@@ -3,11 +3,14 @@
 //! starts from. Nothing here writes.
 //!
 //! ```text
-//! run_movement       every run: files catalogued, verified replicas per site,
-//!                    files with an output, files failed (state `failed` or a
-//!                    bad/lost replica, as `tpcflow status` counts them)
+//! run_movement       every detector run: files catalogued, verified replicas
+//!                    per site, files with an output, files failed (state
+//!                    `failed` or a bad/lost replica, as `tpcflow status`
+//!                    counts them); simulated runs are their families' rows
 //! family_runs        one campaign's tasks grouped by run: done, failed, in flight
-//! outputs_of_run     the RQ outputs of a run's raw files, newest per file
+//! outputs_of_run     the RQ outputs of a run's raw files, newest per file, as
+//!                    the server's RQ root (USDC's) holds them: an output made
+//!                    at UKDC by its verified USDC replica
 //! verified_replicas  where a raw file can be read
 //! runs_using_conditions  runs with outputs of campaigns using a conditions tag
 //! run_last_file_at   when a run's newest raw file was written at SURF
@@ -103,6 +106,7 @@ impl Catalog {
                    coalesce(sum(f.state = 'failed' OR EXISTS (SELECT 1 FROM replicas r
                        WHERE r.file_id = f.id AND r.state IN ('bad','lost'))), 0)
                  FROM runs ru LEFT JOIN raw_files f ON f.run = ru.number
+                 WHERE ru.run_type <> 'simulation'
                  GROUP BY ru.number ORDER BY ru.number",
             )
             .map_err(self.sql("run movement"))?;
@@ -191,7 +195,9 @@ impl Catalog {
     }
 
     /// The RQ outputs of a run's raw files by sequence: of `lineage` when
-    /// given, else the newest output of each file.
+    /// given, else the newest output of each file. The path is the output's,
+    /// or for one made at another site, its verified USDC replica's (relative
+    /// to USDC's RQ root, which the server reads).
     ///
     /// # Errors
     /// [`CatalogError::Sqlite`].
@@ -203,7 +209,11 @@ impl Catalog {
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
-                "SELECT f.id, f.sequence, f.name, o.lineage_hash, o.rq_path, o.events, o.catalogued_at
+                "SELECT f.id, f.sequence, f.name, o.lineage_hash,
+                   coalesce((SELECT r.path FROM output_replicas r WHERE r.output_id = o.id
+                               AND r.site = 'USDC' AND r.state = 'verified' AND r.source IS NOT NULL),
+                            o.rq_path),
+                   o.events, o.catalogued_at
                  FROM raw_files f JOIN outputs o ON o.file_id = f.id
                  WHERE f.run = ?1 AND (?2 IS NULL OR o.lineage_hash = ?2)
                  ORDER BY f.sequence, o.catalogued_at DESC, o.id DESC",

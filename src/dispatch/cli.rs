@@ -93,6 +93,30 @@ pub fn run_dispatch(a: DispatchArgs) -> Result<()> {
                         r.ingested, r.salted, r.held_unsalted, r.replicas_verified, r.replicas_failed, r.surf_retired, r.tasks_queued, r.jobs_submitted, r.arrays_submitted, r.jobs_finished,
                         r.jobs_adopted, r.jobs_never_submitted, r.tasks_done, r.tasks_failed, r.slurm_calls, r.seconds
                     );
+                    if !r.submitted_at.is_empty()
+                        || r.copy_ins_queued + r.sim_files_submitted + r.sim_files_made > 0
+                        || r.copied_in + r.outputs_replicated > 0
+                        || r.jobs_lost + r.output_replicas_failed > 0
+                    {
+                        let at: Vec<String> = r
+                            .submitted_at
+                            .iter()
+                            .map(|(s, n)| format!("{s} {n}"))
+                            .collect();
+                        println!(
+                            "  sites: submitted at {}; jobs lost {}; copy-ins queued {}; copies between \
+                             sites verified {}; RQ replicas verified {} (failed {}); simulated files \
+                             submitted {}, made {}",
+                            if at.is_empty() { "none".into() } else { at.join(", ") },
+                            r.jobs_lost,
+                            r.copy_ins_queued,
+                            r.copied_in,
+                            r.outputs_replicated,
+                            r.output_replicas_failed,
+                            r.sim_files_submitted,
+                            r.sim_files_made
+                        );
+                    }
                     for w in &r.warnings {
                         println!("  warning: {w}");
                     }
@@ -118,9 +142,16 @@ pub enum CampaignCommand {
         /// Name, e.g. SR3_reprocess_PROD-2.
         #[arg(long)]
         name: String,
-        /// Runs, FIRST-LAST or one run.
-        #[arg(long)]
-        runs: String,
+        /// Runs, FIRST-LAST or one run (not with --simulate: a simulation
+        /// campaign makes its own runs).
+        #[arg(
+            long,
+            required_unless_present = "simulate",
+            conflicts_with = "simulate"
+        )]
+        runs: Option<String>,
+        #[command(flatten)]
+        simulate: SimulateArgs,
         /// Detector conditions tag (catalog or built-in) or file.
         #[arg(long, default_value = "v1", conflicts_with = "global_tag")]
         conditions: String,
@@ -169,6 +200,42 @@ pub enum CampaignCommand {
     },
 }
 
+/// What a simulation campaign makes (`campaign create --simulate`).
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// A simulation production: SLURM job arrays of `tpcflow sim` make a
+    /// family of simulated runs (numbered from 900000), then reconstructed
+    /// with --conditions like any run.
+    #[arg(long, conflicts_with = "global_tag")]
+    simulate: bool,
+    /// Physics source of the simulation.
+    #[arg(long, value_enum, default_value = "wimp", requires = "simulate")]
+    source: crate::sim::Source,
+    /// Events per file (1-10000000).
+    #[arg(long, default_value_t = 100, requires = "simulate",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    events: u32,
+    /// Files to simulate (1-1000000).
+    #[arg(long, default_value_t = 1, requires = "simulate",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    files: u32,
+    /// Files per simulated run at most (1-100000).
+    #[arg(long, default_value_t = 100, requires = "simulate",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    files_per_run: u32,
+    /// Seed of every random stream (same seed, same files; 0-2^63).
+    #[arg(long, default_value_t = 1, requires = "simulate",
+          value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    seed: u64,
+    /// Simulate a detector that differs from --conditions: a truth name or
+    /// TOML file (`tpcflow sim --detector-truth`).
+    #[arg(long, requires = "simulate")]
+    detector_truth: Option<String>,
+    /// The detector run whose state --detector-truth gives (required with it).
+    #[arg(long, requires = "detector_truth")]
+    truth_run: Option<u32>,
+}
+
 /// Parse `17390-17408` or `17390`.
 ///
 /// # Errors
@@ -199,6 +266,7 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
             db,
             name,
             runs,
+            simulate,
             conditions,
             global_tag,
             reco_config,
@@ -222,6 +290,44 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
                 None => RecoConfig::default(),
             };
             let catalog = Catalog::init(&db.catalog)?;
+            if simulate.simulate {
+                let spec = crate::catalog::SimSpec {
+                    source: clap::ValueEnum::to_possible_value(&simulate.source)
+                        .map(|v| v.get_name().to_string())
+                        .context("source name")?,
+                    events_per_file: simulate.events,
+                    files: simulate.files,
+                    files_per_run: simulate.files_per_run,
+                    seed: simulate.seed,
+                    conditions: conditions.clone(),
+                    detector_truth: simulate.detector_truth.clone(),
+                    truth_run: simulate.truth_run,
+                };
+                let c = super::simulation::create_simulation_campaign(
+                    &catalog, &name, &spec, &config, &site,
+                )?;
+                println!(
+                    "simulation campaign {} created: {} {} file(s) of {} event(s), seed {}, runs {}-{}, \
+                     conditions {}{}, lineage {}, site {site}",
+                    c.name,
+                    spec.files,
+                    spec.source,
+                    spec.events_per_file,
+                    spec.seed,
+                    c.first_run,
+                    c.last_run,
+                    c.conditions_tag,
+                    spec.detector_truth
+                        .as_deref()
+                        .map_or(String::new(), |t| format!(
+                            ", detector truth {t} at run {}",
+                            spec.truth_run.unwrap_or_default()
+                        )),
+                    c.lineage_hash
+                );
+                return Ok(());
+            }
+            let runs = runs.context("--runs is needed (or --simulate)")?;
             let created = match &global_tag {
                 Some(g) => super::prompt_conditions::create_pinned_campaigns(
                     &catalog,
@@ -307,6 +413,29 @@ pub fn run_campaign(cmd: CampaignCommand) -> Result<()> {
             let failed = catalog.tasks_in_state(p.campaign.id, TaskState::Failed)?;
             if json {
                 println!("{}", serde_json::json!({ "progress": p, "failed": failed }));
+            } else if let Some(sim) = &p.simulation {
+                println!("{}", simulation_line(&p, sim));
+                for t in catalog
+                    .sim_tasks(p.campaign.id)?
+                    .into_iter()
+                    .filter(|t| t.state == TaskState::Failed)
+                {
+                    println!(
+                        "  FAILED simulation of run {} file {} after {} attempts: {}",
+                        t.run,
+                        t.sequence,
+                        t.attempts,
+                        t.last_error.unwrap_or_default()
+                    );
+                }
+                for t in failed {
+                    println!(
+                        "  FAILED {} after {} attempts: {}",
+                        t.file_name,
+                        t.attempts,
+                        t.last_error.unwrap_or_default()
+                    );
+                }
             } else {
                 println!(
                     "{}: {} — {} files, {} done, {} failed, {} in flight, {} runs",
@@ -389,6 +518,37 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// One line of a simulation family's progress: its production, then its
+/// reconstruction (out of every file it makes).
+fn simulation_line(
+    p: &crate::catalog::CampaignProgress,
+    sim: &crate::catalog::SimProgress,
+) -> String {
+    let what = sim.spec.as_ref().map_or(String::new(), |s| {
+        format!(
+            " ({} x {} {} events, seed {})",
+            s.files, s.events_per_file, s.source, s.seed
+        )
+    });
+    format!(
+        "simulation family {}: {} — runs {}-{}{what}: simulated {} / failed {} of {} ({} in flight; \
+         made at USDC {}, UKDC {}); reconstructed {} / failed {} of {}",
+        p.campaign.name,
+        p.campaign.state,
+        sim.first_run,
+        sim.last_run,
+        sim.simulated,
+        sim.failed,
+        sim.files,
+        sim.in_flight,
+        sim.made_at_usdc,
+        sim.made_at_ukdc,
+        p.done,
+        p.failed,
+        sim.files
+    )
+}
+
 /// Run `tpcflow status`.
 ///
 /// # Errors
@@ -467,10 +627,13 @@ pub fn run_status(a: StatusArgs) -> Result<()> {
         );
     }
     for p in &campaigns {
-        println!(
-            "family {}: {} — {} done / {} failed of {} ({} in flight)",
-            p.campaign.name, p.campaign.state, p.done, p.failed, p.tasks, p.in_flight
-        );
+        match &p.simulation {
+            None => println!(
+                "family {}: {} — {} done / {} failed of {} ({} in flight)",
+                p.campaign.name, p.campaign.state, p.done, p.failed, p.tasks, p.in_flight
+            ),
+            Some(sim) => println!("{}", simulation_line(p, sim)),
+        }
     }
     if !lat.is_empty() {
         println!(

@@ -38,6 +38,7 @@ pub mod calibration;
 pub mod cli;
 pub mod health;
 pub mod prompt_conditions;
+pub mod simulation;
 pub mod sites;
 mod submit;
 pub mod track;
@@ -54,8 +55,8 @@ use tpcflow_reco::RecoConfig;
 use crate::catalog::ingest::{self, IngestConfig};
 use crate::catalog::Site;
 use crate::catalog::{
-    CampaignRow, CampaignState, Catalog, JobRow, JobState, NewCampaign, NewOutput, TaskRow,
-    TaskState,
+    CampaignRow, CampaignState, Catalog, JobKind, JobRow, JobState, NewCampaign, NewOutput,
+    TaskRow, TaskState,
 };
 use crate::reco_job::{self, read_result};
 use crate::sbatch::Template;
@@ -330,6 +331,21 @@ pub struct PassReport {
     pub jobs_lost: usize,
     /// Jobs declared lost earlier that their site still ran, cancelled.
     pub lost_jobs_cancelled: usize,
+    /// Replicas at a processing site queued to be copied in from the other
+    /// site's verified one (their own was bad or lost, and a campaign needs
+    /// the file there).
+    pub copy_ins_queued: usize,
+    /// Of the replicas the transfer stage verified, those copied from a
+    /// processing site rather than SURF (copy-ins and simulated files).
+    pub copied_in: u64,
+    /// RQ output replicas verified at another processing site.
+    pub outputs_replicated: u64,
+    /// RQ output replicas given up on (the warnings say why).
+    pub output_replicas_failed: usize,
+    /// Files of simulation campaigns submitted (elements of job arrays).
+    pub sim_files_submitted: usize,
+    /// Simulated files found complete and catalogued.
+    pub sim_files_made: usize,
     /// Jobs submitted per site.
     pub submitted_at: BTreeMap<String, usize>,
     /// The SLURM stages did not run (or stopped) because SLURM did not answer
@@ -470,7 +486,7 @@ impl Dispatcher {
             tracing::info!(key = %cfg.settings.salt_key, "catalog blinded: salting is configured");
         }
         let instance = catalog.instance_id()?;
-        let sites = sites::processing_sites(&cfg.settings)?;
+        let sites = sites::processing_sites(&cfg.settings, &cfg.sites, &cfg.rq_root)?;
         Ok(Self {
             cfg,
             catalog,
@@ -538,6 +554,8 @@ impl Dispatcher {
             )?;
             report.salted = sr.files_salted + sr.files_recovered;
         }
+        self.queue_copy_ins(&answering, &mut report)?;
+        stage("copy-in", &mut report);
         let tr = match transfer::run(
             &TransferConfig {
                 sites: self.cfg.sites.clone(),
@@ -566,6 +584,11 @@ impl Dispatcher {
             ));
         }
         report.held_unsalted = tr.held_unsalted;
+        report.copied_in = tr.copied_in;
+        if self.sites.len() > 1 {
+            self.replicate_outputs(&mut report)?;
+            stage("rq-transfer", &mut report);
+        }
         if tr.blinded && !salting && tr.held_unsalted > 0 {
             report.warnings.push(format!(
                 "the catalog is blinded and no salt key is configured (`salt_key`): \
@@ -604,6 +627,7 @@ impl Dispatcher {
         }
         stage("queue", &mut report);
         if answering.iter().any(|&a| a) {
+            self.submit_simulations(&answering, &mut report)?;
             self.submit(&campaigns, &answering, &mut report)?;
         }
         stage("submit", &mut report);
@@ -686,7 +710,7 @@ impl Dispatcher {
                 _ => {
                     // Final, or vanished/UNKNOWN: never taken as success by
                     // itself; the result records decide per task.
-                    self.finish_job(ps.site, &job, slurm_job.as_ref(), report)?;
+                    self.finish_job(ps, &job, slurm_job.as_ref(), report)?;
                     report.jobs_finished += 1;
                 }
             }
@@ -696,22 +720,15 @@ impl Dispatcher {
 
     fn finish_job(
         &self,
-        site: Site,
+        ps: &sites::ProcSite,
         job: &JobRow,
         slurm: Option<&track::SlurmJob>,
         report: &mut PassReport,
     ) -> Result<()> {
-        let (state, exit) = slurm.map_or((SlurmState::Unknown, None), |j| {
-            (j.state, j.exit_code.clone())
-        });
-        let source = slurm.map_or("none", |j| j.source);
-        let slurm_text = match (job.slurm_ref(), &exit) {
-            (Some(id), Some(e)) => {
-                format!("SLURM job {id} {} (exit {e}, {source})", state.name())
-            }
-            (Some(id), None) => format!("SLURM job {id} {} ({source})", state.name()),
-            _ => format!("job {} {}", job.name, state.name()),
-        };
+        if job.kind == JobKind::Sim {
+            return self.finish_sim_job(ps, job, slurm, report);
+        }
+        let (state, slurm_text) = slurm_outcome(job, slurm);
         let used = self.job_resources(job.id)?;
         let max_rss = slurm.and_then(|j| j.max_rss_bytes);
         let campaign = self.campaign_of(job)?;
@@ -720,11 +737,9 @@ impl Dispatcher {
             if !matches!(task.state, TaskState::Submitted | TaskState::Submitting) {
                 continue;
             }
-            match self.task_output(&task, &campaign) {
-                Ok(output) => {
-                    self.catalog.task_done(task.id, &output)?;
-                    self.catalog
-                        .set_output_site(output.file_id, &output.lineage_hash, site)?;
+            match self.task_output(&task, &campaign, &ps.rq_root) {
+                Ok((output, size_bytes)) => {
+                    self.output_done(ps, task.id, &output, size_bytes)?;
                     report.tasks_done += 1;
                 }
                 Err(why) => {
@@ -778,19 +793,66 @@ impl Dispatcher {
             .with_context(|| format!("campaign {id} of job {}", job.name))
     }
 
-    fn out_dir(&self, c: &CampaignRow) -> PathBuf {
-        self.cfg.rq_root.join(&c.name)
+    /// Where a campaign's outputs go under a site's RQ root.
+    fn out_dir(c: &CampaignRow, rq_root: &Path) -> PathBuf {
+        rq_root.join(&c.name)
     }
 
-    /// The output of a task if its result record says ok, with the campaign's
-    /// lineage, and the RQ file is there with the recorded checksum.
+    /// Catalogue a task's output with the site that made it; with several
+    /// processing sites, its replica there and one queued at each other site,
+    /// in the same transaction.
+    fn output_done(
+        &self,
+        ps: &sites::ProcSite,
+        task_id: i64,
+        output: &NewOutput,
+        size_bytes: u64,
+    ) -> Result<()> {
+        let others: Vec<Site> = self
+            .sites
+            .iter()
+            .map(|p| p.site)
+            .filter(|&s| s != ps.site)
+            .collect();
+        let rel = Path::new(&output.rq_path)
+            .strip_prefix(&ps.rq_root)
+            .ok()
+            .and_then(Path::to_str);
+        match rel {
+            Some(path) if !others.is_empty() => self.catalog.task_done_at(
+                task_id,
+                output,
+                &crate::catalog::OutputPlacement {
+                    site: ps.site,
+                    path,
+                    size_bytes,
+                    replicate_to: &others,
+                },
+            )?,
+            _ => {
+                if !others.is_empty() {
+                    tracing::warn!(output = %output.rq_path, site = %ps.site, rq_root = %ps.rq_root.display(),
+                        "output outside its site's RQ root: catalogued without replicas");
+                }
+                self.catalog.task_done(task_id, output)?;
+                self.catalog
+                    .set_output_site(output.file_id, &output.lineage_hash, ps.site)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The output of a task (and its size) if its result record under
+    /// `rq_root` says ok, with the campaign's lineage, and the RQ file is
+    /// there with the recorded checksum.
     fn task_output(
         &self,
         task: &TaskRow,
         c: &CampaignRow,
-    ) -> std::result::Result<NewOutput, String> {
+        rq_root: &Path,
+    ) -> std::result::Result<(NewOutput, u64), String> {
         let names = reco_job::plan::OutputNames::new(
-            &self.out_dir(c),
+            &Self::out_dir(c, rq_root),
             Path::new(&task.file_name),
             &c.lineage_hash,
         );
@@ -819,18 +881,25 @@ impl Dispatcher {
                 out.display()
             ));
         }
-        Ok(NewOutput {
-            file_id: task.file_id,
-            lineage_hash: c.lineage_hash.clone(),
-            rq_path: out.display().to_string(),
-            checksum: digest.adler32,
-            events: r.events,
-        })
+        Ok((
+            NewOutput {
+                file_id: task.file_id,
+                lineage_hash: c.lineage_hash.clone(),
+                rq_path: out.display().to_string(),
+                checksum: digest.adler32,
+                events: r.events,
+            },
+            digest.size_bytes,
+        ))
     }
 
     fn complete_campaigns(&self) -> Result<()> {
         for c in self.catalog.campaigns()? {
             if c.state != CampaignState::Active || self.catalog.campaign_extras(c.id)?.1 {
+                continue;
+            }
+            // A simulation campaign: every file made and reconstructed (or failed).
+            if self.catalog.sim_spec(c.id)?.is_some() && !self.catalog.sim_family_settled(c.id)? {
                 continue;
             }
             let (in_flight, finished) = self.catalog.campaign_in_flight(c.id)?;
@@ -844,6 +913,22 @@ impl Dispatcher {
         }
         Ok(())
     }
+}
+
+/// A finished (or vanished) job's final state and how to say it in a reason.
+fn slurm_outcome(job: &JobRow, slurm: Option<&track::SlurmJob>) -> (SlurmState, String) {
+    let (state, exit) = slurm.map_or((SlurmState::Unknown, None), |j| {
+        (j.state, j.exit_code.clone())
+    });
+    let source = slurm.map_or("none", |j| j.source);
+    let text = match (job.slurm_ref(), &exit) {
+        (Some(id), Some(e)) => {
+            format!("SLURM job {id} {} (exit {e}, {source})", state.name())
+        }
+        (Some(id), None) => format!("SLURM job {id} {} ({source})", state.name()),
+        _ => format!("job {} {}", job.name, state.name()),
+    };
+    (state, text)
 }
 
 /// Values for the sbatch template.

@@ -20,6 +20,17 @@
 //! that made it. `tpcflow site drain|resume SITE` closes a site to new work
 //! (work in flight there runs to its end).
 //!
+//! ```text
+//! replicas:  a file whose replica at the site that must run it is bad or
+//!            lost, while the other processing site holds a verified one, is
+//!            copied in from there (the transfer stage verifies its Adler-32
+//!            before the final name appears; a corrupt source is marked bad
+//!            and the file waits): `copy_in`
+//! outputs:   each site writes under its RQ root (`[sites.X] rq_root`); an
+//!            output is catalogued with its site and replicated to the other
+//!            processing site by the transfer machinery (`transfer::outputs`)
+//! ```
+//!
 //! Settings: without `[sites.*]` tables the dispatcher has one processing
 //! site, USDC, on the cluster of `slurm_conf` (the single-site default).
 
@@ -48,6 +59,10 @@ pub struct SiteSettings {
     pub account: String,
     /// sbatch `--partition`; empty: the cluster's default.
     pub partition: String,
+    /// Where the site's jobs write RQ outputs (`{rq_root}/{campaign}/`);
+    /// empty: the dispatcher's RQ root for the first processing site,
+    /// `{site root}/RQ` for the others.
+    pub rq_root: String,
 }
 
 /// The processing sites a dispatcher may submit to, in order of preference.
@@ -68,6 +83,8 @@ pub struct ProcSite {
     pub account: String,
     /// sbatch `--partition` (empty: not given).
     pub partition: String,
+    /// Its RQ root: its outputs, and the replicas of the others' outputs.
+    pub rq_root: PathBuf,
 }
 
 /// Check the `[sites.*]` tables: processing sites only.
@@ -85,11 +102,17 @@ pub fn validate(sites: &BTreeMap<String, SiteSettings>) -> Result<()> {
 }
 
 /// The processing sites of these settings (USDC first): the `[sites.*]`
-/// tables, or USDC alone on `slurm_conf` when there are none.
+/// tables, or USDC alone on `slurm_conf` when there are none. `storage`
+/// locates each site's storage and `rq_root` is the dispatcher's RQ root
+/// (the first site's, unless its table says otherwise).
 ///
 /// # Errors
-/// A site's template that does not load.
-pub fn processing_sites(settings: &super::Settings) -> Result<Vec<ProcSite>> {
+/// A site's template that does not load, or a site without storage.
+pub fn processing_sites(
+    settings: &super::Settings,
+    storage: &crate::transfer::Sites,
+    rq_root: &std::path::Path,
+) -> Result<Vec<ProcSite>> {
     let timeout = Duration::from_secs_f64(settings.slurm_timeout_s);
     let conf = |c: &str| Some(PathBuf::from(c)).filter(|p| !p.as_os_str().is_empty());
     if settings.sites.is_empty() {
@@ -103,6 +126,7 @@ pub fn processing_sites(settings: &super::Settings) -> Result<Vec<ProcSite>> {
             template: None,
             account: String::new(),
             partition: String::new(),
+            rq_root: rq_root.to_path_buf(),
         }]);
     }
     let mut out = Vec::new();
@@ -118,6 +142,17 @@ pub fn processing_sites(settings: &super::Settings) -> Result<Vec<ProcSite>> {
                     .with_context(|| format!("`[sites.{site}]` profile {}", s.profile))?,
             )
         };
+        let site_rq = if !s.rq_root.is_empty() {
+            PathBuf::from(&s.rq_root)
+        } else if out.is_empty() {
+            rq_root.to_path_buf()
+        } else {
+            storage
+                .get(site)
+                .with_context(|| format!("`[sites.{site}]`"))?
+                .root
+                .join("RQ")
+        };
         out.push(ProcSite {
             site,
             client: Client {
@@ -128,6 +163,7 @@ pub fn processing_sites(settings: &super::Settings) -> Result<Vec<ProcSite>> {
             template,
             account: s.account.clone(),
             partition: s.partition.clone(),
+            rq_root: site_rq,
         });
     }
     Ok(out)
@@ -284,6 +320,9 @@ impl super::Dispatcher {
             for task in self.catalog.tasks_of_job(job.id)? {
                 self.catalog.task_requeued_free(task.id, &reason)?;
             }
+            for task in self.catalog.sim_tasks_of_job(job.id)? {
+                self.catalog.sim_task_requeued_free(task.id, &reason)?;
+            }
             self.catalog
                 .job_transition(job.id, job.state, JobState::Failed, Some(&reason))?;
             tracing::warn!(job = %job.name, site = %ps.site, "declared lost");
@@ -335,6 +374,97 @@ impl super::Dispatcher {
             }
         }
         Ok(())
+    }
+
+    /// Copy-ins: for each campaign still at work, the files that no site it
+    /// may run at can read (their replica there bad or lost) while the other
+    /// processing site holds a verified replica get theirs queued from
+    /// there; this pass's transfer stage copies and verifies them. A
+    /// campaign at `any` looks at the open sites only: a file one of them
+    /// can read runs there instead.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub(super) fn queue_copy_ins(
+        &self,
+        answering: &[bool],
+        report: &mut super::PassReport,
+    ) -> Result<()> {
+        if self.sites.len() < 2 {
+            return Ok(());
+        }
+        let drained: Vec<String> = self
+            .catalog
+            .site_drains()?
+            .into_iter()
+            .map(|d| d.site)
+            .collect();
+        let all: Vec<Site> = self.sites.iter().map(|p| p.site).collect();
+        let open: Vec<Site> = self
+            .sites
+            .iter()
+            .zip(answering)
+            .filter(|(p, &up)| up && !drained.iter().any(|d| d == p.site.as_str()))
+            .map(|(p, _)| p.site)
+            .collect();
+        for c in self.catalog.campaigns()? {
+            if !matches!(
+                c.state,
+                crate::catalog::CampaignState::Defined | crate::catalog::CampaignState::Active
+            ) {
+                continue;
+            }
+            let at = self.catalog.campaign_site(c.id)?;
+            let allowed: Vec<Site> = if at == "any" {
+                open.clone()
+            } else {
+                all.iter().copied().filter(|s| s.as_str() == at).collect()
+            };
+            for (file, to, from) in self.catalog.copy_in_candidates(c.id, &allowed, &all)? {
+                if self.catalog.queue_copy_in(file, to, from)? {
+                    tracing::info!(file, site = %to, source = %from, campaign = %c.name, "copy-in queued");
+                    report.copy_ins_queued += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replicate RQ outputs between the processing sites (the transfer
+    /// machinery's [`crate::transfer::outputs`]); a pass held off by the
+    /// transfer lock only warns.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub(super) fn replicate_outputs(&self, report: &mut super::PassReport) -> Result<()> {
+        let cfg = crate::transfer::outputs::OutputTransferConfig {
+            rq_roots: self
+                .sites
+                .iter()
+                .map(|p| (p.site, p.rq_root.clone()))
+                .collect(),
+            sites: self.cfg.sites.clone(),
+            max_attempts: self.cfg.settings.transfer_max_attempts,
+            parallel: self.cfg.settings.transfer_parallel,
+        };
+        match crate::transfer::outputs::run(&cfg, &self.catalog) {
+            Ok(r) => {
+                report.outputs_replicated = r.verified;
+                report.output_replicas_failed = r.failures.len();
+                for f in r.failures {
+                    report.warnings.push(format!(
+                        "RQ file {} at {}: replica bad after {} attempt(s): {}",
+                        f.file, f.site, f.attempts, f.reason
+                    ));
+                }
+                Ok(())
+            }
+            Err(crate::transfer::TransferError::Locked(e)) => {
+                report.warnings.push(format!("RQ replication skipped: {e}"));
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The open jobs of a site.

@@ -20,7 +20,7 @@ use crate::slurm::SlurmError;
 
 impl Dispatcher {
     /// Resources of a first attempt, from the settings.
-    fn default_resources(&self) -> Resources {
+    pub(super) fn default_resources(&self) -> Resources {
         let s = &self.cfg.settings;
         Resources {
             time_limit_min: accounting::parse_minutes(&s.time_limit).unwrap_or(30),
@@ -327,7 +327,7 @@ impl Dispatcher {
             serde_json::from_str(&config_json).context("campaign reco config")?;
         let config_path = dir.join("reco.toml");
         std::fs::write(&config_path, toml::to_string(&config)?)?;
-        let out_dir = self.out_dir(c);
+        let out_dir = Self::out_dir(c, &ps.rq_root);
         let args = format!(
             "--inputs {inputs} --out-dir {} --conditions {} --config {} --json",
             quote_path(&out_dir)?,
@@ -372,7 +372,7 @@ impl Batch {
 
 /// sbatch options of the resources: `--time=MIN` always (it overrides the
 /// template's `#SBATCH --time`), `--mem=MBM` when asked.
-fn resource_args(r: Resources) -> Vec<String> {
+pub(super) fn resource_args(r: Resources) -> Vec<String> {
     let mut out = vec![format!("--time={}", r.time_limit_min)];
     if let Some(mem) = r.mem_mb {
         out.push(format!("--mem={mem}M"));
@@ -381,7 +381,7 @@ fn resource_args(r: Resources) -> Vec<String> {
 }
 
 /// The SLURM error of a failed sbatch when it means SLURM did not answer.
-fn unavailable(e: &anyhow::Error) -> Option<&SlurmError> {
+pub(super) fn unavailable(e: &anyhow::Error) -> Option<&SlurmError> {
     e.downcast_ref::<SlurmError>()
         .filter(|e| e.is_unavailable())
 }

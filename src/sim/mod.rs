@@ -314,7 +314,7 @@ pub fn run_with(
     cond: &Conditions,
     closing: FileClosing,
 ) -> Result<SimReport, RawError> {
-    run_files(opts, cond, cond, None, closing)
+    run_files(opts, cond, cond, None, closing, 0..opts.files)
 }
 
 /// Run the simulator on the detector `truth` describes (None: the nominal
@@ -331,10 +331,67 @@ pub fn run_with_truth(
     truth: Option<&DetectorTruth>,
     closing: FileClosing,
 ) -> Result<SimReport, SimError> {
+    run_selected(opts, cond, truth, None, closing, 0..opts.files)
+}
+
+/// As [`run_with_truth`], the detector as `truth` gives it at run
+/// `truth_run` (None: at the simulated run): a simulation production
+/// numbered apart from detector runs simulates the detector of a real one.
+/// The truth written beside the data is that detector, for the simulated run.
+///
+/// # Errors
+/// As [`run_with_truth`].
+pub fn run_with_truth_at(
+    opts: &SimOptions,
+    cond: &Conditions,
+    truth: Option<&DetectorTruth>,
+    truth_run: Option<u32>,
+    closing: FileClosing,
+) -> Result<SimReport, SimError> {
+    run_selected(opts, cond, truth, truth_run, closing, 0..opts.files)
+}
+
+/// Write only file `index` of the run `opts` describes (`index <
+/// opts.files`): byte for byte the file a whole run writes at that place
+/// (its events and trigger times come from the run's streams, whatever
+/// else is written). One element of a simulation campaign's job array;
+/// `truth_run` as in [`run_with_truth_at`].
+///
+/// # Errors
+/// As [`run_with_truth`].
+///
+/// # Panics
+/// When `index >= opts.files` (the caller checks its input).
+pub fn run_one_file(
+    opts: &SimOptions,
+    cond: &Conditions,
+    truth: Option<&DetectorTruth>,
+    truth_run: Option<u32>,
+    closing: FileClosing,
+    index: u32,
+) -> Result<SimReport, SimError> {
+    assert!(
+        index < opts.files,
+        "file {index} of a run of {}",
+        opts.files
+    );
+    run_selected(opts, cond, truth, truth_run, closing, index..index + 1)
+}
+
+/// The files `which` of the run (indices into its `opts.files` files).
+fn run_selected(
+    opts: &SimOptions,
+    cond: &Conditions,
+    truth: Option<&DetectorTruth>,
+    truth_run: Option<u32>,
+    closing: FileClosing,
+    which: Range<u32>,
+) -> Result<SimReport, SimError> {
     let Some(truth) = truth else {
-        return Ok(run_with(opts, cond, closing)?);
+        return Ok(run_files(opts, cond, cond, None, closing, which)?);
     };
-    let detector = truth.simulated_detector(opts.run)?;
+    let mut detector = truth.simulated_detector(truth_run.unwrap_or(opts.run))?;
+    detector.truth.run = opts.run;
     let path = detector.truth.write_for_run(&opts.out)?;
     tracing::info!(file = %path.display(), truth = %truth.name, "detector truth written");
     Ok(run_files(
@@ -343,16 +400,19 @@ pub fn run_with_truth(
         &detector.conditions,
         Some(&detector.truth),
         closing,
+        which,
     )?)
 }
 
-/// Simulate `physics` (with `truth`'s extras) into files that declare `declared`.
+/// Simulate files `which` of the run, `physics` (with `truth`'s extras),
+/// into files that declare `declared`.
 fn run_files(
     opts: &SimOptions,
     declared: &Conditions,
     physics: &Conditions,
     truth: Option<&EffectiveTruth>,
     closing: FileClosing,
+    which: Range<u32>,
 ) -> Result<SimReport, RawError> {
     let start = Instant::now();
     let (times, ranges) = trigger_times(opts, &physics.detector, &physics.sim, closing);
@@ -365,14 +425,14 @@ fn run_files(
         n_channels: physics.detector.n_channels() as u32,
         window_samples: ((d.window_before_ns + d.window_after_ns) / d.sample_ns).round() as u32,
     };
-    let bar = indicatif::ProgressBar::new(u64::from(opts.files));
+    let bar = indicatif::ProgressBar::new(u64::from(which.len() as u32));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} files {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(format!("run {}", opts.run));
     let mut report = SimReport::default();
-    for f in 0..opts.files {
+    for f in which {
         let file_start = Instant::now();
         let seq = opts.first_sequence + f;
         let (events, truths) =

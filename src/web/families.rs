@@ -5,7 +5,10 @@
 //! start date   creation date of the campaign (UTC)
 //! samples      runs with at least one task of the family
 //! status       campaign state: defined, active, complete, cancelled
-//! progress     tasks done / failed (of all tasks; the rest are in flight)
+//! progress     tasks done / failed (of all tasks; the rest are in flight);
+//!              a simulation family also shows its production: files
+//!              simulated / failed of the files it makes, and reconstructs
+//!              out of those files
 //! expand       /api/family?name=... adds one row per run
 //! ```
 
@@ -14,7 +17,7 @@ use serde::Serialize;
 use super::params::Params;
 use super::WebError;
 use crate::catalog::web_queries::FamilyRun;
-use crate::catalog::{utc_string, CampaignProgress, Catalog};
+use crate::catalog::{utc_string, CampaignProgress, Catalog, SimProgress};
 
 /// Parameters of `/api/families` and `/families`.
 pub(crate) const FAMILIES_PARAMS: &[&str] = &["q"];
@@ -54,6 +57,8 @@ pub struct Family {
     pub failed: u64,
     /// Tasks queued or in jobs.
     pub in_flight: u64,
+    /// A simulation family's production (None: it reconstructs detector data).
+    pub simulation: Option<SimProgress>,
 }
 
 impl From<CampaignProgress> for Family {
@@ -75,6 +80,7 @@ impl From<CampaignProgress> for Family {
             done: p.done,
             failed: p.failed,
             in_flight: p.in_flight,
+            simulation: p.simulation,
         }
     }
 }

@@ -341,3 +341,104 @@ fn the_lifetime_follows_the_schedule_across_runs() {
     assert!((fitted[1].0 / fitted[0].0 - 1.3 * 9100.0 / 9096.0).abs() < 1e-9);
     assert!(fitted[1].1 / fitted[0].1 > 1.15, "{fitted:?}");
 }
+
+#[test]
+fn one_file_of_a_run_is_byte_for_byte_the_file_the_whole_run_writes() {
+    // What a simulation campaign's job array element writes (`--file-index`),
+    // with and without a detector truth, and with files closed on DAQ time.
+    let dir = scratch("sim-file-index");
+    for (name, extra) in [
+        ("plain", &[][..]),
+        ("truth", &["--detector-truth", "realistic"][..]),
+        ("on-time", &["--close-on-time"][..]),
+    ] {
+        let base = [
+            "--run",
+            "17400",
+            "--files",
+            "3",
+            "--events-per-file",
+            "3",
+            "--seed",
+            "11",
+            "--source",
+            "wimp",
+            "--threads",
+            "2",
+        ];
+        let whole = dir.path().join(format!("{name}-whole"));
+        sim(&whole, &[&base[..], extra].concat());
+        for i in 0..3u32 {
+            let one = dir.path().join(format!("{name}-{i}"));
+            let index = i.to_string();
+            sim(
+                &one,
+                &[&base[..], extra, &["--file-index", &index]].concat(),
+            );
+            let written: Vec<_> = std::fs::read_dir(one.join("017400"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".h5"))
+                .collect();
+            assert_eq!(
+                written.len(),
+                2,
+                "{name} {i}: one raw file and its truth: {written:?}"
+            );
+            let raw = raw_file_path(&one, 17400, i);
+            for path in [truth_path_for(&raw), raw] {
+                let rel = path.strip_prefix(&one).unwrap();
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    std::fs::read(whole.join(rel)).unwrap(),
+                    "{name}: {}",
+                    rel.display()
+                );
+            }
+        }
+    }
+    // A production numbered apart simulates the detector of a real run.
+    let apart = dir.path().join("apart");
+    sim(
+        &apart,
+        &[
+            "--run",
+            "900000",
+            "--files",
+            "1",
+            "--events-per-file",
+            "1",
+            "--detector-truth",
+            "realistic",
+            "--truth-run",
+            "17400",
+        ],
+    );
+    let at = load_for_run(&apart, 900_000).unwrap();
+    let real = load_for_run(&dir.path().join("truth-whole"), 17400).unwrap();
+    assert_eq!(at.run, 900_000);
+    assert_eq!(at.electron_lifetime_us, real.electron_lifetime_us);
+    assert_eq!(at.spe_area_adc, real.spe_area_adc);
+
+    let o = Command::new(tpcflow_bin())
+        .args([
+            "sim",
+            "--run",
+            "9",
+            "--files",
+            "3",
+            "--file-index",
+            "3",
+            "--out",
+        ])
+        .arg(dir.path().join("beyond"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("--file-index 3 is not a file of a run of --files 3"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

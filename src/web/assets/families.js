@@ -15,10 +15,21 @@ function familyRow(f) {
   tr.append(el("td", { class: "l", text: f.name, title: `runs ${f.first_run}-${f.last_run}, conditions ${f.conditions_tag}, lineage ${f.lineage_hash}` }));
   tr.append(el("td", { class: "l", text: f.start_date }));
   tr.append(el("td", { class: "c-samples", text: String(f.samples) }));
-  tr.append(el("td", { class: "l state-" + f.status, text: (f.prompt ? "prompt · " : "") + f.status }));
-  tr.append(el("td", { class: "l" }, bar(f.done, f.failed, f.tasks), " ",
+  const sim = f.simulation;
+  tr.append(el("td", { class: "l state-" + f.status, text: (f.prompt ? "prompt · " : sim ? "simulation · " : "") + f.status }));
+  // A simulation family: its production first, then its reconstruction out of every file it makes.
+  const total = sim ? sim.files : f.tasks;
+  const progress = el("td", { class: "l" });
+  if (sim) {
+    progress.append(el("span", { class: "c-sim", title: `runs ${sim.first_run}-${sim.last_run}: made at USDC ${sim.made_at_usdc}, UKDC ${sim.made_at_ukdc}; ${sim.in_flight} in flight` },
+      bar(sim.simulated, sim.failed, sim.files), " simulated ",
+      el("span", { class: "c-simulated", text: String(sim.simulated) }), " / ", el("span", { class: "c-sim-failed", text: String(sim.failed) }),
+      " / ", el("span", { class: "c-sim-files", text: String(sim.files) })), el("br"), "reconstructed ");
+  }
+  progress.append(bar(f.done, f.failed, total), " ",
     el("span", { class: "c-done", text: String(f.done) }), " / ", el("span", { class: "c-failed", text: String(f.failed) }),
-    " / ", el("span", { class: "c-tasks", text: String(f.tasks) })));
+    " / ", el("span", { class: "c-tasks", text: String(total) }));
+  tr.append(progress);
   const btn = el("button", { type: "button", class: "expand", text: expanded.has(f.name) ? "− collapse" : "+ expand" });
   btn.addEventListener("click", () => toggle(f.name, tr, btn));
   tr.append(el("td", {}, btn));

@@ -5,8 +5,10 @@
 //! it already runs) and fails loudly when it cannot.
 
 mod failover;
+mod outputs;
 mod replicas;
 mod retry;
+mod simulation;
 mod testbed;
 
 use std::path::{Path, PathBuf};
@@ -189,16 +191,86 @@ pub fn pass(w: &World) -> serde_json::Value {
     })
 }
 
-/// Passes until `done` or `limit`; panics with the last report.
-pub fn passes_until(w: &World, limit: Duration, done: impl Fn(&tpcflow::catalog::Catalog) -> bool) {
+/// Passes until `done` or `limit`; their reports. Panics with the last report.
+pub fn passes_until(
+    w: &World,
+    limit: Duration,
+    done: impl Fn(&tpcflow::catalog::Catalog) -> bool,
+) -> Vec<serde_json::Value> {
     let start = Instant::now();
-    let mut last = serde_json::Value::Null;
+    let mut reports = Vec::new();
     while start.elapsed() < limit {
-        last = pass(w);
+        reports.push(pass(w));
         if done(&tpcflow::catalog::Catalog::open(&w.catalog).unwrap()) {
-            return;
+            return reports;
         }
         std::thread::sleep(Duration::from_millis(700));
     }
-    panic!("not done after {limit:?}; last pass: {last}");
+    panic!(
+        "not done after {limit:?}; last pass: {}",
+        reports.last().unwrap_or(&serde_json::Value::Null)
+    );
+}
+
+/// Sum of a numeric field over pass reports.
+pub fn total(reports: &[serde_json::Value], key: &str) -> u64 {
+    reports.iter().map(|r| r[key].as_u64().unwrap_or(0)).sum()
+}
+
+/// Flip one byte in the middle of a file (silent corruption).
+pub fn corrupt(path: &Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let len = f.metadata().unwrap().len();
+    f.seek(SeekFrom::Start(len / 2)).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(len / 2)).unwrap();
+    f.write_all(&[b[0] ^ 0xff]).unwrap();
+}
+
+/// Input lists (`path<TAB>adler32` lines) of the jobs of campaign `id`.
+pub fn input_lines(w: &World, campaign_id: i64) -> Vec<String> {
+    let mut lines = Vec::new();
+    let tag = format!("-c{campaign_id}-");
+    for dir in std::fs::read_dir(w.root.join("jobs")).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.file_name().unwrap().to_string_lossy().contains(&tag) {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("inputs") && name.ends_with(".txt") {
+                let text = std::fs::read_to_string(&f).unwrap();
+                lines.extend(text.lines().map(str::to_string));
+            }
+        }
+    }
+    lines
+}
+
+/// `tpcflow audit --site SITE` (checksums); its stderr. Exit 3: something found.
+pub fn audit(w: &World, site: &str) -> String {
+    let o = super::common::tpcflow_cmd()
+        .args([
+            "audit",
+            "--site",
+            site,
+            "--max-missing-fraction",
+            "1",
+            "--catalog",
+        ])
+        .arg(&w.catalog)
+        .arg("--data-root")
+        .arg(&w.root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    err
 }

@@ -1,10 +1,14 @@
 //! The transfer stage (the data mover): copy raw files from SURF to USDC,
-//! UKDC and ARCHIVE with verified checksums.
+//! UKDC and ARCHIVE with verified checksums; between the processing sites,
+//! copy-ins of files whose replica there went bad, simulated files from the
+//! site that made them, and RQ outputs ([`outputs`]).
 //!
 //! One pass ([`run`]):
 //! 1. replicas left `transferring` by a mover that died are re-queued;
 //! 2. a `queued` replica is created at each destination for every file with
-//!    a verified SURF replica and none there yet;
+//!    a verified SURF replica and none there yet (a replica queued with
+//!    another `source`, a copy-in or a simulated file, was queued by the
+//!    dispatcher and is copied from that site);
 //! 3. queued replicas are copied by a pool of `parallel` threads, in rounds,
 //!    until the queue is empty or every failure has hit the retry cap;
 //! 4. files verified at every destination become `transferred`.
@@ -17,7 +21,10 @@
 //! mover killed at any point leaves at most a temporary file, which the next
 //! pass overwrites. A mismatch re-queues the replica with `attempts + 1`; at
 //! `max_attempts` it becomes `bad` with the reason (which says whether the
-//! SURF copy itself no longer matches the catalog). A full destination
+//! source copy itself no longer matches the catalog). A copy from a
+//! processing site whose own replica no longer matches the catalog marks
+//! that replica `bad` and ends at once: the file waits for a verified
+//! replica, nothing reads the corrupt bytes. A full destination
 //! (ENOSPC, EDQUOT) is not the file's fault: the replica goes back to
 //! `queued` with the reason and no attempt spent, its temporary is removed,
 //! and the pass stops copying to that site; the next pass retries it.
@@ -54,6 +61,8 @@ use serde::Serialize;
 use crate::adler::{digest_file, same_checksum};
 use crate::catalog::{Catalog, CatalogError, CopyStart, ReplicaState, Site, TransferItem};
 use crate::exclusive_lock::{transfer_lock_path, ExclusiveLock, LockError};
+
+pub mod outputs;
 
 /// Default retry cap: a replica is `bad` after this many failed attempts.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -203,6 +212,9 @@ pub struct TransferReport {
     pub attempts: u64,
     /// Replicas verified.
     pub verified: u64,
+    /// Of them, copied from a processing site (copy-ins, simulated files)
+    /// rather than from SURF.
+    pub copied_in: u64,
     /// Failed attempts re-queued for another try.
     pub retries: u64,
     /// Files now verified at every destination.
@@ -307,8 +319,11 @@ pub enum CopyError {
         expected: String,
         /// Value at the destination.
         found: String,
-        /// Whether the SURF copy still matches the catalog.
+        /// Whether the source copy still matches the catalog.
         source_note: String,
+        /// The source copy itself matches the catalog (the bytes changed on
+        /// the way, not at the source).
+        source_matches: bool,
     },
 }
 
@@ -379,16 +394,56 @@ impl CopyError {
     }
 }
 
+/// One copy to make: the bytes at `src` to `dst`, through `.{name}.tmp`
+/// beside it, checked against the catalogued size and Adler-32.
+#[derive(Debug, Clone)]
+pub(crate) struct CopySpec<'a> {
+    /// File name (the temporary's name and the messages).
+    pub name: &'a str,
+    /// Destination site.
+    pub site: Site,
+    /// Source site.
+    pub source: Site,
+    /// Source path.
+    pub src: PathBuf,
+    /// Final destination path.
+    pub dst: PathBuf,
+    /// Catalogued size [bytes].
+    pub size_bytes: u64,
+    /// Catalogued Adler-32, hex.
+    pub adler32: &'a str,
+    /// The destination's copy command (None: in-process).
+    pub command: Option<&'a str>,
+}
+
+/// The copy of a raw-file replica.
+fn raw_copy<'a>(
+    item: &'a TransferItem,
+    cfg: &'a TransferConfig,
+) -> Result<CopySpec<'a>, TransferError> {
+    let source = cfg.sites.get(item.source)?;
+    let dest = cfg.sites.get(item.site)?;
+    Ok(CopySpec {
+        name: &item.file,
+        site: item.site,
+        source: item.source,
+        src: source.root.join(&item.path),
+        dst: dest.root.join(&item.path),
+        size_bytes: item.size_bytes,
+        adler32: &item.adler32,
+        command: dest.copy_command.as_deref(),
+    })
+}
+
 /// One attempt: copy to a temporary name, verify, then fsync, rename and
 /// fsync the directory ([`crate::atomic_file::commit`]); any failure removes
 /// the temporary (on a full disk: gives its space back). Returns the bytes copied.
-fn copy_and_verify(item: &TransferItem, cfg: &TransferConfig) -> Result<u64, CopyError> {
-    let source_root = &cfg.sites.get(Site::Surf).expect("checked in run").root;
-    let dest = cfg.sites.get(item.site).expect("checked in run");
-    let src = source_root.join(&item.path);
-    let dst = dest.root.join(&item.path);
-    let dir = dst.parent().unwrap_or(&dest.root).to_path_buf();
-    let tmp = dir.join(format!(".{}.tmp", item.file));
+pub(crate) fn copy_and_verify(spec: &CopySpec<'_>) -> Result<u64, CopyError> {
+    let (src, dst) = (&spec.src, &spec.dst);
+    let dir = dst
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let tmp = dir.join(format!(".{}.tmp", spec.name));
     std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
     match std::fs::remove_file(&tmp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -397,46 +452,51 @@ fn copy_and_verify(item: &TransferItem, cfg: &TransferConfig) -> Result<u64, Cop
         _ => {}
     }
     let result = (|| {
-        copy_bytes(&src, &tmp, dest.copy_command.as_deref())?;
+        copy_bytes(src, &tmp, spec.command)?;
         let got = digest_file(&tmp).map_err(|e| CopyError::Io {
             op: "checksum",
             path: e.path,
             source: e.source,
         })?;
         let mismatch = |field, expected: String, found: String| {
-            let source_note = match digest_file(&src) {
+            let from = spec.source;
+            let (source_note, source_matches) = match digest_file(src) {
                 Ok(d)
-                    if same_checksum(&d.adler32, &item.adler32)
-                        && d.size_bytes == item.size_bytes =>
+                    if same_checksum(&d.adler32, spec.adler32)
+                        && d.size_bytes == spec.size_bytes =>
                 {
-                    " (SURF copy matches the catalog)".to_string()
+                    (format!(" ({from} copy matches the catalog)"), true)
                 }
-                Ok(d) => format!(
-                    " (SURF copy no longer matches the catalog: {} bytes, adler32 {})",
-                    d.size_bytes, d.adler32
+                Ok(d) => (
+                    format!(
+                        " ({from} copy no longer matches the catalog: {} bytes, adler32 {})",
+                        d.size_bytes, d.adler32
+                    ),
+                    false,
                 ),
-                Err(e) => format!(" (SURF copy unreadable: {e})"),
+                Err(e) => (format!(" ({from} copy unreadable: {e})"), false),
             };
             CopyError::Mismatch {
-                file: item.file.clone(),
-                site: item.site,
+                file: spec.name.to_string(),
+                site: spec.site,
                 field,
                 expected,
                 found,
                 source_note,
+                source_matches,
             }
         };
-        if got.size_bytes != item.size_bytes {
+        if got.size_bytes != spec.size_bytes {
             return Err(mismatch(
                 "size",
-                item.size_bytes.to_string(),
+                spec.size_bytes.to_string(),
                 got.size_bytes.to_string(),
             ));
         }
-        if !same_checksum(&got.adler32, &item.adler32) {
-            return Err(mismatch("adler32", item.adler32.clone(), got.adler32));
+        if !same_checksum(&got.adler32, spec.adler32) {
+            return Err(mismatch("adler32", spec.adler32.to_string(), got.adler32));
         }
-        crate::atomic_file::commit(&tmp, &dst).map_err(|e| CopyError::Io {
+        crate::atomic_file::commit(&tmp, dst).map_err(|e| CopyError::Io {
             op: e.op,
             path: e.path,
             source: e.source,
@@ -463,16 +523,21 @@ fn attempt(
     item: &TransferItem,
     cfg: &TransferConfig,
     catalog: &Catalog,
-) -> Result<Outcome, CatalogError> {
+) -> Result<Outcome, TransferError> {
+    let spec = raw_copy(item, cfg)?;
     match catalog.begin_copy(item)? {
         CopyStart::Started => {}
-        CopyStart::NotQueued | CopyStart::BeingSalted | CopyStart::ChecksumChanged => {
-            return Ok(Outcome::Skipped)
-        }
+        CopyStart::NotQueued
+        | CopyStart::BeingSalted
+        | CopyStart::ChecksumChanged
+        | CopyStart::SourceNotVerified => return Ok(Outcome::Skipped),
     }
-    match copy_and_verify(item, cfg) {
+    match copy_and_verify(&spec) {
         Ok(bytes) => {
             catalog.replica_verified(item.file_id, item.site, bytes, &item.adler32)?;
+            if item.source != Site::Surf {
+                tracing::info!(file = %item.file, site = %item.site, source = %item.source, "copied in and verified");
+            }
             Ok(Outcome::Verified(bytes))
         }
         Err(e) if e.is_no_space() => {
@@ -497,6 +562,42 @@ fn attempt(
             catalog.replica_retry_unchanged(item.file_id, item.site, &reason)?;
             tracing::info!(file = %item.file, site = %item.site, "source changed during the copy; re-queued");
             Ok(Outcome::Skipped)
+        }
+        // A processing site's replica that does not match the catalog is
+        // bad: it is marked so, and the copy from it ends at once (the file
+        // waits for a verified replica; retrying the same bytes cannot help).
+        Err(
+            e @ CopyError::Mismatch {
+                source_matches: false,
+                ..
+            },
+        ) if item.source != Site::Surf => {
+            let reason = e.to_string();
+            catalog.replica_transition(
+                item.file_id,
+                item.source,
+                ReplicaState::Verified,
+                ReplicaState::Bad,
+                Some(&format!(
+                    "found corrupt while copying it to {}: {reason}",
+                    item.site
+                )),
+            )?;
+            let why = format!("copy from {} failed: {reason}", item.source);
+            catalog.replica_transition(
+                item.file_id,
+                item.site,
+                ReplicaState::Transferring,
+                ReplicaState::Bad,
+                Some(&why),
+            )?;
+            tracing::error!(file = %item.file, site = %item.site, source = %item.source, %reason, "source replica corrupt: both marked bad");
+            Ok(Outcome::Bad(TransferFailure {
+                file: item.file.clone(),
+                site: item.site,
+                attempts: item.attempts + 1,
+                reason: why,
+            }))
         }
         Err(e) => {
             let reason = e.to_string();
@@ -574,18 +675,21 @@ pub fn run(cfg: &TransferConfig, catalog: &Catalog) -> Result<TransferReport, Tr
         if items.is_empty() {
             break;
         }
-        let outcomes: Vec<(Site, Result<Outcome, CatalogError>)> = pool.install(|| {
+        let outcomes: Vec<(Site, Site, Result<Outcome, TransferError>)> = pool.install(|| {
             items
                 .par_iter()
-                .map(|item| (item.site, attempt(item, cfg, catalog)))
+                .map(|item| (item.site, item.source, attempt(item, cfg, catalog)))
                 .collect()
         });
-        for (site, outcome) in outcomes {
+        for (site, source, outcome) in outcomes {
             let figures = report.sites.entry(site).or_default();
             match outcome? {
                 Outcome::Verified(bytes) => {
                     report.attempts += 1;
                     report.verified += 1;
+                    if source != Site::Surf {
+                        report.copied_in += 1;
+                    }
                     report.bytes += bytes;
                     figures.verified += 1;
                     figures.bytes += bytes;
