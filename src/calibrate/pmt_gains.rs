@@ -23,10 +23,15 @@
 //! dead:  count_k < 0.1 median(count)          (no signal at all)
 //! noisy: count_k > 1.5 median(count) + 10 sqrt(median(count)),
 //!        or the sd of u / rho_k in [0.6, 1.6] above 1.5 x its median over channels
-//! noisy rate: R_dark max(0, count_k / median(count) - 1)   [Hz], R_dark: the
-//!        conditions' dark-count rate; the median channel sees dark counts
-//!        only, so the share of single phe found as lone pulses (hit
-//!        threshold, ~93 %) cancels
+//! noisy rate: R_dark max(0, n_k / n_ref - 1)   [Hz], R_dark: the conditions'
+//!        dark-count rate, n_k the channel's lone single phe, n_ref the mean
+//!        over the channels neither dead nor noisy of their lone single phe
+//!        plus their single phe paired with a noisy channel's in one pulse.
+//!        Those channels see dark counts only, so the share of single phe
+//!        found as lone pulses (hit threshold, ~93 %) cancels; without the
+//!        pairs it would not: a noisy channel's single phe take the others'
+//!        dark counts into two-channel pulses (~1.5 % of them at 10 kHz),
+//!        and the rate would read that much high
 //! ```
 //! The lower edge stays above the hit threshold's loss of small pulses, the
 //! upper one below the single-phe classification cut; dead channels keep the
@@ -181,9 +186,25 @@ pub fn window_mean(spe_resolution: f64, double_phe_prob: f64, lo: f64, hi: f64) 
 }
 
 /// Excess single-phe rate of each noisy channel, in the order of
-/// `gains.noisy` [Hz]: its lone single-phe pulses beyond the median
-/// channel's, in units of the median channel's dark-count rate `dark_rate_hz`.
-pub fn noisy_rates_hz(gains: &PmtGains, dark_rate_hz: f64) -> Vec<f64> {
+/// `gains.noisy` [Hz]: its lone single-phe pulses beyond those of the
+/// channels neither dead nor noisy (with their single phe that `pairs`, the
+/// channels of two-channel single-phe pulses, put with a noisy channel's),
+/// in units of their dark-count rate `dark_rate_hz`.
+pub fn noisy_rates_hz(gains: &PmtGains, pairs: &[(u16, u16)], dark_rate_hz: f64) -> Vec<f64> {
+    let is_noisy = |c: u16| gains.noisy.contains(&c);
+    let quiet = |c: u16| !is_noisy(c) && !gains.dead.contains(&c);
+    let lone: usize = gains
+        .channels
+        .iter()
+        .filter(|g| quiet(g.channel))
+        .map(|g| g.count)
+        .sum();
+    let with_noisy = pairs
+        .iter()
+        .filter(|&&(a, b)| (quiet(a) && is_noisy(b)) || (is_noisy(a) && quiet(b)))
+        .count();
+    let n_quiet = gains.channels.iter().filter(|g| quiet(g.channel)).count();
+    let reference = (lone + with_noisy) as f64 / n_quiet.max(1) as f64;
     gains
         .noisy
         .iter()
@@ -192,8 +213,8 @@ pub fn noisy_rates_hz(gains: &PmtGains, dark_rate_hz: f64) -> Vec<f64> {
                 .channels
                 .get(usize::from(c))
                 .map_or(0.0, |g| g.count as f64);
-            if gains.median_count > 0.0 {
-                dark_rate_hz * (count / gains.median_count - 1.0).max(0.0)
+            if reference > 0.0 {
+                dark_rate_hz * (count / reference - 1.0).max(0.0)
             } else {
                 0.0
             }
@@ -315,7 +336,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_noisy_channels_rate_is_its_excess_over_the_median_in_dark_rates() {
+    fn a_noisy_channels_rate_is_its_excess_over_the_quiet_channels_in_dark_rates() {
         let channel = |channel: u16, count: usize| ChannelGain {
             channel,
             gain_adc: 10.0,
@@ -323,14 +344,24 @@ mod tests {
             count,
         };
         let gains = PmtGains {
-            channels: vec![channel(0, 100), channel(1, 5100), channel(2, 90)],
-            dead: vec![],
+            channels: vec![
+                channel(0, 98),
+                channel(1, 5100),
+                channel(2, 90),
+                channel(3, 100),
+                channel(4, 0),
+            ],
+            dead: vec![4],
             noisy: vec![1, 2],
-            median_count: 100.0,
+            median_count: 98.0,
             area_noise_phe: 0.0,
         };
-        // 50 times the median's dark counts beyond them; below the median: none.
-        assert_eq!(noisy_rates_hz(&gains, 20.0), vec![1000.0, 0.0]);
+        // Channel 0 lost 2 single phe to pulses with noisy channel 1, channel
+        // 3 none; a pair of quiet channels and one with the dead channel do
+        // not count: the quiet channels saw 100 each. 50 times their dark
+        // counts beyond them; below them: none.
+        let pairs = [(0, 1), (1, 0), (0, 3), (3, 4)];
+        assert_eq!(noisy_rates_hz(&gains, &pairs, 20.0), vec![1000.0, 0.0]);
     }
 
     #[test]

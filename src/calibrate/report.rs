@@ -284,7 +284,8 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
         p.gains.dead, told.calibration.dead_channels
     );
     let _ = writeln!(s, "| noisy channels | {:?} | | |", p.gains.noisy);
-    let rates = super::pmt_gains::noisy_rates_hz(&p.gains, p.base.sim.dark_rate_hz);
+    let rates =
+        super::pmt_gains::noisy_rates_hz(&p.gains, &p.inputs.spe_pairs, p.base.sim.dark_rate_hz);
     if !rates.is_empty() {
         let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
         let _ = writeln!(
