@@ -65,6 +65,11 @@ pub struct Calibration {
     /// Channels with excess single-phe rate or width (flagged for people; kept in the fits).
     #[serde(default)]
     pub noisy_channels: Vec<u16>,
+    /// Excess single-phe rate of each noisy channel, in the order of
+    /// `noisy_channels` [Hz] (empty: not measured). The simulator adds it to
+    /// salt events; the reconstruction does not read it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noisy_rate_hz: Vec<f64>,
     /// Kr83m S2 (lifetime-corrected) vs xy, relative to the centre.
     #[serde(default)]
     pub kr_s2_xy: Option<XyMap>,
@@ -102,6 +107,24 @@ impl Calibration {
                     why: "channel beyond the PMT count",
                 });
             }
+        }
+        if !self.noisy_rate_hz.is_empty() && self.noisy_rate_hz.len() != self.noisy_channels.len() {
+            return Err(ModelError::BadValue {
+                field: "calibration.noisy_rate_hz",
+                value: self.noisy_rate_hz.len() as f64,
+                why: "needs one rate per noisy channel (or none)",
+            });
+        }
+        if let Some(r) = self
+            .noisy_rate_hz
+            .iter()
+            .find(|r| !(r.is_finite() && **r >= 0.0))
+        {
+            return Err(ModelError::BadValue {
+                field: "calibration.noisy_rate_hz",
+                value: *r,
+                why: "must be finite and >= 0",
+            });
         }
         for (field, map) in [
             ("calibration.kr_s2_xy", &self.kr_s2_xy),
@@ -268,5 +291,18 @@ mod tests {
             e.contains("calibration.kr_s2_xy") && e.contains("= 3"),
             "{e}"
         );
+        let c = Calibration {
+            noisy_channels: vec![233],
+            noisy_rate_hz: vec![1e4, 5.0],
+            ..Calibration::default()
+        };
+        let e = c.validate(494).unwrap_err().to_string();
+        assert!(e.contains("noisy_rate_hz"), "{e}");
+        let c = Calibration {
+            noisy_channels: vec![233],
+            noisy_rate_hz: vec![f64::NAN],
+            ..Calibration::default()
+        };
+        assert!(c.validate(494).is_err());
     }
 }

@@ -7,6 +7,9 @@
 //! lone SE:              pulse kind 3 ending before the event's main S1 (the
 //!                       pre-trigger window holds no S2 and its electron tail)
 //! lone single phe:      pulse kind 4 with exactly one channel area
+//! single-phe pairs:     pulse kind 0 with exactly two channel areas, each
+//!                       below the reconstruction's single-phe cut (two
+//!                       single phe on two channels within one pulse)
 //! trigger intervals:    per file, events - 1 and the span of their trigger times
 //! SE search time:       the time before the main S1 of each event with an S1
 //! ```
@@ -57,6 +60,9 @@ pub struct Inputs {
     pub spe_channel: Vec<u16>,
     /// Area of each lone single-phe pulse [phd, with the reconstruction's gains].
     pub spe_area_phd: Vec<f64>,
+    /// Channels of each single-phe pair: two single phe that fell within one
+    /// pulse, so neither is a lone single phe.
+    pub spe_pairs: Vec<(u16, u16)>,
     /// Per-channel areas of the Kr83m events' main S2s: (channel, area [phd]),
     /// event after event; `kr_s2_first[i]..kr_s2_first[i + 1]` are event i's.
     pub kr_s2_channels: Vec<(u16, f32)>,
@@ -199,6 +205,7 @@ impl Inputs {
             self.conditions_tag = string_attr(&file, "conditions_tag");
         }
         self.files.push(path.to_path_buf());
+        let spe_max_area_phd = tpcflow_reco::RecoConfig::default().spe_max_area_phd;
         let interaction: Vec<u8> = read(&file, "events/interaction", path)?;
         let drift: Vec<f64> = read(&file, "events/drift_time_ns", path)?;
         let s1: Vec<f64> = read(&file, "events/s1_area_phd", path)?;
@@ -357,6 +364,21 @@ impl Inputs {
                     }
                     self.spe_channel.push(channel[c]);
                     self.spe_area_phd.push(f64::from(ch_area[c]));
+                } else if kind[p] == 0 && n_ch[p] == 2 {
+                    let c = first_ch[p] as usize;
+                    if c + 2 > channel.len() || c + 2 > ch_area.len() {
+                        return Err(bad(format!(
+                            "pulse row {p}: channel rows {c}..{} beyond {}",
+                            c + 2,
+                            channel.len().min(ch_area.len())
+                        )));
+                    }
+                    if ch_area[c..c + 2]
+                        .iter()
+                        .all(|&a| f64::from(a) < spe_max_area_phd)
+                    {
+                        self.spe_pairs.push((channel[c], channel[c + 1]));
+                    }
                 }
             }
         }

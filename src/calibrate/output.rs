@@ -79,6 +79,14 @@ pub fn conditions_text(opts: &Options, p: &Products) -> Result<String, Calibrate
     let calibration = Calibration {
         dead_channels: p.gains.dead.clone(),
         noisy_channels: p.gains.noisy.clone(),
+        noisy_rate_hz: super::pmt_gains::noisy_rates_hz(
+            &p.gains,
+            &p.inputs.spe_pairs,
+            p.base.sim.dark_rate_hz,
+        )
+        .into_iter()
+        .map(|r| round(r, 1))
+        .collect(),
         kr_s2_xy: Some(p.maps.s2_xy.clone()),
         kr_s1_xyz: Some(p.maps.s1_xyz.clone()),
         gas_gap_mm: p.liquid.as_ref().ok().map(|l| l.map.clone()),

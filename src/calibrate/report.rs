@@ -275,10 +275,25 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
     );
     let _ = writeln!(
         s,
+        "| single-phe area noise, common to the channels [phe] | {:.3} | | |",
+        p.gains.area_noise_phe
+    );
+    let _ = writeln!(
+        s,
         "| dead channels | {:?} | | {:?} |",
         p.gains.dead, told.calibration.dead_channels
     );
     let _ = writeln!(s, "| noisy channels | {:?} | | |", p.gains.noisy);
+    let rates =
+        super::pmt_gains::noisy_rates_hz(&p.gains, &p.inputs.spe_pairs, p.base.sim.dark_rate_hz);
+    if !rates.is_empty() {
+        let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+        let _ = writeln!(
+            s,
+            "| noisy channels' excess single-phe rate [Hz] | {} | | |",
+            rates.join(", ")
+        );
+    }
     match &p.liquid {
         Ok(g) => {
             let _ = writeln!(

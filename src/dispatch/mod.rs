@@ -11,6 +11,8 @@
 //!              final state (`accounting`): more time, more memory, a free retry
 //!              (SLURM stage: skipped while SLURM does not answer, see `health`)
 //!   ingest     new complete raw files at SURF
+//!   salt       (with a salt key) new science files, the salt made with the
+//!              conditions in force for their run (`salt`)
 //!   transfer   to USDC, UKDC, ARCHIVE with verified checksums (a blinded catalog
 //!              holds unsalted science files at SURF; the pass says why)
 //!   retire     SURF copies verified everywhere, when `[retention] enabled`
@@ -548,7 +550,8 @@ impl Dispatcher {
                     surf_root: self.cfg.sites.get(crate::catalog::Site::Surf)?.root.clone(),
                     key_file: PathBuf::from(&self.cfg.settings.salt_key),
                     vault_dir: PathBuf::from(&self.cfg.settings.salt_vault),
-                    conditions: None,
+                    // The conditions in force for each run, as prompt processing.
+                    conditions: crate::salt::SaltConditions::InForce,
                 },
                 &self.catalog,
             )?;

@@ -34,7 +34,9 @@ pub struct SaltArgs {
     pub surf_root: Option<PathBuf>,
     #[command(flatten)]
     pub vault: VaultArgs,
-    /// Conditions for the salt events (tag or TOML); default: each file's conditions_tag.
+    /// Conditions for the salt events of every file (a catalog tag, a built-in
+    /// tag or a TOML file); default: the tag in force for each file's run in
+    /// the catalog, or the file's own conditions_tag when none is.
     #[arg(long)]
     pub conditions: Option<String>,
     /// Print the report as JSON.
@@ -127,7 +129,9 @@ pub fn run_salt(a: SaltArgs) -> Result<()> {
         surf_root,
         key_file,
         vault_dir,
-        conditions: a.conditions,
+        conditions: a
+            .conditions
+            .map_or(super::SaltConditions::InForce, super::SaltConditions::Fixed),
     };
     let report = super::run(&cfg, &catalog)?;
     if a.json {

@@ -1,5 +1,6 @@
 //! Making the salted version of one raw file: draw the salt count, place
-//! and simulate the salt events, renumber, and write the staging file.
+//! and simulate the salt events (on the detector the salt conditions
+//! describe), renumber, and write the staging file.
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +12,9 @@ use super::ledger::{LedgerEntry, RunLedger};
 use super::placement::{merge_order, place_salt_times, Origin};
 use super::{staging_path, vault, SaltError, SaltEvent};
 use crate::catalog::RawFileRow;
-use crate::conditions::Conditions;
-use crate::raw::{write_raw_file, OwnedEvent, RawFile};
-use crate::sim::{simulate_event, EventSpec, Scratch, Source};
+use crate::raw::{write_raw_file, OwnedEvent, RawFile, RawHeader};
+use crate::sim::told_detector::ToldDetector;
+use crate::sim::{simulate_event_with_truth, EventSpec, Scratch, Source};
 use crate::truth::EventTruth;
 
 /// A salted file written under its staging name, and what the vault keeps.
@@ -31,6 +32,10 @@ pub struct SaltedFile {
     pub ledger_entry: LedgerEntry,
     /// Events in the salted file.
     pub n_events: u64,
+    /// Tag of the conditions the salt was made with.
+    pub conditions_tag: String,
+    /// SHA-256 of their text (hex).
+    pub conditions_sha256: String,
 }
 
 /// Copy an event out of a file, pod offsets made relative to its own samples.
@@ -69,7 +74,8 @@ fn salt_truth(t: &EventTruth, trigger_time_ns: i64) -> SaltEvent {
     }
 }
 
-/// Salt the raw file at `path` (catalogued as `f`) into its staging file.
+/// Salt the raw file at `path` (catalogued as `f`) into its staging file,
+/// the salt made on the detector `detector` gives for the file's header.
 ///
 /// # Errors
 /// Raw-file, conditions and vault-randomness errors; [`SaltError::Unsaltable`]
@@ -79,11 +85,12 @@ pub fn salt_file<'c>(
     f: &RawFileRow,
     rate: f64,
     ledger: &RunLedger,
-    conditions: impl FnOnce(&str) -> Result<&'c Conditions, SaltError>,
+    detector: impl FnOnce(&RawHeader) -> Result<&'c ToldDetector, SaltError>,
 ) -> Result<SaltedFile, SaltError> {
     let raw = RawFile::open(path)?;
     let header = raw.header().clone();
-    let cond = conditions(&header.conditions_tag)?;
+    let told = detector(&header)?;
+    let cond = &told.conditions;
     let mut order: Vec<usize> = (0..raw.n_events()).collect();
     order.sort_by_key(|&i| {
         let e = raw.event(i);
@@ -135,7 +142,7 @@ pub fn salt_file<'c>(
                 event_id: 0,
                 trigger_time_ns: t,
             };
-            simulate_event(&cond.detector, &cond.sim, spec, &mut scratch)
+            simulate_event_with_truth(&cond.detector, &cond.sim, Some(told), spec, &mut scratch)
         })
         .collect();
 
@@ -173,5 +180,7 @@ pub fn salt_file<'c>(
         real_event_ids,
         ledger_entry: entry,
         n_events: events.len() as u64,
+        conditions_tag: told.tag().to_string(),
+        conditions_sha256: told.sha256().to_string(),
     })
 }

@@ -10,8 +10,8 @@
 //!
 //! ```text
 //! n_salt      ~ Poisson(~ rate * n_real)     rate: only in the vault (config.vault)
-//! salt event  = simulate_event(Source::Wimp, same conditions tag as the file,
-//!               secret per-file seed)        WIMP-like NR, same physics and DAQ model
+//! salt event  = simulate_event(Source::Wimp, the detector of the conditions in force
+//!               for the run, secret per-file seed)   WIMP-like NR, same physics and DAQ
 //! salt time   : a Poisson process on the live time with the DAQ's dead time (placement.rs)
 //! event ids   : renumbered contiguously in trigger-time order over the whole run:
 //!               new_id = original_first_id_of_file + S + k
@@ -23,6 +23,16 @@
 //! distribution, salt events are made by the same simulator (same pod and
 //! sample structure, so the same bytes per event), the catalog holds only
 //! the flag, and the stage's report and logs give no salt counts.
+//!
+//! Salt follows the detector: its events are simulated on the detector the
+//! conditions in force for the run describe ([`crate::sim::told_detector`]:
+//! measured gains, dead and noisy channels, electron lifetime, Kr83m light
+//! maps, gas-gap map, SE gain, the learned light response), found with the
+//! lookup prompt processing uses (the catalog's published tag whose interval
+//! of validity holds the run). With no tag in force, the file's own
+//! `conditions_tag` (the nominal model). The vault record names the tag and
+//! its content's SHA-256. A file salted before its run's calibration tag is
+//! published keeps the salt of the tag in force when it was salted.
 //!
 //! Choices and limits, stated plainly:
 //! - The real events' original ids are kept in the vault record (`new ->
@@ -64,7 +74,8 @@ use serde::{Deserialize, Serialize};
 use crate::adler::{digest_file, same_checksum, ChecksumError};
 use crate::catalog::{Catalog, CatalogError, RunType, SaltCandidate};
 use crate::conditions::{Conditions, ConditionsError};
-use crate::raw::RawError;
+use crate::raw::{RawError, RawHeader};
+use crate::sim::told_detector::ToldDetector;
 pub use ledger::{LedgerEntry, RunLedger};
 pub use vault::{Vault, VaultError, VaultKey};
 
@@ -77,9 +88,21 @@ pub struct SaltConfig {
     pub key_file: PathBuf,
     /// Vault directory.
     pub vault_dir: PathBuf,
-    /// Conditions (tag or TOML path) for the salt events; default: each
-    /// file's own `conditions_tag`. Must carry the file's tag.
-    pub conditions: Option<String>,
+    /// Which conditions the salt events are made with.
+    pub conditions: SaltConditions,
+}
+
+/// Which conditions salt events are made with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SaltConditions {
+    /// The published tag in force for the file's run in the catalog (the
+    /// lookup prompt processing uses); the file's own `conditions_tag` when
+    /// no tag is in force.
+    #[default]
+    InForce,
+    /// These conditions for every file: a tag in the catalog, a built-in tag
+    /// or a TOML file.
+    Fixed(String),
 }
 
 /// What a pass did. Deliberately without salt counts: it may be logged
@@ -159,6 +182,12 @@ pub struct SaltRecord {
     pub salt_events: Vec<SaltEvent>,
     /// Real events: (new id, original id), by new id.
     pub real_event_ids: Vec<(u64, u64)>,
+    /// Tag of the conditions the salt events were made with.
+    #[serde(default)]
+    pub conditions_tag: String,
+    /// SHA-256 of those conditions' text (hex).
+    #[serde(default)]
+    pub conditions_sha256: String,
     /// When [s since the Unix epoch].
     pub salted_at: f64,
     /// tpcflow version.
@@ -202,15 +231,15 @@ pub enum SaltError {
         /// Cause.
         source: Box<ConditionsError>,
     },
-    /// Conditions given do not carry the file's tag.
-    #[error("{file}: written with conditions `{file_tag}`, but the salt conditions are `{given}`")]
-    ConditionsMismatch {
+    /// The salt conditions' DAQ does not make events of the file's shape.
+    #[error("{file}: salt conditions `{tag}` do not fit the file: {what}")]
+    Incompatible {
         /// Raw file.
         file: String,
-        /// Tag in the raw file.
-        file_tag: String,
-        /// Tag of the conditions given.
-        given: String,
+        /// Tag of the salt conditions.
+        tag: String,
+        /// What differs.
+        what: String,
     },
     /// The file at SURF is not what the catalog registered.
     #[error("{file}: adler32 at SURF is {found}, the catalog has {catalogued} and the vault knows no salted version")]
@@ -255,7 +284,7 @@ pub fn run(cfg: &SaltConfig, catalog: &Catalog) -> Result<SaltReport, SaltError>
             by_run.entry(c.file.run).or_default().push(c);
         }
     }
-    let mut conditions: BTreeMap<String, Conditions> = BTreeMap::new();
+    let mut conditions: BTreeMap<String, ToldDetector> = BTreeMap::new();
     let mut first_error = None;
     for (run, files) in by_run {
         let mut ledger = RunLedger::load(&vault, run)?;
@@ -298,7 +327,7 @@ fn salt_one(
     vault: &Vault,
     rate: f64,
     ledger: &mut RunLedger,
-    conditions: &mut BTreeMap<String, Conditions>,
+    conditions: &mut BTreeMap<String, ToldDetector>,
     c: &SaltCandidate,
 ) -> Result<Outcome, SaltError> {
     let f = &c.file;
@@ -338,7 +367,9 @@ fn salt_one(
         tracing::error!(file = %f.name, %reason);
         return Ok(Outcome::Skipped(reason));
     }
-    let digest = match rewrite(cfg, vault, rate, ledger, conditions, f, &path, &found) {
+    let digest = match rewrite(
+        cfg, catalog, vault, rate, ledger, conditions, f, &path, &found,
+    ) {
         Ok(d) => d,
         Err((e, renamed)) => {
             if !renamed {
@@ -369,18 +400,19 @@ struct Rewritten {
 #[allow(clippy::too_many_arguments)]
 fn rewrite(
     cfg: &SaltConfig,
+    catalog: &Catalog,
     vault: &Vault,
     rate: f64,
     ledger: &mut RunLedger,
-    conditions: &mut BTreeMap<String, Conditions>,
+    conditions: &mut BTreeMap<String, ToldDetector>,
     f: &crate::catalog::RawFileRow,
     path: &Path,
     found: &crate::adler::FileDigest,
 ) -> Result<Rewritten, (SaltError, bool)> {
     let before = |e: SaltError| (e, false);
     let record_name = SaltRecord::vault_name(f.run, f.sequence);
-    let salted = inject::salt_file(path, f, rate, ledger, |tag| {
-        load_conditions(cfg, conditions, &f.name, tag)
+    let salted = inject::salt_file(path, f, rate, ledger, |header| {
+        salt_detector(cfg, catalog, conditions, f, header)
     })
     .map_err(before)?;
     // Vault first: once the rename makes the salted file visible, its record exists.
@@ -398,6 +430,8 @@ fn rewrite(
         salt_seed: salted.seed,
         salt_events: salted.salt_events,
         real_event_ids: salted.real_event_ids,
+        conditions_tag: salted.conditions_tag,
+        conditions_sha256: salted.conditions_sha256,
         salted_at: crate::catalog::now_unix_s(),
         software_version: crate::SOFTWARE_VERSION.to_string(),
     };
@@ -419,30 +453,81 @@ fn rewrite(
     })
 }
 
-fn load_conditions<'a>(
+/// The detector the salt of a file is made on (see [`SaltConditions`]),
+/// built once per conditions and checked against the file's DAQ shape.
+fn salt_detector<'a>(
     cfg: &SaltConfig,
-    cache: &'a mut BTreeMap<String, Conditions>,
-    file: &str,
-    tag: &str,
-) -> Result<&'a Conditions, SaltError> {
-    let spec = cfg.conditions.clone().unwrap_or_else(|| tag.to_string());
-    if !cache.contains_key(&spec) {
-        let c = Conditions::load(&spec).map_err(|source| SaltError::Conditions {
+    catalog: &Catalog,
+    cache: &'a mut BTreeMap<String, ToldDetector>,
+    f: &crate::catalog::RawFileRow,
+    header: &RawHeader,
+) -> Result<&'a ToldDetector, SaltError> {
+    let file = f.name.as_str();
+    let (key, source) = match &cfg.conditions {
+        SaltConditions::Fixed(spec) => match catalog.conditions_tag(spec)? {
+            Some(row) => (format!("{}@{}", row.tag, row.content_sha256), Some(row.tag)),
+            None => (format!("spec:{spec}"), None),
+        },
+        SaltConditions::InForce => match catalog.conditions_for_run(f.run)? {
+            Some(row) => (format!("{}@{}", row.tag, row.content_sha256), Some(row.tag)),
+            None => (format!("spec:{}", header.conditions_tag), None),
+        },
+    };
+    if !cache.contains_key(&key) {
+        let spec = match (&cfg.conditions, &source) {
+            (_, Some(tag)) => format!("catalog:{tag}"),
+            (SaltConditions::Fixed(spec), None) => spec.clone(),
+            (SaltConditions::InForce, None) => header.conditions_tag.clone(),
+        };
+        let failed = |source: ConditionsError| SaltError::Conditions {
             file: file.to_string(),
             spec: spec.clone(),
             source: Box::new(source),
-        })?;
-        cache.insert(spec.clone(), c);
+        };
+        let cond = match &source {
+            Some(tag) => {
+                let text = catalog.conditions_content(tag)?;
+                Conditions::parse(&text, Path::new(&spec)).map_err(failed)?
+            }
+            None => Conditions::load(&spec).map_err(failed)?,
+        };
+        tracing::info!(conditions = %cond.tag, sha256 = %cond.sha256, "salt made with these conditions");
+        cache.insert(key.clone(), ToldDetector::new(cond));
     }
-    let c = &cache[&spec];
-    if c.tag != tag {
-        return Err(SaltError::ConditionsMismatch {
-            file: file.to_string(),
-            file_tag: tag.to_string(),
-            given: c.tag.clone(),
-        });
-    }
-    Ok(c)
+    let told = &cache[&key];
+    check_daq(told, file, header)?;
+    Ok(told)
+}
+
+/// The salt conditions must make events of the file's shape.
+fn check_daq(told: &ToldDetector, file: &str, header: &RawHeader) -> Result<(), SaltError> {
+    let m = &told.conditions.detector;
+    let d = &m.params.daq;
+    let window = ((d.window_before_ns + d.window_after_ns) / d.sample_ns).round() as u32;
+    let what = if m.n_channels() as u32 != header.n_channels {
+        format!(
+            "{} channels, the file {}",
+            m.n_channels(),
+            header.n_channels
+        )
+    } else if d.sample_ns != header.sample_period_ns {
+        format!(
+            "{} ns samples, the file {} ns",
+            d.sample_ns, header.sample_period_ns
+        )
+    } else if window != header.window_samples {
+        format!(
+            "an event window of {window} samples, the file {}",
+            header.window_samples
+        )
+    } else {
+        return Ok(());
+    };
+    Err(SaltError::Incompatible {
+        file: file.to_string(),
+        tag: told.tag().to_string(),
+        what,
+    })
 }
 
 /// Path of a raw file's salting staging name (`.{name}.salting`), which

@@ -7,13 +7,17 @@
 //!
 //! The simulated detector is the nominal one of the conditions, or a
 //! [`detector_truth::DetectorTruth`] resolved for the run ([`run_with_truth`]),
-//! whose effective truth is written beside the raw files.
+//! whose effective truth is written beside the raw files. Salt events are
+//! simulated with the same code on the detector a conditions tag describes
+//! ([`told_detector`]).
 
 pub mod detector_truth;
 pub mod digitise;
 pub mod quanta;
+pub mod response;
 pub mod signals;
 pub mod source;
+pub mod told_detector;
 pub mod truth_lrf;
 pub mod truth_maps;
 
@@ -121,12 +125,14 @@ pub fn simulate_event(
     simulate_event_with_truth(model, p, None, spec, scratch)
 }
 
-/// Simulate one event: raw data and truth. With `truth`, `model` must carry
-/// the truth's lifetime and gains ([`detector_truth::SimulatedDetector`]).
+/// Simulate one event: raw data and truth. With a response (a detector
+/// truth or a conditions tag), `model` must carry its lifetime, gains and
+/// light response ([`detector_truth::SimulatedDetector`],
+/// [`told_detector::ToldDetector`]).
 pub fn simulate_event_with_truth(
     model: &DetectorModel,
     p: &SimParams,
-    truth: Option<&EffectiveTruth>,
+    truth: Option<&dyn response::DetectorResponse>,
     spec: EventSpec,
     scratch: &mut Scratch,
 ) -> (OwnedEvent, EventTruth) {
@@ -282,7 +288,7 @@ fn simulate_events(
             simulate_event_with_truth(
                 &cond.detector,
                 &cond.sim,
-                truth,
+                truth.map(|t| t as &dyn response::DetectorResponse),
                 EventSpec {
                     source: opts.source,
                     seed: opts.seed,

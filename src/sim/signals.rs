@@ -11,10 +11,11 @@
 //! PMT: each phd gives 1 phe, or 2 with P(double phe); phe area ~ gain N(1, spe_res)
 //! ```
 //!
-//! With a detector truth ([`super::detector_truth`]) the S1 and S2 light
-//! collection, the SE size and the EL width follow the truth's maps at the
-//! vertex or electron position, a dead channel loses its photons and a noisy
-//! channel adds single phe; without one, the nominal model above is used.
+//! With a detector response ([`super::response`]: a detector truth, or the
+//! detector a conditions tag describes) the S1 and S2 light collection, the
+//! SE size and the EL width follow its maps at the vertex or electron
+//! position, a dead channel loses its photons and a noisy channel adds single
+//! phe; without one, the nominal model above is used.
 
 use rand::distr::weighted::WeightedIndex;
 use rand::Rng;
@@ -22,8 +23,8 @@ use rand_distr::{Binomial, Distribution, Exp, Normal, Poisson};
 use tpcflow_reco::detector::solid_angle_weight;
 use tpcflow_reco::DetectorModel;
 
-use super::detector_truth::EffectiveTruth;
 use super::quanta::{draw_quanta, Recoil};
+use super::response::DetectorResponse;
 use super::source::Vertex;
 use crate::conditions::SimParams;
 
@@ -81,7 +82,7 @@ struct Pmt<'a> {
     window_samples: u32,
     sample_ns: f64,
     spe_res: Normal<f64>,
-    truth: Option<&'a EffectiveTruth>,
+    truth: Option<&'a dyn DetectorResponse>,
 }
 
 impl Pmt<'_> {
@@ -135,7 +136,7 @@ pub struct EventSimulator<'a> {
     p: &'a SimParams,
     window_samples: u32,
     pattern: Vec<f64>,
-    truth: Option<&'a EffectiveTruth>,
+    truth: Option<&'a dyn DetectorResponse>,
 }
 
 impl<'a> EventSimulator<'a> {
@@ -153,10 +154,11 @@ impl<'a> EventSimulator<'a> {
         }
     }
 
-    /// Simulate the detector of a truth (`model` then carries its lifetime
-    /// and gains) instead of the nominal one.
+    /// Simulate the detector of a response (a truth or a conditions tag;
+    /// `model` then carries its lifetime, gains and light response) instead
+    /// of the nominal one.
     #[must_use]
-    pub fn with_truth(mut self, truth: Option<&'a EffectiveTruth>) -> Self {
+    pub fn with_truth(mut self, truth: Option<&'a dyn DetectorResponse>) -> Self {
         self.truth = truth;
         self
     }
@@ -232,7 +234,7 @@ impl<'a> EventSimulator<'a> {
     ) -> u64 {
         let m = self.model;
         let lce = match self.truth {
-            Some(t) => t.light.s1_light_collection(v.x, v.y, v.z),
+            Some(t) => t.s1_light_collection(v.x, v.y, v.z),
             None => m.s1_light_collection(v.x, v.y, v.z),
         };
         let p_det = (m.params.light.g1 * lce).clamp(0.0, 1.0);
@@ -367,7 +369,7 @@ impl<'a> EventSimulator<'a> {
         let m = self.model;
         let l = &m.params.light;
         let (mean, el_width_ns) = match self.truth {
-            Some(tr) => (tr.se_size_phd(x, y), tr.gas_gap.el_width_ns(x, y)),
+            Some(tr) => (tr.se_size_phd(x, y), tr.el_width_ns(x, y)),
             None => (
                 l.se_gain_phd * m.s2_light_collection(x, y),
                 self.p.el_width_ns,
@@ -407,8 +409,8 @@ impl<'a> EventSimulator<'a> {
             pmt.photon(rng, dep, ch, t);
         }
         if let Some(truth) = self.truth {
-            let noisy_mean = truth.noisy_rate_hz * window_ns * 1e-9;
-            for &ch in &truth.noisy_channels {
+            for (i, &ch) in truth.noisy_channels().iter().enumerate() {
+                let noisy_mean = truth.noisy_rate_hz(i) * window_ns * 1e-9;
                 let n = Poisson::new(noisy_mean.max(1e-9))
                     .map(|d| d.sample(rng) as u64)
                     .unwrap_or(0);
