@@ -440,16 +440,11 @@ pub fn run(opts: &Options) -> Result<Products, CalibrateError> {
     Ok(products)
 }
 
-/// Write `text` to `path` atomically (temporary name, fsync, rename).
+/// Write `text` to `path` atomically (`atomic_file`: hidden temporary name,
+/// fsync, rename, directory fsync; the temporary is removed on failure).
 fn write_atomic(path: &std::path::Path, text: &str) -> Result<(), CalibrateError> {
-    use std::io::Write;
-    let io = |source| CalibrateError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic_file::write(path, text.as_bytes()).map_err(|e| CalibrateError::Io {
+        path: e.path.clone(),
+        source: std::io::Error::new(e.source.kind(), format!("{}: {}", e.op, e.source)),
+    })
 }
