@@ -21,9 +21,13 @@
 //! ```
 //!
 //! Submodules: [`states`] (the enums), [`schema`] (migrations), [`ingest`]
-//! (the stage that registers new raw files); the methods are split by table
-//! group into `files.rs` (runs, raw files, replicas) and `processing.rs`
-//! (outputs, jobs, campaigns).
+//! (the stage that registers new raw files); the `Catalog` methods are split
+//! by the tables they answer for, one file each (`files.rs`: runs and raw
+//! files; `replicas.rs`, `output_replicas.rs`, `processing.rs`: outputs and
+//! jobs; `tasks.rs`, `salting.rs`, `blinding.rs`, `retention.rs`,
+//! `conditions.rs`, `calibrations.rs`, `simulation.rs`, `sites.rs`,
+//! `slurm_health.rs`, `resources.rs`, `web_queries.rs`); docs/architecture.md
+//! lists each table's owner.
 
 mod blinding;
 mod calibrations;

@@ -10,10 +10,9 @@
 //! core). A request waits up to a poll; asking ahead (below) hides that, so
 //! the poll can be slow. The connection between two ranks is set up before
 //! any work, by a first message each rank exchanges with rank 0's main thread
-//! ([`WorkQueue::new`]). Serving between rank 0's batches, as before, left a
-//! rank idle for 0.15-0.26 s of a 1.3 s two-rank job here (half a batch per
-//! request, several batches for the first). With one rank this is a plain
-//! loop.
+//! ([`WorkQueue::new`]). Requests are served by their own thread, not between
+//! rank 0's batches, which would leave a rank idle for up to a batch per
+//! request. With one rank this is a plain loop.
 //!
 //! A rank asks for its next unit near the end of its current one (the job
 //! asks with a pod window left, [`WorkQueue::ask_ahead`]), so that it

@@ -2,8 +2,8 @@
 //!
 //! Finishing a unit's RQ file ends with waits on the disk: fsync of the file,
 //! rename, fsync of the directory, then the result record (written, fsynced,
-//! renamed). On a one-CPU rank those waits kept the CPU idle for ~4 ms per
-//! file; here they overlap the next unit's reconstruction. Order is kept per
+//! renamed). On a one-CPU rank those waits would keep the CPU idle; here they
+//! overlap the next unit's reconstruction. Order is kept per
 //! file (the record is written only after its RQ file is final), so a crash
 //! leaves at worst a complete RQ file without its record, which the
 //! dispatcher treats as not done.

@@ -3,9 +3,8 @@
 //! A reco rank creates 55 datasets and 110 string attributes per output file.
 //! Through hdf5-metno's builders each one copies and closes several property
 //! lists, datatypes and dataspaces; here one creation property list per chunk
-//! layout, one dataspace and one string type serve a whole group: a reco
-//! file's datasets took 3.9 ms, now 1.7 ms (8 files of 400 mixed events, three
-//! runs each, ~0.7 % of a rank's busy time). The file is the same: chunked along
+//! layout, one dataspace and one string type serve a whole group (the time it
+//! saves per file is in docs/performance.md). The file is the same: chunked along
 //! rows, growable, shuffle + deflate (or no filter for a plain column), and
 //! `units` and `description` as scalar variable-length UTF-8 strings.
 #![allow(unsafe_code)]
