@@ -68,6 +68,8 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
             "se": p.se,
             "dead_channels": p.gains.dead,
             "noisy_channels": p.gains.noisy,
+            "spe_threshold": p.gains.threshold,
+            "spe_area_noise_phe": p.gains.area_noise_phe,
             "liquid_level": p.liquid.as_ref().ok(),
             "uniformity_base": p.uniformity_base,
             "uniformity_measured": p.uniformity_measured,

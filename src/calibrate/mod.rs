@@ -328,7 +328,7 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         })
         .collect();
     let (kr_rescaled, se_areas) = inputs.in_gain_scale(&ratio);
-    let se = se_gain::fit_se_gain(&se_areas)?;
+    let se = se_gain::fit_se_gain(&se_areas, gains.threshold.area_loss)?;
     // The light response first: the Kr83m positions are re-fitted with it,
     // so that the maps, the gas gap and the energy scale are measured in the
     // coordinates the reconstruction with these conditions will give.

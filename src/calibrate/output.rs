@@ -146,6 +146,10 @@ fn provenance(opts: &Options, p: &Products) -> Table {
     t.insert("kr83m_single_scatters".into(), i(p.inputs.kr.len()));
     t.insert("lone_se_pulses".into(), i(p.se.n_pulses));
     t.insert("lone_spe_pulses".into(), i(p.inputs.spe_channel.len()));
+    t.insert(
+        "spe_threshold_area_loss".into(),
+        Value::Float(p.gains.threshold.area_loss),
+    );
     let mut u = Table::new();
     u.insert(
         "inverse_electron_lifetime_per_ms".into(),

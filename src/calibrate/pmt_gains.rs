@@ -36,6 +36,23 @@
 //! The lower edge stays above the hit threshold's loss of small pulses, the
 //! upper one below the single-phe classification cut; dead channels keep the
 //! told gain.
+//!
+//! The hit threshold itself is measured from the same pulses, pooled over the
+//! channels neither dead nor noisy in each channel's own scale (q = u / rho_k,
+//! 0.01 phe bins over [0.1, 3.5]): a turn-on eps(q) = Phi((q - t) / w_t) on
+//! the fitted response, (t, w_t) by binned maximum likelihood (coordinate
+//! ascent). A photoelectron alone on its channel in a pulse is found with
+//! probability eps; the share of single-phe area the threshold loses is
+//!
+//! ```text
+//! area_loss = 1 - int q f0(q) Phi((q - t) / sqrt(w_t^2 + e^2)) dq / int q f0(q) dq
+//! ```
+//! in true area q (f0: the response without the area noise e, which the
+//! turn-on of the measured area is smeared by).
+//! Large pulses lose none of it (many photoelectrons share a hit); a single
+//! electron's ~50 photons mostly land alone on their channels, so its area
+//! reads low by about this share (0.7 % on v1: t ~ 0.35 phe), which
+//! [`super::se_gain`] puts back.
 
 use super::CalibrateError;
 
@@ -65,6 +82,72 @@ pub struct PmtGains {
     pub median_count: f64,
     /// Area noise of a single-phe pulse, common to all channels [phe].
     pub area_noise_phe: f64,
+    /// The hit threshold's turn-on, common to the channels.
+    pub threshold: Threshold,
+}
+
+/// Where the hit threshold cuts the single-phe spectrum.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Threshold {
+    /// Area at which half of the single phe are found [phe].
+    pub at_phe: f64,
+    /// Width of the turn-on [phe].
+    pub width_phe: f64,
+    /// Share of single-phe area lost below it.
+    pub area_loss: f64,
+}
+
+/// Pooled spectrum's bins [phe]: from, to, width.
+const POOL_LO: f64 = 0.1;
+const POOL_BIN: f64 = 0.01;
+
+/// Fit the threshold's turn-on to the pooled spectrum `q` (each channel's
+/// areas over its fitted scale) and the area it loses.
+fn fit_threshold(q: &[f64], spe_resolution: f64, area_noise: f64, p2: f64) -> Threshold {
+    let w = Widths::new(spe_resolution, area_noise);
+    let n_bins = ((FIT_HI - POOL_LO) / POOL_BIN).round() as usize;
+    let mut counts = vec![0.0f64; n_bins];
+    for &v in q {
+        let b = ((v - POOL_LO) / POOL_BIN).floor();
+        if b >= 0.0 && (b as usize) < n_bins {
+            counts[b as usize] += 1.0;
+        }
+    }
+    let centre = |b: usize| POOL_LO + (b as f64 + 0.5) * POOL_BIN;
+    let response = |x: f64| (1.0 - p2) * normal_pdf(x, 1.0, w.one) + p2 * normal_pdf(x, 2.0, w.two);
+    let f: Vec<f64> = (0..n_bins).map(|b| response(centre(b))).collect();
+    let eps = |x: f64, t: f64, wt: f64| normal_cdf((x - t) / wt);
+    let log_l = |t: f64, wt: f64| -> f64 {
+        let p: Vec<f64> = (0..n_bins).map(|b| f[b] * eps(centre(b), t, wt)).collect();
+        let total: f64 = p.iter().sum();
+        counts
+            .iter()
+            .zip(&p)
+            .filter(|(c, _)| **c > 0.0)
+            .map(|(c, p)| c * (p / total).max(1e-300).ln())
+            .sum()
+    };
+    let (mut t, mut wt) = (0.3, 0.1);
+    for _ in 0..4 {
+        t = golden_max(0.0, 0.6, 40, |t| log_l(t, wt));
+        wt = golden_max(0.005, 0.3, 40, |wt| log_l(t, wt));
+    }
+    // int q f0 and int q f0 eps_true over [-2, 6] (f0 is negligible outside).
+    let w0 = Widths::new(spe_resolution, 0.0);
+    let wt_true = wt.hypot(area_noise);
+    let (mut all, mut kept) = (0.0, 0.0);
+    let steps = 8000;
+    for i in 0..steps {
+        let x = -2.0 + (f64::from(i) + 0.5) * 8.0 / f64::from(steps);
+        let qf = x * ((1.0 - p2) * normal_pdf(x, 1.0, w0.one) + p2 * normal_pdf(x, 2.0, w0.two));
+        all += qf;
+        kept += qf * eps(x, t, wt_true);
+    }
+    Threshold {
+        at_phe: t,
+        width_phe: wt,
+        area_loss: 1.0 - kept / all,
+    }
 }
 
 const LO: f64 = 0.6;
@@ -321,13 +404,24 @@ pub fn fit_pmt_gains(
             !dead.contains(&c.channel) && (c.count as f64 > rate_limit || **w > 1.5 * median_width)
         })
         .map(|(c, _)| c.channel)
+        .collect::<Vec<u16>>();
+    let pooled: Vec<f64> = channels
+        .iter()
+        .zip(&per)
+        .filter(|(c, _)| !dead.contains(&c.channel) && !noisy.contains(&c.channel))
+        .flat_map(|(c, u)| {
+            let rho = c.gain_adc / told_gain_adc[usize::from(c.channel)];
+            u.iter().map(move |v| v / rho)
+        })
         .collect();
+    let threshold = fit_threshold(&pooled, spe_resolution, area_noise_phe, double_phe_prob);
     Ok(PmtGains {
         channels,
         dead,
         noisy,
         median_count,
         area_noise_phe,
+        threshold,
     })
 }
 
@@ -355,6 +449,11 @@ mod tests {
             noisy: vec![1, 2],
             median_count: 98.0,
             area_noise_phe: 0.0,
+            threshold: Threshold {
+                at_phe: 0.3,
+                width_phe: 0.1,
+                area_loss: 0.0,
+            },
         };
         // Channel 0 lost 2 single phe to pulses with noisy channel 1, channel
         // 3 none; a pair of quiet channels and one with the dead channel do
@@ -415,6 +514,47 @@ mod tests {
         assert!(
             no_noise > 0.005,
             "mean bias without the noise term {no_noise}"
+        );
+    }
+
+    #[test]
+    fn the_hit_thresholds_turn_on_and_the_area_it_loses_are_measured() {
+        use rand::{Rng, SeedableRng};
+        use rand_distr::{Distribution, Normal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (s, p2, e) = (0.338, 0.214, 0.12);
+        let (t, wt) = (0.35, 0.09);
+        let one = Normal::new(1.0, s).unwrap();
+        let noise = Normal::new(0.0, e).unwrap();
+        let n_ch = 30u16;
+        let (mut channel, mut area) = (Vec::new(), Vec::new());
+        let (mut all, mut found) = (0.0, 0.0);
+        for k in 0..n_ch {
+            let rho = 1.0 + 0.04 * (f64::from(k) * 0.9).sin();
+            for _ in 0..6000 {
+                let mut q = one.sample(&mut rng);
+                if rng.random::<f64>() < p2 {
+                    q += one.sample(&mut rng);
+                }
+                let measured = q + noise.sample(&mut rng);
+                all += q;
+                // Found by a threshold on the measured area with a smeared edge.
+                if rng.random::<f64>() < normal_cdf((measured - t) / wt) {
+                    found += q;
+                    channel.push(k);
+                    area.push(rho * measured / (1.0 + p2));
+                }
+            }
+        }
+        let told = vec![10.0; usize::from(n_ch)];
+        let g = fit_pmt_gains(&channel, &area, &told, s, p2).unwrap();
+        let th = g.threshold;
+        let truth_loss = 1.0 - found / all;
+        assert!((th.at_phe - t).abs() < 0.02, "{th:?}");
+        assert!((th.width_phe - wt).abs() < 0.03, "{th:?}");
+        assert!(
+            (th.area_loss - truth_loss).abs() < 0.002 && th.area_loss > 0.003,
+            "{th:?} vs {truth_loss}"
         );
     }
 

@@ -280,6 +280,13 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
     );
     let _ = writeln!(
         s,
+        "| hit threshold on single phe [phe]; area below it (SE gain corrected) | {:.3} (turn-on {:.3}); {:.2} % | | |",
+        p.gains.threshold.at_phe,
+        p.gains.threshold.width_phe,
+        100.0 * p.gains.threshold.area_loss
+    );
+    let _ = writeln!(
+        s,
         "| dead channels | {:?} | | {:?} |",
         p.gains.dead, told.calibration.dead_channels
     );

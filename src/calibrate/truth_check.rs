@@ -71,12 +71,20 @@ pub fn compare(p: &Products, truth: &Conditions) -> TruthComparison {
         .map(|&k| tg[k] / told.pmts.spe_area_adc[k])
         .sum::<f64>()
         / live.len() as f64;
+    // Lone SEs miss the light on dead channels, and so does the measured gain.
+    let dead_mask: Vec<bool> = (0..tg.len())
+        .map(|k| dead_true.contains(&(k as u16)))
+        .collect();
+    let dead_share =
+        crate::sim::told_detector::dead_light_share(&truth.detector, &dead_mask, |x, y| {
+            truth.detector.s2_light_collection(x, y)
+        });
     let l = &p.lifetime;
     TruthComparison {
         lifetime_pull: (l.inverse_lifetime_per_ms - 1e3 / t.tpc.electron_lifetime_us)
             / l.sigma_inverse_lifetime_per_ms,
         lifetime_true_us: t.tpc.electron_lifetime_us,
-        se_gain_error: p.se.gain_phd / (t.light.se_gain_phd * ratio) - 1.0,
+        se_gain_error: p.se.gain_phd / (t.light.se_gain_phd * ratio * (1.0 - dead_share)) - 1.0,
         gain_rms: rms(&|k| p.gains.channels[k].gain_adc),
         gain_rms_told: rms(&|k| told.pmts.spe_area_adc[k]),
         dead_missed: dead_true
@@ -227,15 +235,26 @@ fn missed_and_false(truth: &[u16], found: &[u16]) -> (Vec<u16>, Vec<u16>) {
     )
 }
 
+/// Why a calibration could not be compared with a truth.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// The base conditions named in the provenance.
+    #[error(transparent)]
+    Conditions(#[from] crate::conditions::ConditionsError),
+    /// The truth's detector model.
+    #[error(transparent)]
+    Truth(#[from] crate::sim::detector_truth::TruthError),
+}
+
 /// Compare calibration conditions with a run's truth.
 ///
 /// # Errors
-/// [`crate::conditions::ConditionsError`] when the base conditions named in
-/// the provenance cannot be loaded.
+/// [`CompareError`] when the base conditions named in the provenance or the
+/// truth's detector model cannot be loaded.
 pub fn compare_conditions(
     measured: &Conditions,
     truth: &EffectiveTruth,
-) -> Result<CalibrationVsTruth, crate::conditions::ConditionsError> {
+) -> Result<CalibrationVsTruth, CompareError> {
     let empty = toml::Table::new();
     let prov = measured.provenance.as_ref().unwrap_or(&empty);
     let base_tag = prov
@@ -273,7 +292,13 @@ pub fn compare_conditions(
             }
         }
     }
-    let se_true = se_sum / se_n as f64 * ratio;
+    // Lone SEs miss the light on dead channels, and so does the measured gain.
+    let dead_mask: Vec<bool> = (0..tg.len()).map(|k| truth.is_dead(k)).collect();
+    let dead_share =
+        crate::sim::told_detector::dead_light_share(&truth.true_model()?, &dead_mask, |x, y| {
+            truth.se_size_phd(x, y)
+        });
+    let se_true = se_sum / se_n as f64 * ratio * (1.0 - dead_share);
     let c = &m.calibration;
     let (dead_missed, dead_false) = missed_and_false(&truth.dead_channels, &c.dead_channels);
     let (noisy_missed, noisy_false) = missed_and_false(&truth.noisy_channels, &c.noisy_channels);

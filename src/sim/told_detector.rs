@@ -83,7 +83,7 @@ impl ToldDetector {
             None => SeSize::Nominal,
             Some(map) => {
                 let detected = area_mean(m.params.tpc.radius_mm, |x, y| {
-                    map.at(x, y) * (1.0 - dead_loss(&conditions, &dead, x, y))
+                    map.at(x, y) * (1.0 - dead_loss(&conditions.detector, &dead, x, y))
                 });
                 SeSize::Map {
                     centre_phd: m.params.light.se_gain_phd / detected,
@@ -123,7 +123,7 @@ impl ToldDetector {
 
     /// Fraction of an S2 photon made at (x, y) that lands on a dead channel.
     pub fn dead_loss(&self, x: f64, y: f64) -> f64 {
-        dead_loss(&self.conditions, &self.dead, x, y)
+        dead_loss(&self.conditions.detector, &self.dead, x, y)
     }
 }
 
@@ -143,11 +143,26 @@ fn area_mean(r: f64, f: impl Fn(f64, f64) -> f64) -> f64 {
     sum / count.max(1) as f64
 }
 
-fn dead_loss(c: &Conditions, dead: &[bool], x: f64, y: f64) -> f64 {
+/// Share of the light of lone single electrons (uniform over the TPC's area,
+/// each of size `se_size(x, y)`) that lands on the `dead` channels of a
+/// detector whose light response is `m`'s: what their areas miss, and a
+/// measured SE gain with them (light on dead channels is missing from every
+/// S2 too, so the tag's SE gain keeps it missing).
+pub fn dead_light_share(
+    m: &tpcflow_reco::DetectorModel,
+    dead: &[bool],
+    se_size: impl Fn(f64, f64) -> f64,
+) -> f64 {
+    let r = m.params.tpc.radius_mm;
+    let all = area_mean(r, &se_size);
+    let lost = area_mean(r, |x, y| se_size(x, y) * dead_loss(m, dead, x, y));
+    lost / all
+}
+
+fn dead_loss(m: &tpcflow_reco::DetectorModel, dead: &[bool], x: f64, y: f64) -> f64 {
     if !dead.contains(&true) {
         return 0.0;
     }
-    let m = &c.detector;
     let n_top = m.pmts.n_top;
     let mut pattern = vec![0.0; n_top];
     m.top_pattern(x, y, &mut pattern);
