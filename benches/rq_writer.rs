@@ -87,6 +87,7 @@ fn reconstruct_batches(
         batch,
         &pool,
         None,
+        &mut Vec::new(),
         &mut |_| {},
         &mut sink,
     )

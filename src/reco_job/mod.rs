@@ -520,12 +520,15 @@ impl Job<'_> {
     /// Process one unit, streaming its events batch by batch into its RQ
     /// output (the file's, or a part's when the file is split); returns its
     /// statistics. A bad event fails the unit and leaves no output. `opened`
-    /// is its input when it was opened ahead ([`Job::open_ahead`]); `between`
-    /// gets the events left after each batch.
+    /// is its input when it was opened ahead ([`Job::open_ahead`]);
+    /// `pod_buffer` is the rank's pod window buffer (see
+    /// [`stream::stream_range`]); `between` gets the events left after each
+    /// batch.
     fn run_unit(
         &self,
         unit: Unit,
         opened: Option<Opened>,
+        pod_buffer: &mut Vec<tpcflow_reco::PodRecord>,
         between: &mut dyn FnMut(usize),
     ) -> Result<RankStats> {
         let start = Instant::now();
@@ -562,6 +565,7 @@ impl Job<'_> {
                     self.opts.batch_events,
                     &self.pool,
                     Some(read_ahead),
+                    pod_buffer,
                     between,
                     &mut sink,
                 ) {
@@ -840,6 +844,8 @@ fn run_job(opts: &RecoJobOptions, world: Ranks<'_>) -> Result<(Option<JobSummary
     // current one finishes.
     let mut next: Option<(usize, Opened)> = None;
     let mut first_batch: Option<f64> = None;
+    // The pod window buffer, reused by each unit of this rank.
+    let mut pod_buffer = Vec::new();
     loop {
         let t = Instant::now();
         let Some(u) = queue.next_unit() else {
@@ -856,7 +862,7 @@ fn run_job(opts: &RecoJobOptions, world: Ranks<'_>) -> Result<(Option<JobSummary
             ))
         } else {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                job.run_unit(units[u], opened, &mut |left| {
+                job.run_unit(units[u], opened, &mut pod_buffer, &mut |left| {
                     first_batch.get_or_insert_with(|| opts.started.elapsed().as_secs_f64());
                     if let Some(b) = &bar {
                         b.set_position(queue.handed_out());

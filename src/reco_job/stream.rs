@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use rayon::ThreadPool;
 use tpcflow_reco::{
-    reconstruct_batch, reconstruct_event_with, DetectorModel, EventView, RecoConfig, RecoScratch,
+    reconstruct_batch, reconstruct_event_with, DetectorModel, EventView, PodRecord, RecoConfig,
+    RecoScratch,
 };
 
 use super::columns::{RqBuilder, UnitOutput};
@@ -39,12 +40,6 @@ pub fn window_events(batch: usize, cold: bool) -> usize {
         POD_WINDOW_EVENTS
     };
     batch * events.div_ceil(batch)
-}
-
-thread_local! {
-    /// A thread's pod window buffer, kept between [`stream_range`] calls.
-    static POD_BUFFER: std::cell::Cell<Vec<tpcflow_reco::event::PodRecord>> =
-        const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Why streaming a range stopped.
@@ -97,7 +92,10 @@ pub struct StreamCounts {
 /// unit). With `read_ahead` each window's successor is read ahead while the
 /// window is reconstructed. Memory holds one batch, whatever the
 /// range (with a file opened by [`RawFile::open_streaming`], its pod window
-/// too).
+/// too). `pod_buffer` holds the pod windows; the caller keeps it from one
+/// range to the next (each unit of a rank reuses the previous unit's: a
+/// fresh 10 MB buffer per file costs its page faults); it is left empty when
+/// the range fails.
 ///
 /// # Errors
 /// The first reconstruction error, naming file and event, or the sink's.
@@ -110,6 +108,7 @@ pub fn stream_range(
     batch: usize,
     pool: &ThreadPool,
     read_ahead: Option<ReadAhead<'_>>,
+    pod_buffer: &mut Vec<PodRecord>,
     between: &mut dyn FnMut(usize),
     sink: &mut dyn FnMut(UnitOutput) -> anyhow::Result<()>,
 ) -> Result<StreamCounts, StreamError> {
@@ -118,9 +117,6 @@ pub fn stream_range(
     // Pods are read in windows of several batches (fewer, larger HDF5 reads);
     // the window bounds the memory they take.
     let batch = batch.max(1);
-    // The pod buffer outlives the range: each unit of a rank reuses the
-    // previous unit's (a fresh 10 MB buffer per file costs its page faults).
-    let mut pod_buffer = POD_BUFFER.take();
     // A one-thread pool: events are reconstructed on this thread, as the core
     // benchmark does (no hand-over to the pool's thread and back per batch,
     // one scratch for the whole range); results are the same either way.
@@ -179,7 +175,7 @@ pub fn stream_range(
         // The window's pods: borrowed, or read and validated now when the file
         // was opened for streaming (a bad pod fails the input, naming it).
         let t = Instant::now();
-        let buffer = std::mem::take(&mut pod_buffer);
+        let buffer = std::mem::take(pod_buffer);
         let fetched = match pending.front() {
             Some((s, _)) if *s == start => pending.pop_front().map(|(_, f)| f.wait()),
             _ => None,
@@ -243,11 +239,10 @@ pub fn stream_range(
             start = end;
         }
         let (buffer, direct) = pods.into_parts();
-        pod_buffer = buffer;
+        *pod_buffer = buffer;
         if let (Some(b), Some(p)) = (direct, prefetcher) {
             p.pool().give(b);
         }
     }
-    POD_BUFFER.set(pod_buffer);
     Ok(counts)
 }
