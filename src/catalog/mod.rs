@@ -34,7 +34,6 @@ mod blinding;
 mod calibrations;
 pub mod cli;
 mod conditions;
-pub mod conditions_cli;
 mod files;
 pub mod ingest;
 mod output_replicas;
