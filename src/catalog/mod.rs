@@ -62,7 +62,9 @@ pub use calibrations::{CalibrationRow, CalibrationState};
 pub use conditions::{ConditionsDecision, ConditionsState, ConditionsTagRow, NewConditions};
 pub use files::{NewRawFile, RawFileRow, ReplicaRow, RunInfo, RunSummary, TransferItem};
 pub use output_replicas::{OutputPlacement, OutputReplicaRow, OutputTransferItem};
-pub use processing::{CampaignRow, JobRow, NewCampaign, NewJob, NewOutput, OutputRow};
+#[cfg(test)]
+pub use processing::NewJob;
+pub use processing::{CampaignRow, JobRow, NewCampaign, NewOutput, OutputRow};
 pub use replicas::CopyStart;
 pub use resources::AttemptResources;
 pub use retention::RetentionCandidate;
