@@ -98,7 +98,7 @@ impl Dispatcher {
     /// reconcile    reconcile, health, sites,       per processing site
     ///              calibration
     /// ingest       data_movement                   always
-    /// salt         data_movement                   with `salt_key`
+    /// salt         data_movement                   with `salt_key` (timed with copy-in)
     /// copy-in      sites                           always
     /// transfer     data_movement                   always
     /// rq-transfer  sites                           more than one processing site
