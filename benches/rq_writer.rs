@@ -32,7 +32,8 @@ use std::time::Instant;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use tpcflow::conditions::Conditions;
 use tpcflow::raw::RawFile;
-use tpcflow::reco_job::columns::{append_to, stream_range, UnitOutput, PLAIN_COLUMNS};
+use tpcflow::reco_job::columns::{append_to, UnitOutput, PLAIN_COLUMNS};
+use tpcflow::reco_job::stream::stream_range;
 use tpcflow::rq::{self, ColumnData, RqHeader, RqWriter};
 use tpcflow_reco::RecoConfig;
 
@@ -86,6 +87,7 @@ fn reconstruct_batches(
         batch,
         &pool,
         None,
+        &mut Vec::new(),
         &mut |_| {},
         &mut sink,
     )

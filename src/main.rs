@@ -44,11 +44,11 @@ enum Command {
     #[command(subcommand)]
     Catalog(tpcflow::catalog::cli::CatalogCommand),
     /// Copy raw files from SURF to USDC, UKDC and ARCHIVE with verified checksums (one pass).
-    Transfer(tpcflow::catalog::cli::TransferArgs),
+    Transfer(tpcflow::transfer::cli::TransferArgs),
     /// Compare a site's storage with the catalog: dark, lost and bad files (never deletes).
-    Audit(tpcflow::catalog::cli::AuditArgs),
+    Audit(tpcflow::audit::cli::AuditArgs),
     /// Free the SURF buffer: remove copies verified at USDC, UKDC and ARCHIVE (one pass).
-    Retire(tpcflow::catalog::cli::RetireArgs),
+    Retire(tpcflow::retire::cli::RetireArgs),
     /// Reconstruct raw files into RQ files (run under srun/mpirun for many ranks).
     Reco(tpcflow::reco_job::cli::RecoArgs),
     /// Salt science raw files (a pass), or `salt keygen` to create the key and vault.
@@ -64,14 +64,14 @@ enum Command {
     Status(tpcflow::dispatch::cli::StatusArgs),
     /// Processing sites: drain, resume, list (SLURM outages and drains).
     #[command(subcommand)]
-    Site(tpcflow::dispatch::sites::SiteCommand),
+    Site(tpcflow::dispatch::cli::SiteCommand),
     /// Web pages of the catalog: runs, families, event display, and their JSON API.
     Serve(tpcflow::web::cli::ServeArgs),
     /// Detector-health products from reconstructed Kr83m runs: a conditions file and a report.
     Calibrate(tpcflow::calibrate::cli::CalibrateArgs),
     /// Conditions tags in the catalog: list, show, diff, add, publish, hold, log, global.
     #[command(subcommand)]
-    Conditions(tpcflow::catalog::conditions_cli::ConditionsCommand),
+    Conditions(tpcflow::conditions::cli::ConditionsCommand),
     /// Match RQ files to simulation truth and write an accuracy report (Markdown, JSON, SVG).
     Validate(tpcflow::validate::cli::ValidateArgs),
 }
@@ -163,20 +163,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Doctor { json } => doctor(json),
         Command::Sim(args) => sim(args),
         Command::Catalog(cmd) => tpcflow::catalog::cli::run_catalog(cmd),
-        Command::Transfer(args) => tpcflow::catalog::cli::run_transfer(args),
-        Command::Audit(args) => tpcflow::catalog::cli::run_audit(args),
-        Command::Retire(args) => tpcflow::catalog::cli::run_retire(args),
+        Command::Transfer(args) => tpcflow::transfer::cli::run_transfer(args),
+        Command::Audit(args) => tpcflow::audit::cli::run_audit(args),
+        Command::Retire(args) => tpcflow::retire::cli::run_retire(args),
         Command::Reco(args) => tpcflow::reco_job::cli::run_reco(args),
         Command::Salt(args) => tpcflow::salt::cli::run_salt(args),
         Command::Unsalt(args) => tpcflow::salt::cli::run_unsalt(args),
         Command::Dispatch(args) => tpcflow::dispatch::cli::run_dispatch(args),
         Command::Campaign(cmd) => tpcflow::dispatch::cli::run_campaign(cmd),
         Command::Status(args) => tpcflow::dispatch::cli::run_status(args),
-        Command::Site(cmd) => tpcflow::dispatch::sites::run_site(cmd),
+        Command::Site(cmd) => tpcflow::dispatch::cli::run_site(cmd),
         Command::Serve(args) => tpcflow::web::cli::run_serve(args),
         Command::Validate(args) => tpcflow::validate::cli::run_validate(args),
         Command::Calibrate(args) => tpcflow::calibrate::cli::run_calibrate(args),
-        Command::Conditions(cmd) => tpcflow::catalog::conditions_cli::run_conditions(cmd),
+        Command::Conditions(cmd) => tpcflow::conditions::cli::run_conditions(cmd),
         Command::MpiSelftest { out, expect_size } => {
             if let Some(summary) = tpcflow::mpi_selftest::run(&out, expect_size)? {
                 println!(

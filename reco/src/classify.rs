@@ -13,34 +13,8 @@
 //! at least the ~1 us electroluminescence (50 % width >= ~500 ns), a single
 //! electron ~47 phd spread over ~1 us.
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::RecoConfig;
-use crate::pulses::PulseRq;
-
-/// Kind of a pulse; the discriminant is what RQ files store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum PulseKind {
-    /// Unclassified.
-    #[default]
-    Other = 0,
-    /// Prompt scintillation.
-    S1 = 1,
-    /// Electroluminescence of several electrons.
-    S2 = 2,
-    /// Electroluminescence of one (or two) electrons.
-    SingleElectron = 3,
-    /// One photoelectron on one channel (e.g. a dark count).
-    SinglePhe = 4,
-}
-
-impl PulseKind {
-    /// The numeric code stored in RQ files.
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-}
+use crate::pulses::{PulseKind, PulseRq};
 
 /// Classify one pulse.
 pub fn classify(p: &PulseRq, cfg: &RecoConfig) -> PulseKind {

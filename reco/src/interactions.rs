@@ -25,9 +25,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::PulseKind;
 use crate::config::RecoConfig;
 use crate::detector::DetectorModel;
+use crate::pulses::PulseKind;
 use crate::pulses::PulseRq;
 
 /// Kind of an event's interaction; the discriminant is what RQ files store.

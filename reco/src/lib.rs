@@ -36,11 +36,10 @@ pub mod xy;
 pub use detector::{DetectorModel, PmtMap};
 pub use event::{EventView, PodRecord};
 
-pub use classify::PulseKind;
 pub use config::RecoConfig;
 pub use error::RecoError;
 pub use interactions::InteractionKind;
-pub use pulses::{ChannelArea, PulseRq};
+pub use pulses::{ChannelArea, PulseKind, PulseRq};
 pub use recon::{
     reconstruct_batch, reconstruct_event, reconstruct_event_until, reconstruct_event_with,
     reconstruct_serial, EventRecon, EventRq, RecoScratch, Stage,

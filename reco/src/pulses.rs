@@ -16,9 +16,11 @@
 //!
 //! Memory is bounded by the event window (the waveform scratch is at most one
 //! window long) and reused across events; cost is linear in the hit samples.
+//!
+//! The pulse record ([`PulseRq`]) and its kind ([`PulseKind`]) live here;
+//! `classify` sets the kind and imports both.
 
 use crate::baseline::add_calibrated;
-use crate::classify::PulseKind;
 use crate::event::PodRecord;
 use crate::hits::Hit;
 use crate::split::{split_points, SplitParams};
@@ -30,6 +32,33 @@ pub struct ChannelArea {
     pub channel: u16,
     /// Area [phd].
     pub area_phd: f32,
+}
+
+/// Kind of a pulse (set by [`crate::classify::classify`]); the discriminant
+/// is what RQ files store.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[repr(u8)]
+pub enum PulseKind {
+    /// Unclassified.
+    #[default]
+    Other = 0,
+    /// Prompt scintillation.
+    S1 = 1,
+    /// Electroluminescence of several electrons.
+    S2 = 2,
+    /// Electroluminescence of one (or two) electrons.
+    SingleElectron = 3,
+    /// One photoelectron on one channel (e.g. a dark count).
+    SinglePhe = 4,
+}
+
+impl PulseKind {
+    /// The numeric code stored in RQ files.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
 }
 
 /// Reduced quantities of one pulse.

@@ -27,7 +27,7 @@
 use rayon::prelude::*;
 
 use crate::baseline::estimate_baseline;
-use crate::classify::{classify, PulseKind};
+use crate::classify::classify;
 use crate::config::RecoConfig;
 use crate::corrections::{correct_s1, correct_s2, energy_kev};
 use crate::detector::DetectorModel;
@@ -36,7 +36,8 @@ use crate::event::{EventView, PodRecord};
 use crate::hits::{find_hits, Hit, HitScratch, HitSearch};
 use crate::interactions::{find_interaction, InteractionKind};
 use crate::pulses::{
-    build_pulses, ChannelArea, PodCalibration, PulseInput, PulseParams, PulseRq, PulseScratch,
+    build_pulses, ChannelArea, PodCalibration, PulseInput, PulseKind, PulseParams, PulseRq,
+    PulseScratch,
 };
 use crate::split::SplitParams;
 use crate::threshold_scan::ScanPath;

@@ -1,6 +1,8 @@
-//! Operator commands of the data-management side: `tpcflow catalog
-//! init|ingest|runs|files|show|blind|unblind|blinding`, `tpcflow transfer`,
-//! `tpcflow audit`, `tpcflow retire`.
+//! `tpcflow catalog init|ingest|runs|files|show|blind|unblind|blinding`, and
+//! the arguments every data-management command shares: the catalog path and
+//! the site locations ([`CatalogPathArg`], [`SiteArgs`]). The commands of the
+//! stages (`tpcflow transfer`, `audit`, `retire`, `conditions`, `site`) are
+//! in each stage's `cli` module.
 //!
 //! The argument structs are flattened into the `tpcflow` binary's command
 //! line; each `run_*` function resolves them into a stage config once, runs
@@ -17,10 +19,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::{utc_string, Catalog, Site};
-use crate::audit::{AuditConfig, DEFAULT_MAX_MISSING_FRACTION};
 use crate::catalog::ingest::IngestConfig;
 use crate::exit::{self, ExitError};
-use crate::transfer::{parse_site_assignment, Sites, TransferConfig, DEFAULT_MAX_ATTEMPTS};
+use crate::transfer::{parse_site_assignment, Sites};
 
 /// The catalog file.
 #[derive(Debug, Clone, clap::Args)]
@@ -157,78 +158,11 @@ pub struct BlindingDecisionArgs {
     pub reason: String,
 }
 
-/// `tpcflow retire`: one pass of the retention stage.
-#[derive(Debug, clap::Args)]
-pub struct RetireArgs {
-    #[command(flatten)]
-    db: CatalogPathArg,
-    #[command(flatten)]
-    sites: SiteArgs,
-    /// Site whose copies are retired (only SURF, the DAQ buffer).
-    #[arg(long)]
-    site: Site,
-    /// Show what would be removed; change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Grace period after a file arrived [s].
-    #[arg(long, default_value_t = crate::retire::DEFAULT_GRACE_S)]
-    grace_s: f64,
-    /// Destination checksums read longer ago than this are read again [s].
-    #[arg(long, default_value_t = crate::retire::DEFAULT_MAX_CHECKSUM_AGE_S)]
-    max_checksum_age_s: f64,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `tpcflow transfer`: one pass of the data mover.
-#[derive(Debug, clap::Args)]
-pub struct TransferArgs {
-    #[command(flatten)]
-    db: CatalogPathArg,
-    #[command(flatten)]
-    sites: SiteArgs,
-    /// Destination sites, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "USDC,UKDC,ARCHIVE")]
-    to: Vec<Site>,
-    /// Concurrent copies (1-256).
-    #[arg(long, default_value_t = 4, value_parser = crate::cli_bounds::usize_in(1, 256))]
-    parallel: usize,
-    /// A replica is marked bad after this many failed attempts (1-1000).
-    #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
-    max_attempts: u32,
-    /// Re-queue bad and lost replicas with a fresh retry budget first.
-    #[arg(long)]
-    retry_failed: bool,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `tpcflow audit`: compare a site's storage with the catalog.
-#[derive(Debug, clap::Args)]
-pub struct AuditArgs {
-    #[command(flatten)]
-    db: CatalogPathArg,
-    #[command(flatten)]
-    sites: SiteArgs,
-    /// Site to audit.
-    #[arg(long)]
-    site: Site,
-    /// Mark nothing when more than this fraction (0-1) of verified replicas are lost or bad.
-    #[arg(long, default_value_t = DEFAULT_MAX_MISSING_FRACTION,
-          value_parser = crate::cli_bounds::float_in(0.0, 1.0))]
-    max_missing_fraction: f64,
-    /// Compare sizes only (skip reading files for Adler-32).
-    #[arg(long)]
-    size_only: bool,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+/// Print `value` as pretty JSON on stdout (the commands' `--json`).
+///
+/// # Errors
+/// When it does not serialize.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -476,117 +410,4 @@ pub fn run_catalog(cmd: CatalogCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Run `tpcflow transfer`: exit 3 (partial failure) when a replica went bad
-/// or a destination was full.
-///
-/// # Errors
-/// Configuration and catalog errors; [`ExitError`] for bad replicas.
-pub fn run_transfer(a: TransferArgs) -> Result<()> {
-    let catalog = Catalog::open(&a.db.catalog)?;
-    let cfg = TransferConfig {
-        sites: a.sites.resolve()?,
-        destinations: a.to,
-        max_attempts: a.max_attempts.max(1),
-        parallel: a.parallel.max(1),
-        retry_failed: a.retry_failed,
-        require_salted: false,
-    };
-    let report = crate::transfer::run(&cfg, &catalog)?;
-    if a.json {
-        print_json(&report)?;
-    } else {
-        print!("{report}");
-    }
-    if report.failures.is_empty() && report.out_of_space.is_empty() {
-        Ok(())
-    } else {
-        Err(ExitError::new(
-            exit::PARTIAL_FAILURE,
-            format!(
-                "{} replicas marked bad, {} left queued on a full destination",
-                report.failures.len(),
-                report.out_of_space.len()
-            ),
-        )
-        .into())
-    }
-}
-
-/// Run `tpcflow audit`: exit 3 when discrepancies were found, 1 when it refused to mark.
-///
-/// # Errors
-/// Configuration, listing and catalog errors; [`ExitError`] as above.
-pub fn run_audit(a: AuditArgs) -> Result<()> {
-    let catalog = Catalog::open(&a.db.catalog)?;
-    let cfg = AuditConfig {
-        site: a.site,
-        sites: a.sites.resolve()?,
-        max_missing_fraction: a.max_missing_fraction,
-        verify_checksums: !a.size_only,
-    };
-    let report = crate::audit::run(&cfg, &catalog)?;
-    if a.json {
-        print_json(&report)?;
-    } else {
-        print!("{report}");
-    }
-    if let Some(why) = report.refused {
-        return Err(ExitError::new(exit::FAILURE, why).into());
-    }
-    if !report.is_clean() {
-        let msg = format!(
-            "{} dark, {} lost, {} bad at {}",
-            report.dark.len(),
-            report.lost.len(),
-            report.bad.len(),
-            a.site
-        );
-        return Err(ExitError::new(exit::PARTIAL_FAILURE, msg).into());
-    }
-    Ok(())
-}
-
-/// Run `tpcflow retire`: exit 3 when a candidate was kept because a replica
-/// failed its re-read.
-///
-/// # Errors
-/// Configuration, lock, catalog and file errors; [`ExitError`] as above.
-pub fn run_retire(a: RetireArgs) -> Result<()> {
-    if a.site != Site::Surf {
-        return Err(ExitError::new(
-            exit::USAGE,
-            format!(
-                "--site {}: only SURF copies are retired (the DAQ buffer)",
-                a.site
-            ),
-        )
-        .into());
-    }
-    let catalog = Catalog::open(&a.db.catalog)?;
-    let cfg = crate::retire::RetireConfig {
-        sites: a.sites.resolve()?,
-        settings: crate::retire::RetentionSettings {
-            enabled: true,
-            grace_s: a.grace_s,
-            max_checksum_age_s: a.max_checksum_age_s,
-        },
-        dry_run: a.dry_run,
-    };
-    let report = crate::retire::run(&cfg, &catalog)?;
-    if a.json {
-        print_json(&report)?;
-    } else {
-        print!("{report}");
-    }
-    if report.kept.is_empty() {
-        Ok(())
-    } else {
-        Err(ExitError::new(
-            exit::PARTIAL_FAILURE,
-            format!("{} SURF copies kept (see KEPT)", report.kept.len()),
-        )
-        .into())
-    }
 }

@@ -26,14 +26,14 @@
 //! files; `replicas.rs`, `output_replicas.rs`, `processing.rs`: outputs and
 //! jobs; `tasks.rs`, `salting.rs`, `blinding.rs`, `retention.rs`,
 //! `conditions.rs`, `calibrations.rs`, `simulation.rs`, `sites.rs`,
-//! `slurm_health.rs`, `resources.rs`, `web_queries.rs`); docs/architecture.md
-//! lists each table's owner.
+//! `slurm_health.rs`, `resources.rs`, and the read-only `run_progress.rs`:
+//! how far each run has got, `run_outputs.rs`: where a run's data can be
+//! read); docs/architecture.md lists each table's owner.
 
 mod blinding;
 mod calibrations;
 pub mod cli;
 mod conditions;
-pub mod conditions_cli;
 mod files;
 pub mod ingest;
 mod output_replicas;
@@ -41,6 +41,8 @@ mod processing;
 mod replicas;
 mod resources;
 mod retention;
+mod run_outputs;
+mod run_progress;
 mod salting;
 pub mod schema;
 mod simulation;
@@ -48,7 +50,6 @@ mod sites;
 mod slurm_health;
 pub mod states;
 mod tasks;
-pub mod web_queries;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -61,10 +62,14 @@ pub use calibrations::{CalibrationRow, CalibrationState};
 pub use conditions::{ConditionsDecision, ConditionsState, ConditionsTagRow, NewConditions};
 pub use files::{NewRawFile, RawFileRow, ReplicaRow, RunInfo, RunSummary, TransferItem};
 pub use output_replicas::{OutputPlacement, OutputReplicaRow, OutputTransferItem};
-pub use processing::{CampaignRow, JobRow, NewCampaign, NewJob, NewOutput, OutputRow};
+#[cfg(test)]
+pub use processing::NewJob;
+pub use processing::{CampaignRow, JobRow, NewCampaign, NewOutput, OutputRow};
 pub use replicas::CopyStart;
 pub use resources::AttemptResources;
 pub use retention::RetentionCandidate;
+pub use run_outputs::RunOutput;
+pub use run_progress::{FamilyRun, RunMovement};
 pub use salting::SaltCandidate;
 pub use simulation::{SimProgress, SimSpec, SimTaskRow, MAX_RUN, SIM_FIRST_RUN};
 pub use sites::SiteDrain;

@@ -42,7 +42,9 @@ pub struct CampaignRow {
     pub created_at: f64,
 }
 
-/// A job to record.
+/// A job to record with [`Catalog::insert_job`] (tests only: the dispatcher
+/// records jobs with `Catalog::begin_job` and `begin_array`).
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub struct NewJob {
     /// Job name (named after catalog ids).
@@ -274,10 +276,13 @@ impl Catalog {
         Ok(())
     }
 
-    /// Record a job (state `pending`). Returns its id.
+    /// Record a job (state `pending`) without tasks moving. Returns its id.
+    /// Tests only: the dispatcher records a job and moves its tasks in one
+    /// transaction (`Catalog::begin_job`, `begin_array`).
     ///
     /// # Errors
     /// [`CatalogError::Sqlite`].
+    #[cfg(test)]
     pub fn insert_job(&self, j: &NewJob) -> Result<i64, CatalogError> {
         let tasks = serde_json::to_string(&j.task_ids).unwrap_or_else(|_| "[]".to_string());
         let conn = self.conn();
@@ -383,24 +388,46 @@ impl Catalog {
         rows
     }
 
-    /// Catalogue a processing output; the same (file, lineage) again replaces it.
-    /// Returns its id.
+    /// Catalogue a processing output without a task; the same (file,
+    /// lineage) again replaces it. Returns its id.
+    ///
+    /// For tests and fixtures (the integration tests build catalogs with
+    /// outputs this way): the dispatcher catalogues an output with its task
+    /// in one transaction (`Catalog::task_done`, `task_done_at`), through
+    /// the same insert (`insert_output`).
     ///
     /// # Errors
     /// [`CatalogError::Sqlite`], e.g. for an unknown raw file id.
     pub fn record_output(&self, o: &NewOutput) -> Result<i64, CatalogError> {
-        self.conn()
-            .query_row(
-                "INSERT INTO outputs (file_id, lineage_hash, rq_path, checksum, events, catalogued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(file_id, lineage_hash) DO UPDATE SET rq_path = excluded.rq_path,
-                   checksum = excluded.checksum, events = excluded.events,
-                   catalogued_at = excluded.catalogued_at
-                 RETURNING id",
-                params![o.file_id, o.lineage_hash, o.rq_path, o.checksum, o.events, now_unix_s()],
-                |r| r.get(0),
-            )
-            .map_err(self.sql("record output"))
+        self.insert_output(&self.conn(), o, now_unix_s())
+    }
+
+    /// Insert or replace the output of (file, lineage) on `conn` (a
+    /// connection or the caller's transaction), catalogued at `now`; its id.
+    pub(super) fn insert_output(
+        &self,
+        conn: &Connection,
+        o: &NewOutput,
+        now: f64,
+    ) -> Result<i64, CatalogError> {
+        conn.query_row(
+            "INSERT INTO outputs (file_id, lineage_hash, rq_path, checksum, events, catalogued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(file_id, lineage_hash) DO UPDATE SET rq_path = excluded.rq_path,
+               checksum = excluded.checksum, events = excluded.events,
+               catalogued_at = excluded.catalogued_at
+             RETURNING id",
+            params![
+                o.file_id,
+                o.lineage_hash,
+                o.rq_path,
+                o.checksum,
+                o.events,
+                now
+            ],
+            |r| r.get(0),
+        )
+        .map_err(self.sql("record output"))
     }
 
     /// The outputs made from a raw file.

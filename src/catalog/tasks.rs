@@ -557,17 +557,7 @@ impl Catalog {
         output: &NewOutput,
     ) -> Result<i64, CatalogError> {
         let now = now_unix_s();
-        let id: i64 = tx
-            .query_row(
-                "INSERT INTO outputs (file_id, lineage_hash, rq_path, checksum, events, catalogued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(file_id, lineage_hash) DO UPDATE SET rq_path = excluded.rq_path,
-                   checksum = excluded.checksum, events = excluded.events, catalogued_at = excluded.catalogued_at
-                 RETURNING id",
-                params![output.file_id, output.lineage_hash, output.rq_path, output.checksum, output.events, now],
-                |r| r.get(0),
-            )
-            .map_err(self.sql("record output"))?;
+        let id = self.insert_output(tx, output, now)?;
         tx.execute(
             "UPDATE tasks SET state = 'done', last_error = NULL, updated_at = ?2 WHERE id = ?1",
             params![task_id, now],

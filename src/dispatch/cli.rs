@@ -1,4 +1,5 @@
-//! `tpcflow dispatch`, `tpcflow campaign ...`, `tpcflow status`.
+//! `tpcflow dispatch`, `tpcflow campaign ...`, `tpcflow status`, `tpcflow site
+//! drain|resume|list`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use tpcflow_reco::RecoConfig;
 
 use super::{create_campaign, DispatchConfig, Dispatcher, Settings};
 use crate::catalog::cli::{CatalogPathArg, SiteArgs};
-use crate::catalog::{Catalog, TaskState};
+use crate::catalog::{Catalog, Site, TaskState};
 use crate::sbatch::Template;
 
 /// Arguments of `tpcflow dispatch`.
@@ -643,6 +644,84 @@ pub fn run_status(a: StatusArgs) -> Result<()> {
             quantile(&lat, 0.9),
             lat.last().copied().unwrap_or(f64::NAN)
         );
+    }
+    Ok(())
+}
+
+/// `tpcflow site ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum SiteCommand {
+    /// Close a processing site to new work (work in flight there runs on).
+    Drain {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// USDC or UKDC.
+        site: String,
+        /// Why (shown by `tpcflow status`).
+        #[arg(long, default_value = "drained by the operator")]
+        reason: String,
+    },
+    /// Open a drained site to new work again.
+    Resume {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// USDC or UKDC.
+        site: String,
+    },
+    /// Processing sites: SLURM outages and drains.
+    List {
+        #[command(flatten)]
+        db: CatalogPathArg,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn processing_site(name: &str) -> Result<Site> {
+    let site: Site = name.parse()?;
+    if !super::sites::PROCESSING.contains(&site) {
+        bail!("{site} does not process: say USDC or UKDC");
+    }
+    Ok(site)
+}
+
+/// Run `tpcflow site`.
+///
+/// # Errors
+/// An unknown site or a catalog error.
+pub fn run_site(cmd: SiteCommand) -> Result<()> {
+    match cmd {
+        SiteCommand::Drain { db, site, reason } => {
+            let site = processing_site(&site)?;
+            let catalog = Catalog::open(&db.catalog)?;
+            let by = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            catalog.drain_site(site, &reason, &by)?;
+            tracing::info!(%site, %reason, "site drained");
+            println!("{site} drained: no new work goes there ({reason})");
+        }
+        SiteCommand::Resume { db, site } => {
+            let site = processing_site(&site)?;
+            let catalog = Catalog::open(&db.catalog)?;
+            if catalog.resume_site(site)? {
+                println!("{site} resumed: it takes new work again");
+            } else {
+                println!("{site} was not drained");
+            }
+        }
+        SiteCommand::List { db, json } => {
+            let catalog = Catalog::open(&db.catalog)?;
+            let (v, lines) = super::sites::status(&catalog)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if lines.is_empty() {
+                println!("USDC, UKDC: open, SLURM answering");
+            } else {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+        }
     }
     Ok(())
 }

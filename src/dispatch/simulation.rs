@@ -302,7 +302,7 @@ impl Dispatcher {
         slurm: Option<&super::track::SlurmJob>,
         report: &mut PassReport,
     ) -> Result<()> {
-        let (state, slurm_text) = super::slurm_outcome(job, slurm);
+        let (state, slurm_text) = super::reconcile::slurm_outcome(job, slurm);
         let used = self.job_resources(job.id)?;
         let max_rss = slurm.and_then(|j| j.max_rss_bytes);
         let storage = &self.cfg.sites.get(ps.site)?.root;
@@ -357,7 +357,7 @@ impl Dispatcher {
         };
         self.catalog.job_transition(
             job.id,
-            super::AdoptedState::state_after_adoption(job),
+            super::reconcile::AdoptedState::state_after_adoption(job),
             to,
             Some(&slurm_text),
         )?;

@@ -42,7 +42,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::cli::CatalogPathArg;
 use crate::catalog::{now_unix_s, utc_string, Catalog, JobState, Site, SlurmHealth};
 use crate::sbatch::Template;
 use crate::slurm::{Client, ClusterConfig};
@@ -218,84 +217,6 @@ pub fn status(catalog: &Catalog) -> Result<(serde_json::Value, Vec<String>)> {
         out.push(v);
     }
     Ok((serde_json::Value::Array(out), lines))
-}
-
-/// `tpcflow site ...`
-#[derive(Debug, clap::Subcommand)]
-pub enum SiteCommand {
-    /// Close a processing site to new work (work in flight there runs on).
-    Drain {
-        #[command(flatten)]
-        db: CatalogPathArg,
-        /// USDC or UKDC.
-        site: String,
-        /// Why (shown by `tpcflow status`).
-        #[arg(long, default_value = "drained by the operator")]
-        reason: String,
-    },
-    /// Open a drained site to new work again.
-    Resume {
-        #[command(flatten)]
-        db: CatalogPathArg,
-        /// USDC or UKDC.
-        site: String,
-    },
-    /// Processing sites: SLURM outages and drains.
-    List {
-        #[command(flatten)]
-        db: CatalogPathArg,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-fn processing_site(name: &str) -> Result<Site> {
-    let site: Site = name.parse()?;
-    if !PROCESSING.contains(&site) {
-        bail!("{site} does not process: say USDC or UKDC");
-    }
-    Ok(site)
-}
-
-/// Run `tpcflow site`.
-///
-/// # Errors
-/// An unknown site or a catalog error.
-pub fn run_site(cmd: SiteCommand) -> Result<()> {
-    match cmd {
-        SiteCommand::Drain { db, site, reason } => {
-            let site = processing_site(&site)?;
-            let catalog = Catalog::open(&db.catalog)?;
-            let by = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-            catalog.drain_site(site, &reason, &by)?;
-            tracing::info!(%site, %reason, "site drained");
-            println!("{site} drained: no new work goes there ({reason})");
-        }
-        SiteCommand::Resume { db, site } => {
-            let site = processing_site(&site)?;
-            let catalog = Catalog::open(&db.catalog)?;
-            if catalog.resume_site(site)? {
-                println!("{site} resumed: it takes new work again");
-            } else {
-                println!("{site} was not drained");
-            }
-        }
-        SiteCommand::List { db, json } => {
-            let catalog = Catalog::open(&db.catalog)?;
-            let (v, lines) = status(&catalog)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if lines.is_empty() {
-                println!("USDC, UKDC: open, SLURM answering");
-            } else {
-                for l in lines {
-                    println!("{l}");
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 impl super::Dispatcher {

@@ -6,14 +6,14 @@
 //! Intent first: a job is recorded `pending` before `sbatch`, so a crash
 //! between the two is reconciled by name (see the dispatcher's module doc).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use tpcflow_reco::RecoConfig;
 
 use super::accounting::{self, Limits, Resources};
-use super::{sites, template_values, Dispatcher, PassReport};
+use super::{sites, DispatchConfig, Dispatcher, PassReport};
 use crate::catalog::{CampaignRow, Site, TaskRow};
 use crate::shell::{quote, quote_path};
 use crate::slurm::SlurmError;
@@ -395,4 +395,30 @@ fn write_input_list(path: &Path, batch: &Batch) -> Result<()> {
         .map(|(_, p, adler)| format!("{}\t{adler}\n", p.display()))
         .collect();
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Values for the sbatch template.
+pub(super) fn template_values(
+    cfg: &DispatchConfig,
+    name: &str,
+    log: &Path,
+    reco_args: &str,
+) -> Result<BTreeMap<String, String>> {
+    let s = &cfg.settings;
+    Ok([
+        ("job_name", name.to_string()),
+        ("nodes", s.nodes.to_string()),
+        ("ntasks", s.ntasks.to_string()),
+        ("ntasks_per_node", s.ntasks_per_node.to_string()),
+        ("cpus_per_task", s.cpus_per_task.to_string()),
+        ("time_limit", s.time_limit.clone()),
+        ("log", log.display().to_string()),
+        ("tpcflow", quote_path(&cfg.tpcflow_bin)?),
+        ("reco_args", reco_args.to_string()),
+        ("account", s.account.clone()),
+        ("qos", s.qos.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect())
 }

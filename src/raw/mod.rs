@@ -21,9 +21,11 @@
 
 pub mod direct;
 pub mod prefetch;
+pub mod readahead;
 pub mod reader;
 pub mod writer;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use reader::RawFile;
@@ -209,4 +211,12 @@ pub fn truth_path_for(raw: &Path) -> PathBuf {
         .unwrap_or_default();
     let stem = name.strip_suffix(".raw.h5").unwrap_or(&name);
     raw.with_file_name(format!("{stem}.truth.h5"))
+}
+
+/// Rows `range` of the mapped column at byte offset `at` (its placement and
+/// alignment checked at open by `reader::PodColumns::locate_in`;
+/// read by the reader and by the read-ahead of a window).
+fn mapped_column<'a, T: bytemuck::Pod>(map: &'a [u8], at: usize, range: &Range<usize>) -> &'a [T] {
+    let size = std::mem::size_of::<T>();
+    bytemuck::cast_slice(&map[at + range.start * size..at + range.end * size])
 }

@@ -22,17 +22,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::direct::{BufferPool, DirectWindow};
-use super::reader::Readahead;
-
-/// How a fetched window's samples are to be read.
-#[derive(Debug)]
-pub enum Fetched {
-    /// Through the memory map (in the page cache now, or read there).
-    Mapped,
-    /// From this buffer, read directly from disk.
-    Direct(DirectWindow),
-}
+use super::direct::BufferPool;
+pub use super::readahead::Fetched;
+use super::readahead::Readahead;
 
 /// A window handed to [`Prefetcher::fetch`]: what it became.
 #[derive(Debug)]

@@ -6,6 +6,10 @@
 //! served as [`EventView`]s borrowing the mapped samples: zero copies. A
 //! chunked or compressed `/samples` (not written by tpcflow, but legal HDF5)
 //! is read through HDF5 instead.
+//!
+//! This module is the file format and its validation; how a window's samples
+//! reach memory (read ahead into the page cache, or read directly from disk
+//! when cold) is in `readahead`, run by `prefetch` with the buffers of `direct`.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -14,15 +18,15 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use tpcflow_reco::{EventView, PodRecord};
 
-use super::direct::{BufferPool, DirectWindow};
-use super::prefetch::Fetched;
-use super::{RawError, RawHeader, FORMAT_VERSION};
+use super::direct::DirectWindow;
+use super::{mapped_column, RawError, RawHeader, FORMAT_VERSION};
 
 /// How the sample array is held.
 #[derive(Debug)]
-enum Samples {
+pub(super) enum Samples {
     /// Memory-mapped file and the byte range of the array in it.
-    /// (Shared with [`Readahead`]s in flight: the last holder unmaps it.)
+    /// (Shared with the `Readahead`s in flight, see `super::readahead`: the
+    /// last holder unmaps it.)
     Mapped {
         map: Arc<Mmap>,
         start: usize,
@@ -44,25 +48,25 @@ pub struct RawFile {
     /// Every pod, read at open ([`RawFile::open`]); empty when streaming.
     pods: Vec<PodRecord>,
     /// The pod columns, read a batch at a time ([`RawFile::open_streaming`]).
-    pod_columns: Option<PodColumns>,
-    samples: Samples,
+    pub(super) pod_columns: Option<PodColumns>,
+    pub(super) samples: Samples,
     /// The file opened for direct reads of cold windows (streaming files
     /// whose samples are mapped; see `crate::raw::direct`).
-    direct: Option<Arc<std::fs::File>>,
+    pub(super) direct: Option<Arc<std::fs::File>>,
 }
 
 /// The `/pods` datasets of a file opened for streaming.
 #[derive(Debug)]
-struct PodColumns {
+pub(super) struct PodColumns {
     channel: hdf5::Dataset,
     start: hdf5::Dataset,
-    length: hdf5::Dataset,
-    offset: hdf5::Dataset,
+    pub(super) length: hdf5::Dataset,
+    pub(super) offset: hdf5::Dataset,
     n_pods: usize,
     /// Byte offsets of the four columns in the file's memory map, when all
     /// are contiguous, unfiltered, native and aligned (what tpcflow writes):
     /// windows are then read from the map instead of through HDF5.
-    mapped: Option<[usize; 4]>,
+    pub(super) mapped: Option<[usize; 4]>,
 }
 
 impl PodColumns {
@@ -105,19 +109,12 @@ fn stored_as_native<T: hdf5::H5Type>(d: &hdf5::Dataset) -> bool {
         )
 }
 
-/// Rows `range` of the mapped column at byte offset `at` (its placement and
-/// alignment checked at open by `PodColumns::locate_in`).
-fn col<'a, T: bytemuck::Pod>(map: &'a [u8], at: usize, range: &Range<usize>) -> &'a [T] {
-    let size = std::mem::size_of::<T>();
-    bytemuck::cast_slice(&map[at + range.start * size..at + range.end * size])
-}
-
 /// Pods `range` from the columns at `offsets` in `map` (checked at open).
 fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>, out: &mut Vec<PodRecord>) {
-    let channel: &[u16] = col(map, offsets[0], &range);
-    let start: &[i32] = col(map, offsets[1], &range);
-    let length: &[u32] = col(map, offsets[2], &range);
-    let offset: &[u64] = col(map, offsets[3], &range);
+    let channel: &[u16] = mapped_column(map, offsets[0], &range);
+    let start: &[i32] = mapped_column(map, offsets[1], &range);
+    let length: &[u32] = mapped_column(map, offsets[2], &range);
+    let offset: &[u64] = mapped_column(map, offsets[3], &range);
     out.clear();
     out.extend(channel.iter().zip(start).zip(length).zip(offset).map(
         |(((&channel, &start_sample), &length), &offset)| PodRecord {
@@ -129,102 +126,14 @@ fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>, out: &mut V
     ));
 }
 
-/// What a window of events of a memory-mapped file will read, made resident
-/// ahead of time on another thread by [`Readahead::run`] (see
-/// `crate::raw::prefetch`): the window's rows of the four pod columns, then
-/// the samples they index. Only a hint: a bad pod makes it read the wrong
-/// pages, never out of the map; the window is validated when it is read.
-#[derive(Debug, Clone)]
-pub struct Readahead {
-    map: Arc<Mmap>,
-    /// Byte offsets of the pod columns (channel, start, length, offset).
-    columns: [usize; 4],
-    /// The window's pods.
-    pods: Range<usize>,
-    /// Byte range of the sample array in the map.
-    samples: Range<usize>,
-    /// The file opened for direct reads, when it may be read so.
-    direct: Option<Arc<std::fs::File>>,
-}
-
-impl Readahead {
-    /// Bytes of the pod columns per pod (channel, start, length, offset).
-    const POD_BYTES: [usize; 4] = [2, 4, 4, 8];
-
-    /// Fault the window's pages in (reading them from disk when they are not
-    /// in the page cache), blocking this thread, not the one that will read
-    /// them; errors are ignored (the reader then faults them in itself).
-    pub fn run(&self) {
-        self.populate_columns();
-        let bytes = self.sample_bytes();
-        self.populate(bytes.start, bytes.len());
-    }
-
-    /// [`Readahead::run`], except that the samples of a window made with
-    /// `cold` ([`RawFile::readahead_for`]) are read directly from disk into a
-    /// buffer from `pool` (see `crate::raw::direct`), for
-    /// [`RawFile::pod_batch_fetched`].
-    pub fn fetch(&self, pool: &BufferPool) -> Fetched {
-        self.populate_columns();
-        let bytes = self.sample_bytes();
-        if let Some(file) = &self.direct {
-            if !bytes.is_empty() && bytes.len() <= super::direct::MAX_DIRECT_BYTES {
-                if let Ok(w) = DirectWindow::read(file, bytes.clone(), pool.take()) {
-                    return Fetched::Direct(w);
-                }
-            }
-        }
-        self.populate(bytes.start, bytes.len());
-        Fetched::Mapped
-    }
-
-    fn populate_columns(&self) {
-        for (at, size) in self.columns.iter().zip(Self::POD_BYTES) {
-            self.populate(at + self.pods.start * size, self.pods.len() * size);
-        }
-    }
-
-    /// Bytes of the map holding the samples the window's pods point to
-    /// (clamped to the sample array: the pods are not validated yet).
-    fn sample_bytes(&self) -> Range<usize> {
-        let map: &[u8] = &self.map;
-        let offset: &[u64] = col(map, self.columns[3], &self.pods);
-        let length: &[u32] = col(map, self.columns[2], &self.pods);
-        let (lo, hi) = offset
-            .iter()
-            .zip(length)
-            .fold((u64::MAX, 0u64), |(lo, hi), (&o, &n)| {
-                (lo.min(o), hi.max(o.saturating_add(u64::from(n))))
-            });
-        let n_samples = ((self.samples.end - self.samples.start) / 2) as u64;
-        let (lo, hi) = (lo.min(n_samples) as usize, hi.min(n_samples) as usize);
-        if lo < hi {
-            self.samples.start + 2 * lo..self.samples.start + 2 * hi
-        } else {
-            0..0
-        }
-    }
-
-    fn populate(&self, offset: usize, len: usize) {
-        let page = 4096;
-        let a = offset / page * page;
-        let b = (offset + len).min(self.map.len());
-        if b > a {
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::PopulateRead, a, b - a);
-        }
-    }
-}
-
 /// The pods of a range of events (see [`RawFile::pod_batch`]).
 #[derive(Debug)]
 pub struct PodBatch<'a> {
     base: u64,
-    pods: std::borrow::Cow<'a, [PodRecord]>,
+    pub(super) pods: std::borrow::Cow<'a, [PodRecord]>,
     /// The window's samples, read directly; the pods' offsets are then
     /// counted from its first sample.
-    direct: Option<DirectWindow>,
+    pub(super) direct: Option<DirectWindow>,
 }
 
 impl PodBatch<'_> {
@@ -697,72 +606,7 @@ impl RawFile {
         self.window(events, buffer, true)
     }
 
-    /// [`RawFile::pod_batch_reusing`] for a window a prefetch thread is
-    /// reading ahead right now ([`Readahead`]): its samples are not mapped
-    /// in one call first, so the reconstruction starts on the window's first
-    /// events while the rest arrive instead of waiting for all of them.
-    ///
-    /// # Errors
-    /// As [`RawFile::pod_batch`].
-    pub fn pod_batch_behind_readahead(
-        &self,
-        events: Range<usize>,
-        buffer: Vec<PodRecord>,
-    ) -> Result<PodBatch<'_>, RawError> {
-        self.window(events, buffer, false)
-    }
-
-    /// [`RawFile::pod_batch_reusing`] for a window the prefetch thread
-    /// fetched ([`Readahead::fetch`]): when it read the window's samples
-    /// directly, the batch serves them from its buffer (the pods' offsets
-    /// rebased to it); otherwise, or when the buffer does not hold every
-    /// sample the validated pods point to, from the map (the buffer then goes
-    /// back to `pool`).
-    ///
-    /// # Errors
-    /// As [`RawFile::pod_batch`].
-    pub fn pod_batch_fetched(
-        &self,
-        events: Range<usize>,
-        buffer: Vec<PodRecord>,
-        fetched: Fetched,
-        pool: &BufferPool,
-    ) -> Result<PodBatch<'_>, RawError> {
-        let Fetched::Direct(w) = fetched else {
-            return self.window(events, buffer, false);
-        };
-        let (mut batch, covered) = self.window_covered(events, buffer, false)?;
-        let start = match &self.samples {
-            Samples::Mapped { start, .. } => *start,
-            Samples::Owned(_) => usize::MAX,
-        };
-        // The buffer's first sample, when it starts on one; it must hold
-        // every sample the validated pods cover.
-        let held = w.file_bytes();
-        let first = held
-            .start
-            .checked_sub(start)
-            .filter(|skip| skip % 2 == 0)
-            .map(|skip| skip / 2);
-        let usable = first.zip(covered.as_ref()).is_some_and(|(first, c)| {
-            first as u64 <= c.start
-                && start + 2 * c.end as usize <= held.end
-                && bytemuck::try_cast_slice::<u8, i16>(w.bytes()).is_ok()
-        });
-        let first = first.unwrap_or(0);
-        match (&mut batch.pods, usable) {
-            (std::borrow::Cow::Owned(pods), true) => {
-                for p in pods.iter_mut() {
-                    p.offset -= first as u64;
-                }
-                batch.direct = Some(w);
-            }
-            _ => pool.give(w.into_buffer()),
-        }
-        Ok(batch)
-    }
-
-    fn window(
+    pub(super) fn window(
         &self,
         events: Range<usize>,
         buffer: Vec<PodRecord>,
@@ -774,7 +618,7 @@ impl RawFile {
 
     /// The window's pods, and the samples they cover when read from the
     /// pod columns (validated).
-    fn window_covered(
+    pub(super) fn window_covered(
         &self,
         events: Range<usize>,
         mut buffer: Vec<PodRecord>,
@@ -834,7 +678,7 @@ impl RawFile {
     }
 
     /// The pods of `events`, as (first, end): first >= end when they have none.
-    fn pod_span(&self, events: Range<usize>) -> (u64, u64) {
+    pub(super) fn pod_span(&self, events: Range<usize>) -> (u64, u64) {
         events
             .filter(|&i| self.pod_count[i] > 0)
             .map(|i| {
@@ -842,74 +686,6 @@ impl RawFile {
                 (first, first + u64::from(self.pod_count[i]))
             })
             .fold((u64::MAX, 0), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)))
-    }
-
-    /// What [`RawFile::pod_batch`] of `events` will read, to be made resident
-    /// ahead of time ([`Readahead::run`]); None when the file is not read
-    /// through the memory map or the events have no pods.
-    pub fn readahead(&self, events: Range<usize>) -> Option<Readahead> {
-        self.readahead_for(events, false)
-    }
-
-    /// [`RawFile::readahead`] of a window whose samples, when `cold` (see
-    /// [`RawFile::is_cold`]), are read directly from disk rather than into the
-    /// page cache when it is fetched ([`Readahead::fetch`]).
-    pub fn readahead_for(&self, events: Range<usize>, cold: bool) -> Option<Readahead> {
-        let columns = self.pod_columns.as_ref()?.mapped?;
-        let Samples::Mapped { map, start, len } = &self.samples else {
-            return None;
-        };
-        let n = self.n_events();
-        let (lo, hi) = self.pod_span(events.start.min(n)..events.end.min(n));
-        (lo < hi).then(|| Readahead {
-            map: map.clone(),
-            columns,
-            pods: lo as usize..hi as usize,
-            samples: *start..*start + 2 * *len,
-            direct: if cold { self.direct.clone() } else { None },
-        })
-    }
-
-    /// True when less than 90 % of the samples of `events` are in the page
-    /// cache (and the file can be read directly): then they are better read
-    /// directly from disk than faulted into the cache (`crate::raw::direct`).
-    /// Not half: reading a range through the map, the kernel reads the next
-    /// megabytes ahead, and the next unit of the same file would count as
-    /// cached and be read through the map in turn.
-    /// Decided from the page cache before anything of the range is read; the
-    /// two pod entries that bound it are read through HDF5, not the map (a
-    /// fault there would read the neighbouring megabytes into the cache).
-    pub fn is_cold(&self, events: Range<usize>) -> bool {
-        let (Some(_), Some(c), Samples::Mapped { map, start, len }) =
-            (&self.direct, &self.pod_columns, &self.samples)
-        else {
-            return false;
-        };
-        let n = self.n_events();
-        let (lo, hi) = self.pod_span(events.start.min(n)..events.end.min(n));
-        if lo >= hi {
-            return false;
-        }
-        let one = |d: &hdf5::Dataset, at: u64| -> Option<u64> {
-            let at = usize::try_from(at).ok()?;
-            d.read_slice_1d::<u64, _>(at..at + 1).ok()?.first().copied()
-        };
-        let first = one(&c.offset, lo);
-        let last = one(&c.offset, hi - 1);
-        let last_len = c
-            .length
-            .read_slice_1d::<u32, _>(hi as usize - 1..hi as usize)
-            .ok()
-            .and_then(|a| a.first().copied());
-        let (Some(first), Some(last), Some(last_len)) = (first, last, last_len) else {
-            return false;
-        };
-        let end = last.saturating_add(u64::from(last_len)).min(*len as u64);
-        if end <= first {
-            return false;
-        }
-        let bytes = start + 2 * first as usize..start + 2 * end as usize;
-        super::direct::resident_fraction(map, bytes) < 0.9
     }
 
     /// Event `index` (row) as a zero-copy view with its pods from `batch`.

@@ -35,6 +35,9 @@
 //! A job of one rank (no launcher, or a launcher that started one task)
 //! does not initialise MPI at all: its start-up is milliseconds, not the
 //! ~0.5 s of Open MPI's singleton start-up; see `ranks`.
+//!
+//! A unit's events go read -> reconstruct -> write in `stream::stream_range`;
+//! `columns` turns reconstructed events into RQ columns.
 
 pub mod abort;
 pub mod cli;
@@ -43,6 +46,7 @@ pub mod distribute;
 mod finisher;
 pub mod plan;
 pub mod ranks;
+pub mod stream;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -157,7 +161,7 @@ pub struct RankStats {
 /// reading was 10-11 % of its busy time (2-4.5 % asking a window ahead), and
 /// the other rank idled at the end. Asking earlier holds a unit back from
 /// the other ranks for longer.
-const ASK_AHEAD_EVENTS: usize = columns::POD_WINDOW_EVENTS;
+const ASK_AHEAD_EVENTS: usize = stream::POD_WINDOW_EVENTS;
 
 /// Failed inputs the summary names (the batch log then says which inputs
 /// failed and why without opening the result records).
@@ -499,7 +503,7 @@ impl Job<'_> {
         let cold = raw
             .as_ref()
             .is_ok_and(|raw| raw.is_cold(first..unit.end_event as usize));
-        let window = columns::window_events(self.opts.batch_events, cold)
+        let window = stream::window_events(self.opts.batch_events, cold)
             .min((unit.end_event - unit.first_event) as usize);
         let fetch = raw
             .as_ref()
@@ -516,12 +520,15 @@ impl Job<'_> {
     /// Process one unit, streaming its events batch by batch into its RQ
     /// output (the file's, or a part's when the file is split); returns its
     /// statistics. A bad event fails the unit and leaves no output. `opened`
-    /// is its input when it was opened ahead ([`Job::open_ahead`]); `between`
-    /// gets the events left after each batch.
+    /// is its input when it was opened ahead ([`Job::open_ahead`]);
+    /// `pod_buffer` is the rank's pod window buffer (see
+    /// [`stream::stream_range`]); `between` gets the events left after each
+    /// batch.
     fn run_unit(
         &self,
         unit: Unit,
         opened: Option<Opened>,
+        pod_buffer: &mut Vec<tpcflow_reco::PodRecord>,
         between: &mut dyn FnMut(usize),
     ) -> Result<RankStats> {
         let start = Instant::now();
@@ -540,7 +547,7 @@ impl Job<'_> {
             fetch: None,
             cold: None,
         });
-        let read_ahead = columns::ReadAhead {
+        let read_ahead = stream::ReadAhead {
             prefetcher: &self.prefetch,
             first_window: opened.fetch,
             cold: opened.cold,
@@ -550,7 +557,7 @@ impl Job<'_> {
             Ok(raw) => {
                 let range = unit.first_event as usize..unit.end_event as usize;
                 let mut sink = |out| Ok(columns::append_to(&mut writer, out)?);
-                match columns::stream_range(
+                match stream::stream_range(
                     &raw,
                     range,
                     &self.opts.conditions.detector,
@@ -558,18 +565,19 @@ impl Job<'_> {
                     self.opts.batch_events,
                     &self.pool,
                     Some(read_ahead),
+                    pod_buffer,
                     between,
                     &mut sink,
                 ) {
                     Ok(counts) => Ok(counts),
-                    Err(columns::StreamError::Event(e)) => Err(e),
+                    Err(stream::StreamError::Event(e)) => Err(e),
                     // A full disk fails this input (recorded below, after the
                     // writer's temporary is removed).
-                    Err(columns::StreamError::Sink(e)) if is_no_space(&e) => {
+                    Err(stream::StreamError::Sink(e)) if is_no_space(&e) => {
                         Err(no_space_message(&target, &format!("{e:#}")))
                     }
                     // Any other output fault is the job's, not the input's.
-                    Err(columns::StreamError::Sink(e)) => return Err(e),
+                    Err(stream::StreamError::Sink(e)) => return Err(e),
                 }
             }
         };
@@ -836,6 +844,8 @@ fn run_job(opts: &RecoJobOptions, world: Ranks<'_>) -> Result<(Option<JobSummary
     // current one finishes.
     let mut next: Option<(usize, Opened)> = None;
     let mut first_batch: Option<f64> = None;
+    // The pod window buffer, reused by each unit of this rank.
+    let mut pod_buffer = Vec::new();
     loop {
         let t = Instant::now();
         let Some(u) = queue.next_unit() else {
@@ -852,7 +862,7 @@ fn run_job(opts: &RecoJobOptions, world: Ranks<'_>) -> Result<(Option<JobSummary
             ))
         } else {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                job.run_unit(units[u], opened, &mut |left| {
+                job.run_unit(units[u], opened, &mut pod_buffer, &mut |left| {
                     first_batch.get_or_insert_with(|| opts.started.elapsed().as_secs_f64());
                     if let Some(b) = &bar {
                         b.set_position(queue.handed_out());

@@ -62,6 +62,7 @@ use crate::adler::{digest_file, same_checksum};
 use crate::catalog::{Catalog, CatalogError, CopyStart, ReplicaState, Site, TransferItem};
 use crate::exclusive_lock::{transfer_lock_path, ExclusiveLock, LockError};
 
+pub mod cli;
 pub mod outputs;
 
 /// Default retry cap: a replica is `bad` after this many failed attempts.

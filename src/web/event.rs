@@ -31,7 +31,7 @@ use super::event_view::{
 use super::params::Params;
 use super::waveform::{self, ChannelTrace};
 use super::{AppState, WebError};
-use crate::catalog::web_queries::RunOutput;
+use crate::catalog::RunOutput;
 use crate::catalog::Site;
 use crate::raw::RawFile;
 use crate::rq::{read_event_ids, read_rq_file, ColumnData, RqFile};

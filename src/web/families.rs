@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::params::Params;
 use super::WebError;
-use crate::catalog::web_queries::FamilyRun;
+use crate::catalog::FamilyRun;
 use crate::catalog::{utc_string, CampaignProgress, Catalog, SimProgress};
 
 /// Parameters of `/api/families` and `/families`.

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::params::{parse_uint, Params};
 use super::{blocking, AppState, WebError};
-use crate::catalog::web_queries::RunMovement;
+use crate::catalog::RunMovement;
 use crate::catalog::{now_unix_s, utc_string};
 
 /// Parameters of `/api/runs` and `/`.

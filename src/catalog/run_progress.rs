@@ -1,6 +1,6 @@
-//! Read-only queries behind the web pages (`tpcflow serve`): the run table of
-//! data movement, per-run family progress, and the outputs an event lookup
-//! starts from. Nothing here writes.
+//! How far each run has got, read-only: the run table of data movement, a
+//! family's (campaign's) progress per run, whether a run is catalogued, and
+//! when its newest raw file was written. Nothing here writes.
 //!
 //! ```text
 //! run_movement       every detector run: files catalogued, verified replicas
@@ -8,18 +8,14 @@
 //!                    `failed` or a bad/lost replica, as `tpcflow status`
 //!                    counts them); simulated runs are their families' rows
 //! family_runs        one campaign's tasks grouped by run: done, failed, in flight
-//! outputs_of_run     the RQ outputs of a run's raw files, newest per file, as
-//!                    the server's RQ root (USDC's) holds them: an output made
-//!                    at UKDC by its verified USDC replica
-//! verified_replicas  where a raw file can be read
-//! runs_using_conditions  runs with outputs of campaigns using a conditions tag
+//! run_exists         whether a run is catalogued
 //! run_last_file_at   when a run's newest raw file was written at SURF
 //! ```
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use super::{Catalog, CatalogError, ReplicaState, Site};
+use super::{Catalog, CatalogError, Site};
 
 /// One row of the run table of data movement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,25 +67,6 @@ pub struct FamilyRun {
     pub failed: u64,
     /// Tasks queued or in jobs.
     pub in_flight: u64,
-}
-
-/// The RQ output of one raw file, with what an event lookup needs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunOutput {
-    /// Raw file id.
-    pub file_id: i64,
-    /// Sequence of the raw file within the run.
-    pub sequence: u32,
-    /// Raw file name.
-    pub file_name: String,
-    /// Lineage hash of the output.
-    pub lineage_hash: String,
-    /// RQ file path as catalogued.
-    pub rq_path: String,
-    /// Events in the RQ file.
-    pub events: u64,
-    /// Catalogue time [s since the Unix epoch].
-    pub catalogued_at: f64,
 }
 
 impl Catalog {
@@ -192,92 +169,6 @@ impl Catalog {
             .optional()
             .map(|r| r.is_some())
             .map_err(self.sql("look up run"))
-    }
-
-    /// The RQ outputs of a run's raw files by sequence: of `lineage` when
-    /// given, else the newest output of each file. The path is the output's,
-    /// or for one made at another site, its verified USDC replica's (relative
-    /// to USDC's RQ root, which the server reads).
-    ///
-    /// # Errors
-    /// [`CatalogError::Sqlite`].
-    pub fn outputs_of_run(
-        &self,
-        run: u32,
-        lineage: Option<&str>,
-    ) -> Result<Vec<RunOutput>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT f.id, f.sequence, f.name, o.lineage_hash,
-                   coalesce((SELECT r.path FROM output_replicas r WHERE r.output_id = o.id
-                               AND r.site = 'USDC' AND r.state = 'verified' AND r.source IS NOT NULL),
-                            o.rq_path),
-                   o.events, o.catalogued_at
-                 FROM raw_files f JOIN outputs o ON o.file_id = f.id
-                 WHERE f.run = ?1 AND (?2 IS NULL OR o.lineage_hash = ?2)
-                 ORDER BY f.sequence, o.catalogued_at DESC, o.id DESC",
-            )
-            .map_err(self.sql("outputs of run"))?;
-        let mut rows: Vec<RunOutput> = st
-            .query_map(params![run, lineage], |r| {
-                Ok(RunOutput {
-                    file_id: r.get(0)?,
-                    sequence: r.get(1)?,
-                    file_name: r.get(2)?,
-                    lineage_hash: r.get(3)?,
-                    rq_path: r.get(4)?,
-                    events: r.get(5)?,
-                    catalogued_at: r.get(6)?,
-                })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("outputs of run"))?;
-        // Newest first within a file: keep the first row of each file.
-        rows.dedup_by_key(|o| o.file_id);
-        Ok(rows)
-    }
-
-    /// The verified replicas of a raw file as (site, path relative to the site root).
-    ///
-    /// # Errors
-    /// [`CatalogError::Sqlite`].
-    pub fn verified_replicas(&self, file_id: i64) -> Result<Vec<(Site, String)>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT site, path FROM replicas WHERE file_id = ?1 AND state = ?2 ORDER BY site",
-            )
-            .map_err(self.sql("list verified replicas"))?;
-        let rows = st
-            .query_map(params![file_id, ReplicaState::Verified], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list verified replicas"));
-        rows
-    }
-
-    /// Runs with at least one catalogued output of a campaign whose
-    /// conditions are `tag`, ascending.
-    ///
-    /// # Errors
-    /// [`CatalogError::Sqlite`].
-    pub fn runs_using_conditions(&self, tag: &str) -> Result<Vec<u32>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT DISTINCT f.run FROM campaigns c
-                 JOIN outputs o ON o.lineage_hash = c.lineage_hash
-                 JOIN raw_files f ON f.id = o.file_id
-                 WHERE c.conditions_tag = ?1 ORDER BY f.run",
-            )
-            .map_err(self.sql("runs using conditions"))?;
-        let rows = st
-            .query_map([tag], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("runs using conditions"));
-        rows
     }
 
     /// When the newest raw file of a run was written at SURF (its

@@ -30,6 +30,8 @@
 //! tpcflow retire --catalog C --data-root D --site SURF --grace-s 86400
 //! ```
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

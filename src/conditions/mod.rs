@@ -6,6 +6,8 @@
 //! path/to/file.toml` reads that file. The SHA-256 of the file's bytes is kept
 //! so that outputs can record exactly which conditions made them.
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tpcflow_reco::detector::{DetectorModel, DetectorParams, ModelError};
 
 /// Conditions files compiled into the binary, by tag.
-const BUILTIN: &[(&str, &str)] = &[("v1", include_str!("../conditions/v1.toml"))];
+const BUILTIN: &[(&str, &str)] = &[("v1", include_str!("../../conditions/v1.toml"))];
 
 /// Errors loading conditions.
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +234,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_and_field() {
-        let text = include_str!("../conditions/v1.toml").replace("g1 = 0.112", "g1 = 2.0");
+        let text = include_str!("../../conditions/v1.toml").replace("g1 = 0.112", "g1 = 2.0");
         let e = Conditions::parse(&text, Path::new("bad.toml")).unwrap_err();
         let msg = e.to_string();
         assert!(
@@ -241,7 +243,7 @@ mod tests {
         );
 
         let text =
-            include_str!("../conditions/v1.toml").replace("g1 = 0.112", "g1 = 0.112\ng3 = 1");
+            include_str!("../../conditions/v1.toml").replace("g1 = 0.112", "g1 = 0.112\ng3 = 1");
         let msg = Conditions::parse(&text, Path::new("bad.toml"))
             .unwrap_err()
             .to_string();

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::cli::CatalogPathArg;
-use super::{utc_string, Catalog, NewConditions};
+use crate::catalog::cli::CatalogPathArg;
+use crate::catalog::{now_unix_s, utc_string, Catalog, NewConditions};
 
 /// `tpcflow conditions ...`
 #[derive(Debug, clap::Subcommand)]
@@ -225,7 +225,7 @@ pub fn run_conditions(cmd: ConditionsCommand) -> Result<()> {
                 tracing::warn!(%tag, first_run, %by, reason = %decision.reason, "conditions published");
                 println!(
                     "conditions {tag} PUBLISHED from run {first_run} by {by} at {}: {}",
-                    utc_string(super::now_unix_s()),
+                    utc_string(now_unix_s()),
                     decision.reason
                 );
             } else {

@@ -20,6 +20,8 @@
 //! Temporary names (`.x.tmp`) are in-progress copies, listed apart; the
 //! sidecars `RUNINFO.toml` and `*.truth.h5` (simulation truth) are not data.
 
+pub mod cli;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
