@@ -234,6 +234,7 @@ pub fn default_threads(explicit: Option<usize>) -> usize {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let local = env("OMPI_COMM_WORLD_LOCAL_SIZE")
+        .or_else(|| env("MPI_LOCALNRANKS"))
         .or_else(|| env("SLURM_NTASKS_PER_NODE"))
         .unwrap_or(1);
     (cores / local.max(1)).max(1)
