@@ -92,6 +92,16 @@ pub fn library_version() -> String {
         .unwrap_or_else(|_| "unknown (non-UTF-8 version string)".to_string())
 }
 
+/// Which SLURM launch the MPI library named by `version` needs.
+fn launcher_hint(version: &str) -> &'static str {
+    if version.contains("MPICH") {
+        "this tpcflow is built with MPICH: under SLURM use `srun --mpi=pmi2`, \
+         or the site's own plugin (Cray MPICH: plain `srun`)"
+    } else {
+        "this tpcflow is built with Open MPI: under SLURM use `srun --mpi=pmix`"
+    }
+}
+
 /// Check that the world MPI gave us is the one the launcher announced.
 ///
 /// A misconfigured launcher (e.g. MPICH under `srun --mpi=pmix`) starts N lone
@@ -105,8 +115,9 @@ pub fn check_world_size(mpi_size: u32, launch: &LaunchInfo) -> anyhow::Result<()
             announced == mpi_size,
             "MPI world size is {mpi_size} but the launcher ({}) started {announced} tasks: \
              the MPI library and the launcher do not talk to each other \
-             (with Open MPI under SLURM use `srun --mpi=pmix`)",
-            launch.launcher
+             ({})",
+            launch.launcher,
+            launcher_hint(&library_version())
         );
     }
     Ok(())
@@ -134,5 +145,11 @@ mod tests {
         );
         assert_eq!(singleton_env(&lone, Some("munge".as_ref())), None);
         assert_eq!(singleton_env(&srun, None), None);
+    }
+
+    #[test]
+    fn the_launcher_hint_follows_the_linked_library() {
+        assert!(launcher_hint("MPICH Version:      4.0.2").contains("--mpi=pmi2"));
+        assert!(launcher_hint("Open MPI v4.1.4, package: Debian").contains("--mpi=pmix"));
     }
 }

@@ -238,6 +238,7 @@ pub fn default_threads(explicit: Option<usize>) -> usize {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let local = env("OMPI_COMM_WORLD_LOCAL_SIZE")
+        .or_else(|| env("MPI_LOCALNRANKS"))
         .or_else(|| env("SLURM_NTASKS_PER_NODE"))
         .unwrap_or(1);
     (cores / local.max(1)).max(1)
@@ -270,16 +271,16 @@ fn commit_ok(
     }
     r.status = "ok".into();
     if whole {
-        r.output_adler32 = Some(crate::adler::digest_file(&path)?.adler32);
+        r.output_adler32 = Some(crate::adler::digest_mapped(&path)?.adler32);
         r.output = Some(path);
     }
     write_json_atomic(&record, &r)
 }
 
-/// Check `input` against its catalogued adler32 (read once, 1 MiB blocks);
-/// the error names the file, the expected and the actual checksum.
+/// Check `input` against its catalogued adler32 (read once through a memory
+/// map); the error names the file, the expected and the actual checksum.
 fn verify_input_adler32(input: &Path, expected: &str) -> Result<(), String> {
-    let actual = crate::adler::digest_file(input)
+    let actual = crate::adler::digest_mapped(input)
         .map_err(|e| e.to_string())?
         .adler32;
     if crate::adler::same_checksum(&actual, expected) {
@@ -396,7 +397,7 @@ impl Job<'_> {
         let adler32 = if let Some(known) = known {
             known
         } else if checksum {
-            crate::adler::digest_file(input)?.adler32
+            crate::adler::digest_mapped(input)?.adler32
         } else {
             String::new()
         };

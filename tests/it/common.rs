@@ -181,11 +181,14 @@ pub fn two_rank_reco_script(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let script = dir.join("reco.sbatch");
-    tpcflow::sbatch::write_script(
-        &script,
-        &Template::load("local").unwrap().render(&values).unwrap(),
-    )
-    .unwrap();
+    // The template launches Open MPI's ranks through PMIx; an MPICH build
+    // needs PMI-2.
+    let text = Template::load("local")
+        .unwrap()
+        .render(&values)
+        .unwrap()
+        .replace("--mpi=pmix", srun_mpi());
+    tpcflow::sbatch::write_script(&script, &text).unwrap();
     (script, log)
 }
 
@@ -204,6 +207,62 @@ pub fn simulate_mixed(run: u32, dir: &Path, files: u32, events: u32) -> Vec<Path
         live_rate_hz: None,
     };
     tpcflow::sim::run(&opts, &cond).unwrap().files
+}
+
+/// The MPI library the tests (and the `tpcflow` binary) are built against:
+/// Open MPI by default, MPICH under `scripts/test-mpich.sh`. The launchers
+/// the tests start follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestMpi {
+    OpenMpi,
+    Mpich,
+}
+
+/// Which MPI this build links (`MPI_Get_library_version`, callable before
+/// `MPI_Init`).
+pub fn test_mpi() -> TestMpi {
+    if tpcflow::mpi_env::library_version().contains("MPICH") {
+        TestMpi::Mpich
+    } else {
+        TestMpi::OpenMpi
+    }
+}
+
+/// `mpirun -n ranks` of the linked MPI, oversubscribing the cores and binding
+/// nothing: Open MPI's `mpirun`, MPICH's Hydra `mpiexec.mpich` (which passes
+/// the whole environment to the ranks by default).
+pub fn mpirun(ranks: u32) -> Command {
+    let n = ranks.to_string();
+    match test_mpi() {
+        TestMpi::OpenMpi => {
+            let mut c = Command::new("mpirun");
+            c.args(["-n", &n, "--oversubscribe", "--bind-to", "none"]);
+            c
+        }
+        TestMpi::Mpich => {
+            let mut c = Command::new("mpiexec.mpich");
+            c.args(["-n", &n, "-bind-to", "none"]);
+            c
+        }
+    }
+}
+
+/// The variable in which the linked MPI's launcher tells a rank its number
+/// (for wrapper scripts that treat one rank differently).
+pub fn launcher_rank_var() -> &'static str {
+    match test_mpi() {
+        TestMpi::OpenMpi => "OMPI_COMM_WORLD_RANK",
+        TestMpi::Mpich => "PMI_RANK",
+    }
+}
+
+/// `srun --mpi=` plugin for the linked MPI: PMIx for Open MPI; PMI-2 for
+/// MPICH (under PMIx each MPICH rank runs alone as rank 0 of 1).
+pub fn srun_mpi() -> &'static str {
+    match test_mpi() {
+        TestMpi::OpenMpi => "--mpi=pmix",
+        TestMpi::Mpich => "--mpi=pmi2",
+    }
 }
 
 /// Open MPI allowed to run as root, and no inherited SLURM thread count.

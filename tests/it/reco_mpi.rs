@@ -13,18 +13,11 @@ use tpcflow::slurm::{self, JobState};
 
 use crate::common::*;
 
-/// `[mpirun -n ranks] tpcflow reco ...`
+/// `[mpirun -n ranks] tpcflow reco ...` (the linked MPI's launcher)
 fn reco(ranks: u32, threads: u32, inputs: &[PathBuf], out: &Path, extra: &[&str]) -> Output {
     let mut cmd = if ranks > 1 {
-        let mut c = Command::new("mpirun");
-        c.args([
-            "-n",
-            &ranks.to_string(),
-            "--oversubscribe",
-            "--bind-to",
-            "none",
-        ])
-        .arg(tpcflow_bin());
+        let mut c = mpirun(ranks);
+        c.arg(tpcflow_bin());
         c
     } else {
         Command::new(tpcflow_bin())

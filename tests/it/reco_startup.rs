@@ -103,12 +103,15 @@ fn one_rank_under_mpirun_and_srun_starts_in_milliseconds() {
     let dir = scratch("startup-launched");
     let input = one_event_file(dir.path());
     let out = dir.path().join("out");
-    let (first, _) = best_of_runs(&["mpirun", "-n", "1", "--bind-to", "none"], &input, &out);
+    let launcher = mpirun(1);
+    let mut mpirun_n1 = vec![launcher.get_program().to_str().unwrap()];
+    mpirun_n1.extend(launcher.get_args().map(|a| a.to_str().unwrap()));
+    let (first, _) = best_of_runs(&mpirun_n1, &input, &out);
     assert!(
         first <= FIRST_EVENT_BOUND_S,
         "mpirun -n 1: first batch after {first:.3} s (bound {FIRST_EVENT_BOUND_S} s)"
     );
-    let (first, _) = best_of_runs(&["srun", "-n", "1", "--mpi=pmix"], &input, &out);
+    let (first, _) = best_of_runs(&["srun", "-n", "1", srun_mpi()], &input, &out);
     assert!(
         first <= FIRST_EVENT_BOUND_S,
         "srun -n 1: first batch after {first:.3} s (bound {FIRST_EVENT_BOUND_S} s)"

@@ -27,7 +27,8 @@ fn sbatch_mpi_selftest_two_ranks_across_nodes() {
             "#!/bin/bash\n#SBATCH --job-name=tpcflow-selftest\n#SBATCH --nodes={n_nodes}\n\
              #SBATCH --ntasks=2\n#SBATCH --time=00:05:00\n#SBATCH --output={log}\n\
              export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1\n\
-             srun --mpi=pmix {bin} mpi-selftest --out {out} --expect-size 2\n",
+             srun {mpi} {bin} mpi-selftest --out {out} --expect-size 2\n",
+            mpi = srun_mpi(),
             log = dir.path().join("job.log").display(),
             bin = tpcflow_bin().display(),
             out = out.display(),
@@ -91,6 +92,53 @@ fn sbatch_mpi_selftest_two_ranks_across_nodes() {
         let expect_sum = base * n + n * (n - 1) / 2;
         assert_eq!(py.trim(), format!("{n} {expect_sum} {rank}"));
     }
+}
+
+/// `srun` with the PMI plugin of the other MPI: Open MPI's ranks fail in
+/// `MPI_Init` under PMI-2; MPICH's ranks under PMIx each run alone as rank 0
+/// of 1 and would all exit 0 after reconstructing every input once per rank.
+/// Either way the job must fail and write no RQ file.
+#[test]
+fn reco_under_a_launcher_the_mpi_library_does_not_speak_fails() {
+    if !require_cluster() {
+        return;
+    }
+    let _cluster = cluster_shared();
+    let wrong = match test_mpi() {
+        TestMpi::OpenMpi => "--mpi=pmi2",
+        TestMpi::Mpich => "--mpi=pmix",
+    };
+    let dir = scratch("wrong-launcher");
+    let inputs = simulate_mixed(33, &dir.path().join("SURF"), 2, 2);
+    let out = dir.path().join("rq");
+    let mut cmd = Command::new("srun");
+    cmd.args(["-n", "2", wrong, "--kill-on-bad-exit=1"])
+        .arg(tpcflow_bin());
+    let o = mpi_env(&mut cmd)
+        .env("TPCFLOW_LOG", "warn")
+        .args(["reco", "--threads", "1", "--out-dir"])
+        .arg(&out)
+        .arg("--inputs")
+        .args(&inputs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "srun {wrong} succeeded:\n{stderr}");
+    if test_mpi() == TestMpi::Mpich {
+        assert!(
+            stderr.contains("MPI world size is 1 but the launcher (srun) started 2 tasks"),
+            "{stderr}"
+        );
+    }
+    let written: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        written
+            .iter()
+            .all(|n| !n.to_string_lossy().ends_with(".rq.h5")),
+        "RQ files written: {written:?}"
+    );
 }
 
 #[test]
