@@ -33,7 +33,7 @@ use clap::ValueEnum;
 use tpcflow_reco::RecoConfig;
 
 use super::accounting::{self, Resources, Retry};
-use super::submit::{resource_args, unavailable};
+use super::submit::resource_args;
 use super::{sites::ProcSite, Dispatcher, PassReport};
 use crate::catalog::{
     CampaignRow, CampaignState, Catalog, JobKind, JobRow, JobState, NewRawFile, SimSpec,
@@ -251,32 +251,15 @@ impl Dispatcher {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         report.slurm_calls += 1;
-        match ps
+        let result = ps
             .client
             .submit(&script, &args)
-            .map_err(anyhow::Error::from)
-        {
-            Ok(slurm_id) => {
-                self.catalog.jobs_accepted(&ids, slurm_id)?;
-                tracing::info!(job = %name, slurm_id, site = %ps.site, files = ids.len(), "simulation array submitted");
-                report.jobs_submitted += ids.len();
-                report.arrays_submitted += 1;
-                report.sim_files_submitted += ids.len();
-                *report.submitted_at.entry(ps.site.to_string()).or_default() += ids.len();
-                Ok(true)
-            }
-            Err(e) => {
-                if let Some(e) = unavailable(&e) {
-                    // Maybe accepted: the intents stay for the reconciliation.
-                    self.slurm_unavailable(ps, e, report)?;
-                    return Ok(false);
-                }
-                let msg = format!("sbatch failed for {name}: {e:#}");
-                self.catalog.jobs_never_submitted(&ids, &msg)?;
-                report.warnings.push(msg);
-                Ok(false)
-            }
+            .map_err(anyhow::Error::from);
+        let accepted = self.settle_submission(ps, &name, &ids, true, result, report)?;
+        if accepted {
+            report.sim_files_submitted += ids.len();
         }
+        Ok(accepted)
     }
 
     /// The resources an array of these simulation tasks asks for: the most any needs.

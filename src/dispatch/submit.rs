@@ -218,22 +218,46 @@ impl Dispatcher {
         let res_args: Vec<&str> = res_args.iter().map(String::as_str).collect();
         let result = self.sbatch(ps, c, &name, &dir, &inputs, &dir.join("job.log"), &res_args);
         report.slurm_calls += 1;
+        tracing::debug!(job = %name, files = ids.len(), "sbatch answered");
+        self.settle_submission(ps, &name, &[job_id], false, result, report)
+    }
+
+    /// What one `sbatch` of the catalog jobs `job_ids` (one plain job, or
+    /// the elements of an array) came to: accepted, the jobs take its SLURM
+    /// id and count as submitted at `ps`; SLURM unavailable, the intents stay
+    /// for the reconciliation (it may have been accepted); refused, the jobs
+    /// never ran and their tasks are queued again, with the reason as a
+    /// warning. Returns whether it was accepted.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub(super) fn settle_submission(
+        &self,
+        ps: &sites::ProcSite,
+        name: &str,
+        job_ids: &[i64],
+        array: bool,
+        result: Result<u64>,
+        report: &mut PassReport,
+    ) -> Result<bool> {
         match result {
             Ok(slurm_id) => {
-                self.catalog.job_accepted(job_id, slurm_id)?;
-                tracing::info!(job = %name, slurm_id, site = %ps.site, files = ids.len(), "submitted");
-                report.jobs_submitted += 1;
-                *report.submitted_at.entry(ps.site.to_string()).or_default() += 1;
+                self.catalog.jobs_accepted(job_ids, slurm_id)?;
+                tracing::info!(job = %name, slurm_id, site = %ps.site, jobs = job_ids.len(), array, "submitted");
+                report.jobs_submitted += job_ids.len();
+                if array {
+                    report.arrays_submitted += 1;
+                }
+                *report.submitted_at.entry(ps.site.to_string()).or_default() += job_ids.len();
                 Ok(true)
             }
             Err(e) => {
                 if let Some(e) = unavailable(&e) {
-                    // Maybe accepted: the intent stays for the reconciliation.
                     self.slurm_unavailable(ps, e, report)?;
                     return Ok(false);
                 }
                 let msg = format!("sbatch failed for {name}: {e:#}");
-                self.catalog.job_never_submitted(job_id, &msg)?;
+                self.catalog.jobs_never_submitted(job_ids, &msg)?;
                 report.warnings.push(msg);
                 Ok(false)
             }
@@ -280,27 +304,8 @@ impl Dispatcher {
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let result = self.sbatch(ps, c, &name, &dir, &inputs, &dir.join("job-%a.log"), &extra);
         report.slurm_calls += 1;
-        match result {
-            Ok(slurm_id) => {
-                self.catalog.jobs_accepted(&ids, slurm_id)?;
-                tracing::info!(job = %name, slurm_id, elements = ids.len(), %array, "submitted array");
-                report.jobs_submitted += ids.len();
-                report.arrays_submitted += 1;
-                *report.submitted_at.entry(ps.site.to_string()).or_default() += ids.len();
-                Ok(true)
-            }
-            Err(e) => {
-                if let Some(e) = unavailable(&e) {
-                    // Maybe accepted: the intents stay for the reconciliation.
-                    self.slurm_unavailable(ps, e, report)?;
-                    return Ok(false);
-                }
-                let msg = format!("sbatch failed for {name}: {e:#}");
-                self.catalog.jobs_never_submitted(&ids, &msg)?;
-                report.warnings.push(msg);
-                Ok(false)
-            }
-        }
+        tracing::debug!(job = %name, %array, "sbatch answered");
+        self.settle_submission(ps, &name, &ids, true, result, report)
     }
 
     pub(super) fn job_dir(&self, name: &str) -> Result<PathBuf> {
