@@ -79,25 +79,24 @@ pub fn add_calibrated(samples: &[i16], baseline: f32, phd_per_adc: f32, out: &mu
 /// sum = n b - sum_i x_i,   max = b - min_i x_i
 /// ```
 ///
-/// The sums are exact integers (i32 per block of 4096 samples, which cannot
-/// overflow, then i64), so the loop vectorises and the only rounding is the
-/// final conversion.
+/// The sums are exact integers, so the only rounding is the final
+/// conversion; the hit finder gets them from
+/// [`crate::threshold_scan::range_sum_min`] (SIMD) and calls
+/// [`flipped_sum_and_max`].
 #[inline]
 pub fn sum_and_max(samples: &[i16], baseline: f32) -> (f32, f32) {
-    let mut total = 0i64;
-    let mut min = i16::MAX;
-    for block in samples.chunks(4096) {
-        let mut sum = 0i32;
-        for &s in block {
-            sum += i32::from(s);
-            min = min.min(s);
-        }
-        total += i64::from(sum);
-    }
-    if samples.is_empty() {
+    let (total, min) =
+        crate::threshold_scan::range_sum_min(samples, 0, samples.len(), crate::ScanPath::Portable);
+    flipped_sum_and_max(total, min, samples.len(), baseline)
+}
+
+/// [`sum_and_max`] from the exact sum and minimum of `n` samples.
+#[inline]
+pub fn flipped_sum_and_max(total: i64, min: i16, n: usize, baseline: f32) -> (f32, f32) {
+    if n == 0 {
         return (0.0, f32::MIN);
     }
-    let sum = f64::from(baseline) * samples.len() as f64 - total as f64;
+    let sum = f64::from(baseline) * n as f64 - total as f64;
     (sum as f32, baseline - f32::from(min))
 }
 

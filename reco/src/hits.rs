@@ -13,8 +13,8 @@
 //! summed over the extended ranges only, so noise far from any signal does
 //! not enter areas.
 
-use crate::baseline::{sum_and_max, PodBaseline};
-use crate::threshold_scan::{below_mask, next_clear, next_set, ScanPath};
+use crate::baseline::{flipped_sum_and_max, PodBaseline};
+use crate::threshold_scan::{below_mask, next_clear, next_set, range_sum_min, ScanPath};
 
 /// One hit.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -88,8 +88,8 @@ impl HitScratch {
 pub fn find_hits(samples: &[i16], s: &HitSearch, scratch: &mut HitScratch, out: &mut Vec<Hit>) {
     // A sample is in a hit when (baseline - x) > threshold, i.e. x < level;
     // for integer x that is x < ceil(level).
-    let level = i32::try_from((s.baseline.baseline_adc - s.threshold_adc).ceil() as i64)
-        .unwrap_or(i32::MIN);
+    let level =
+        i32::try_from(ceil_to_i64(s.baseline.baseline_adc - s.threshold_adc)).unwrap_or(i32::MIN);
     below_mask(samples, level, scratch.path, &mut scratch.below);
     let below = &scratch.below;
     let n = samples.len();
@@ -104,7 +104,8 @@ pub fn find_hits(samples: &[i16], s: &HitSearch, scratch: &mut HitScratch, out: 
         let a_ext = run_start.saturating_sub(left);
         let merge = out.len() > first_of_pod && a_ext <= last_end;
         let a = a_ext.max(last_end);
-        let (sum, max) = sum_and_max(&samples[a..b], s.baseline.baseline_adc);
+        let (total, min) = range_sum_min(samples, a, b, scratch.path);
+        let (sum, max) = flipped_sum_and_max(total, min, b - a, s.baseline.baseline_adc);
         let (area, height) = (sum * s.phd_per_adc, max * s.phd_per_adc);
         if merge {
             let h = out.last_mut().expect("merge implies a previous hit");
@@ -126,6 +127,21 @@ pub fn find_hits(samples: &[i16], s: &HitSearch, scratch: &mut HitScratch, out: 
     }
 }
 
+/// `v.ceil() as i64` without a call: x86-64's baseline has no rounding
+/// instruction, so `ceil` is a libm call (1 % of the reconstruction, once
+/// per pod). Exact: below 2^23 in magnitude truncation is exact and at most
+/// one below the ceiling; above, every f32 is an integer. NaN gives 0 and
+/// the infinities saturate, as `as` does.
+#[inline]
+fn ceil_to_i64(v: f32) -> i64 {
+    let t = v as i64;
+    if (t as f32) < v {
+        t.saturating_add(1)
+    } else {
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +159,34 @@ mod tests {
             pod_start: 100,
             channel: 7,
             pod: 3,
+        }
+    }
+
+    #[test]
+    fn ceil_without_libm_is_ceil() {
+        let mut values = vec![
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            14_995.25,
+            -14_995.25,
+            8_388_607.5,
+            8_388_608.0,
+            1e20,
+            -1e20,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        values.extend((0..2000).map(|i| (i as f32 - 1000.0) * 0.37));
+        for v in values {
+            assert_eq!(ceil_to_i64(v), v.ceil() as i64, "{v}");
         }
     }
 

@@ -151,6 +151,10 @@ pub struct PulseScratch {
     n_hits: Vec<u32>,
     seen: Vec<u32>,
     stamp: u32,
+    /// Per-channel area of a pulse that is not split (all 0 between pulses).
+    channel_sum: Vec<f32>,
+    /// Channels with an entry in `channel_sum`, one bit each (all 0 between pulses).
+    touched: Vec<u64>,
 }
 
 const QUANTILES: [f32; 8] = [0.05, 0.10, 0.25, 0.45, 0.50, 0.55, 0.75, 0.95];
@@ -261,6 +265,8 @@ pub fn build_pulses(
     if scratch.seen.len() != n_channels {
         scratch.seen = vec![0; n_channels];
         scratch.stamp = 0;
+        scratch.channel_sum = vec![0.0; n_channels];
+        scratch.touched = vec![0; n_channels.div_ceil(64)];
     }
     let hits = input.hits;
     let mut i = 0;
@@ -316,7 +322,18 @@ fn cluster(
     let n_sub = s.splits.len() + 1;
     s.n_hits.clear();
     s.n_hits.resize(n_sub, 0);
-    for h in hits {
+    if n_sub == 1 {
+        // Not split (most pulses): each channel's hit areas summed in hit
+        // order into a dense array, the channels read back in order from
+        // the bit set: the same sums as the sorted entries below give.
+        s.n_hits[0] = hits.len() as u32;
+        for h in hits {
+            let ch = usize::from(h.channel);
+            s.channel_sum[ch] += h.area_phd;
+            s.touched[ch / 64] |= 1 << (ch % 64);
+        }
+    }
+    for h in hits.iter().filter(|_| n_sub > 1) {
         let a = (h.start - c0) as usize;
         let b = a + h.length as usize;
         let sub_a = s.splits.partition_point(|&x| x <= a);
@@ -341,7 +358,9 @@ fn cluster(
     // Radix sort (a few passes over the key's varying bytes; ~2x faster
     // here than a comparison sort); stable: a channel's pieces of one
     // sub-pulse are summed in hit order.
-    radsort::sort_by_key(&mut s.entries, |e| e.0);
+    if n_sub > 1 {
+        radsort::sort_by_key(&mut s.entries, |e| e.0);
+    }
     let mut e = 0;
     for sub in 0..n_sub {
         let mut lo = if sub == 0 { 0 } else { s.splits[sub - 1] };
@@ -354,6 +373,24 @@ fn cluster(
         }
         let first_entry = channel_areas.len();
         let (mut top, mut bottom) = (0.0f32, 0.0f32);
+        if n_sub == 1 {
+            for (w, word) in s.touched.iter_mut().enumerate() {
+                while *word != 0 {
+                    let ch = w * 64 + word.trailing_zeros() as usize;
+                    *word &= *word - 1;
+                    let area = std::mem::take(&mut s.channel_sum[ch]);
+                    if ch < p.n_top {
+                        top += area;
+                    } else {
+                        bottom += area;
+                    }
+                    channel_areas.push(ChannelArea {
+                        channel: ch as u16,
+                        area_phd: area,
+                    });
+                }
+            }
+        }
         while e < s.entries.len() && (s.entries[e].0 >> 16) as usize == sub {
             let key = s.entries[e].0;
             let ch = (key & 0xffff) as u16;

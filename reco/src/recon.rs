@@ -175,13 +175,14 @@ fn window_samples(model: &DetectorModel) -> u32 {
     ((d.window_before_ns + d.window_after_ns) / d.sample_ns).round() as u32
 }
 
-/// Check the pods against the detector and the event (never panics).
+/// Check the pods against the detector and the event (never panics);
+/// returns whether they come sorted by (channel, start).
 ///
 /// Pods of one channel must not overlap in time, whatever order they come
 /// in. The DAQ writes them sorted by (channel, start): then comparing each
 /// pod with the one before it is enough, and that is all this pass does; a
 /// pod out of that order sends the event to [`first_overlap`], which sorts.
-fn validate_pods(ev: &EventView<'_>, model: &DetectorModel) -> Result<(), RecoError> {
+fn validate_pods(ev: &EventView<'_>, model: &DetectorModel) -> Result<bool, RecoError> {
     let n_channels = model.n_channels();
     let window = window_samples(model);
     let mut prev: Option<(u16, i64, i64)> = None;
@@ -234,7 +235,7 @@ fn validate_pods(ev: &EventView<'_>, model: &DetectorModel) -> Result<(), RecoEr
         prev = Some((pod.channel, start, end));
     }
     if sorted {
-        return Ok(());
+        return Ok(true);
     }
     match first_overlap(ev.pods) {
         Some((previous, pod)) => Err(RecoError::OverlappingPods {
@@ -243,7 +244,7 @@ fn validate_pods(ev: &EventView<'_>, model: &DetectorModel) -> Result<(), RecoEr
             pod,
             channel: ev.pods[pod].channel,
         }),
-        None => Ok(()),
+        None => Ok(false),
     }
 }
 
@@ -322,7 +323,7 @@ pub fn reconstruct_event_until(
     until: Stage,
 ) -> Result<EventRecon, RecoError> {
     cfg.validate()?;
-    validate_pods(ev, model)?;
+    let pods_sorted = validate_pods(ev, model)?;
     let daq = &model.params.daq;
     let n_pre = cfg.baseline_samples as usize;
     scratch.calib.clear();
@@ -352,11 +353,17 @@ pub fn reconstruct_event_until(
         find_hits(raw, &search, &mut scratch.hit_scan, &mut scratch.hits);
     }
     // Time, then channel order: a radix sort over the key's varying bytes
-    // (start and channel; the constant high bytes are skipped). Sorting was
-    // ~17 % of reconstruction time with a comparison sort.
-    radsort::sort_by_key(&mut scratch.hits, |h| {
-        (u64::from(h.start) << 16) | u64::from(h.channel)
-    });
+    // (the constant high bytes are skipped). Pods in the DAQ's (channel,
+    // start) order give hits in channel order, each channel's in time order,
+    // so a stable sort by start alone gives (start, channel) order with
+    // fewer passes (3 bytes of a window of 450 000 samples, not 5).
+    if pods_sorted {
+        radsort::sort_by_key(&mut scratch.hits, |h| h.start);
+    } else {
+        radsort::sort_by_key(&mut scratch.hits, |h| {
+            (u64::from(h.start) << 16) | u64::from(h.channel)
+        });
+    }
     let mut recon = EventRecon::default();
     if until == Stage::Hits {
         recon.event.event_id = ev.event_id;

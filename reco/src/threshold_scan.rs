@@ -130,8 +130,72 @@ pub fn below_mask(samples: &[i16], level: i32, path: ScanPath, out: &mut Vec<u64
         }
     }
     if !tail.is_empty() {
-        out[n_full] = portable_word(tail, level);
+        out[n_full] = tail_word(tail, level, path);
     }
+}
+
+/// Bits of the last `tail.len() < 64` samples (most pods are shorter than
+/// 64 samples: this is their only word). The SIMD paths compare a copy
+/// padded with `i16::MAX`, which is never below a level that fits an i16.
+#[inline]
+fn tail_word(tail: &[i16], level: i16, path: ScanPath) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if path != ScanPath::Portable {
+        let mut padded = [i16::MAX; 64];
+        padded[..tail.len()].copy_from_slice(tail);
+        let mut word = [0u64];
+        match path {
+            ScanPath::Avx2 if path.is_available() => x86::words_avx2(&padded, level, &mut word),
+            ScanPath::Avx512 if path.is_available() => x86::words_avx512(&padded, level, &mut word),
+            _ => x86::words_sse2(&padded, level, &mut word),
+        }
+        return word[0];
+    }
+    let _ = path;
+    portable_word(tail, level)
+}
+
+/// Sum and minimum of `samples[a..b]` (exact; `(0, i16::MAX)` for an empty
+/// range). The SIMD paths read whole 8-sample windows inside `samples` and
+/// mask the lanes outside the range, so a short hit costs one or two
+/// vector steps instead of a scalar loop; every path gives the same result.
+///
+/// ```
+/// use tpcflow_reco::threshold_scan::{range_sum_min, ScanPath};
+///
+/// let samples = [5i16, -3, 7, 2, 9, 1, 4, 4, 8, 0];
+/// for path in ScanPath::available() {
+///     assert_eq!(range_sum_min(&samples, 2, 9, path), (35, 1));
+/// }
+/// ```
+///
+/// # Panics
+/// When `a..b` is not inside `samples`.
+#[inline]
+pub fn range_sum_min(samples: &[i16], a: usize, b: usize, path: ScanPath) -> (i64, i16) {
+    let range = &samples[a..b];
+    #[cfg(target_arch = "x86_64")]
+    if path != ScanPath::Portable && samples.len() >= 8 && !range.is_empty() {
+        return x86::sum_min_sse2(samples, a, b);
+    }
+    let _ = path;
+    portable_sum_min(range)
+}
+
+/// [`range_sum_min`] one sample at a time (i32 per block of 4096 samples,
+/// which cannot overflow, then i64).
+fn portable_sum_min(range: &[i16]) -> (i64, i16) {
+    let mut total = 0i64;
+    let mut min = i16::MAX;
+    for block in range.chunks(4096) {
+        let mut sum = 0i32;
+        for &s in block {
+            sum += i32::from(s);
+            min = min.min(s);
+        }
+        total += i64::from(sum);
+    }
+    (total, min)
 }
 
 /// Bits of up to 64 samples, one at a time.
@@ -242,6 +306,56 @@ mod x86 {
         unsafe { avx512(samples, level, out) }
     }
 
+    /// Sum and minimum of `samples[a..b]`, 8 lanes per step: each step
+    /// loads the window `samples[ws..ws + 8]`, `ws = min(k, len - 8)`, and
+    /// keeps the lanes in `[k, min(k + 8, b))`.
+    pub(super) fn sum_min_sse2(samples: &[i16], a: usize, b: usize) -> (i64, i16) {
+        let n = samples.len();
+        assert!(n >= 8 && a < b && b <= n);
+        // SAFETY: SSE2 is part of x86-64; every load reads samples[ws..ws + 8]
+        // with ws + 8 <= n.
+        unsafe {
+            let lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+            let ones = _mm_set1_epi16(1);
+            let top = _mm_set1_epi16(i16::MAX);
+            let mut vmin = top;
+            let mut acc = _mm_setzero_si128();
+            let mut total = 0i64;
+            let flush = |acc: __m128i| -> i64 {
+                let mut l = [0i32; 4];
+                _mm_storeu_si128(l.as_mut_ptr().cast(), acc);
+                l.iter().map(|&x| i64::from(x)).sum()
+            };
+            let mut k = a;
+            let mut steps = 0u32;
+            while k < b {
+                let ws = k.min(n - 8);
+                let v = _mm_loadu_si128(samples.as_ptr().add(ws).cast());
+                let lo = _mm_set1_epi16((k - ws) as i16);
+                let hi = _mm_set1_epi16((b.min(k + 8) - ws) as i16);
+                // lo <= lane < hi
+                let keep = _mm_andnot_si128(_mm_cmpgt_epi16(lo, lane), _mm_cmpgt_epi16(hi, lane));
+                let kept = _mm_and_si128(keep, v);
+                vmin = _mm_min_epi16(vmin, _mm_or_si128(kept, _mm_andnot_si128(keep, top)));
+                // Pairs summed into i32 lanes: at most 2^16 per step, so 4096
+                // steps cannot overflow before the flush.
+                acc = _mm_add_epi32(acc, _mm_madd_epi16(kept, ones));
+                k += 8;
+                steps += 1;
+                if steps == 4096 {
+                    total += flush(acc);
+                    acc = _mm_setzero_si128();
+                    steps = 0;
+                }
+            }
+            total += flush(acc);
+            let m = _mm_min_epi16(vmin, _mm_shuffle_epi32::<0b01_00_11_10>(vmin));
+            let m = _mm_min_epi16(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+            let m = _mm_min_epi16(m, _mm_shufflelo_epi16::<0b10_11_00_01>(m));
+            (total, _mm_extract_epi16::<0>(m) as i16)
+        }
+    }
+
     #[target_feature(enable = "avx512bw")]
     unsafe fn avx512(samples: &[i16], level: i16, out: &mut [u64]) {
         let lv = _mm512_set1_epi16(level);
@@ -310,6 +424,39 @@ mod tests {
                             "{path:?}: bits past the end"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_gives_the_exact_range_sum_and_minimum() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(26);
+        for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 54, 64, 100, 40_000] {
+            let samples: Vec<i16> = (0..len)
+                .map(|_| match rng.random_range(0..20) {
+                    0 => i16::MIN,
+                    1 => i16::MAX,
+                    _ => rng.random_range(14_000..15_020),
+                })
+                .collect();
+            let mut ranges = vec![(0, len)];
+            for _ in 0..200.min(len * len) {
+                let a = rng.random_range(0..len);
+                let b = rng.random_range(a..=len);
+                ranges.push((a, b));
+            }
+            for (a, b) in ranges {
+                let want = (
+                    samples[a..b].iter().map(|&x| i64::from(x)).sum::<i64>(),
+                    samples[a..b].iter().copied().min().unwrap_or(i16::MAX),
+                );
+                for path in ScanPath::available() {
+                    assert_eq!(
+                        range_sum_min(&samples, a, b, path),
+                        want,
+                        "{path:?} {a}..{b} of {len}"
+                    );
                 }
             }
         }
