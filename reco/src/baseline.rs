@@ -12,6 +12,8 @@
 //! long enough, the last `n_pre` samples (the post-samples, which the DAQ
 //! records after the signal ends) are used if they are quieter.
 
+use crate::threshold_scan::{range_sums, ScanPath};
+
 /// Baseline of one pod.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct PodBaseline {
@@ -22,17 +24,12 @@ pub struct PodBaseline {
 }
 
 /// Mean and rms of a run of samples (exact integer sums).
-fn mean_rms(samples: &[i16]) -> PodBaseline {
+fn mean_rms(samples: &[i16], path: ScanPath) -> PodBaseline {
     if samples.is_empty() {
         return PodBaseline::default();
     }
     let n = samples.len() as i64;
-    let (mut sum, mut sum2) = (0i64, 0i64);
-    for &s in samples {
-        let s = i64::from(s);
-        sum += s;
-        sum2 += s * s;
-    }
+    let (sum, sum2) = range_sums(samples, 0, samples.len(), path);
     // n^2 var = n sum2 - sum^2, exact in i64 for pods of up to ~10^9 samples.
     let var = (n * sum2 - sum * sum) as f64 / (n * n) as f64;
     PodBaseline {
@@ -46,12 +43,23 @@ fn mean_rms(samples: &[i16]) -> PodBaseline {
 /// first ones have an rms above `max_rms_adc` and the last ones are quieter.
 /// An empty pod has baseline 0 and rms 0.
 pub fn estimate_baseline(samples: &[i16], n_pre: usize, max_rms_adc: f32) -> PodBaseline {
+    estimate_baseline_with(samples, n_pre, max_rms_adc, ScanPath::Portable)
+}
+
+/// [`estimate_baseline`] with the sums taken by `path` (the same result
+/// whatever the path: the sums are exact).
+pub fn estimate_baseline_with(
+    samples: &[i16],
+    n_pre: usize,
+    max_rms_adc: f32,
+    path: ScanPath,
+) -> PodBaseline {
     let n_pre = n_pre.max(1);
-    let head = mean_rms(&samples[..n_pre.min(samples.len())]);
+    let head = mean_rms(&samples[..n_pre.min(samples.len())], path);
     if head.rms_adc <= max_rms_adc || samples.len() < 2 * n_pre {
         return head;
     }
-    let tail = mean_rms(&samples[samples.len() - n_pre..]);
+    let tail = mean_rms(&samples[samples.len() - n_pre..], path);
     if tail.rms_adc < head.rms_adc {
         tail
     } else {
@@ -60,16 +68,21 @@ pub fn estimate_baseline(samples: &[i16], n_pre: usize, max_rms_adc: f32) -> Pod
 }
 
 /// Add the calibrated signal of `samples` to `out`:
-/// `out[i] += (baseline - samples[i]) * phd_per_adc` [phd/sample].
+/// `out[i] += (baseline - samples[i]) * phd_per_adc` [phd/sample]
+/// (one sample at a time; the pulse builder uses
+/// [`crate::threshold_scan::add_calibrated_with`], the same sums by SIMD).
 ///
 /// # Panics
 /// When `out` is shorter than `samples`.
 #[inline]
 pub fn add_calibrated(samples: &[i16], baseline: f32, phd_per_adc: f32, out: &mut [f32]) {
-    let out = &mut out[..samples.len()];
-    for (o, &s) in out.iter_mut().zip(samples) {
-        *o += (baseline - f32::from(s)) * phd_per_adc;
-    }
+    crate::threshold_scan::add_calibrated_with(
+        samples,
+        baseline,
+        phd_per_adc,
+        out,
+        ScanPath::Portable,
+    );
 }
 
 /// Sum and maximum of the baseline-subtracted, flipped signal [ADC counts]
@@ -86,7 +99,7 @@ pub fn add_calibrated(samples: &[i16], baseline: f32, phd_per_adc: f32, out: &mu
 #[inline]
 pub fn sum_and_max(samples: &[i16], baseline: f32) -> (f32, f32) {
     let (total, min) =
-        crate::threshold_scan::range_sum_min(samples, 0, samples.len(), crate::ScanPath::Portable);
+        crate::threshold_scan::range_sum_min(samples, 0, samples.len(), ScanPath::Portable);
     flipped_sum_and_max(total, min, samples.len(), baseline)
 }
 

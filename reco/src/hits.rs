@@ -14,7 +14,7 @@
 //! not enter areas.
 
 use crate::baseline::{flipped_sum_and_max, PodBaseline};
-use crate::threshold_scan::{below_mask, next_clear, next_set, range_sum_min, ScanPath};
+use crate::threshold_scan::{below_mask_in, next_clear, next_set, range_sum_min, ScanPath};
 
 /// One hit.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -86,11 +86,28 @@ impl HitScratch {
 /// (one bit each), bit scans from run to run, and one more pass over the
 /// hit samples.
 pub fn find_hits(samples: &[i16], s: &HitSearch, scratch: &mut HitScratch, out: &mut Vec<Hit>) {
+    find_hits_in(samples, 0..samples.len(), s, scratch, out);
+}
+
+/// [`find_hits`] of the pod `all[pod]`, where the samples after the pod
+/// (the event's next pods) may be read by the threshold scan but never
+/// count.
+///
+/// # Panics
+/// When `pod` is not inside `all`.
+pub fn find_hits_in(
+    all: &[i16],
+    pod: std::ops::Range<usize>,
+    s: &HitSearch,
+    scratch: &mut HitScratch,
+    out: &mut Vec<Hit>,
+) {
+    let samples = &all[pod.clone()];
     // A sample is in a hit when (baseline - x) > threshold, i.e. x < level;
     // for integer x that is x < ceil(level).
     let level =
         i32::try_from(ceil_to_i64(s.baseline.baseline_adc - s.threshold_adc)).unwrap_or(i32::MIN);
-    below_mask(samples, level, scratch.path, &mut scratch.below);
+    below_mask_in(all, pod, level, scratch.path, &mut scratch.below);
     let below = &scratch.below;
     let n = samples.len();
     let (left, right) = (s.left as usize, s.right as usize);
@@ -127,6 +144,67 @@ pub fn find_hits(samples: &[i16], s: &HitSearch, scratch: &mut HitScratch, out: 
     }
 }
 
+/// Sort hits by start sample, stably (hits of equal start keep their
+/// order), using `tmp` as scratch. Two counting passes over 11-bit digits
+/// when every start is below 2^22 samples (a 42 ms window at 10 ns; the
+/// detector's is 4.5 ms): an even number of passes ends in `hits` with no
+/// copy back, and the scratch is kept across events (radsort, used
+/// otherwise, takes 3 passes over the bytes of a 19-bit start, allocates its
+/// scratch and copies back each call).
+///
+/// ```
+/// use tpcflow_reco::hits::{sort_by_start, Hit};
+///
+/// let hit = |start, channel| Hit { start, channel, ..Hit::default() };
+/// let mut hits = vec![hit(5000, 1), hit(7, 2), hit(5000, 0), hit(3, 9)];
+/// sort_by_start(&mut hits, &mut Vec::new());
+/// let order: Vec<_> = hits.iter().map(|h| (h.start, h.channel)).collect();
+/// assert_eq!(order, [(3, 9), (7, 2), (5000, 1), (5000, 0)]);
+/// ```
+pub fn sort_by_start(hits: &mut [Hit], tmp: &mut Vec<Hit>) {
+    const BITS: u32 = 11;
+    const BUCKETS: usize = 1 << BITS;
+    const MASK: u32 = (1 << BITS) - 1;
+    let n = hits.len();
+    if n < 2 {
+        return;
+    }
+    let mut lo = [0u32; BUCKETS];
+    let mut hi = [0u32; BUCKETS];
+    let mut top = 0u32;
+    for h in hits.iter() {
+        lo[(h.start & MASK) as usize] += 1;
+        let d = h.start >> BITS;
+        top = top.max(d);
+        hi[d.min(MASK) as usize] += 1;
+    }
+    if top > MASK {
+        radsort::sort_by_key(hits, |h| h.start);
+        return;
+    }
+    let offsets = |counts: &mut [u32; BUCKETS]| {
+        let mut acc = 0;
+        for c in counts.iter_mut() {
+            let k = *c;
+            *c = acc;
+            acc += k;
+        }
+    };
+    offsets(&mut lo);
+    offsets(&mut hi);
+    tmp.resize(n, Hit::default());
+    for h in hits.iter() {
+        let slot = &mut lo[(h.start & MASK) as usize];
+        tmp[*slot as usize] = *h;
+        *slot += 1;
+    }
+    for h in &tmp[..n] {
+        let slot = &mut hi[(h.start >> BITS) as usize];
+        hits[*slot as usize] = *h;
+        *slot += 1;
+    }
+}
+
 /// `v.ceil() as i64` without a call: x86-64's baseline has no rounding
 /// instruction, so `ceil` is a libm call (1 % of the reconstruction, once
 /// per pod). Exact: below 2^23 in magnitude truncation is exact and at most
@@ -159,6 +237,36 @@ mod tests {
             pod_start: 100,
             channel: 7,
             pod: 3,
+        }
+    }
+
+    #[test]
+    fn sort_by_start_is_radsorts_stable_order() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(30);
+        let mut tmp = Vec::new();
+        for (n, max_start) in [
+            (0usize, 10u32),
+            (1, 10),
+            (2, 1),
+            (100, 50),
+            (5000, 450_000),
+            (3000, 1 << 22),
+            (3000, u32::MAX),
+        ] {
+            let hits: Vec<Hit> = (0..n)
+                .map(|i| Hit {
+                    start: rng.random_range(0..=max_start),
+                    channel: (i % 500) as u16,
+                    pod: i as u32,
+                    ..Hit::default()
+                })
+                .collect();
+            let mut want = hits.clone();
+            radsort::sort_by_key(&mut want, |h| h.start);
+            let mut got = hits;
+            sort_by_start(&mut got, &mut tmp);
+            assert_eq!(got, want, "{n} hits, starts up to {max_start}");
         }
     }
 

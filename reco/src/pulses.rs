@@ -20,10 +20,10 @@
 //! The pulse record ([`PulseRq`]) and its kind ([`PulseKind`]) live here;
 //! `classify` sets the kind and imports both.
 
-use crate::baseline::add_calibrated;
 use crate::event::PodRecord;
 use crate::hits::Hit;
 use crate::split::{split_points, SplitParams};
+use crate::threshold_scan::{add_calibrated_with, ScanPath};
 
 /// Area of one channel in one pulse.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -126,6 +126,8 @@ pub struct PulseParams {
     pub n_top: usize,
     /// Natural-break parameters.
     pub split: SplitParams,
+    /// How hit samples are added to the waveform (the same sums on every path).
+    pub scan: ScanPath,
 }
 
 /// What the pulse builder reads: the event's pods, samples and calibrations.
@@ -309,11 +311,12 @@ fn cluster(
     for h in hits {
         let cal = input.calib[h.pod as usize];
         let at = (h.start - c0) as usize;
-        add_calibrated(
+        add_calibrated_with(
             hit_samples(input, h),
             cal.baseline_adc,
             cal.phd_per_adc,
             &mut s.wf[at..],
+            p.scan,
         );
     }
     split_points(&s.wf, &p.split, &mut s.bins, &mut s.splits);

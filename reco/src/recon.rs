@@ -26,14 +26,14 @@
 
 use rayon::prelude::*;
 
-use crate::baseline::estimate_baseline;
+use crate::baseline::estimate_baseline_with;
 use crate::classify::classify;
 use crate::config::RecoConfig;
 use crate::corrections::{correct_s1, correct_s2, energy_kev};
 use crate::detector::DetectorModel;
 use crate::error::RecoError;
 use crate::event::{EventView, PodRecord};
-use crate::hits::{find_hits, Hit, HitScratch, HitSearch};
+use crate::hits::{find_hits_in, sort_by_start, Hit, HitScratch, HitSearch};
 use crate::interactions::{find_interaction, InteractionKind};
 use crate::pulses::{
     build_pulses, ChannelArea, PodCalibration, PulseInput, PulseKind, PulseParams, PulseRq,
@@ -154,6 +154,7 @@ impl EventRecon {
 pub struct RecoScratch {
     calib: Vec<PodCalibration>,
     hits: Vec<Hit>,
+    hits_tmp: Vec<Hit>,
     hit_scan: HitScratch,
     pulse: PulseScratch,
     top: Vec<f64>,
@@ -331,7 +332,12 @@ pub fn reconstruct_event_until(
     for (i, pod) in ev.pods.iter().enumerate() {
         let raw = ev.pod_samples(pod);
         let ch = usize::from(pod.channel);
-        let baseline = estimate_baseline(raw, n_pre, cfg.baseline_max_rms_adc as f32);
+        let baseline = estimate_baseline_with(
+            raw,
+            n_pre,
+            cfg.baseline_max_rms_adc as f32,
+            scratch.hit_scan.path,
+        );
         let phd_adc = model.phd_area_adc(ch);
         let rms = f64::from(baseline.rms_adc).max(daq.noise_adc);
         let threshold = (cfg.hit_threshold_rms * rms).max(cfg.hit_min_threshold_phd * phd_adc);
@@ -350,7 +356,14 @@ pub fn reconstruct_event_until(
             channel: pod.channel,
             pod: i as u32,
         };
-        find_hits(raw, &search, &mut scratch.hit_scan, &mut scratch.hits);
+        let at = pod.offset as usize;
+        find_hits_in(
+            ev.samples,
+            at..at + raw.len(),
+            &search,
+            &mut scratch.hit_scan,
+            &mut scratch.hits,
+        );
     }
     // Time, then channel order: a radix sort over the key's varying bytes
     // (the constant high bytes are skipped). Pods in the DAQ's (channel,
@@ -358,7 +371,7 @@ pub fn reconstruct_event_until(
     // so a stable sort by start alone gives (start, channel) order with
     // fewer passes (3 bytes of a window of 450 000 samples, not 5).
     if pods_sorted {
-        radsort::sort_by_key(&mut scratch.hits, |h| h.start);
+        sort_by_start(&mut scratch.hits, &mut scratch.hits_tmp);
     } else {
         radsort::sort_by_key(&mut scratch.hits, |h| {
             (u64::from(h.start) << 16) | u64::from(h.channel)
@@ -387,6 +400,7 @@ pub fn reconstruct_event_until(
                 / cfg.el_width_ns.max(sample_ns)) as f32,
             el_samples: (cfg.el_width_ns / sample_ns).max(1.0) as f32,
         },
+        scan: scratch.hit_scan.path,
     };
     let input = PulseInput {
         pods: ev.pods,

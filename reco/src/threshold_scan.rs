@@ -93,6 +93,24 @@ impl Default for ScanPath {
 /// A `path` this CPU cannot run ([`ScanPath::is_available`]) falls back to
 /// [`ScanPath::Portable`]; every path gives the same bits.
 pub fn below_mask(samples: &[i16], level: i32, path: ScanPath, out: &mut Vec<u64>) {
+    below_mask_in(samples, 0..samples.len(), level, path, out);
+}
+
+/// [`below_mask`] of `all[pod]`, where the samples after the pod (the next
+/// pods of the event) may be read but never count: a pod shorter than 64
+/// samples (most pods) is then one vector step on the samples in place
+/// instead of a padded copy.
+///
+/// # Panics
+/// When `pod` is not inside `all`.
+pub fn below_mask_in(
+    all: &[i16],
+    pod: std::ops::Range<usize>,
+    level: i32,
+    path: ScanPath,
+    out: &mut Vec<u64>,
+) {
+    let samples = &all[pod.clone()];
     out.clear();
     out.resize(samples.len().div_ceil(64), 0);
     if level <= i32::from(i16::MIN) {
@@ -130,8 +148,32 @@ pub fn below_mask(samples: &[i16], level: i32, path: ScanPath, out: &mut Vec<u64
         }
     }
     if !tail.is_empty() {
-        out[n_full] = tail_word(tail, level, path);
+        let at = pod.start + 64 * n_full;
+        out[n_full] = match all.get(at..at + 64) {
+            Some(window) if path != ScanPath::Portable => {
+                simd_word(window, level, path) & ((1u64 << tail.len()) - 1)
+            }
+            _ => tail_word(tail, level, path),
+        };
     }
+}
+
+/// Bits of exactly 64 samples by a SIMD path (never Portable).
+#[inline]
+fn simd_word(window: &[i16], level: i16, path: ScanPath) -> u64 {
+    let mut word = [0u64];
+    #[cfg(target_arch = "x86_64")]
+    match path {
+        ScanPath::Avx2 if path.is_available() => x86::words_avx2(window, level, &mut word),
+        ScanPath::Avx512 if path.is_available() => x86::words_avx512(window, level, &mut word),
+        _ => x86::words_sse2(window, level, &mut word),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = path;
+        word[0] = portable_word(window, level);
+    }
+    word[0]
 }
 
 /// Bits of the last `tail.len() < 64` samples (most pods are shorter than
@@ -139,19 +181,11 @@ pub fn below_mask(samples: &[i16], level: i32, path: ScanPath, out: &mut Vec<u64
 /// padded with `i16::MAX`, which is never below a level that fits an i16.
 #[inline]
 fn tail_word(tail: &[i16], level: i16, path: ScanPath) -> u64 {
-    #[cfg(target_arch = "x86_64")]
     if path != ScanPath::Portable {
         let mut padded = [i16::MAX; 64];
         padded[..tail.len()].copy_from_slice(tail);
-        let mut word = [0u64];
-        match path {
-            ScanPath::Avx2 if path.is_available() => x86::words_avx2(&padded, level, &mut word),
-            ScanPath::Avx512 if path.is_available() => x86::words_avx512(&padded, level, &mut word),
-            _ => x86::words_sse2(&padded, level, &mut word),
-        }
-        return word[0];
+        return simd_word(&padded, level, path);
     }
-    let _ = path;
     portable_word(tail, level)
 }
 
@@ -180,6 +214,73 @@ pub fn range_sum_min(samples: &[i16], a: usize, b: usize, path: ScanPath) -> (i6
     }
     let _ = path;
     portable_sum_min(range)
+}
+
+/// Sum and sum of squares of `samples[a..b]` (exact), as [`range_sum_min`]
+/// reads them.
+///
+/// ```
+/// use tpcflow_reco::threshold_scan::{range_sums, ScanPath};
+///
+/// let samples = [5i16, -3, 7, 2, 9, 1, 4, 4, 8, 0];
+/// for path in ScanPath::available() {
+///     assert_eq!(range_sums(&samples, 1, 10, path), (32, 240));
+/// }
+/// ```
+///
+/// # Panics
+/// When `a..b` is not inside `samples`.
+#[inline]
+pub fn range_sums(samples: &[i16], a: usize, b: usize, path: ScanPath) -> (i64, i64) {
+    let range = &samples[a..b];
+    #[cfg(target_arch = "x86_64")]
+    if path != ScanPath::Portable && samples.len() >= 8 && !range.is_empty() {
+        return x86::sums_sse2(samples, a, b);
+    }
+    let _ = path;
+    range.iter().fold((0i64, 0i64), |(s, s2), &x| {
+        let x = i64::from(x);
+        (s + x, s2 + x * x)
+    })
+}
+
+/// `out[i] += (baseline - samples[i]) * scale` for every `i` (`out` at
+/// least as long as `samples`): the calibrated signal of a hit added to a
+/// pulse's waveform. The SIMD path takes 4 samples per step in windows
+/// like [`range_sum_min`]'s and keeps `out` as it was outside the range; the
+/// arithmetic of each element is the same on every path (no fused
+/// multiply-add), so the sums are bit-identical.
+///
+/// ```
+/// use tpcflow_reco::threshold_scan::{add_calibrated_with, ScanPath};
+///
+/// for path in ScanPath::available() {
+///     let mut out = [1.0f32; 6];
+///     add_calibrated_with(&[100, 96, 98, 100, 92], 100.0, 0.25, &mut out, path);
+///     assert_eq!(out, [1.0, 2.0, 1.5, 1.0, 3.0, 1.0]);
+/// }
+/// ```
+///
+/// # Panics
+/// When `out` is shorter than `samples`.
+#[inline]
+pub fn add_calibrated_with(
+    samples: &[i16],
+    baseline: f32,
+    scale: f32,
+    out: &mut [f32],
+    path: ScanPath,
+) {
+    let out = &mut out[..samples.len()];
+    #[cfg(target_arch = "x86_64")]
+    if path != ScanPath::Portable && samples.len() >= 4 {
+        x86::add_calibrated_sse2(samples, baseline, scale, out);
+        return;
+    }
+    let _ = path;
+    for (o, &s) in out.iter_mut().zip(samples) {
+        *o += (baseline - f32::from(s)) * scale;
+    }
 }
 
 /// [`range_sum_min`] one sample at a time (i32 per block of 4096 samples,
@@ -356,6 +457,81 @@ mod x86 {
         }
     }
 
+    /// Sum and sum of squares of `samples[a..b]`, windows as in
+    /// [`sum_min_sse2`]. Squares are summed in pairs into 32-bit lanes read
+    /// as unsigned (a pair is at most 2^31) and widened to 64 bits each step.
+    pub(super) fn sums_sse2(samples: &[i16], a: usize, b: usize) -> (i64, i64) {
+        let n = samples.len();
+        assert!(n >= 8 && a < b && b <= n);
+        // SAFETY: SSE2 is part of x86-64; every load reads samples[ws..ws + 8]
+        // with ws + 8 <= n.
+        unsafe {
+            let lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+            let ones = _mm_set1_epi16(1);
+            let zero = _mm_setzero_si128();
+            let mut acc = zero;
+            let mut acc2 = zero;
+            let mut total = 0i64;
+            let lanes32 = |acc: __m128i| -> i64 {
+                let mut l = [0i32; 4];
+                _mm_storeu_si128(l.as_mut_ptr().cast(), acc);
+                l.iter().map(|&x| i64::from(x)).sum()
+            };
+            let mut k = a;
+            let mut steps = 0u32;
+            while k < b {
+                let ws = k.min(n - 8);
+                let v = _mm_loadu_si128(samples.as_ptr().add(ws).cast());
+                let lo = _mm_set1_epi16((k - ws) as i16);
+                let hi = _mm_set1_epi16((b.min(k + 8) - ws) as i16);
+                let keep = _mm_andnot_si128(_mm_cmpgt_epi16(lo, lane), _mm_cmpgt_epi16(hi, lane));
+                let kept = _mm_and_si128(keep, v);
+                acc = _mm_add_epi32(acc, _mm_madd_epi16(kept, ones));
+                let sq = _mm_madd_epi16(kept, kept);
+                acc2 = _mm_add_epi64(acc2, _mm_unpacklo_epi32(sq, zero));
+                acc2 = _mm_add_epi64(acc2, _mm_unpackhi_epi32(sq, zero));
+                k += 8;
+                steps += 1;
+                if steps == 4096 {
+                    total += lanes32(acc);
+                    acc = zero;
+                    steps = 0;
+                }
+            }
+            total += lanes32(acc);
+            let mut l = [0u64; 2];
+            _mm_storeu_si128(l.as_mut_ptr().cast(), acc2);
+            (total, (l[0] + l[1]) as i64)
+        }
+    }
+
+    /// `out[i] += (baseline - samples[i]) * scale`, 4 lanes per step over
+    /// the whole blocks of 4, then one at a time (no window overlaps the
+    /// step before: a store read back in part stalls).
+    pub(super) fn add_calibrated_sse2(samples: &[i16], baseline: f32, scale: f32, out: &mut [f32]) {
+        let n = samples.len();
+        assert!(out.len() == n);
+        let whole = n / 4 * 4;
+        // SAFETY: SSE2 is part of x86-64; each step reads samples[k..k + 4]
+        // and reads and writes out[k..k + 4], with k + 4 <= n.
+        unsafe {
+            let b = _mm_set1_ps(baseline);
+            let k_scale = _mm_set1_ps(scale);
+            for k in (0..whole).step_by(4) {
+                let raw = _mm_loadl_epi64(samples.as_ptr().add(k).cast());
+                let x = _mm_cvtepi32_ps(_mm_srai_epi32::<16>(_mm_unpacklo_epi16(raw, raw)));
+                let o = out.as_mut_ptr().add(k);
+                _mm_storeu_ps(
+                    o,
+                    _mm_add_ps(_mm_loadu_ps(o), _mm_mul_ps(_mm_sub_ps(b, x), k_scale)),
+                );
+            }
+        }
+        for (o, &s) in out[whole..].iter_mut().zip(&samples[whole..]) {
+            *o += (baseline - f32::from(s)) * scale;
+        }
+    }
+
     #[target_feature(enable = "avx512bw")]
     unsafe fn avx512(samples: &[i16], level: i16, out: &mut [u64]) {
         let lv = _mm512_set1_epi16(level);
@@ -430,6 +606,37 @@ mod tests {
     }
 
     #[test]
+    fn samples_after_the_pod_never_count() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(27);
+        let all: Vec<i16> = (0..600).map(|_| rng.random_range(14_980..15_020)).collect();
+        let mut out = Vec::new();
+        for (start, len) in [
+            (0, 0),
+            (0, 1),
+            (3, 54),
+            (10, 63),
+            (100, 64),
+            (7, 130),
+            (530, 60),
+            (590, 10),
+        ] {
+            let want = reference(&all[start..start + len], 15_000);
+            for path in ScanPath::ALL {
+                below_mask_in(&all, start..start + len, 15_000, path, &mut out);
+                assert_eq!(out.len(), len.div_ceil(64));
+                assert_eq!(bits_of(&out, len), want, "{path:?} {start}+{len}");
+                if !len.is_multiple_of(64) {
+                    assert_eq!(
+                        out[len / 64] >> (len % 64),
+                        0,
+                        "{path:?}: bits past the pod"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_path_gives_the_exact_range_sum_and_minimum() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(26);
         for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 54, 64, 100, 40_000] {
@@ -458,6 +665,73 @@ mod tests {
                         "{path:?} {a}..{b} of {len}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_gives_the_exact_sums_of_squares() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(28);
+        for len in [1usize, 7, 8, 9, 20, 54, 1000, 70_000] {
+            let samples: Vec<i16> = (0..len)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => i16::MIN,
+                    1 => i16::MAX,
+                    _ => rng.random_range(14_000..15_020),
+                })
+                .collect();
+            let mut ranges = vec![(0, len), (0, len.min(20))];
+            for _ in 0..100 {
+                let a = rng.random_range(0..len);
+                ranges.push((a, rng.random_range(a + 1..=len)));
+            }
+            for (a, b) in ranges {
+                let r = &samples[a..b];
+                let want = (
+                    r.iter().map(|&x| i64::from(x)).sum::<i64>(),
+                    r.iter().map(|&x| i64::from(x) * i64::from(x)).sum::<i64>(),
+                );
+                for path in ScanPath::available() {
+                    assert_eq!(
+                        range_sums(&samples, a, b, path),
+                        want,
+                        "{path:?} {a}..{b} of {len}"
+                    );
+                }
+            }
+        }
+        let all_min = vec![i16::MIN; 40_000];
+        for path in ScanPath::available() {
+            assert_eq!(
+                range_sums(&all_min, 0, all_min.len(), path),
+                (-32_768 * 40_000, 32_768 * 32_768 * 40_000)
+            );
+        }
+    }
+
+    #[test]
+    fn every_path_adds_the_same_calibrated_bits() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(29);
+        for len in [0usize, 1, 3, 4, 5, 7, 8, 9, 13, 54, 1001] {
+            let samples: Vec<i16> = (0..len)
+                .map(|_| match rng.random_range(0..20) {
+                    0 => i16::MIN,
+                    1 => i16::MAX,
+                    _ => rng.random_range(14_900..15_020),
+                })
+                .collect();
+            let start: Vec<f32> = (0..len + 3).map(|_| rng.random_range(-5.0..50.0)).collect();
+            let (baseline, scale) = (
+                rng.random_range(14_990.0..15_010.0),
+                rng.random_range(0.01..0.05),
+            );
+            let mut want = start.clone();
+            add_calibrated_with(&samples, baseline, scale, &mut want, ScanPath::Portable);
+            for path in ScanPath::available() {
+                let mut got = start.clone();
+                add_calibrated_with(&samples, baseline, scale, &mut got, path);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{path:?} len {len}");
             }
         }
     }
