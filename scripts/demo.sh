@@ -130,7 +130,7 @@ echo
 CAL=$DATA/RQ/calibration/017391
 echo "== the calibration job's products: detector health from run 17391 (report: $CAL/report.md)"
 grep -h '^calibrate:' "$DATA"/jobs/*cal17391*/job.log || true
-grep -E '^\| (electron lifetime|single-electron gain|dead channels|noisy channels|liquid-level tilt|Kr83m energy peak|told|measured) ' \
+grep -E '^\| (product|electron lifetime|single-electron gain|dead channels|noisy channels|liquid-level tilt|Kr83m energy peak|corrections|told|measured) ' \
   "$CAL/report.md" || true
 
 echo
