@@ -25,8 +25,9 @@
 //! a record saying `ok` always has its output. A full output file system
 //! (ENOSPC) fails that input, recorded as `no space left on device for PATH`
 //! with its temporary removed; a later run redoes it. An input given with its
-//! catalogued adler32 is checksummed while its RQ file is finished (on the
-//! finisher thread) and fails without an RQ file when the checksum differs;
+//! catalogued adler32 is checksummed on the finisher thread from the moment
+//! the rank opens it (beside the reconstruction when the rank has a second
+//! core) and fails without an RQ file when the checksum differs;
 //! its DAQ header (sample period, window, channels) must match the conditions.
 //!
 //! A rank that cannot continue (not an input's fault) aborts the whole job
@@ -50,6 +51,7 @@ pub mod stream;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -245,8 +247,9 @@ pub fn default_threads(explicit: Option<usize>) -> usize {
 }
 
 /// Make a closed RQ file final, then record its success (for a whole file:
-/// with the output and its checksum). When `verify` holds an input and its
-/// catalogued adler32, the input is checksummed first and a mismatch records
+/// with the output and its checksum). When `verify` holds the check of the
+/// input against its catalogued adler32, its outcome is read first (the
+/// check started with the input, see [`InputCheck`]) and a mismatch records
 /// the input's failure instead (the closed file is removed, never renamed into
 /// place). A full disk records the failure, with no file under the final name.
 fn commit_ok(
@@ -254,10 +257,10 @@ fn commit_ok(
     record: PathBuf,
     mut r: FileResult,
     whole: bool,
-    verify: Option<(PathBuf, String)>,
+    verify: Option<InputCheck>,
 ) -> Result<()> {
-    if let Some((input, expected)) = verify {
-        if let Err(e) = verify_input_adler32(&input, &expected) {
+    if let Some(check) = verify {
+        if let Err(e) = check.outcome() {
             drop(closed);
             return record_failure(&record, r, e);
         }
@@ -275,6 +278,44 @@ fn commit_ok(
         r.output = Some(path);
     }
     write_json_atomic(&record, &r)
+}
+
+/// The check of an input against its catalogued adler32, started on the
+/// finisher when the rank opens the input ([`InputCheck::start`]) so that on
+/// a rank with a second core it runs beside the reconstruction instead of
+/// after it; the commit of the input's RQ file (queued on the same thread,
+/// later) reads its outcome.
+#[derive(Debug, Clone)]
+struct InputCheck {
+    input: PathBuf,
+    expected: String,
+    outcome: Arc<OnceLock<Result<(), String>>>,
+}
+
+impl InputCheck {
+    /// Queue the check of `input` on `finisher`.
+    fn start(finisher: &finisher::Finisher, input: PathBuf, expected: String) -> Result<Self> {
+        let check = Self {
+            input,
+            expected,
+            outcome: Arc::default(),
+        };
+        let c = check.clone();
+        finisher.submit(move || {
+            // Set once: nothing else sets it before this task runs.
+            let _ = c.outcome.set(verify_input_adler32(&c.input, &c.expected));
+            Ok(())
+        })?;
+        Ok(check)
+    }
+
+    /// The check's outcome (computed here if its task has not run, which
+    /// the finisher's order rules out for a commit queued after it).
+    fn outcome(&self) -> Result<(), String> {
+        self.outcome
+            .get_or_init(|| verify_input_adler32(&self.input, &self.expected))
+            .clone()
+    }
 }
 
 /// Check `input` against its catalogued adler32 (read once through a memory
@@ -440,11 +481,14 @@ impl Job<'_> {
         }
     }
 
-    /// The input and its catalogued adler32 to verify it against, when the
-    /// job was given one.
-    fn to_verify(&self, file: usize) -> Option<(PathBuf, String)> {
-        let expected = self.opts.input_adler32.get(file).cloned().flatten()?;
-        Some((self.opts.inputs[file].clone(), expected))
+    /// Start checking the input against its catalogued adler32, when the
+    /// job was given one (see [`InputCheck`]).
+    fn start_check(&self, file: usize) -> Result<Option<InputCheck>> {
+        let Some(expected) = self.opts.input_adler32.get(file).cloned().flatten() else {
+            return Ok(None);
+        };
+        let input = self.opts.inputs[file].clone();
+        InputCheck::start(&self.finisher, input, expected).map(Some)
     }
 
     /// Close the file's RQ output and record success with its checksum (the
@@ -460,9 +504,14 @@ impl Job<'_> {
     /// Close a whole file's RQ output, then on the finisher (overlapping the
     /// next unit): verify the input's checksum, make the output durable
     /// (fsync, rename, checksum) and record it.
-    fn finish_ok_later(&self, file: usize, r: FileResult, w: rq::RqWriter) -> Result<()> {
+    fn finish_ok_later(
+        &self,
+        file: usize,
+        r: FileResult,
+        w: rq::RqWriter,
+        verify: Option<InputCheck>,
+    ) -> Result<()> {
         let record = self.names[file].record.clone();
-        let verify = self.to_verify(file);
         match self.close_or_record(w, &self.header(file, true)?, &record, &r)? {
             Some(closed) => self
                 .finisher
@@ -548,6 +597,14 @@ impl Job<'_> {
             fetch: None,
             cold: None,
         });
+        // A whole file, or part 0 of a split one (which checks for all its
+        // parts: a mismatch fails the part, and with it the merge), starts
+        // the input's checksum now, beside its reconstruction.
+        let check = if (whole || unit.part == 0) && opened.raw.is_ok() {
+            self.start_check(unit.file)?
+        } else {
+            None
+        };
         let read_ahead = stream::ReadAhead {
             prefetcher: &self.prefetch,
             first_window: opened.fetch,
@@ -601,20 +658,13 @@ impl Job<'_> {
                 r.wall_seconds = start.elapsed().as_secs_f64();
                 let t = Instant::now();
                 if whole {
-                    self.finish_ok_later(unit.file, r, writer)?;
+                    self.finish_ok_later(unit.file, r, writer, check)?;
                 } else {
                     let record = names.part_record(unit.part);
                     let header = self.header(unit.file, false)?;
-                    // Part 0 verifies the whole input: a mismatch fails the
-                    // part, and with it the merge of the file.
-                    let verify = if unit.part == 0 {
-                        self.to_verify(unit.file)
-                    } else {
-                        None
-                    };
                     if let Some(closed) = self.close_or_record(writer, &header, &record, &r)? {
                         self.finisher
-                            .submit(move || commit_ok(closed, record, r, false, verify))?;
+                            .submit(move || commit_ok(closed, record, r, false, check))?;
                     }
                 }
                 stats.write_seconds = c.write_seconds + t.elapsed().as_secs_f64();

@@ -162,10 +162,15 @@ pub fn broadcast_plans(world: Ranks<'_>, plans: Vec<FilePlan>) -> Result<Vec<Fil
 }
 
 /// Events per unit: about four units per rank so the dynamic distribution
-/// can even out, never below `min_events`.
+/// can even out, never below `min_events`. A job of one rank has nothing to
+/// even out: its files stay whole (parts would only be written, read back
+/// and merged again).
 pub fn unit_size(total_events: u64, ranks: usize, requested: Option<u64>, min_events: u64) -> u64 {
     if let Some(n) = requested {
         return n.max(1);
+    }
+    if ranks <= 1 {
+        return total_events.max(1);
     }
     let target = total_events.div_ceil((ranks as u64 * 4).max(1));
     target.max(min_events).max(1)
@@ -228,6 +233,12 @@ mod tests {
     #[test]
     fn unit_size_aims_at_four_units_per_rank() {
         assert_eq!(unit_size(800, 2, None, 16), 100);
+        assert_eq!(unit_size(800, 1, None, 16), 800);
+        assert_eq!(unit_size(800, 1, Some(50), 16), 50);
+        assert_eq!(
+            cut_units(&[Some(500), None, Some(300)], unit_size(800, 1, None, 16)).len(),
+            2
+        );
         assert_eq!(unit_size(10, 2, None, 16), 16);
         assert_eq!(unit_size(800, 2, Some(50), 16), 50);
     }
