@@ -407,10 +407,18 @@ mod x86 {
         unsafe { avx512(samples, level, out) }
     }
 
-    /// Sum and minimum of `samples[a..b]`, 8 lanes per step: each step
-    /// loads the window `samples[ws..ws + 8]`, `ws = min(k, len - 8)`, and
-    /// keeps the lanes in `[k, min(k + 8, b))`.
-    pub(super) fn sum_min_sse2(samples: &[i16], a: usize, b: usize) -> (i64, i16) {
+    /// The exact sum of `samples[a..b]`, 8 lanes per step, calling
+    /// `step(kept, keep)` at each step for what else the caller gathers: each
+    /// step loads the window `samples[ws..ws + 8]`, `ws = min(k, len - 8)`,
+    /// and keeps the lanes in `[k, min(k + 8, b))` (`keep` all ones there,
+    /// `kept` the samples there and 0 elsewhere).
+    #[inline(always)]
+    fn masked_windows(
+        samples: &[i16],
+        a: usize,
+        b: usize,
+        mut step: impl FnMut(__m128i, __m128i),
+    ) -> i64 {
         let n = samples.len();
         assert!(n >= 8 && a < b && b <= n);
         // SAFETY: SSE2 is part of x86-64; every load reads samples[ws..ws + 8]
@@ -418,8 +426,6 @@ mod x86 {
         unsafe {
             let lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
             let ones = _mm_set1_epi16(1);
-            let top = _mm_set1_epi16(i16::MAX);
-            let mut vmin = top;
             let mut acc = _mm_setzero_si128();
             let mut total = 0i64;
             let flush = |acc: __m128i| -> i64 {
@@ -437,7 +443,7 @@ mod x86 {
                 // lo <= lane < hi
                 let keep = _mm_andnot_si128(_mm_cmpgt_epi16(lo, lane), _mm_cmpgt_epi16(hi, lane));
                 let kept = _mm_and_si128(keep, v);
-                vmin = _mm_min_epi16(vmin, _mm_or_si128(kept, _mm_andnot_si128(keep, top)));
+                step(kept, keep);
                 // Pairs summed into i32 lanes: at most 2^16 per step, so 4096
                 // steps cannot overflow before the flush.
                 acc = _mm_add_epi32(acc, _mm_madd_epi16(kept, ones));
@@ -449,7 +455,19 @@ mod x86 {
                     steps = 0;
                 }
             }
-            total += flush(acc);
+            total + flush(acc)
+        }
+    }
+
+    /// Sum and minimum of `samples[a..b]` ([`masked_windows`]).
+    pub(super) fn sum_min_sse2(samples: &[i16], a: usize, b: usize) -> (i64, i16) {
+        // SAFETY (every block below): SSE2 is part of x86-64.
+        let top = unsafe { _mm_set1_epi16(i16::MAX) };
+        let mut vmin = top;
+        let total = masked_windows(samples, a, b, |kept, keep| unsafe {
+            vmin = _mm_min_epi16(vmin, _mm_or_si128(kept, _mm_andnot_si128(keep, top)));
+        });
+        unsafe {
             let m = _mm_min_epi16(vmin, _mm_shuffle_epi32::<0b01_00_11_10>(vmin));
             let m = _mm_min_epi16(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
             let m = _mm_min_epi16(m, _mm_shufflelo_epi16::<0b10_11_00_01>(m));
@@ -457,52 +475,21 @@ mod x86 {
         }
     }
 
-    /// Sum and sum of squares of `samples[a..b]`, windows as in
-    /// [`sum_min_sse2`]. Squares are summed in pairs into 32-bit lanes read
-    /// as unsigned (a pair is at most 2^31) and widened to 64 bits each step.
+    /// Sum and sum of squares of `samples[a..b]` ([`masked_windows`]).
+    /// Squares are summed in pairs into 32-bit lanes read as unsigned (a pair
+    /// is at most 2^31) and widened to 64 bits each step.
     pub(super) fn sums_sse2(samples: &[i16], a: usize, b: usize) -> (i64, i64) {
-        let n = samples.len();
-        assert!(n >= 8 && a < b && b <= n);
-        // SAFETY: SSE2 is part of x86-64; every load reads samples[ws..ws + 8]
-        // with ws + 8 <= n.
-        unsafe {
-            let lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
-            let ones = _mm_set1_epi16(1);
-            let zero = _mm_setzero_si128();
-            let mut acc = zero;
-            let mut acc2 = zero;
-            let mut total = 0i64;
-            let lanes32 = |acc: __m128i| -> i64 {
-                let mut l = [0i32; 4];
-                _mm_storeu_si128(l.as_mut_ptr().cast(), acc);
-                l.iter().map(|&x| i64::from(x)).sum()
-            };
-            let mut k = a;
-            let mut steps = 0u32;
-            while k < b {
-                let ws = k.min(n - 8);
-                let v = _mm_loadu_si128(samples.as_ptr().add(ws).cast());
-                let lo = _mm_set1_epi16((k - ws) as i16);
-                let hi = _mm_set1_epi16((b.min(k + 8) - ws) as i16);
-                let keep = _mm_andnot_si128(_mm_cmpgt_epi16(lo, lane), _mm_cmpgt_epi16(hi, lane));
-                let kept = _mm_and_si128(keep, v);
-                acc = _mm_add_epi32(acc, _mm_madd_epi16(kept, ones));
-                let sq = _mm_madd_epi16(kept, kept);
-                acc2 = _mm_add_epi64(acc2, _mm_unpacklo_epi32(sq, zero));
-                acc2 = _mm_add_epi64(acc2, _mm_unpackhi_epi32(sq, zero));
-                k += 8;
-                steps += 1;
-                if steps == 4096 {
-                    total += lanes32(acc);
-                    acc = zero;
-                    steps = 0;
-                }
-            }
-            total += lanes32(acc);
-            let mut l = [0u64; 2];
-            _mm_storeu_si128(l.as_mut_ptr().cast(), acc2);
-            (total, (l[0] + l[1]) as i64)
-        }
+        // SAFETY (every block below): SSE2 is part of x86-64.
+        let zero = unsafe { _mm_setzero_si128() };
+        let mut acc2 = zero;
+        let total = masked_windows(samples, a, b, |kept, _| unsafe {
+            let sq = _mm_madd_epi16(kept, kept);
+            acc2 = _mm_add_epi64(acc2, _mm_unpacklo_epi32(sq, zero));
+            acc2 = _mm_add_epi64(acc2, _mm_unpackhi_epi32(sq, zero));
+        });
+        let mut l = [0u64; 2];
+        unsafe { _mm_storeu_si128(l.as_mut_ptr().cast(), acc2) };
+        (total, (l[0] + l[1]) as i64)
     }
 
     /// `out[i] += (baseline - samples[i]) * scale`, 4 lanes per step over
