@@ -42,6 +42,7 @@ pub mod rates;
 pub mod report;
 pub mod rq_lookup;
 pub mod se_gain;
+pub mod top_fraction;
 pub mod truth_check;
 
 use std::path::PathBuf;
@@ -186,6 +187,8 @@ pub struct Products {
     /// Light response learned from the Kr83m S2 patterns, efficiencies in
     /// the measured gains' scale (Err: why it was not learned).
     pub lrf: Result<lrf::LearnedLrf, String>,
+    /// S2 top fraction in the measured gains' scale.
+    pub s2_top: top_fraction::TopFraction,
     /// Wall time of the measurement (reading included) [s].
     pub seconds: f64,
 }
@@ -338,6 +341,7 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         Err(e) => (Err(e.to_string()), kr_rescaled),
     };
     let kr = measure_kr(&base, &kr_events, se.gain_phd)?;
+    let s2_top = measure_s2_top_fraction(&base.detector, &inputs, &ratio, &gains, lrf.as_ref().ok())?;
     let event_rates = rates::measure_rates(&inputs);
     Ok(Products {
         base,
@@ -353,8 +357,70 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         kr_peak: kr.peak,
         rates: event_rates,
         lrf,
+        s2_top,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The S2 top fraction from the Kr83m main S2s: channel areas in the
+/// measured gains' scale (`ratio`: told over measured gain), light lost on
+/// dead channels as the tag's detector loses it (dead channels of the base
+/// and found dead; the learned light response's top pattern when there is
+/// one), at the RQ files' positions.
+fn measure_s2_top_fraction(
+    det: &tpcflow_reco::DetectorModel,
+    inputs: &inputs::Inputs,
+    ratio: &[f64],
+    gains: &pmt_gains::PmtGains,
+    learned: Option<&lrf::LearnedLrf>,
+) -> Result<top_fraction::TopFraction, CalibrateError> {
+    let mut params = det.params.clone();
+    let dead = &mut params.calibration.dead_channels;
+    dead.extend(
+        gains
+            .dead
+            .iter()
+            .filter(|c| !dead.contains(c))
+            .collect::<Vec<_>>(),
+    );
+    params.calibration.lrf = learned.map(|l| l.response.clone());
+    let model = tpcflow_reco::DetectorModel::new(det.tag.clone(), params).map_err(|e| {
+        CalibrateError::Fit {
+            product: "S2 top fraction",
+            why: e.to_string(),
+        }
+    })?;
+    let mut dead_mask = vec![false; model.n_channels()];
+    for &c in &model.params.calibration.dead_channels {
+        dead_mask[usize::from(c)] = true;
+    }
+    let n_top = model.pmts.n_top;
+    let s2s: Vec<top_fraction::S2Split> = inputs
+        .kr
+        .par_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (mut top, mut bottom) = (0.0, 0.0);
+            for &(c, a) in &inputs.kr_s2_channels[inputs.kr_s2_first[i]..inputs.kr_s2_first[i + 1]] {
+                let c = usize::from(c);
+                let a = f64::from(a) * ratio.get(c).copied().unwrap_or(1.0);
+                if c < n_top {
+                    top += a;
+                } else {
+                    bottom += a;
+                }
+            }
+            let (top_loss, bottom_loss) =
+                crate::sim::told_detector::dead_losses(&model, &dead_mask, e.x_mm, e.y_mm);
+            top_fraction::S2Split {
+                top_phd: top,
+                bottom_phd: bottom,
+                top_loss,
+                bottom_loss,
+            }
+        })
+        .collect();
+    top_fraction::fit_s2_top_fraction(&s2s)
 }
 
 /// The light response from the Kr83m main-S2 top areas, channels dead in

@@ -66,6 +66,10 @@ pub fn conditions_text(opts: &Options, p: &Products) -> Result<String, Calibrate
         "se_resolution".into(),
         Value::Float(round(p.se.resolution, 4)),
     );
+    light.insert(
+        "s2_top_fraction".into(),
+        Value::Float(round(p.s2_top.s2_top_fraction, 5)),
+    );
     table(&mut doc, &["detector", "pmts"]).insert(
         "spe_area_adc".into(),
         Value::Array(
@@ -163,6 +167,7 @@ fn provenance(opts: &Options, p: &Products) -> Table {
         ),
     );
     u.insert("se_gain_phd".into(), Value::Float(p.se.sigma_gain_phd));
+    u.insert("s2_top_fraction".into(), Value::Float(p.s2_top.sigma));
     u.insert(
         "energy_scale".into(),
         Value::Float(p.energy_scale.sigma_factor),

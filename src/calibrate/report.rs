@@ -275,6 +275,11 @@ pub fn markdown(opts: &Options, p: &Products) -> String {
     );
     let _ = writeln!(
         s,
+        "| S2 top fraction, measured gains' scale (recorded S2 area fraction top {:.4}) | {:.4} | {:.4} | {:.4} |",
+        p.s2_top.recorded_aft, p.s2_top.s2_top_fraction, p.s2_top.sigma, told.light.s2_top_fraction
+    );
+    let _ = writeln!(
+        s,
         "| single-phe area noise, common to the channels [phe] | {:.3} | | |",
         p.gains.area_noise_phe
     );

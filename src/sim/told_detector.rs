@@ -160,8 +160,18 @@ pub fn dead_light_share(
 }
 
 fn dead_loss(m: &tpcflow_reco::DetectorModel, dead: &[bool], x: f64, y: f64) -> f64 {
+    let (top, bottom) = dead_losses(m, dead, x, y);
+    let aft = m.params.light.s2_top_fraction;
+    aft * top + (1.0 - aft) * bottom
+}
+
+/// Shares of the S2 light made at (x, y) that reach each array and land on
+/// its `dead` channels: (top, bottom). Top: the top pattern of `m` (its
+/// learned light response when it has one) summed over the dead top
+/// channels; bottom: the dead channels' share of the solid-angle weights.
+pub fn dead_losses(m: &tpcflow_reco::DetectorModel, dead: &[bool], x: f64, y: f64) -> (f64, f64) {
     if !dead.contains(&true) {
-        return 0.0;
+        return (0.0, 0.0);
     }
     let n_top = m.pmts.n_top;
     let mut pattern = vec![0.0; n_top];
@@ -177,8 +187,7 @@ fn dead_loss(m: &tpcflow_reco::DetectorModel, dead: &[bool], x: f64, y: f64) -> 
             lost += w;
         }
     }
-    let aft = m.params.light.s2_top_fraction;
-    aft * top + (1.0 - aft) * lost / all
+    (top, lost / all)
 }
 
 impl DetectorResponse for ToldDetector {
