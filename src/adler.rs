@@ -103,6 +103,14 @@ pub fn digest_file(path: &Path) -> Result<FileDigest, ChecksumError> {
     })
 }
 
+/// Size and Adler-32 of bytes already in memory (a file's whole memory map).
+pub fn digest_bytes(bytes: &[u8]) -> FileDigest {
+    FileDigest {
+        size_bytes: bytes.len() as u64,
+        adler32: format_adler32(simd_adler32::adler32(&bytes)),
+    }
+}
+
 /// Window of a file [`digest_mapped`] maps at a time [bytes] (a multiple of
 /// the page size).
 const MAP_WINDOW_BYTES: u64 = 64 << 20;
@@ -176,6 +184,7 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             let mapped = digest_mapped(&path).unwrap();
             assert_eq!(mapped, digest_file(&path).unwrap(), "{name}");
+            assert_eq!(mapped, digest_bytes(&bytes), "{name}");
             assert_eq!(
                 mapped,
                 digest_in_windows(&path, page as u64).unwrap(),

@@ -341,7 +341,8 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
         Err(e) => (Err(e.to_string()), kr_rescaled),
     };
     let kr = measure_kr(&base, &kr_events, se.gain_phd)?;
-    let s2_top = measure_s2_top_fraction(&base.detector, &inputs, &ratio, &gains, lrf.as_ref().ok())?;
+    let s2_top =
+        measure_s2_top_fraction(&base.detector, &inputs, &ratio, &gains, lrf.as_ref().ok())?;
     let event_rates = rates::measure_rates(&inputs);
     Ok(Products {
         base,
@@ -401,7 +402,8 @@ fn measure_s2_top_fraction(
         .enumerate()
         .map(|(i, e)| {
             let (mut top, mut bottom) = (0.0, 0.0);
-            for &(c, a) in &inputs.kr_s2_channels[inputs.kr_s2_first[i]..inputs.kr_s2_first[i + 1]] {
+            for &(c, a) in &inputs.kr_s2_channels[inputs.kr_s2_first[i]..inputs.kr_s2_first[i + 1]]
+            {
                 let c = usize::from(c);
                 let a = f64::from(a) * ratio.get(c).copied().unwrap_or(1.0);
                 if c < n_top {

@@ -817,6 +817,19 @@ pub fn probe_events(path: &Path) -> Result<u64, RawError> {
     Ok(ds.size() as u64)
 }
 
+impl RawFile {
+    /// The memory map of the whole file, when the samples are read through
+    /// one (not for files read through HDF5): what else must read every
+    /// byte of the file (the input's checksum) reads these pages instead of
+    /// mapping the file again.
+    pub fn file_map(&self) -> Option<Arc<Mmap>> {
+        match &self.samples {
+            Samples::Mapped { map, .. } => Some(Arc::clone(map)),
+            Samples::Owned(_) => None,
+        }
+    }
+}
+
 /// Map a file read-only.
 #[allow(unsafe_code)]
 fn map_file(f: &std::fs::File) -> std::io::Result<Mmap> {

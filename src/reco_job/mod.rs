@@ -285,25 +285,37 @@ fn commit_ok(
 /// a rank with a second core it runs beside the reconstruction instead of
 /// after it; the commit of the input's RQ file (queued on the same thread,
 /// later) reads its outcome.
+///
+/// When the reader holds the whole file in a memory map (`RawFile::file_map`),
+/// the check hashes that map: the pages are mapped once for both, where a
+/// second map of the file cost its own page-table setup and teardown.
 #[derive(Debug, Clone)]
 struct InputCheck {
     input: PathBuf,
     expected: String,
+    map: Option<Arc<memmap2::Mmap>>,
     outcome: Arc<OnceLock<Result<(), String>>>,
 }
 
 impl InputCheck {
-    /// Queue the check of `input` on `finisher`.
-    fn start(finisher: &finisher::Finisher, input: PathBuf, expected: String) -> Result<Self> {
+    /// Queue the check of `input` (held in `map` when the reader maps it
+    /// whole) on `finisher`.
+    fn start(
+        finisher: &finisher::Finisher,
+        input: PathBuf,
+        expected: String,
+        map: Option<Arc<memmap2::Mmap>>,
+    ) -> Result<Self> {
         let check = Self {
             input,
             expected,
+            map,
             outcome: Arc::default(),
         };
         let c = check.clone();
         finisher.submit(move || {
             // Set once: nothing else sets it before this task runs.
-            let _ = c.outcome.set(verify_input_adler32(&c.input, &c.expected));
+            let _ = c.outcome.set(c.verify());
             Ok(())
         })?;
         Ok(check)
@@ -312,19 +324,26 @@ impl InputCheck {
     /// The check's outcome (computed here if its task has not run, which
     /// the finisher's order rules out for a commit queued after it).
     fn outcome(&self) -> Result<(), String> {
-        self.outcome
-            .get_or_init(|| verify_input_adler32(&self.input, &self.expected))
-            .clone()
+        self.outcome.get_or_init(|| self.verify()).clone()
+    }
+
+    fn verify(&self) -> Result<(), String> {
+        let actual = match &self.map {
+            Some(map) => crate::adler::digest_bytes(map).adler32,
+            None => {
+                crate::adler::digest_mapped(&self.input)
+                    .map_err(|e| e.to_string())?
+                    .adler32
+            }
+        };
+        verify_input_adler32(&self.input, &self.expected, &actual)
     }
 }
 
-/// Check `input` against its catalogued adler32 (read once through a memory
-/// map); the error names the file, the expected and the actual checksum.
-fn verify_input_adler32(input: &Path, expected: &str) -> Result<(), String> {
-    let actual = crate::adler::digest_mapped(input)
-        .map_err(|e| e.to_string())?
-        .adler32;
-    if crate::adler::same_checksum(&actual, expected) {
+/// Compare `input`'s adler32 (`actual`) with the catalogued one; the error
+/// names the file, the expected and the actual checksum.
+fn verify_input_adler32(input: &Path, expected: &str, actual: &str) -> Result<(), String> {
+    if crate::adler::same_checksum(actual, expected) {
         Ok(())
     } else {
         Err(format!(
@@ -483,12 +502,16 @@ impl Job<'_> {
 
     /// Start checking the input against its catalogued adler32, when the
     /// job was given one (see [`InputCheck`]).
-    fn start_check(&self, file: usize) -> Result<Option<InputCheck>> {
+    fn start_check(
+        &self,
+        file: usize,
+        map: Option<Arc<memmap2::Mmap>>,
+    ) -> Result<Option<InputCheck>> {
         let Some(expected) = self.opts.input_adler32.get(file).cloned().flatten() else {
             return Ok(None);
         };
         let input = self.opts.inputs[file].clone();
-        InputCheck::start(&self.finisher, input, expected).map(Some)
+        InputCheck::start(&self.finisher, input, expected, map).map(Some)
     }
 
     /// Close the file's RQ output and record success with its checksum (the
@@ -600,8 +623,8 @@ impl Job<'_> {
         // A whole file, or part 0 of a split one (which checks for all its
         // parts: a mismatch fails the part, and with it the merge), starts
         // the input's checksum now, beside its reconstruction.
-        let check = if (whole || unit.part == 0) && opened.raw.is_ok() {
-            self.start_check(unit.file)?
+        let check = if let (true, Ok(raw)) = (whole || unit.part == 0, &opened.raw) {
+            self.start_check(unit.file, raw.file_map())?
         } else {
             None
         };
