@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn recovers_the_fraction_before_dead_channels_with_a_pull_of_width_one() {
         // A dead top PMT takes 20 % of the top light of one event in ten.
-        let loss = |i: usize| if i % 10 == 0 { 0.2 } else { 0.003 };
+        let loss = |i: usize| if i.is_multiple_of(10) { 0.2 } else { 0.003 };
         let pulls: Vec<f64> = (0..40)
             .map(|seed| {
                 let f = fit_s2_top_fraction(&draw(seed, 1000, 0.641, loss)).unwrap();
