@@ -58,21 +58,19 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn blinding(&self) -> Result<BlindingStatus, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached("SELECT blinded, by_whom, reason, at FROM blinding_log ORDER BY id")
-            .map_err(self.sql("read blinding log"))?;
-        let history: Vec<BlindingDecision> = st
-            .query_map([], |r| {
+        let history: Vec<BlindingDecision> = self.query_rows(
+            "SELECT blinded, by_whom, reason, at FROM blinding_log ORDER BY id",
+            [],
+            "read blinding log",
+            |r| {
                 Ok(BlindingDecision {
                     blinded: r.get(0)?,
                     by: r.get(1)?,
                     reason: r.get(2)?,
                     at: r.get(3)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("read blinding log"))?;
+            },
+        )?;
         Ok(BlindingStatus {
             blinded: history.last().is_some_and(|d| d.blinded),
             history,

@@ -99,22 +99,17 @@ impl Catalog {
         &self,
         settled_before: f64,
     ) -> Result<Vec<(u32, f64)>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT ru.number, max(f.registered_at) FROM runs ru JOIN raw_files f ON f.run = ru.number
+        self.query_rows(
+            "SELECT ru.number, max(f.registered_at) FROM runs ru JOIN raw_files f ON f.run = ru.number
                  WHERE ru.run_type = 'calibration'
                    AND NOT EXISTS (SELECT 1 FROM calibrations k WHERE k.run = ru.number)
                  GROUP BY ru.number
                  HAVING sum(f.state <> 'processed') = 0 AND max(f.registered_at) < ?1
                  ORDER BY ru.number",
-            )
-            .map_err(self.sql("find calibration runs"))?;
-        let rows = st
-            .query_map([settled_before], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("find calibration runs"));
-        rows
+            [settled_before],
+            "find calibration runs",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// The prompt-processing RQ outputs of a run: (RQ path, conditions tag
@@ -123,22 +118,17 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn prompt_outputs_of_run(&self, run: u32) -> Result<Vec<(String, String)>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT o.rq_path, c.conditions_tag FROM tasks t
+        self.query_rows(
+            "SELECT o.rq_path, c.conditions_tag FROM tasks t
                  JOIN campaigns c ON c.id = t.campaign_id
                  JOIN raw_files f ON f.id = t.file_id
                  JOIN outputs o ON o.file_id = t.file_id AND o.lineage_hash = c.lineage_hash
                  WHERE c.prompt = 1 AND t.state = 'done' AND f.run = ?1
                  ORDER BY f.name",
-            )
-            .map_err(self.sql("read outputs of run"))?;
-        let rows = st
-            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("read outputs of run"));
-        rows
+            [run],
+            "read outputs of run",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Record the intent to submit a run's calibration job (before sbatch).
@@ -225,15 +215,12 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn calibrations(&self) -> Result<Vec<CalibrationRow>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM calibrations ORDER BY run"))
-            .map_err(self.sql("read calibrations"))?;
-        let rows = st
-            .query_map([], row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("read calibrations"));
-        rows
+        self.query_rows(
+            &format!("SELECT {COLUMNS} FROM calibrations ORDER BY run"),
+            [],
+            "read calibrations",
+            row,
+        )
     }
 
     /// One run's calibration job, if any.

@@ -215,18 +215,15 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn conditions_tags(&self) -> Result<Vec<ConditionsTagRow>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(&format!(
+        self.query_rows(
+            &format!(
                 "SELECT {TAG_COLUMNS} FROM conditions_tags
                  ORDER BY first_run IS NULL, first_run, created_at, tag"
-            ))
-            .map_err(self.sql("list conditions tags"))?;
-        let rows = st
-            .query_map([], tag_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list conditions tags"));
-        rows
+            ),
+            [],
+            "list conditions tags",
+            tag_row,
+        )
     }
 
     /// One tag, if catalogued.
@@ -415,15 +412,12 @@ impl Catalog {
         &self,
         tag: Option<&str>,
     ) -> Result<Vec<ConditionsDecision>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT tag, action, by_whom, reason, at FROM conditions_log
+        self.query_rows(
+            "SELECT tag, action, by_whom, reason, at FROM conditions_log
                  WHERE ?1 IS NULL OR tag = ?1 ORDER BY id",
-            )
-            .map_err(self.sql("read conditions log"))?;
-        let rows = st
-            .query_map([tag], |r| {
+            [tag],
+            "read conditions log",
+            |r| {
                 Ok(ConditionsDecision {
                     tag: r.get(0)?,
                     action: r.get(1)?,
@@ -431,10 +425,8 @@ impl Catalog {
                     reason: r.get(3)?,
                     at: r.get(4)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("read conditions log"));
-        rows
+            },
+        )
     }
 
     /// Freeze the published intervals as a global tag; returns them
@@ -496,17 +488,12 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn global_tag(&self, name: &str) -> Result<Vec<(u32, String)>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT first_run, tag FROM global_tag_iovs WHERE global_tag = ?1 ORDER BY first_run",
-            )
-            .map_err(self.sql("read global tag"))?;
-        let rows = st
-            .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("read global tag"));
-        rows
+        self.query_rows(
+            "SELECT first_run, tag FROM global_tag_iovs WHERE global_tag = ?1 ORDER BY first_run",
+            [name],
+            "read global tag",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Pin a global tag on a campaign.

@@ -220,15 +220,12 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn file_names_of_run(&self, run: u32) -> Result<HashSet<String>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached("SELECT name FROM raw_files WHERE run = ?1")
-            .map_err(self.sql("list file names"))?;
-        let names = st
-            .query_map([run], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list file names"));
-        names
+        self.query_rows(
+            "SELECT name FROM raw_files WHERE run = ?1",
+            [run],
+            "list file names",
+            |r| r.get(0),
+        )
     }
 
     /// Register raw files and their verified SURF replicas in one
@@ -289,33 +286,29 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn runs(&self) -> Result<Vec<RunSummary>, CatalogError> {
+        // Both queries under one hold of the connection.
         let conn = self.conn();
         let mut bad_or_lost = std::collections::HashMap::<u32, u64>::new();
-        {
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT f.run, count(*) FROM replicas p JOIN raw_files f ON f.id = p.file_id
+        let rows: Vec<(u32, u64)> = self.query_rows_on(
+            &conn,
+            "SELECT f.run, count(*) FROM replicas p JOIN raw_files f ON f.id = p.file_id
                      WHERE p.site IN ('SURF','USDC','UKDC','ARCHIVE') AND p.state IN ('bad','lost')
                      GROUP BY f.run",
-                )
-                .map_err(self.sql("count bad replicas"))?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(u32, u64)>>>())
-                .map_err(self.sql("count bad replicas"))?;
-            bad_or_lost.extend(rows);
-        }
-        let mut st = conn
-            .prepare_cached(
-                "SELECT r.number, r.run_type, r.start_time, r.conditions, count(f.id),
+            [],
+            "count bad replicas",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        bad_or_lost.extend(rows);
+        self.query_rows_on(
+            &conn,
+            "SELECT r.number, r.run_type, r.start_time, r.conditions, count(f.id),
                    coalesce(sum(f.size_bytes), 0),
                    count(CASE WHEN f.state IN ('transferred','processing','processed') THEN 1 END)
                  FROM runs r LEFT JOIN raw_files f ON f.run = r.number
                  GROUP BY r.number ORDER BY r.number",
-            )
-            .map_err(self.sql("list runs"))?;
-        let rows = st
-            .query_map([], |r| {
+            [],
+            "list runs",
+            |r| {
                 let number = r.get(0)?;
                 Ok(RunSummary {
                     number,
@@ -327,10 +320,8 @@ impl Catalog {
                     files_transferred: r.get(6)?,
                     replicas_bad_or_lost: bad_or_lost.get(&number).copied().unwrap_or(0),
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list runs"));
-        rows
+            },
+        )
     }
 
     /// The raw files of a run, by sequence.
@@ -338,14 +329,8 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn files_of_run(&self, run: u32) -> Result<Vec<RawFileRow>, CatalogError> {
-        let conn = self.conn();
         let sql = format!("SELECT {FILE_COLUMNS} FROM raw_files WHERE run = ?1 ORDER BY sequence");
-        let mut st = conn.prepare_cached(&sql).map_err(self.sql("list files"))?;
-        let rows = st
-            .query_map([run], file_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list files"));
-        rows
+        self.query_rows(&sql, [run], "list files", file_row)
     }
 
     /// A raw file by name (`000017_00003.raw.h5`, a path ending in it) or by id.
@@ -370,16 +355,8 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn replicas_of(&self, file_id: i64) -> Result<Vec<ReplicaRow>, CatalogError> {
-        let conn = self.conn();
         let sql = format!("{REPLICA_SELECT} WHERE r.file_id = ?1 ORDER BY r.site");
-        let mut st = conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("list replicas"))?;
-        let rows = st
-            .query_map([file_id], replica_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list replicas"));
-        rows
+        self.query_rows(&sql, [file_id], "list replicas", replica_row)
     }
 
     /// The replicas at a site in any of `states`, by path.

@@ -349,6 +349,48 @@ impl Catalog {
             source,
         }
     }
+
+    /// Rows of the cached statement `sql`, each mapped by `row`, collected in
+    /// order into `C` (a `Vec`, a set, ...); errors are [`CatalogError::Sqlite`]
+    /// naming `what`. Takes the connection for the call: a caller already
+    /// holding it (or in a transaction) uses [`Catalog::query_rows_on`].
+    fn query_rows<C, T, P, F>(
+        &self,
+        sql: &str,
+        params: P,
+        what: &'static str,
+        row: F,
+    ) -> Result<C, CatalogError>
+    where
+        C: FromIterator<T>,
+        P: rusqlite::Params,
+        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.query_rows_on(&self.conn(), sql, params, what, row)
+    }
+
+    /// As [`Catalog::query_rows`], on `conn`: the held connection or a
+    /// transaction (which derefs to it).
+    fn query_rows_on<C, T, P, F>(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        params: P,
+        what: &'static str,
+        row: F,
+    ) -> Result<C, CatalogError>
+    where
+        C: FromIterator<T>,
+        P: rusqlite::Params,
+        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        let mut st = conn.prepare_cached(sql).map_err(self.sql(what))?;
+        let rows = st
+            .query_map(params, row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql(what));
+        rows
+    }
 }
 
 /// Now [s since the Unix epoch].

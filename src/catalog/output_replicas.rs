@@ -165,16 +165,13 @@ impl Catalog {
         &self,
         output_id: i64,
     ) -> Result<Vec<OutputReplicaRow>, CatalogError> {
-        let conn = self.conn();
         let sql = format!("{OUTPUT_REPLICA_SELECT} WHERE output_id = ?1 ORDER BY site");
-        let mut st = conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("list output replicas"))?;
-        let rows = st
-            .query_map([output_id], output_replica_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list output replicas"));
-        rows
+        self.query_rows(
+            &sql,
+            [output_id],
+            "list output replicas",
+            output_replica_row,
+        )
     }
 
     /// Output replicas left `transferring` by a mover that died go back to
@@ -200,18 +197,15 @@ impl Catalog {
         &self,
         max_attempts: u32,
     ) -> Result<Vec<OutputTransferItem>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT output_id, path, site, source, size_bytes, adler32, attempts
+        self.query_rows(
+            "SELECT output_id, path, site, source, size_bytes, adler32, attempts
                  FROM output_replicas INDEXED BY output_replicas_site_state
                  WHERE site IN ('SURF','USDC','UKDC','ARCHIVE') AND state = 'queued'
                    AND attempts < ?1 AND source IS NOT NULL
                  ORDER BY output_id, site",
-            )
-            .map_err(self.sql("list queued output replicas"))?;
-        let rows = st
-            .query_map([max_attempts], |r| {
+            [max_attempts],
+            "list queued output replicas",
+            |r| {
                 let path: String = r.get(1)?;
                 Ok(OutputTransferItem {
                     output_id: r.get(0)?,
@@ -223,10 +217,8 @@ impl Catalog {
                     adler32: r.get(5)?,
                     attempts: r.get(6)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list queued output replicas"));
-        rows
+            },
+        )
     }
 
     /// Start copying an output replica: `queued -> transferring`, in one

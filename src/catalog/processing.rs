@@ -207,15 +207,12 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn campaigns(&self) -> Result<Vec<CampaignRow>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT id, name, first_run, last_run, conditions_tag, lineage_hash, state, created_at
+        self.query_rows(
+            "SELECT id, name, first_run, last_run, conditions_tag, lineage_hash, state, created_at
                  FROM campaigns ORDER BY id DESC",
-            )
-            .map_err(self.sql("list campaigns"))?;
-        let rows = st
-            .query_map([], |r| {
+            [],
+            "list campaigns",
+            |r| {
                 Ok(CampaignRow {
                     id: r.get(0)?,
                     name: r.get(1)?,
@@ -226,10 +223,8 @@ impl Catalog {
                     state: r.get(6)?,
                     created_at: r.get(7)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list campaigns"));
-        rows
+            },
+        )
     }
 
     /// Move a campaign from `from` to `to`.
@@ -378,14 +373,8 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>, CatalogError> {
-        let conn = self.conn();
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id");
-        let mut st = conn.prepare_cached(&sql).map_err(self.sql("list jobs"))?;
-        let rows = st
-            .query_map([state], job_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list jobs"));
-        rows
+        self.query_rows(&sql, [state], "list jobs", job_row)
     }
 
     /// Catalogue a processing output without a task; the same (file,
@@ -435,15 +424,12 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn outputs_of(&self, file_id: i64) -> Result<Vec<OutputRow>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT id, file_id, lineage_hash, rq_path, checksum, events, catalogued_at, site
+        self.query_rows(
+            "SELECT id, file_id, lineage_hash, rq_path, checksum, events, catalogued_at, site
                  FROM outputs WHERE file_id = ?1 ORDER BY id",
-            )
-            .map_err(self.sql("list outputs"))?;
-        let rows = st
-            .query_map([file_id], |r| {
+            [file_id],
+            "list outputs",
+            |r| {
                 Ok(OutputRow {
                     id: r.get(0)?,
                     file_id: r.get(1)?,
@@ -454,9 +440,7 @@ impl Catalog {
                     catalogued_at: r.get(6)?,
                     site: r.get(7)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list outputs"));
-        rows
+            },
+        )
     }
 }

@@ -130,20 +130,17 @@ impl Catalog {
         max_attempts: u32,
         require_salted: bool,
     ) -> Result<Vec<TransferItem>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT r.file_id, f.name, r.site, r.path, f.size_bytes, f.adler32, r.attempts,
+        self.query_rows(
+            "SELECT r.file_id, f.name, r.site, r.path, f.size_bytes, f.adler32, r.attempts,
                    coalesce(r.source, 'SURF')
                  FROM replicas r JOIN raw_files f ON f.id = r.file_id
                  WHERE r.site = ?1 AND r.state = 'queued' AND r.attempts < ?2
                    AND (?3 = 0 OR f.salted = 1
                         OR EXISTS (SELECT 1 FROM runs u WHERE u.number = f.run AND u.run_type <> 'science'))
                  ORDER BY r.file_id",
-            )
-            .map_err(self.sql("list queued replicas"))?;
-        let rows = st
-            .query_map(params![site, max_attempts, require_salted], |r| {
+            params![site, max_attempts, require_salted],
+            "list queued replicas",
+            |r| {
                 Ok(TransferItem {
                     file_id: r.get(0)?,
                     file: r.get(1)?,
@@ -154,10 +151,8 @@ impl Catalog {
                     attempts: r.get(6)?,
                     source: r.get(7)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list queued replicas"));
-        rows
+            },
+        )
     }
 
     /// Move a replica from `from` to `to` in one transaction, recording
@@ -398,14 +393,10 @@ impl Catalog {
                                  AND v.state IN ('verified', 'queued', 'transferring'))
              ORDER BY t.file_id"
         );
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("list copy-in candidates"))?;
-        let rows: Vec<(i64, Site, Site)> = st
-            .query_map([campaign_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list copy-in candidates"))?;
+        let rows: Vec<(i64, Site, Site)> =
+            self.query_rows(&sql, [campaign_id], "list copy-in candidates", |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
         let rank = |sites: &[Site], s: Site| sites.iter().position(|&x| x == s);
         let mut best: std::collections::BTreeMap<i64, (Site, Site)> = Default::default();
         for (file, to, from) in rows {

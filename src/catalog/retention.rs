@@ -43,11 +43,8 @@ impl Catalog {
         &self,
         registered_before: f64,
     ) -> Result<Vec<RetentionCandidate>, CatalogError> {
-        let rows: Vec<(i64, String, u64, String, bool, String)> = {
-            let conn = self.conn();
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT f.id, f.name, f.size_bytes, f.adler32, f.salted, s.path
+        let rows: Vec<(i64, String, u64, String, bool, String)> = self.query_rows(
+            "SELECT f.id, f.name, f.size_bytes, f.adler32, f.salted, s.path
                      FROM replicas s JOIN raw_files f ON f.id = s.file_id
                      WHERE s.site = 'SURF' AND s.state = 'verified'
                        AND f.salting_since IS NULL AND f.registered_at <= ?1
@@ -57,23 +54,19 @@ impl Catalog {
                               AND d.site IN ('USDC','UKDC','ARCHIVE') AND d.state = 'verified'
                               AND d.size_bytes = f.size_bytes AND d.adler32 = f.adler32) = 3
                      ORDER BY f.id",
-                )
-                .map_err(self.sql("list retention candidates"))?;
-            let rows = st
-                .query_map([registered_before], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                })
-                .and_then(|rows| rows.collect())
-                .map_err(self.sql("list retention candidates"))?;
-            rows
-        };
+            [registered_before],
+            "list retention candidates",
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )?;
         rows.into_iter()
             .map(|(file_id, file, size_bytes, adler32, salted, surf_path)| {
                 let destinations = self

@@ -47,10 +47,8 @@ impl Catalog {
         run: u32,
         lineage: Option<&str>,
     ) -> Result<Vec<RunOutput>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT f.id, f.sequence, f.name, o.lineage_hash,
+        let mut rows: Vec<RunOutput> = self.query_rows(
+            "SELECT f.id, f.sequence, f.name, o.lineage_hash,
                    coalesce((SELECT r.path FROM output_replicas r WHERE r.output_id = o.id
                                AND r.site = 'USDC' AND r.state = 'verified' AND r.source IS NOT NULL),
                             o.rq_path),
@@ -58,10 +56,9 @@ impl Catalog {
                  FROM raw_files f JOIN outputs o ON o.file_id = f.id
                  WHERE f.run = ?1 AND (?2 IS NULL OR o.lineage_hash = ?2)
                  ORDER BY f.sequence, o.catalogued_at DESC, o.id DESC",
-            )
-            .map_err(self.sql("outputs of run"))?;
-        let mut rows: Vec<RunOutput> = st
-            .query_map(params![run, lineage], |r| {
+            params![run, lineage],
+            "outputs of run",
+            |r| {
                 Ok(RunOutput {
                     file_id: r.get(0)?,
                     sequence: r.get(1)?,
@@ -71,9 +68,8 @@ impl Catalog {
                     events: r.get(5)?,
                     catalogued_at: r.get(6)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("outputs of run"))?;
+            },
+        )?;
         // Newest first within a file: keep the first row of each file.
         rows.dedup_by_key(|o| o.file_id);
         Ok(rows)
@@ -84,19 +80,12 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn verified_replicas(&self, file_id: i64) -> Result<Vec<(Site, String)>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT site, path FROM replicas WHERE file_id = ?1 AND state = ?2 ORDER BY site",
-            )
-            .map_err(self.sql("list verified replicas"))?;
-        let rows = st
-            .query_map(params![file_id, ReplicaState::Verified], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list verified replicas"));
-        rows
+        self.query_rows(
+            "SELECT site, path FROM replicas WHERE file_id = ?1 AND state = ?2 ORDER BY site",
+            params![file_id, ReplicaState::Verified],
+            "list verified replicas",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Runs with at least one catalogued output of a campaign whose
@@ -105,19 +94,14 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn runs_using_conditions(&self, tag: &str) -> Result<Vec<u32>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT DISTINCT f.run FROM campaigns c
+        self.query_rows(
+            "SELECT DISTINCT f.run FROM campaigns c
                  JOIN outputs o ON o.lineage_hash = c.lineage_hash
                  JOIN raw_files f ON f.id = o.file_id
                  WHERE c.conditions_tag = ?1 ORDER BY f.run",
-            )
-            .map_err(self.sql("runs using conditions"))?;
-        let rows = st
-            .query_map([tag], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("runs using conditions"));
-        rows
+            [tag],
+            "runs using conditions",
+            |r| r.get(0),
+        )
     }
 }

@@ -75,20 +75,20 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn run_movement(&self) -> Result<Vec<RunMovement>, CatalogError> {
+        // Both queries under one hold of the connection.
         let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT ru.number, ru.run_type, ru.start_time, count(f.id),
+        let mut rows: Vec<RunMovement> = self.query_rows_on(
+            &conn,
+            "SELECT ru.number, ru.run_type, ru.start_time, count(f.id),
                    coalesce(sum(EXISTS (SELECT 1 FROM outputs o WHERE o.file_id = f.id)), 0),
                    coalesce(sum(f.state = 'failed' OR EXISTS (SELECT 1 FROM replicas r
                        WHERE r.file_id = f.id AND r.state IN ('bad','lost'))), 0)
                  FROM runs ru LEFT JOIN raw_files f ON f.run = ru.number
                  WHERE ru.run_type <> 'simulation'
                  GROUP BY ru.number ORDER BY ru.number",
-            )
-            .map_err(self.sql("run movement"))?;
-        let mut rows: Vec<RunMovement> = st
-            .query_map([], |r| {
+            [],
+            "run movement",
+            |r| {
                 Ok(RunMovement {
                     run: r.get(0)?,
                     run_type: r.get(1)?,
@@ -101,19 +101,16 @@ impl Catalog {
                     reconstructed: r.get(4)?,
                     failed: r.get(5)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("run movement"))?;
-        let mut st = conn
-            .prepare_cached(
-                "SELECT f.run, p.site, count(*) FROM replicas p JOIN raw_files f ON f.id = p.file_id
+            },
+        )?;
+        let counts: Vec<(u32, Site, u64)> = self.query_rows_on(
+            &conn,
+            "SELECT f.run, p.site, count(*) FROM replicas p JOIN raw_files f ON f.id = p.file_id
                  WHERE p.state = 'verified' GROUP BY f.run, p.site",
-            )
-            .map_err(self.sql("count verified replicas"))?;
-        let counts: Vec<(u32, Site, u64)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("count verified replicas"))?;
+            [],
+            "count verified replicas",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         for (run, site, n) in counts {
             let Ok(i) = rows.binary_search_by_key(&run, |r| r.run) else {
                 continue;
@@ -134,17 +131,14 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn family_runs(&self, campaign_id: i64) -> Result<Vec<FamilyRun>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT f.run, ru.start_time, count(*), sum(t.state = 'done'), sum(t.state = 'failed'),
+        self.query_rows(
+            "SELECT f.run, ru.start_time, count(*), sum(t.state = 'done'), sum(t.state = 'failed'),
                         sum(t.state IN ('queued','submitting','submitted'))
                  FROM tasks t JOIN raw_files f ON f.id = t.file_id JOIN runs ru ON ru.number = f.run
                  WHERE t.campaign_id = ?1 GROUP BY f.run ORDER BY f.run",
-            )
-            .map_err(self.sql("family runs"))?;
-        let rows = st
-            .query_map([campaign_id], |r| {
+            [campaign_id],
+            "family runs",
+            |r| {
                 Ok(FamilyRun {
                     run: r.get(0)?,
                     start_time: r.get(1)?,
@@ -153,10 +147,8 @@ impl Catalog {
                     failed: r.get(4)?,
                     in_flight: r.get(5)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("family runs"));
-        rows
+            },
+        )
     }
 
     /// True when the run is catalogued.

@@ -35,23 +35,16 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn files_awaiting_salting(&self) -> Result<Vec<SaltCandidate>, CatalogError> {
-        let rows: Vec<(i64, RunType, String)> = {
-            let conn = self.conn();
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT f.id, r.run_type, s.path FROM raw_files f
+        let rows: Vec<(i64, RunType, String)> = self.query_rows(
+            "SELECT f.id, r.run_type, s.path FROM raw_files f
                      JOIN runs r ON r.number = f.run
                      JOIN replicas s ON s.file_id = f.id AND s.site = 'SURF' AND s.state = 'verified'
                      WHERE f.state = 'registered' AND f.salted = 0
                      ORDER BY f.run, f.sequence",
-                )
-                .map_err(self.sql("list files awaiting salting"))?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .and_then(|rows| rows.collect())
-                .map_err(self.sql("list files awaiting salting"))?;
-            rows
-        };
+            [],
+            "list files awaiting salting",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         rows.into_iter()
             .map(|(id, run_type, surf_path)| {
                 Ok(SaltCandidate {

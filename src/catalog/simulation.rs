@@ -286,17 +286,14 @@ impl Catalog {
             "{SIM_TASK_SELECT} INDEXED BY sim_tasks_state WHERE t.state = 'queued' AND t.campaign_id = ?1
                AND (t.not_before IS NULL OR t.not_before <= ?2) ORDER BY t.file_index LIMIT ?3"
         );
-        let mut st = conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("list runnable simulation tasks"))?;
-        let rows = st
-            .query_map(
-                params![campaign_id, now_unix_s(), limit as i64],
-                sim_task_row,
-            )
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list runnable simulation tasks"));
-        rows
+        // The clock is read with the connection held.
+        self.query_rows_on(
+            &conn,
+            &sql,
+            params![campaign_id, now_unix_s(), limit as i64],
+            "list runnable simulation tasks",
+            sim_task_row,
+        )
     }
 
     /// Simulation tasks of a job.
@@ -304,16 +301,8 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn sim_tasks_of_job(&self, job_id: i64) -> Result<Vec<SimTaskRow>, CatalogError> {
-        let conn = self.conn();
         let sql = format!("{SIM_TASK_SELECT} WHERE t.job_id = ?1 ORDER BY t.file_index");
-        let mut st = conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("list job simulation tasks"))?;
-        let rows = st
-            .query_map([job_id], sim_task_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list job simulation tasks"));
-        rows
+        self.query_rows(&sql, [job_id], "list job simulation tasks", sim_task_row)
     }
 
     /// Simulation tasks of a campaign, by file index.
@@ -321,16 +310,8 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn sim_tasks(&self, campaign_id: i64) -> Result<Vec<SimTaskRow>, CatalogError> {
-        let conn = self.conn();
         let sql = format!("{SIM_TASK_SELECT} WHERE t.campaign_id = ?1 ORDER BY t.file_index");
-        let mut st = conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("list simulation tasks"))?;
-        let rows = st
-            .query_map([campaign_id], sim_task_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list simulation tasks"));
-        rows
+        self.query_rows(&sql, [campaign_id], "list simulation tasks", sim_task_row)
     }
 
     /// A simulated file is complete at `site`: register it with a verified

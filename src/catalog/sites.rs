@@ -198,21 +198,18 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn site_drains(&self) -> Result<Vec<SiteDrain>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached("SELECT site, reason, by_whom, since FROM site_drains ORDER BY site")
-            .map_err(self.sql("list drains"))?;
-        let rows = st
-            .query_map([], |r| {
+        self.query_rows(
+            "SELECT site, reason, by_whom, since FROM site_drains ORDER BY site",
+            [],
+            "list drains",
+            |r| {
                 Ok(SiteDrain {
                     site: r.get(0)?,
                     reason: r.get(1)?,
                     by: r.get(2)?,
                     since: r.get(3)?,
                 })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list drains"));
-        rows
+            },
+        )
     }
 }

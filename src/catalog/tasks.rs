@@ -240,14 +240,14 @@ impl Catalog {
             "{TASK_SELECT_BY_STATE} WHERE t.state = 'queued' AND t.campaign_id = ?1
                AND (t.not_before IS NULL OR t.not_before <= ?2) ORDER BY f.run, f.sequence LIMIT ?3"
         );
-        let mut st = conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("list runnable tasks"))?;
-        let rows = st
-            .query_map(params![campaign_id, now_unix_s(), limit as i64], task_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list runnable tasks"));
-        rows
+        // The clock is read with the connection held.
+        self.query_rows_on(
+            &conn,
+            &sql,
+            params![campaign_id, now_unix_s(), limit as i64],
+            "list runnable tasks",
+            task_row,
+        )
     }
 
     /// As [`Catalog::runnable_tasks`], only tasks whose file has a verified
@@ -276,14 +276,14 @@ impl Catalog {
              ORDER BY f.run, f.sequence LIMIT ?3",
             names.join(",")
         );
-        let mut st = conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("list runnable tasks"))?;
-        let rows = st
-            .query_map(params![campaign_id, now_unix_s(), limit as i64], task_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list runnable tasks"));
-        rows
+        // The clock is read with the connection held.
+        self.query_rows_on(
+            &conn,
+            &sql,
+            params![campaign_id, now_unix_s(), limit as i64],
+            "list runnable tasks",
+            task_row,
+        )
     }
 
     /// Tasks of a job.
@@ -291,16 +291,8 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn tasks_of_job(&self, job_id: i64) -> Result<Vec<TaskRow>, CatalogError> {
-        let conn = self.conn();
         let sql = format!("{TASK_SELECT} WHERE t.job_id = ?1 ORDER BY f.run, f.sequence");
-        let mut st = conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("list job tasks"))?;
-        let rows = st
-            .query_map([job_id], task_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list job tasks"));
-        rows
+        self.query_rows(&sql, [job_id], "list job tasks", task_row)
     }
 
     /// Tasks of a campaign in a state.
@@ -312,16 +304,10 @@ impl Catalog {
         campaign_id: i64,
         state: TaskState,
     ) -> Result<Vec<TaskRow>, CatalogError> {
-        let conn = self.conn();
         let sql = format!(
             "{TASK_SELECT} WHERE t.campaign_id = ?1 AND t.state = ?2 ORDER BY f.run, f.sequence"
         );
-        let mut st = conn.prepare_cached(&sql).map_err(self.sql("list tasks"))?;
-        let rows = st
-            .query_map(params![campaign_id, state], task_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list tasks"));
-        rows
+        self.query_rows(&sql, params![campaign_id, state], "list tasks", task_row)
     }
 
     /// Write the intent to submit: a `pending` job named `{prefix}-j{id}`
@@ -772,10 +758,8 @@ impl Catalog {
         run: Option<u32>,
         missing_first: bool,
     ) -> Result<Vec<RunStatus>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT ru.number, ru.run_type, ru.start_time, count(f.id),
+        let mut rows: Vec<RunStatus> = self.query_rows(
+            "SELECT ru.number, ru.run_type, ru.start_time, count(f.id),
                    coalesce(sum(EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site = 'USDC' AND r.state = 'verified')), 0),
                    coalesce(sum(EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site = 'UKDC' AND r.state = 'verified')), 0),
                    coalesce(sum(EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site = 'ARCHIVE' AND r.state = 'verified')), 0),
@@ -787,10 +771,9 @@ impl Catalog {
                  FROM runs ru LEFT JOIN raw_files f ON f.run = ru.number
                  WHERE (?1 IS NULL AND ru.run_type <> 'simulation') OR ru.number = ?1
                  GROUP BY ru.number ORDER BY ru.number",
-            )
-            .map_err(self.sql("run status"))?;
-        let mut rows: Vec<RunStatus> = st
-            .query_map([run], |r| {
+            [run],
+            "run status",
+            |r| {
                 Ok(RunStatus {
                     run: r.get(0)?,
                     run_type: r.get(1)?,
@@ -804,9 +787,8 @@ impl Catalog {
                     failed: r.get(9)?,
                     surf_retired: r.get(10)?,
                 })
-            })
-            .and_then(|r| r.collect())
-            .map_err(self.sql("run status"))?;
+            },
+        )?;
         if missing_first {
             rows.sort_by_key(|r| {
                 let complete =
@@ -823,20 +805,15 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Sqlite`].
     pub fn prompt_latencies(&self) -> Result<Vec<f64>, CatalogError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached(
-                "SELECT o.catalogued_at - coalesce(f.written_at, f.registered_at)
+        self.query_rows(
+            "SELECT o.catalogued_at - coalesce(f.written_at, f.registered_at)
                  FROM outputs o JOIN raw_files f ON f.id = o.file_id
                  JOIN runs ru ON ru.number = f.run AND ru.run_type <> 'simulation'
                  JOIN campaigns c ON c.lineage_hash = o.lineage_hash AND c.prompt = 1",
-            )
-            .map_err(self.sql("latencies"))?;
-        let rows = st
-            .query_map([], |r| r.get(0))
-            .and_then(|r| r.collect())
-            .map_err(self.sql("latencies"));
-        rows
+            [],
+            "latencies",
+            |r| r.get(0),
+        )
     }
 
     /// Job ids by state of a campaign's task: used by tests and status.
