@@ -9,7 +9,8 @@
 //! xyz and the energy-peak uniformity), [`energy_scale`] (energy scale from
 //! the Kr83m line), the Kr83m energy peak's position and width ([`peak`]), the event
 //! and single-electron rates ([`rates`]), [`lrf`] (the top array's light
-//! response learned from the Kr83m S2 patterns); [`output`] writes the
+//! response learned from the Kr83m S2 patterns), [`top_fraction`] (the share
+//! of S2 light on the top array, in the measured gains' scale); [`output`] writes the
 //! conditions and [`report`] the Markdown report with its SVG figures.
 //!
 //! ```no_run
