@@ -364,6 +364,36 @@ pub fn measure(opts: &Options) -> Result<Products, CalibrateError> {
     })
 }
 
+/// `det`'s parameters with the channels `gains` found dead added to its dead
+/// channels (as the tag written will have them).
+fn with_found_dead(
+    det: &tpcflow_reco::DetectorModel,
+    gains: &pmt_gains::PmtGains,
+) -> tpcflow_reco::detector::DetectorParams {
+    let mut params = det.params.clone();
+    let dead = &mut params.calibration.dead_channels;
+    dead.extend(
+        gains
+            .dead
+            .iter()
+            .filter(|c| !dead.contains(c))
+            .collect::<Vec<_>>(),
+    );
+    params
+}
+
+/// The detector `params` describe under `det`'s tag; an error names `product`.
+fn model_of(
+    det: &tpcflow_reco::DetectorModel,
+    params: tpcflow_reco::detector::DetectorParams,
+    product: &'static str,
+) -> Result<tpcflow_reco::DetectorModel, CalibrateError> {
+    tpcflow_reco::DetectorModel::new(det.tag.clone(), params).map_err(|e| CalibrateError::Fit {
+        product,
+        why: e.to_string(),
+    })
+}
+
 /// The S2 top fraction from the Kr83m main S2s: channel areas in the
 /// measured gains' scale (`ratio`: told over measured gain), light lost on
 /// dead channels as the tag's detector loses it (dead channels of the base
@@ -376,22 +406,9 @@ fn measure_s2_top_fraction(
     gains: &pmt_gains::PmtGains,
     learned: Option<&lrf::LearnedLrf>,
 ) -> Result<top_fraction::TopFraction, CalibrateError> {
-    let mut params = det.params.clone();
-    let dead = &mut params.calibration.dead_channels;
-    dead.extend(
-        gains
-            .dead
-            .iter()
-            .filter(|c| !dead.contains(c))
-            .collect::<Vec<_>>(),
-    );
+    let mut params = with_found_dead(det, gains);
     params.calibration.lrf = learned.map(|l| l.response.clone());
-    let model = tpcflow_reco::DetectorModel::new(det.tag.clone(), params).map_err(|e| {
-        CalibrateError::Fit {
-            product: "S2 top fraction",
-            why: e.to_string(),
-        }
-    })?;
+    let model = model_of(det, params, "S2 top fraction")?;
     let mut dead_mask = vec![false; model.n_channels()];
     for &c in &model.params.calibration.dead_channels {
         dead_mask[usize::from(c)] = true;
@@ -438,21 +455,8 @@ fn learn_light_response(
     kr: &[inputs::KrEvent],
     gains: &pmt_gains::PmtGains,
 ) -> Result<(lrf::LearnedLrf, Vec<inputs::KrEvent>), CalibrateError> {
-    let mut params = det.params.clone();
-    let dead = &mut params.calibration.dead_channels;
-    dead.extend(
-        gains
-            .dead
-            .iter()
-            .filter(|c| !dead.contains(c))
-            .collect::<Vec<_>>(),
-    );
-    let model_of = |params: tpcflow_reco::detector::DetectorParams| {
-        tpcflow_reco::DetectorModel::new(det.tag.clone(), params).map_err(|e| CalibrateError::Fit {
-            product: "light response",
-            why: e.to_string(),
-        })
-    };
+    let mut params = with_found_dead(det, gains);
+    let model_of = |params| model_of(det, params, "light response");
     let model = model_of(params.clone())?;
     let n_top = model.pmts.n_top;
     let areas: Vec<f64> = (0..inputs.kr.len())
