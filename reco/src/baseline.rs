@@ -85,32 +85,22 @@ pub fn add_calibrated(samples: &[i16], baseline: f32, phd_per_adc: f32, out: &mu
     );
 }
 
-/// Sum and maximum of the baseline-subtracted, flipped signal [ADC counts]
-/// (`f32::MIN` as the maximum of no samples).
+/// Sum of the baseline-subtracted, flipped signal [ADC counts]:
+/// `n b - sum_i x_i`.
 ///
-/// ```text
-/// sum = n b - sum_i x_i,   max = b - min_i x_i
-/// ```
-///
-/// The sums are exact integers, so the only rounding is the final
-/// conversion; the hit finder gets them from
-/// [`crate::threshold_scan::range_sum_min`] (SIMD) and calls
-/// [`flipped_sum_and_max`].
+/// The sum of the samples is an exact integer, so the only rounding is the
+/// final conversion; the hit finder gets it from
+/// [`crate::threshold_scan::range_sum`] (SIMD) and calls [`flipped_sum`].
 #[inline]
-pub fn sum_and_max(samples: &[i16], baseline: f32) -> (f32, f32) {
-    let (total, min) =
-        crate::threshold_scan::range_sum_min(samples, 0, samples.len(), ScanPath::Portable);
-    flipped_sum_and_max(total, min, samples.len(), baseline)
+pub fn sum_flipped(samples: &[i16], baseline: f32) -> f32 {
+    let total = crate::threshold_scan::range_sum(samples, 0, samples.len(), ScanPath::Portable);
+    flipped_sum(total, samples.len(), baseline)
 }
 
-/// [`sum_and_max`] from the exact sum and minimum of `n` samples.
+/// [`sum_flipped`] from the exact sum `total` of `n` samples.
 #[inline]
-pub fn flipped_sum_and_max(total: i64, min: i16, n: usize, baseline: f32) -> (f32, f32) {
-    if n == 0 {
-        return (0.0, f32::MIN);
-    }
-    let sum = f64::from(baseline) * n as f64 - total as f64;
-    (sum as f32, baseline - f32::from(min))
+pub fn flipped_sum(total: i64, n: usize, baseline: f32) -> f32 {
+    (f64::from(baseline) * n as f64 - total as f64) as f32
 }
 
 #[cfg(test)]
@@ -148,6 +138,7 @@ mod tests {
         let mut out = [1.0f32; 4];
         add_calibrated(&samples, 15000.0, 0.025, &mut out);
         assert_eq!(out, [1.0, 2.0, 1.5, 1.0]);
-        assert_eq!(sum_and_max(&samples, 15000.0), (60.0, 40.0));
+        assert_eq!(sum_flipped(&samples, 15000.0), 60.0);
+        assert_eq!(sum_flipped(&[], 15000.0), 0.0);
     }
 }

@@ -6,15 +6,17 @@
 //! hit             = maximal run with (baseline - x_i) > threshold,
 //!                   extended by [left, right] samples, clipped to the pod,
 //!                   merged with the previous hit of the pod when they touch
+//!                 = a maximal run of the above-threshold mask dilated by [left, right]
 //! ```
 //!
 //! One pass over the pod's samples marks those above threshold
-//! ([`crate::threshold_scan`], SIMD chosen at run time); the hit areas are
-//! summed over the extended ranges only, so noise far from any signal does
-//! not enter areas.
+//! ([`crate::threshold_scan`], SIMD chosen at run time), a few shifts of
+//! the mask's words extend every run (touching hits become one run), and
+//! each hit's area is one exact integer sum over its run, so noise far from
+//! any signal does not enter areas.
 
-use crate::baseline::{flipped_sum_and_max, PodBaseline};
-use crate::threshold_scan::{below_mask_in, next_clear, next_set, range_sum_min, ScanPath};
+use crate::baseline::{flipped_sum, PodBaseline};
+use crate::threshold_scan::{below_mask_in, next_clear, next_set, range_sum, ScanPath};
 
 /// One hit.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -29,8 +31,6 @@ pub struct Hit {
     pub pod: u32,
     /// Area [phd].
     pub area_phd: f32,
-    /// Largest sample [phd/sample].
-    pub height_phd: f32,
 }
 
 impl Hit {
@@ -83,8 +83,8 @@ impl HitScratch {
 
 /// Append the hits of one pod to `out` (in time order). Cost: one
 /// vectorised pass over `samples` that marks the samples above threshold
-/// (one bit each), bit scans from run to run, and one more pass over the
-/// hit samples.
+/// (one bit each), the mask dilated word by word, bit scans from hit to
+/// hit, and one more pass over the hit samples.
 pub fn find_hits(samples: &[i16], s: &HitSearch, scratch: &mut HitScratch, out: &mut Vec<Hit>) {
     find_hits_in(samples, 0..samples.len(), s, scratch, out);
 }
@@ -108,39 +108,86 @@ pub fn find_hits_in(
     let level =
         i32::try_from(ceil_to_i64(s.baseline.baseline_adc - s.threshold_adc)).unwrap_or(i32::MIN);
     below_mask_in(all, pod, level, scratch.path, &mut scratch.below);
-    let below = &scratch.below;
     let n = samples.len();
-    let (left, right) = (s.left as usize, s.right as usize);
-    let first_of_pod = out.len();
-    // End of the previous extended hit of this pod (exclusive), pod-relative.
-    let mut last_end = 0usize;
+    dilate(&mut scratch.below, n, s.left as usize, s.right as usize);
+    let ext = &scratch.below;
     let mut i = 0usize;
-    while let Some(run_start) = next_set(below, i, n) {
-        let run_end = next_clear(below, run_start + 1, n);
-        let b = (run_end + right).min(n);
-        let a_ext = run_start.saturating_sub(left);
-        let merge = out.len() > first_of_pod && a_ext <= last_end;
-        let a = a_ext.max(last_end);
-        let (total, min) = range_sum_min(samples, a, b, scratch.path);
-        let (sum, max) = flipped_sum_and_max(total, min, b - a, s.baseline.baseline_adc);
-        let (area, height) = (sum * s.phd_per_adc, max * s.phd_per_adc);
-        if merge {
-            let h = out.last_mut().expect("merge implies a previous hit");
-            h.length = s.pod_start + b as u32 - h.start;
-            h.area_phd += area;
-            h.height_phd = h.height_phd.max(height);
-        } else {
-            out.push(Hit {
-                start: s.pod_start + a as u32,
-                length: (b - a) as u32,
-                channel: s.channel,
-                pod: s.pod,
-                area_phd: area,
-                height_phd: height,
-            });
+    while let Some(a) = next_set(ext, i, n) {
+        let b = next_clear(ext, a + 1, n);
+        let total = range_sum(samples, a, b, scratch.path);
+        out.push(Hit {
+            start: s.pod_start + a as u32,
+            length: (b - a) as u32,
+            channel: s.channel,
+            pod: s.pod,
+            area_phd: flipped_sum(total, b - a, s.baseline.baseline_adc) * s.phd_per_adc,
+        });
+        i = b;
+    }
+}
+
+/// Extend every run of set bits of `words` (bit k of word k / 64 is sample
+/// k; `n` samples) by `left` samples before it and `right` after it,
+/// clipped to `0..n`: sample j is set afterwards exactly when a sample of
+/// `j - right..=j + left` was set before. Runs that come to touch become
+/// one. Each direction ORs the mask with shifted copies of itself, doubling
+/// the reach each time (2 steps for the default extensions of 2 and 3).
+pub fn dilate(words: &mut [u64], n: usize, left: usize, right: usize) {
+    debug_assert!(words.len() == n.div_ceil(64));
+    if let [w] = words {
+        // Most pods: one word, plain shifts (every shift below is < 64).
+        let mut x = *w;
+        let mut reach = 0;
+        while reach < left.min(n) {
+            let s = (reach + 1).min(left - reach);
+            x |= x >> s;
+            reach += s;
         }
-        last_end = b;
-        i = run_end;
+        let mut reach = 0;
+        while reach < right.min(n) {
+            let s = (reach + 1).min(right - reach);
+            x |= x << s;
+            reach += s;
+        }
+        *w = x & (u64::MAX >> (64 - n));
+        return;
+    }
+    let mut reach = 0;
+    while reach < left.min(n) {
+        let s = (reach + 1).min(left - reach);
+        // Toward earlier samples: word i takes bits from words i + q and
+        // i + q + 1, read before they are updated (ascending order).
+        let (q, r) = (s / 64, s % 64);
+        for i in 0..words.len() {
+            let hi = |k: usize| words.get(k).copied().unwrap_or(0);
+            let mut v = hi(i + q) >> r;
+            if r > 0 {
+                v |= hi(i + q + 1) << (64 - r);
+            }
+            words[i] |= v;
+        }
+        reach += s;
+    }
+    let mut reach = 0;
+    while reach < right.min(n) {
+        let s = (reach + 1).min(right - reach);
+        // Toward later samples: word i takes bits from words i - q and
+        // i - q - 1 (descending order).
+        let (q, r) = (s / 64, s % 64);
+        for i in (0..words.len()).rev() {
+            let lo = |k: Option<usize>| k.and_then(|k| words.get(k)).copied().unwrap_or(0);
+            let mut v = lo(i.checked_sub(q)) << r;
+            if r > 0 {
+                v |= lo(i.checked_sub(q + 1)) >> (64 - r);
+            }
+            words[i] |= v;
+        }
+        reach += s;
+    }
+    if !n.is_multiple_of(64) {
+        if let Some(last) = words.last_mut() {
+            *last &= (1u64 << (n % 64)) - 1;
+        }
     }
 }
 
@@ -295,6 +342,32 @@ mod tests {
         values.extend((0..2000).map(|i| (i as f32 - 1000.0) * 0.37));
         for v in values {
             assert_eq!(ceil_to_i64(v), v.ceil() as i64, "{v}");
+        }
+    }
+
+    #[test]
+    fn dilate_is_the_reference_extension() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
+        for _ in 0..3000 {
+            let n = rng.random_range(0..300usize);
+            let left = [0, 1, 2, 3, 7, 63, 64, 65, 200, 10_000][rng.random_range(0..10)];
+            let right = [0, 1, 2, 3, 5, 63, 64, 65, 130, 10_000][rng.random_range(0..10)];
+            let density = rng.random_range(0.0..0.3);
+            let bits: Vec<bool> = (0..n).map(|_| rng.random_bool(density)).collect();
+            let mut words = vec![0u64; n.div_ceil(64)];
+            for (k, _) in bits.iter().enumerate().filter(|(_, &b)| b) {
+                words[k / 64] |= 1 << (k % 64);
+            }
+            dilate(&mut words, n, left, right);
+            for j in 0..n {
+                let want = (j.saturating_sub(right)..=(j + left).min(n - 1)).any(|k| bits[k]);
+                let got = words[j / 64] >> (j % 64) & 1 == 1;
+                assert_eq!(got, want, "n {n} left {left} right {right} sample {j}");
+            }
+            if n % 64 != 0 {
+                assert_eq!(words.last().unwrap() >> (n % 64), 0, "bits past the pod");
+            }
         }
     }
 

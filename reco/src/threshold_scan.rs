@@ -189,34 +189,34 @@ fn tail_word(tail: &[i16], level: i16, path: ScanPath) -> u64 {
     portable_word(tail, level)
 }
 
-/// Sum and minimum of `samples[a..b]` (exact; `(0, i16::MAX)` for an empty
-/// range). The SIMD paths read whole 8-sample windows inside `samples` and
-/// mask the lanes outside the range, so a short hit costs one or two
-/// vector steps instead of a scalar loop; every path gives the same result.
+/// Sum of `samples[a..b]` (exact; 0 for an empty range). The SIMD path
+/// reads whole 8-sample windows inside `samples` and masks the lanes outside
+/// the range, so a short hit costs one or two vector steps instead of a
+/// scalar loop; every path gives the same result.
 ///
 /// ```
-/// use tpcflow_reco::threshold_scan::{range_sum_min, ScanPath};
+/// use tpcflow_reco::threshold_scan::{range_sum, ScanPath};
 ///
 /// let samples = [5i16, -3, 7, 2, 9, 1, 4, 4, 8, 0];
 /// for path in ScanPath::available() {
-///     assert_eq!(range_sum_min(&samples, 2, 9, path), (35, 1));
+///     assert_eq!(range_sum(&samples, 2, 9, path), 35);
 /// }
 /// ```
 ///
 /// # Panics
 /// When `a..b` is not inside `samples`.
 #[inline]
-pub fn range_sum_min(samples: &[i16], a: usize, b: usize, path: ScanPath) -> (i64, i16) {
+pub fn range_sum(samples: &[i16], a: usize, b: usize, path: ScanPath) -> i64 {
     let range = &samples[a..b];
     #[cfg(target_arch = "x86_64")]
     if path != ScanPath::Portable && samples.len() >= 8 && !range.is_empty() {
-        return x86::sum_min_sse2(samples, a, b);
+        return x86::sum_sse2(samples, a, b);
     }
     let _ = path;
-    portable_sum_min(range)
+    portable_sum(range)
 }
 
-/// Sum and sum of squares of `samples[a..b]` (exact), as [`range_sum_min`]
+/// Sum and sum of squares of `samples[a..b]` (exact), as [`range_sum`]
 /// reads them.
 ///
 /// ```
@@ -247,7 +247,7 @@ pub fn range_sums(samples: &[i16], a: usize, b: usize, path: ScanPath) -> (i64, 
 /// `out[i] += (baseline - samples[i]) * scale` for every `i` (`out` at
 /// least as long as `samples`): the calibrated signal of a hit added to a
 /// pulse's waveform. The SIMD path takes 4 samples per step in windows
-/// like [`range_sum_min`]'s and keeps `out` as it was outside the range; the
+/// like [`range_sum`]'s and keeps `out` as it was outside the range; the
 /// arithmetic of each element is the same on every path (no fused
 /// multiply-add), so the sums are bit-identical.
 ///
@@ -283,20 +283,13 @@ pub fn add_calibrated_with(
     }
 }
 
-/// [`range_sum_min`] one sample at a time (i32 per block of 4096 samples,
+/// [`range_sum`] one sample at a time (i32 per block of 4096 samples,
 /// which cannot overflow, then i64).
-fn portable_sum_min(range: &[i16]) -> (i64, i16) {
-    let mut total = 0i64;
-    let mut min = i16::MAX;
-    for block in range.chunks(4096) {
-        let mut sum = 0i32;
-        for &s in block {
-            sum += i32::from(s);
-            min = min.min(s);
-        }
-        total += i64::from(sum);
-    }
-    (total, min)
+fn portable_sum(range: &[i16]) -> i64 {
+    range
+        .chunks(4096)
+        .map(|block| i64::from(block.iter().map(|&s| i32::from(s)).sum::<i32>()))
+        .sum()
 }
 
 /// Bits of up to 64 samples, one at a time.
@@ -459,20 +452,37 @@ mod x86 {
         }
     }
 
-    /// Sum and minimum of `samples[a..b]` ([`masked_windows`]).
-    pub(super) fn sum_min_sse2(samples: &[i16], a: usize, b: usize) -> (i64, i16) {
-        // SAFETY (every block below): SSE2 is part of x86-64.
-        let top = unsafe { _mm_set1_epi16(i16::MAX) };
-        let mut vmin = top;
-        let total = masked_windows(samples, a, b, |kept, keep| unsafe {
-            vmin = _mm_min_epi16(vmin, _mm_or_si128(kept, _mm_andnot_si128(keep, top)));
-        });
-        unsafe {
-            let m = _mm_min_epi16(vmin, _mm_shuffle_epi32::<0b01_00_11_10>(vmin));
-            let m = _mm_min_epi16(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
-            let m = _mm_min_epi16(m, _mm_shufflelo_epi16::<0b10_11_00_01>(m));
-            (total, _mm_extract_epi16::<0>(m) as i16)
+    /// Sum of `samples[a..b]` ([`masked_windows`]). A range of at most 16
+    /// samples (most hits) is two windows with no loop: the loop's exit,
+    /// after one or two steps, is a branch the CPU cannot predict.
+    pub(super) fn sum_sse2(samples: &[i16], a: usize, b: usize) -> i64 {
+        let n = samples.len();
+        if b - a <= 16 && n >= 16 {
+            let ws = a.min(n - 16);
+            // SAFETY: SSE2 is part of x86-64; the loads read
+            // samples[ws..ws + 16] with ws + 16 <= n.
+            unsafe {
+                let p = samples.as_ptr().add(ws).cast::<__m128i>();
+                let (v0, v1) = (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+                let lo = _mm_set1_epi16((a - ws) as i16);
+                let hi = _mm_set1_epi16((b - ws) as i16);
+                let keep = |lane: __m128i| {
+                    _mm_andnot_si128(_mm_cmpgt_epi16(lo, lane), _mm_cmpgt_epi16(hi, lane))
+                };
+                let k0 = keep(_mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7));
+                let k1 = keep(_mm_setr_epi16(8, 9, 10, 11, 12, 13, 14, 15));
+                let ones = _mm_set1_epi16(1);
+                // Pairs into i32 lanes (at most 2^16 each, 2^19 in all).
+                let s = _mm_add_epi32(
+                    _mm_madd_epi16(_mm_and_si128(k0, v0), ones),
+                    _mm_madd_epi16(_mm_and_si128(k1, v1), ones),
+                );
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+                return i64::from(_mm_cvtsi128_si32(s));
+            }
         }
+        masked_windows(samples, a, b, |_, _| {})
     }
 
     /// Sum and sum of squares of `samples[a..b]` ([`masked_windows`]).
@@ -624,7 +634,7 @@ mod tests {
     }
 
     #[test]
-    fn every_path_gives_the_exact_range_sum_and_minimum() {
+    fn every_path_gives_the_exact_range_sum() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(26);
         for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 54, 64, 100, 40_000] {
             let samples: Vec<i16> = (0..len)
@@ -640,14 +650,16 @@ mod tests {
                 let b = rng.random_range(a..=len);
                 ranges.push((a, b));
             }
+            // Every short range (the two-window path and its edges) of the
+            // shorter sample arrays.
+            if len <= 100 {
+                ranges.extend((0..len).flat_map(|a| (a..=(a + 18).min(len)).map(move |b| (a, b))));
+            }
             for (a, b) in ranges {
-                let want = (
-                    samples[a..b].iter().map(|&x| i64::from(x)).sum::<i64>(),
-                    samples[a..b].iter().copied().min().unwrap_or(i16::MAX),
-                );
+                let want = samples[a..b].iter().map(|&x| i64::from(x)).sum::<i64>();
                 for path in ScanPath::available() {
                     assert_eq!(
-                        range_sum_min(&samples, a, b, path),
+                        range_sum(&samples, a, b, path),
                         want,
                         "{path:?} {a}..{b} of {len}"
                     );

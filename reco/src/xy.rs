@@ -122,53 +122,52 @@ struct Eval {
     jyy: f64,
 }
 
-fn evaluate<R: Response>(
-    model: &DetectorModel,
-    resp: &R,
-    n: &[f64],
-    x: f64,
-    y: f64,
-    with_fisher: bool,
-) -> Eval {
+/// [`Eval`] at (x, y) in one pass over the live PMTs (one response, one
+/// reciprocal and, where there is light, one log each):
+///
+/// ```text
+/// S = sum_k eta_k,  S_a = sum_k d_a eta_k,  A_ab = sum_k (d_a eta_k)(d_b eta_k) / eta_k
+/// l = sum_k n_k ln eta_k - N ln S,   d_a l = sum_k n_k d_a eta_k / eta_k - N S_a / S
+/// J_ab = sum_k (d_a p_k)(d_b p_k) / p_k = (A_ab - S_a S_b / S) / S
+/// ```
+///
+/// (the last line is the sum over p_k = eta_k / S expanded; each term of
+/// the two sides is non-negative, so the difference loses nothing a fit
+/// needs).
+fn evaluate<R: Response>(model: &DetectorModel, resp: &R, n: &[f64], x: f64, y: f64) -> Eval {
     let n_tot: f64 = n.iter().sum();
     let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    let (mut axx, mut axy, mut ayy) = (0.0, 0.0, 0.0);
     let (mut l, mut gx, mut gy) = (0.0, 0.0, 0.0);
     for (k, &nk) in n.iter().enumerate() {
         if !model.pmts.live[k] {
             continue;
         }
         let (e, ex, ey) = resp.eta_and_gradient(k, x, y);
+        let inv = 1.0 / e;
         s += e;
         sx += ex;
         sy += ey;
+        let (ux, uy) = (ex * inv, ey * inv);
+        axx += ex * ux;
+        axy += ex * uy;
+        ayy += ey * uy;
         if nk > 0.0 {
             l += nk * e.ln();
-            gx += nk * ex / e;
-            gy += nk * ey / e;
+            gx += nk * ux;
+            gy += nk * uy;
         }
     }
     l -= n_tot * s.ln();
     gx -= n_tot * sx / s;
     gy -= n_tot * sy / s;
-    let (mut jxx, mut jxy, mut jyy) = (0.0, 0.0, 0.0);
-    if with_fisher {
-        for k in (0..n.len()).filter(|&k| model.pmts.live[k]) {
-            let (e, ex, ey) = resp.eta_and_gradient(k, x, y);
-            let p = e / s;
-            let px = (ex - p * sx) / s;
-            let py = (ey - p * sy) / s;
-            jxx += px * px / p;
-            jxy += px * py / p;
-            jyy += py * py / p;
-        }
-    }
     Eval {
         l,
         gx,
         gy,
-        jxx,
-        jxy,
-        jyy,
+        jxx: (axx - sx * sx / s) / s,
+        jxy: (axy - sx * sy / s) / s,
+        jyy: (ayy - sy * sy / s) / s,
     }
 }
 
@@ -292,8 +291,8 @@ fn fit_xy_with<R: Response>(
     let (lx0, ly0) = local_centroid(model, &n);
     let (lx, ly) = clamp_to_radius(lx0, ly0, r_max);
     let (mut x, mut y) = (cx, cy);
-    let mut cur = evaluate(model, resp, &n, x, y, true);
-    let local = evaluate(model, resp, &n, lx, ly, true);
+    let mut cur = evaluate(model, resp, &n, x, y);
+    let local = evaluate(model, resp, &n, lx, ly);
     if local.l > cur.l {
         (x, y, cur) = (lx, ly, local);
     }
@@ -303,33 +302,25 @@ fn fit_xy_with<R: Response>(
         r_max,
         max_iterations,
         tolerance_mm,
-        |x, y, fisher| evaluate(model, resp, &n, x, y, fisher),
+        |x, y| evaluate(model, resp, &n, x, y),
     );
     let (x, y, cur) = (ascent.x, ascent.y, ascent.at);
     let (iterations, converged) = (ascent.iterations, ascent.converged);
     let f = excess_variance_factor(model);
     let (ixx, ixy, iyy) = inverse_2x2(cur.jxx * n_tot, cur.jxy * n_tot, cur.jyy * n_tot)
         .unwrap_or((f64::INFINITY, 0.0, f64::INFINITY));
-    // Deviance with mu_k = N p_k.
-    let mut s = 0.0;
-    let mut eta = Vec::with_capacity(n.len());
-    for k in 0..n.len() {
-        let e = resp.eta_and_gradient(k, x, y).0;
-        if model.pmts.live[k] {
-            s += e;
-        }
-        eta.push(e);
-    }
-    let mut dev = 0.0;
+    // Deviance with mu_k = N p_k over the live PMTs: sum_k (n_k - mu_k) = 0
+    // and sum_k n_k ln(n_k / mu_k) = sum_k n_k ln n_k - N ln N - l, so it
+    // comes from the likelihood at the fitted point without another pass.
+    let mut n_ln_n = 0.0;
     let mut n_live = 0usize;
-    for (k, (&nk, &e)) in n.iter().zip(&eta).enumerate() {
-        if !model.pmts.live[k] {
-            continue;
+    for (&nk, &live) in n.iter().zip(&model.pmts.live) {
+        n_live += usize::from(live);
+        if nk > 0.0 {
+            n_ln_n += nk * nk.ln();
         }
-        n_live += 1;
-        let mu = n_tot * e / s;
-        dev += if nk > 0.0 { nk * (nk / mu).ln() } else { 0.0 } - (nk - mu);
     }
+    let dev = n_ln_n - n_tot * n_tot.ln() - cur.l;
     let ndf = (n_live as f64 - 3.0).max(1.0);
     Some(XyFit {
         x_mm: x,
@@ -360,16 +351,17 @@ struct Ascent {
     converged: bool,
 }
 
-/// Fisher scoring from `start` (its evaluation with the Fisher matrix):
-/// each step `J^-1 grad l` (J per unit N, times `n_tot`) is halved until the
-/// likelihood does not decrease, the trial points projected into r <= `r_max`.
+/// Fisher scoring from `start` (its evaluation): each step `J^-1 grad l`
+/// (J per unit N, times `n_tot`) is halved until the likelihood does not
+/// decrease, the trial points projected into r <= `r_max`; an accepted
+/// trial's evaluation is the next step's.
 fn maximise(
     start: (f64, f64, Eval),
     n_tot: f64,
     r_max: f64,
     max_iterations: u32,
     tolerance_mm: f64,
-    mut eval: impl FnMut(f64, f64, bool) -> Eval,
+    mut eval: impl FnMut(f64, f64) -> Eval,
 ) -> Ascent {
     let (mut x, mut y, mut cur) = start;
     let mut iterations = 0;
@@ -385,12 +377,12 @@ fn maximise(
         let mut accepted = false;
         for _ in 0..30 {
             let (nx, ny) = clamp_to_radius(x + dx, y + dy, r_max);
-            let trial = eval(nx, ny, false);
+            let trial = eval(nx, ny);
             if trial.l >= cur.l {
                 let step = (nx - x).hypot(ny - y);
                 x = nx;
                 y = ny;
-                cur = eval(x, y, true);
+                cur = trial;
                 accepted = true;
                 converged = step < tolerance_mm;
                 break;
@@ -429,9 +421,9 @@ pub fn cramer_rao_xy(
                 table,
                 efficiency: &r.relative_efficiency,
             };
-            evaluate(model, &resp, &ones, x_mm, y_mm, true)
+            evaluate(model, &resp, &ones, x_mm, y_mm)
         }
-        _ => evaluate(model, &Nominal(model), &ones, x_mm, y_mm, true),
+        _ => evaluate(model, &Nominal(model), &ones, x_mm, y_mm),
     };
     match inverse_2x2(e.jxx * n_top_phd, e.jxy * n_top_phd, e.jyy * n_top_phd) {
         Some((ixx, _, iyy)) => ((f * ixx).sqrt(), (f * iyy).sqrt()),
@@ -496,6 +488,83 @@ mod tests {
             bias_nominal > 2.0 * bias_told,
             "zeros read as no light pull the fit away: {bias_nominal:.1} mm"
         );
+    }
+
+    #[test]
+    fn one_pass_fisher_and_deviance_are_their_definitions() {
+        let models = [DetectorModel::default_lz_like(), with_response()];
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for m in &models {
+            for &(x, y) in &[(0.0, 0.0), (310.0, -205.0), (-690.0, 120.0)] {
+                let areas = draw(m, &mut rng, x, y, 5.0e3);
+                let fit = fit_xy(m, &areas, 50, 1e-3).unwrap();
+                let (fx, fy) = (fit.x_mm, fit.y_mm);
+                // The definitions, term by term, at the fitted point.
+                let mut p = vec![0.0; m.pmts.n_top];
+                let mut px = vec![0.0; m.pmts.n_top];
+                let mut py = vec![0.0; m.pmts.n_top];
+                let h = 1e-3;
+                let pattern = |x: f64, y: f64, out: &mut Vec<f64>| match (
+                    &m.response,
+                    &m.params.calibration.lrf,
+                ) {
+                    (Some(table), Some(r)) => {
+                        let resp = Learned {
+                            model: m,
+                            table,
+                            efficiency: &r.relative_efficiency,
+                        };
+                        for (k, o) in out.iter_mut().enumerate() {
+                            *o = resp.eta_and_gradient(k, x, y).0;
+                        }
+                        let s: f64 = out.iter().sum();
+                        out.iter_mut().for_each(|o| *o /= s);
+                    }
+                    _ => m.top_pattern(x, y, out),
+                };
+                pattern(fx, fy, &mut p);
+                let (mut a, mut b) = (vec![0.0; p.len()], vec![0.0; p.len()]);
+                pattern(fx + h, fy, &mut a);
+                pattern(fx - h, fy, &mut b);
+                for k in 0..p.len() {
+                    px[k] = (a[k] - b[k]) / (2.0 * h);
+                }
+                pattern(fx, fy + h, &mut a);
+                pattern(fx, fy - h, &mut b);
+                for k in 0..p.len() {
+                    py[k] = (a[k] - b[k]) / (2.0 * h);
+                }
+                let n_tot: f64 = areas.iter().map(|&a| a.max(0.0)).sum();
+                let (mut jxx, mut jxy, mut jyy, mut dev) = (0.0, 0.0, 0.0, 0.0);
+                for k in 0..p.len() {
+                    jxx += px[k] * px[k] / p[k];
+                    jxy += px[k] * py[k] / p[k];
+                    jyy += py[k] * py[k] / p[k];
+                    let (nk, mu) = (areas[k].max(0.0), n_tot * p[k]);
+                    dev += if nk > 0.0 { nk * (nk / mu).ln() } else { 0.0 } - (nk - mu);
+                }
+                let f = excess_variance_factor(m);
+                let det = jxx * jyy - jxy * jxy;
+                let sx = (f * jyy / det / n_tot).sqrt();
+                let cov = -f * jxy / det / n_tot;
+                let gof = 2.0 * dev / f / (p.len() as f64 - 3.0);
+                let close = |got: f64, want: f64, tol: f64| {
+                    (got - want).abs() <= tol * want.abs().max(1e-9)
+                };
+                assert!(
+                    close(fit.sigma_x_mm, sx, 1e-5),
+                    "sigma_x {} vs {sx}",
+                    fit.sigma_x_mm
+                );
+                assert!(
+                    close(fit.cov_xy_mm2, cov, 1e-3)
+                        || (fit.cov_xy_mm2 - cov).abs() < 1e-6 * sx * sx,
+                    "cov {} vs {cov}",
+                    fit.cov_xy_mm2
+                );
+                assert!(close(fit.gof, gof, 1e-6), "gof {} vs {gof}", fit.gof);
+            }
+        }
     }
 
     #[test]
@@ -629,14 +698,12 @@ mod tests {
     #[test]
     fn a_failed_line_search_is_not_convergence() {
         let start = (30.0, -40.0, paraboloid(30.0, -40.0, -1.0));
-        let a = maximise(start, 1.0, 728.0, 50, 1e-3, |x, y, _| {
-            paraboloid(x, y, -1.0)
-        });
+        let a = maximise(start, 1.0, 728.0, 50, 1e-3, |x, y| paraboloid(x, y, -1.0));
         assert!(!a.converged, "the line search failed");
         assert_eq!((a.x, a.y, a.iterations), (30.0, -40.0, 1));
         // The same surface with its true gradient converges to the top.
         let start = (30.0, -40.0, paraboloid(30.0, -40.0, 1.0));
-        let a = maximise(start, 2.0, 728.0, 50, 1e-3, |x, y, _| paraboloid(x, y, 1.0));
+        let a = maximise(start, 2.0, 728.0, 50, 1e-3, |x, y| paraboloid(x, y, 1.0));
         assert!(a.converged && a.x.hypot(a.y) < 1e-3, "{} {}", a.x, a.y);
     }
 
