@@ -130,28 +130,50 @@ pub fn find_hits_in(
 /// k; `n` samples) by `left` samples before it and `right` after it,
 /// clipped to `0..n`: sample j is set afterwards exactly when a sample of
 /// `j - right..=j + left` was set before. Runs that come to touch become
-/// one. Each direction ORs the mask with shifted copies of itself, doubling
-/// the reach each time (2 steps for the default extensions of 2 and 3).
+/// one. Each word is ORed with shifted copies of itself and its
+/// neighbours, doubling the reach each time (2 steps each way for the
+/// default extensions of 2 and 3).
+#[inline]
 pub fn dilate(words: &mut [u64], n: usize, left: usize, right: usize) {
     debug_assert!(words.len() == n.div_ceil(64));
-    if let [w] = words {
-        // Most pods: one word, plain shifts (every shift below is < 64).
-        let mut x = *w;
-        let mut reach = 0;
-        while reach < left.min(n) {
-            let s = (reach + 1).min(left - reach);
-            x |= x >> s;
-            reach += s;
-        }
-        let mut reach = 0;
-        while reach < right.min(n) {
-            let s = (reach + 1).min(right - reach);
-            x |= x << s;
-            reach += s;
-        }
-        *w = x & (u64::MAX >> (64 - n));
+    if left >= 64 || right >= 64 {
+        dilate_words(words, n, left, right);
         return;
     }
+    // Extensions below 64 samples reach at most the next and the previous
+    // word: each word is dilated inside (next, word) and (word, previous)
+    // as 128-bit values, from the words as they were.
+    let mut prev = 0u64;
+    for i in 0..words.len() {
+        let cur = words[i];
+        let next = words.get(i + 1).copied().unwrap_or(0);
+        let mut down = (u128::from(next) << 64) | u128::from(cur);
+        let mut up = (u128::from(cur) << 64) | u128::from(prev);
+        let mut reach = 0;
+        while reach < left {
+            let s = (reach + 1).min(left - reach);
+            down |= down >> s;
+            reach += s;
+        }
+        let mut reach = 0;
+        while reach < right {
+            let s = (reach + 1).min(right - reach);
+            up |= up << s;
+            reach += s;
+        }
+        words[i] = down as u64 | (up >> 64) as u64;
+        prev = cur;
+    }
+    if !n.is_multiple_of(64) {
+        if let Some(last) = words.last_mut() {
+            *last &= (1u64 << (n % 64)) - 1;
+        }
+    }
+}
+
+/// [`dilate`] by extensions of 64 samples or more (any number of words).
+#[inline(never)]
+fn dilate_words(words: &mut [u64], n: usize, left: usize, right: usize) {
     let mut reach = 0;
     while reach < left.min(n) {
         let s = (reach + 1).min(left - reach);

@@ -23,7 +23,7 @@
 use crate::event::PodRecord;
 use crate::hits::Hit;
 use crate::split::{split_points, SplitParams};
-use crate::threshold_scan::{add_calibrated_with, ScanPath};
+use crate::threshold_scan::{add_calibrated_in, ScanPath};
 
 /// Area of one channel in one pulse.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -306,20 +306,25 @@ fn cluster(
 ) {
     let c0 = hits[0].start;
     let len = (end - c0) as usize;
+    // 16 values of room past the end: a short hit is added as whole vector
+    // steps (`add_calibrated_in`).
     s.wf.clear();
-    s.wf.resize(len, 0.0);
+    s.wf.resize(len + 16, 0.0);
     for h in hits {
         let cal = input.calib[h.pod as usize];
+        let pod = &input.pods[h.pod as usize];
         let at = (h.start - c0) as usize;
-        add_calibrated_with(
-            hit_samples(input, h),
+        add_calibrated_in(
+            input.samples,
+            pod.offset as usize + (h.start as usize - pod.start_sample as usize),
+            h.length as usize,
             cal.baseline_adc,
             cal.phd_per_adc,
             &mut s.wf[at..],
             p.scan,
         );
     }
-    split_points(&s.wf, &p.split, &mut s.bins, &mut s.splits);
+    split_points(&s.wf[..len], &p.split, &mut s.bins, &mut s.splits);
     // Per-channel areas per sub-pulse; hits straddling a split are divided by sample.
     s.entries.clear();
     let n_sub = s.splits.len() + 1;
