@@ -134,11 +134,15 @@ struct Eval {
 /// (the last line is the sum over p_k = eta_k / S expanded; each term of
 /// the two sides is non-negative, so the difference loses nothing a fit
 /// needs).
-fn evaluate<R: Response>(model: &DetectorModel, resp: &R, n: &[f64], x: f64, y: f64) -> Eval {
+fn evaluate<R: Response>(model: &DetectorModel, resp: &R, lit: &mut Lit, x: f64, y: f64) -> Eval {
+    let n = &lit.n;
     let n_tot: f64 = n.iter().sum();
     let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
     let (mut axx, mut axy, mut ayy) = (0.0, 0.0, 0.0);
-    let (mut l, mut gx, mut gy) = (0.0, 0.0, 0.0);
+    let (mut gx, mut gy) = (0.0, 0.0);
+    // No call in this loop (the log is the second loop's), so the sums stay
+    // in registers. A PMT without light adds n_k d_a eta_k / eta_k = +-0 to
+    // the gradient, which leaves it as it was.
     for (k, &nk) in n.iter().enumerate() {
         if !model.pmts.live[k] {
             continue;
@@ -152,11 +156,13 @@ fn evaluate<R: Response>(model: &DetectorModel, resp: &R, n: &[f64], x: f64, y: 
         axx += ex * ux;
         axy += ex * uy;
         ayy += ey * uy;
-        if nk > 0.0 {
-            l += nk * e.ln();
-            gx += nk * ux;
-            gy += nk * uy;
-        }
+        gx += nk * ux;
+        gy += nk * uy;
+        lit.eta[k] = e;
+    }
+    let mut l = 0.0;
+    for &k in &lit.lit {
+        l += n[k] * lit.eta[k].ln();
     }
     l -= n_tot * s.ln();
     gx -= n_tot * sx / s;
@@ -168,6 +174,24 @@ fn evaluate<R: Response>(model: &DetectorModel, resp: &R, n: &[f64], x: f64, y: 
         jxx: (axx - sx * sx / s) / s,
         jxy: (axy - sx * sy / s) / s,
         jyy: (ayy - sy * sy / s) / s,
+    }
+}
+
+/// The counts of a fit, which of them have light (live PMTs with
+/// `n_k > 0`, ascending) and room for each PMT's response at a point.
+struct Lit {
+    n: Vec<f64>,
+    lit: Vec<usize>,
+    eta: Vec<f64>,
+}
+
+impl Lit {
+    fn new(model: &DetectorModel, n: Vec<f64>) -> Self {
+        let lit = (0..n.len())
+            .filter(|&k| model.pmts.live[k] && n[k] > 0.0)
+            .collect();
+        let eta = vec![0.0; n.len()];
+        Self { n, lit, eta }
     }
 }
 
@@ -291,8 +315,9 @@ fn fit_xy_with<R: Response>(
     let (lx0, ly0) = local_centroid(model, &n);
     let (lx, ly) = clamp_to_radius(lx0, ly0, r_max);
     let (mut x, mut y) = (cx, cy);
-    let mut cur = evaluate(model, resp, &n, x, y);
-    let local = evaluate(model, resp, &n, lx, ly);
+    let mut lit = Lit::new(model, n);
+    let mut cur = evaluate(model, resp, &mut lit, x, y);
+    let local = evaluate(model, resp, &mut lit, lx, ly);
     if local.l > cur.l {
         (x, y, cur) = (lx, ly, local);
     }
@@ -302,7 +327,7 @@ fn fit_xy_with<R: Response>(
         r_max,
         max_iterations,
         tolerance_mm,
-        |x, y| evaluate(model, resp, &n, x, y),
+        |x, y| evaluate(model, resp, &mut lit, x, y),
     );
     let (x, y, cur) = (ascent.x, ascent.y, ascent.at);
     let (iterations, converged) = (ascent.iterations, ascent.converged);
@@ -314,7 +339,7 @@ fn fit_xy_with<R: Response>(
     // comes from the likelihood at the fitted point without another pass.
     let mut n_ln_n = 0.0;
     let mut n_live = 0usize;
-    for (&nk, &live) in n.iter().zip(&model.pmts.live) {
+    for (&nk, &live) in lit.n.iter().zip(&model.pmts.live) {
         n_live += usize::from(live);
         if nk > 0.0 {
             n_ln_n += nk * nk.ln();
@@ -421,9 +446,15 @@ pub fn cramer_rao_xy(
                 table,
                 efficiency: &r.relative_efficiency,
             };
-            evaluate(model, &resp, &ones, x_mm, y_mm)
+            evaluate(model, &resp, &mut Lit::new(model, ones), x_mm, y_mm)
         }
-        _ => evaluate(model, &Nominal(model), &ones, x_mm, y_mm),
+        _ => evaluate(
+            model,
+            &Nominal(model),
+            &mut Lit::new(model, ones),
+            x_mm,
+            y_mm,
+        ),
     };
     match inverse_2x2(e.jxx * n_top_phd, e.jxy * n_top_phd, e.jyy * n_top_phd) {
         Some((ixx, _, iyy)) => ((f * ixx).sqrt(), (f * iyy).sqrt()),
