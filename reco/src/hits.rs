@@ -130,19 +130,37 @@ pub fn find_hits_in(
 /// k; `n` samples) by `left` samples before it and `right` after it,
 /// clipped to `0..n`: sample j is set afterwards exactly when a sample of
 /// `j - right..=j + left` was set before. Runs that come to touch become
-/// one. Each word is ORed with shifted copies of itself and its
-/// neighbours, doubling the reach each time (2 steps each way for the
-/// default extensions of 2 and 3).
+/// one.
 #[inline]
 pub fn dilate(words: &mut [u64], n: usize, left: usize, right: usize) {
     debug_assert!(words.len() == n.div_ceil(64));
-    if left >= 64 || right >= 64 {
-        dilate_words(words, n, left, right);
-        return;
+    // Dilations add up (by a, then by b, is by a + b), so extensions of 64
+    // samples or more are steps of at most 63; past n they change nothing.
+    let (mut left, mut right) = (left.min(n), right.min(n));
+    loop {
+        let (l, r) = (left.min(63), right.min(63));
+        dilate_below_64(words, l, r);
+        (left, right) = (left - l, right - r);
+        if left == 0 && right == 0 {
+            break;
+        }
     }
-    // Extensions below 64 samples reach at most the next and the previous
-    // word: each word is dilated inside (next, word) and (word, previous)
-    // as 128-bit values, from the words as they were.
+    if !n.is_multiple_of(64) {
+        if let Some(last) = words.last_mut() {
+            *last &= (1u64 << (n % 64)) - 1;
+        }
+    }
+}
+
+/// One [`dilate`] step by extensions below 64 samples, which reach at most
+/// the next and the previous word: each word is dilated inside (next, word)
+/// and (word, previous) as 128-bit values, from the words as they were, by
+/// ORing shifted copies and doubling the reach each time (2 shifts each way
+/// for the default extensions of 2 and 3). Bits past the pod are cleared by
+/// the caller.
+#[inline]
+fn dilate_below_64(words: &mut [u64], left: usize, right: usize) {
+    debug_assert!(left < 64 && right < 64);
     let mut prev = 0u64;
     for i in 0..words.len() {
         let cur = words[i];
@@ -163,53 +181,6 @@ pub fn dilate(words: &mut [u64], n: usize, left: usize, right: usize) {
         }
         words[i] = down as u64 | (up >> 64) as u64;
         prev = cur;
-    }
-    if !n.is_multiple_of(64) {
-        if let Some(last) = words.last_mut() {
-            *last &= (1u64 << (n % 64)) - 1;
-        }
-    }
-}
-
-/// [`dilate`] by extensions of 64 samples or more (any number of words).
-#[inline(never)]
-fn dilate_words(words: &mut [u64], n: usize, left: usize, right: usize) {
-    let mut reach = 0;
-    while reach < left.min(n) {
-        let s = (reach + 1).min(left - reach);
-        // Toward earlier samples: word i takes bits from words i + q and
-        // i + q + 1, read before they are updated (ascending order).
-        let (q, r) = (s / 64, s % 64);
-        for i in 0..words.len() {
-            let hi = |k: usize| words.get(k).copied().unwrap_or(0);
-            let mut v = hi(i + q) >> r;
-            if r > 0 {
-                v |= hi(i + q + 1) << (64 - r);
-            }
-            words[i] |= v;
-        }
-        reach += s;
-    }
-    let mut reach = 0;
-    while reach < right.min(n) {
-        let s = (reach + 1).min(right - reach);
-        // Toward later samples: word i takes bits from words i - q and
-        // i - q - 1 (descending order).
-        let (q, r) = (s / 64, s % 64);
-        for i in (0..words.len()).rev() {
-            let lo = |k: Option<usize>| k.and_then(|k| words.get(k)).copied().unwrap_or(0);
-            let mut v = lo(i.checked_sub(q)) << r;
-            if r > 0 {
-                v |= lo(i.checked_sub(q + 1)) >> (64 - r);
-            }
-            words[i] |= v;
-        }
-        reach += s;
-    }
-    if !n.is_multiple_of(64) {
-        if let Some(last) = words.last_mut() {
-            *last &= (1u64 << (n % 64)) - 1;
-        }
     }
 }
 

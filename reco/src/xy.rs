@@ -135,8 +135,7 @@ struct Eval {
 /// the two sides is non-negative, so the difference loses nothing a fit
 /// needs).
 fn evaluate<R: Response>(model: &DetectorModel, resp: &R, lit: &mut Lit, x: f64, y: f64) -> Eval {
-    let n = &lit.n;
-    let n_tot: f64 = n.iter().sum();
+    let (n, n_tot) = (&lit.n, lit.n_tot);
     let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
     let (mut axx, mut axy, mut ayy) = (0.0, 0.0, 0.0);
     let (mut gx, mut gy) = (0.0, 0.0);
@@ -177,10 +176,12 @@ fn evaluate<R: Response>(model: &DetectorModel, resp: &R, lit: &mut Lit, x: f64,
     }
 }
 
-/// The counts of a fit, which of them have light (live PMTs with
-/// `n_k > 0`, ascending) and room for each PMT's response at a point.
+/// The counts of a fit, their sum, which of them have light (live PMTs
+/// with `n_k > 0`, ascending) and room for each PMT's response at a point:
+/// what every evaluation of one fit shares.
 struct Lit {
     n: Vec<f64>,
+    n_tot: f64,
     lit: Vec<usize>,
     eta: Vec<f64>,
 }
@@ -191,7 +192,8 @@ impl Lit {
             .filter(|&k| model.pmts.live[k] && n[k] > 0.0)
             .collect();
         let eta = vec![0.0; n.len()];
-        Self { n, lit, eta }
+        let n_tot = n.iter().sum();
+        Self { n, n_tot, lit, eta }
     }
 }
 
