@@ -45,4 +45,4 @@ pub use recon::{
     reconstruct_serial, EventRecon, EventRq, RecoScratch, Stage,
 };
 pub use threshold_scan::ScanPath;
-pub use xy::{cramer_rao_xy, fit_xy, XyFit};
+pub use xy::{cramer_rao_xy, fit_xy, fit_xy_on, XyFit};

@@ -302,6 +302,23 @@ impl ResponseTable {
         // dt/ds = c_scale / (s + c_scale)^2, du/dt = 1 / dt.
         (f, df_du * self.inv_dt * TABLE_SCALE_MM2 * inv * inv)
     }
+
+    /// [`ResponseTable::value_and_slope`] of `N` squared distances, its
+    /// operations one array at a time (the same on each lane, so that a
+    /// vector build gives the same bits).
+    #[inline(always)]
+    pub fn values_and_slopes<const N: usize>(&self, s: [f64; N]) -> ([f64; N], [f64; N]) {
+        use std::array::from_fn;
+        let inv: [f64; N] = from_fn(|j| 1.0 / (s[j] + TABLE_SCALE_MM2));
+        let v: [f64; N] = from_fn(|j| s[j] * inv[j] * self.inv_dt);
+        let i: [usize; N] = from_fn(|j| (v[j] as usize).min(TABLE_NODES - 2));
+        let u: [f64; N] = from_fn(|j| v[j] - i[j] as f64);
+        let q: [[f64; 4]; N] = from_fn(|j| self.cubics[i[j]]);
+        let f = from_fn(|j| ((q[j][0] * u[j] + q[j][1]) * u[j] + q[j][2]) * u[j] + q[j][3]);
+        let df_du: [f64; N] = from_fn(|j| (3.0 * q[j][0] * u[j] + 2.0 * q[j][1]) * u[j] + q[j][2]);
+        let slope = from_fn(|j| df_du[j] * self.inv_dt * TABLE_SCALE_MM2 * inv[j] * inv[j]);
+        (f, slope)
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use crate::pulses::{
 };
 use crate::split::SplitParams;
 use crate::threshold_scan::ScanPath;
-use crate::xy::{excess_variance_factor, fit_xy};
+use crate::xy::{excess_variance_factor, fit_xy_on};
 
 #[cfg(test)]
 pub(crate) mod synthetic;
@@ -492,11 +492,12 @@ fn event_rq(
             }
         }
         rq.xy_flag = XY_FAILED;
-        if let Some(fit) = fit_xy(
+        if let Some(fit) = fit_xy_on(
             model,
             &scratch.top,
             cfg.xy_max_iterations,
             cfg.xy_tolerance_mm,
+            scratch.hit_scan.path,
         ) {
             rq.xy_gof = fit.gof;
             if fit.converged {

@@ -31,6 +31,7 @@
 
 use crate::detector::DetectorModel;
 use crate::lrf::ResponseTable;
+use crate::threshold_scan::ScanPath;
 
 /// Result of the xy fit.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -70,44 +71,83 @@ pub fn excess_variance_factor(model: &DetectorModel) -> f64 {
 
 /// The light response of each top PMT and its gradient in (x, y).
 trait Response {
-    /// (eta_k, d eta_k / dx, d eta_k / dy) at (x, y).
-    fn eta_and_gradient(&self, k: usize, x: f64, y: f64) -> (f64, f64, f64);
+    /// (eta_k, d eta_k / dx, d eta_k / dy) of PMT `k` at the offset
+    /// (dx, dy) = (x - x_k, y - y_k) from it.
+    fn at_offset(&self, k: usize, dx: f64, dy: f64) -> (f64, f64, f64);
+
+    /// [`Response::at_offset`] of [`LANES`] PMTs, lane by lane (the same
+    /// operations on each lane, so a vector build gives the same bits).
+    #[inline(always)]
+    fn at_offsets(&self, k: &[usize; LANES], dx: [f64; LANES], dy: [f64; LANES]) -> Lanes3 {
+        let r: [(f64, f64, f64); LANES] =
+            std::array::from_fn(|j| self.at_offset(k[j], dx[j], dy[j]));
+        (r.map(|v| v.0), r.map(|v| v.1), r.map(|v| v.2))
+    }
 }
+
+/// (eta, d eta / dx, d eta / dy) of [`LANES`] PMTs.
+type Lanes3 = ([f64; LANES], [f64; LANES], [f64; LANES]);
 
 /// The nominal closed form of [`DetectorModel::lrf`], differentiated.
 struct Nominal<'a>(&'a DetectorModel);
 
 impl Response for Nominal<'_> {
-    #[inline]
-    fn eta_and_gradient(&self, k: usize, x: f64, y: f64) -> (f64, f64, f64) {
-        let model = self.0;
-        let lrf = &model.params.light.lrf;
-        let dx = x - model.pmts.x[k];
-        let dy = y - model.pmts.y[k];
+    #[inline(always)]
+    fn at_offset(&self, _k: usize, dx: f64, dy: f64) -> (f64, f64, f64) {
+        let lrf = &self.0.params.light.lrf;
         let inv_r02 = 1.0 / (lrf.r0_mm * lrf.r0_mm);
         let u = 1.0 + (dx * dx + dy * dy) * inv_r02;
         let g = 1.0 / (u * u.sqrt());
         let dg = -3.0 * inv_r02 * g / u;
         (g + lrf.flat, dg * dx, dg * dy)
     }
+
+    #[inline(always)]
+    fn at_offsets(&self, _k: &[usize; LANES], dx: [f64; LANES], dy: [f64; LANES]) -> Lanes3 {
+        // at_offset's operations, one array at a time (so that they become
+        // vector instructions).
+        let lrf = &self.0.params.light.lrf;
+        let inv_r02 = 1.0 / (lrf.r0_mm * lrf.r0_mm);
+        let u: [f64; LANES] =
+            std::array::from_fn(|j| 1.0 + (dx[j] * dx[j] + dy[j] * dy[j]) * inv_r02);
+        let g: [f64; LANES] = std::array::from_fn(|j| 1.0 / (u[j] * u[j].sqrt()));
+        let dg: [f64; LANES] = std::array::from_fn(|j| -3.0 * inv_r02 * g[j] / u[j]);
+        (
+            g.map(|g| g + lrf.flat),
+            std::array::from_fn(|j| dg[j] * dx[j]),
+            std::array::from_fn(|j| dg[j] * dy[j]),
+        )
+    }
 }
 
 /// The learned response of the conditions: e_k f(rho_k^2) from its table.
 struct Learned<'a> {
-    model: &'a DetectorModel,
     table: &'a ResponseTable,
     efficiency: &'a [f64],
 }
 
 impl Response for Learned<'_> {
     #[inline(always)]
-    fn eta_and_gradient(&self, k: usize, x: f64, y: f64) -> (f64, f64, f64) {
-        let dx = x - self.model.pmts.x[k];
-        let dy = y - self.model.pmts.y[k];
+    fn at_offset(&self, k: usize, dx: f64, dy: f64) -> (f64, f64, f64) {
         let (f, df_ds) = self.table.value_and_slope(dx * dx + dy * dy);
         let e = self.efficiency[k];
         let g = 2.0 * e * df_ds;
         (e * f, g * dx, g * dy)
+    }
+
+    #[inline(always)]
+    fn at_offsets(&self, k: &[usize; LANES], dx: [f64; LANES], dy: [f64; LANES]) -> Lanes3 {
+        use std::array::from_fn;
+        // at_offset's operations, one array at a time.
+        let s: [f64; LANES] = from_fn(|j| dx[j] * dx[j] + dy[j] * dy[j]);
+        let (f, df_ds) = self.table.values_and_slopes(s);
+        let e: [f64; LANES] = from_fn(|j| self.efficiency[k[j]]);
+        let g: [f64; LANES] = from_fn(|j| 2.0 * e[j] * df_ds[j]);
+        (
+            from_fn(|j| e[j] * f[j]),
+            from_fn(|j| g[j] * dx[j]),
+            from_fn(|j| g[j] * dy[j]),
+        )
     }
 }
 
@@ -134,66 +174,195 @@ struct Eval {
 /// (the last line is the sum over p_k = eta_k / S expanded; each term of
 /// the two sides is non-negative, so the difference loses nothing a fit
 /// needs).
-fn evaluate<R: Response>(model: &DetectorModel, resp: &R, lit: &mut Lit, x: f64, y: f64) -> Eval {
-    let (n, n_tot) = (&lit.n, lit.n_tot);
-    let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
-    let (mut axx, mut axy, mut ayy) = (0.0, 0.0, 0.0);
-    let (mut gx, mut gy) = (0.0, 0.0);
-    // No call in this loop (the log is the second loop's), so the sums stay
-    // in registers. A PMT without light adds n_k d_a eta_k / eta_k = +-0 to
-    // the gradient, which leaves it as it was.
-    for (k, &nk) in n.iter().enumerate() {
-        if !model.pmts.live[k] {
-            continue;
-        }
-        let (e, ex, ey) = resp.eta_and_gradient(k, x, y);
-        let inv = 1.0 / e;
-        s += e;
-        sx += ex;
-        sy += ey;
-        let (ux, uy) = (ex * inv, ey * inv);
-        axx += ex * ux;
-        axy += ex * uy;
-        ayy += ey * uy;
-        gx += nk * ux;
-        gy += nk * uy;
-        lit.eta[k] = e;
+///
+/// The sums over PMTs are taken in [`LANES`] lanes, the i-th live PMT in
+/// lane i % LANES, and the lanes added in one fixed order ([`Sums::total`]):
+/// the same operations in the same order on every path, so the AVX2 build of
+/// the pass (four PMTs per instruction) and the portable one (two with
+/// x86-64's SSE2, one elsewhere) give bit-identical results.
+#[allow(unsafe_code)]
+fn evaluate<R: Response>(resp: &R, lit: &mut Lit, x: f64, y: f64, path: ScanPath) -> Eval {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(path, ScanPath::Avx2 | ScanPath::Avx512) && ScanPath::Avx2.is_available() {
+        // SAFETY: AVX2 was detected just above.
+        let sums = unsafe { accumulate_avx2(resp, lit, x, y) };
+        return finish(&sums, lit);
     }
+    let _ = path;
+    let sums = accumulate(resp, lit, x, y);
+    finish(&sums, lit)
+}
+
+/// Lanes of [`evaluate`]'s sums.
+const LANES: usize = 4;
+
+/// Per-lane running sums of [`evaluate`].
+#[derive(Default)]
+struct Sums {
+    s: [f64; LANES],
+    sx: [f64; LANES],
+    sy: [f64; LANES],
+    axx: [f64; LANES],
+    axy: [f64; LANES],
+    ayy: [f64; LANES],
+    gx: [f64; LANES],
+    gy: [f64; LANES],
+}
+
+impl Sums {
+    /// The lanes added in one fixed order.
+    #[inline(always)]
+    fn total(v: &[f64; LANES]) -> f64 {
+        (v[0] + v[1]) + (v[2] + v[3])
+    }
+
+    /// Add [`LANES`] live PMTs' responses and counts, one to each lane, with
+    /// [`Sums::add`]'s operations, one array at a time.
+    #[inline(always)]
+    fn add_lanes(&mut self, e: [f64; LANES], ex: [f64; LANES], ey: [f64; LANES], n: [f64; LANES]) {
+        let inv: [f64; LANES] = std::array::from_fn(|j| 1.0 / e[j]);
+        let ux: [f64; LANES] = std::array::from_fn(|j| ex[j] * inv[j]);
+        let uy: [f64; LANES] = std::array::from_fn(|j| ey[j] * inv[j]);
+        for j in 0..LANES {
+            self.s[j] += e[j];
+            self.sx[j] += ex[j];
+            self.sy[j] += ey[j];
+            self.axx[j] += ex[j] * ux[j];
+            self.axy[j] += ex[j] * uy[j];
+            self.ayy[j] += ey[j] * uy[j];
+            self.gx[j] += n[j] * ux[j];
+            self.gy[j] += n[j] * uy[j];
+        }
+    }
+
+    /// Add the live PMT `k` at offset (dx, dy), with count `n`, to lane `j`;
+    /// returns its response.
+    #[inline(always)]
+    fn add<R: Response>(&mut self, resp: &R, j: usize, k: usize, dx: f64, dy: f64, n: f64) -> f64 {
+        let (e, ex, ey) = resp.at_offset(k, dx, dy);
+        let inv = 1.0 / e;
+        let (ux, uy) = (ex * inv, ey * inv);
+        self.s[j] += e;
+        self.sx[j] += ex;
+        self.sy[j] += ey;
+        self.axx[j] += ex * ux;
+        self.axy[j] += ex * uy;
+        self.ayy[j] += ey * uy;
+        // A PMT without light adds n_k d_a eta_k / eta_k = +-0, which leaves
+        // the gradient as it was.
+        self.gx[j] += n * ux;
+        self.gy[j] += n * uy;
+        e
+    }
+}
+
+/// The lane sums of [`evaluate`] at (x, y), each live PMT's response kept in
+/// `lit.eta`: whole groups of [`LANES`] PMTs (no call and no bounds check
+/// inside, so a group is one vector step), then the rest one by one, each
+/// in its lane.
+#[inline(always)]
+fn accumulate<R: Response>(resp: &R, lit: &mut Lit, x: f64, y: f64) -> Sums {
+    let mut sums = Sums::default();
+    let groups = lit
+        .live
+        .chunks_exact(LANES)
+        .zip(lit.px.chunks_exact(LANES))
+        .zip(lit.py.chunks_exact(LANES))
+        .zip(lit.n_live.chunks_exact(LANES))
+        .zip(lit.eta.chunks_exact_mut(LANES));
+    for ((((k, px), py), n), eta) in groups {
+        let k: &[usize; LANES] = k.try_into().expect("a group");
+        let dx: [f64; LANES] = std::array::from_fn(|j| x - px[j]);
+        let dy: [f64; LANES] = std::array::from_fn(|j| y - py[j]);
+        let (e, ex, ey) = resp.at_offsets(k, dx, dy);
+        sums.add_lanes(e, ex, ey, std::array::from_fn(|j| n[j]));
+        eta.copy_from_slice(&e);
+    }
+    let done = lit.live.len() / LANES * LANES;
+    for i in done..lit.live.len() {
+        let (dx, dy) = (x - lit.px[i], y - lit.py[i]);
+        lit.eta[i] = sums.add(resp, i % LANES, lit.live[i], dx, dy, lit.n_live[i]);
+    }
+    sums
+}
+
+/// [`accumulate`] compiled for AVX2 (the same source and operations: only
+/// the instructions differ).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn accumulate_avx2<R: Response>(resp: &R, lit: &mut Lit, x: f64, y: f64) -> Sums {
+    accumulate(resp, lit, x, y)
+}
+
+/// [`Eval`] from the lane sums and the responses in `lit.eta`.
+fn finish(sums: &Sums, lit: &Lit) -> Eval {
+    let s = Sums::total(&sums.s);
+    let sx = Sums::total(&sums.sx);
+    let sy = Sums::total(&sums.sy);
+    let (axx, axy, ayy) = (
+        Sums::total(&sums.axx),
+        Sums::total(&sums.axy),
+        Sums::total(&sums.ayy),
+    );
+    let n_tot = lit.n_tot;
     let mut l = 0.0;
-    for &k in &lit.lit {
-        l += n[k] * lit.eta[k].ln();
+    for &i in &lit.lit {
+        l += lit.n_live[i] * lit.eta[i].ln();
     }
     l -= n_tot * s.ln();
-    gx -= n_tot * sx / s;
-    gy -= n_tot * sy / s;
     Eval {
         l,
-        gx,
-        gy,
+        gx: Sums::total(&sums.gx) - n_tot * sx / s,
+        gy: Sums::total(&sums.gy) - n_tot * sy / s,
         jxx: (axx - sx * sx / s) / s,
         jxy: (axy - sx * sy / s) / s,
         jyy: (ayy - sy * sy / s) / s,
     }
 }
 
-/// The counts of a fit, their sum, which of them have light (live PMTs
-/// with `n_k > 0`, ascending) and room for each PMT's response at a point:
-/// what every evaluation of one fit shares.
+/// The counts of a fit, their sum, the live PMTs (ascending) with their
+/// positions and counts side by side, which of those have light and room
+/// for each one's response at a point: what every evaluation of one fit
+/// shares.
 struct Lit {
+    /// Count of each top PMT (0 where dead).
     n: Vec<f64>,
     n_tot: f64,
+    /// The live top PMTs.
+    live: Vec<usize>,
+    /// Their positions [mm] and counts.
+    px: Vec<f64>,
+    py: Vec<f64>,
+    n_live: Vec<f64>,
+    /// Indices into `live` of those with `n > 0`.
     lit: Vec<usize>,
+    /// Their responses at the last point evaluated.
     eta: Vec<f64>,
 }
 
 impl Lit {
     fn new(model: &DetectorModel, n: Vec<f64>) -> Self {
-        let lit = (0..n.len())
-            .filter(|&k| model.pmts.live[k] && n[k] > 0.0)
-            .collect();
-        let eta = vec![0.0; n.len()];
+        let live: Vec<usize> = (0..n.len()).filter(|&k| model.pmts.live[k]).collect();
+        let px = live.iter().map(|&k| model.pmts.x[k]).collect();
+        let py = live.iter().map(|&k| model.pmts.y[k]).collect();
+        let n_live: Vec<f64> = live.iter().map(|&k| n[k]).collect();
+        let lit = (0..live.len()).filter(|&i| n_live[i] > 0.0).collect();
+        let eta = vec![0.0; live.len()];
         let n_tot = n.iter().sum();
-        Self { n, n_tot, lit, eta }
+        Self {
+            n,
+            n_tot,
+            live,
+            px,
+            py,
+            n_live,
+            lit,
+            eta,
+        }
     }
 }
 
@@ -231,7 +400,8 @@ fn local_centroid(model: &DetectorModel, top_areas: &[f64]) -> (f64, f64) {
     let (mut s, mut sx, mut sy) = (0.0, 0.0, 0.0);
     for (k, &a) in top_areas.iter().enumerate() {
         let (px, py) = (model.pmts.x[k], model.pmts.y[k]);
-        if (px - x0).hypot(py - y0) <= reach {
+        let (dx, dy) = (px - x0, py - y0);
+        if dx * dx + dy * dy <= reach * reach {
             let a = a.max(0.0);
             s += a;
             sx += a * px;
@@ -261,6 +431,7 @@ fn inverse_2x2(a: f64, b: f64, d: f64) -> Option<(f64, f64, f64)> {
 
 /// Maximum-likelihood fit of the top-PMT areas [phd] (one entry per top
 /// PMT; negative entries count as 0). `None` when there is no light.
+/// [`fit_xy_on`] the widest path this CPU runs.
 ///
 /// # Panics
 /// When `top_areas` is not `model.pmts.n_top` long.
@@ -270,23 +441,40 @@ pub fn fit_xy(
     max_iterations: u32,
     tolerance_mm: f64,
 ) -> Option<XyFit> {
+    fit_xy_on(
+        model,
+        top_areas,
+        max_iterations,
+        tolerance_mm,
+        ScanPath::detect(),
+    )
+}
+
+/// [`fit_xy`] with the likelihood's sums taken by `path` (AVX2 and
+/// AVX-512 CPUs take four PMTs per instruction, the others the portable
+/// build; a path this CPU cannot run falls back to it): the same result,
+/// bit for bit, whatever the path.
+///
+/// # Panics
+/// When `top_areas` is not `model.pmts.n_top` long.
+pub fn fit_xy_on(
+    model: &DetectorModel,
+    top_areas: &[f64],
+    max_iterations: u32,
+    tolerance_mm: f64,
+    path: ScanPath,
+) -> Option<XyFit> {
     assert_eq!(top_areas.len(), model.pmts.n_top, "one area per top PMT");
+    let limits = (max_iterations, tolerance_mm, path);
     match (&model.response, &model.params.calibration.lrf) {
         (Some(table), Some(r)) => {
             let resp = Learned {
-                model,
                 table,
                 efficiency: &r.relative_efficiency,
             };
-            fit_xy_with(model, &resp, top_areas, max_iterations, tolerance_mm)
+            fit_xy_with(model, &resp, top_areas, limits)
         }
-        _ => fit_xy_with(
-            model,
-            &Nominal(model),
-            top_areas,
-            max_iterations,
-            tolerance_mm,
-        ),
+        _ => fit_xy_with(model, &Nominal(model), top_areas, limits),
     }
 }
 
@@ -294,8 +482,7 @@ fn fit_xy_with<R: Response>(
     model: &DetectorModel,
     resp: &R,
     top_areas: &[f64],
-    max_iterations: u32,
-    tolerance_mm: f64,
+    (max_iterations, tolerance_mm, path): (u32, f64, ScanPath),
 ) -> Option<XyFit> {
     // Clamp negative noise; a stack array would be nicer but n_top is a runtime value.
     let n: Vec<f64> = top_areas
@@ -318,8 +505,8 @@ fn fit_xy_with<R: Response>(
     let (lx, ly) = clamp_to_radius(lx0, ly0, r_max);
     let (mut x, mut y) = (cx, cy);
     let mut lit = Lit::new(model, n);
-    let mut cur = evaluate(model, resp, &mut lit, x, y);
-    let local = evaluate(model, resp, &mut lit, lx, ly);
+    let mut cur = evaluate(resp, &mut lit, x, y, path);
+    let local = evaluate(resp, &mut lit, lx, ly, path);
     if local.l > cur.l {
         (x, y, cur) = (lx, ly, local);
     }
@@ -329,7 +516,7 @@ fn fit_xy_with<R: Response>(
         r_max,
         max_iterations,
         tolerance_mm,
-        |x, y| evaluate(model, resp, &mut lit, x, y),
+        |x, y| evaluate(resp, &mut lit, x, y, path),
     );
     let (x, y, cur) = (ascent.x, ascent.y, ascent.at);
     let (iterations, converged) = (ascent.iterations, ascent.converged);
@@ -444,18 +631,23 @@ pub fn cramer_rao_xy(
     let e = match (&model.response, &model.params.calibration.lrf) {
         (Some(table), Some(r)) => {
             let resp = Learned {
-                model,
                 table,
                 efficiency: &r.relative_efficiency,
             };
-            evaluate(model, &resp, &mut Lit::new(model, ones), x_mm, y_mm)
+            evaluate(
+                &resp,
+                &mut Lit::new(model, ones),
+                x_mm,
+                y_mm,
+                ScanPath::detect(),
+            )
         }
         _ => evaluate(
-            model,
             &Nominal(model),
             &mut Lit::new(model, ones),
             x_mm,
             y_mm,
+            ScanPath::detect(),
         ),
     };
     match inverse_2x2(e.jxx * n_top_phd, e.jxy * n_top_phd, e.jyy * n_top_phd) {
@@ -543,12 +735,11 @@ mod tests {
                 ) {
                     (Some(table), Some(r)) => {
                         let resp = Learned {
-                            model: m,
                             table,
                             efficiency: &r.relative_efficiency,
                         };
                         for (k, o) in out.iter_mut().enumerate() {
-                            *o = resp.eta_and_gradient(k, x, y).0;
+                            *o = resp.at_offset(k, x - m.pmts.x[k], y - m.pmts.y[k]).0;
                         }
                         let s: f64 = out.iter().sum();
                         out.iter_mut().for_each(|o| *o /= s);
@@ -604,7 +795,7 @@ mod tests {
     fn lrf_gradient_matches_the_model() {
         let m = DetectorModel::default_lz_like();
         for &(x, y, k) in &[(0.0, 0.0, 0usize), (100.0, -30.0, 5), (-500.0, 300.0, 200)] {
-            let (e, ex, ey) = Nominal(&m).eta_and_gradient(k, x, y);
+            let (e, ex, ey) = Nominal(&m).at_offset(k, x - m.pmts.x[k], y - m.pmts.y[k]);
             let rho = |x: f64, y: f64| (x - m.pmts.x[k]).hypot(y - m.pmts.y[k]);
             assert!((e - m.lrf(rho(x, y))).abs() < 1e-12);
             let h = 1e-4;
@@ -679,6 +870,104 @@ mod tests {
             relative_efficiency: efficiency,
         });
         DetectorModel::new("learned", p).unwrap()
+    }
+
+    #[test]
+    fn every_path_fits_the_same_bits() {
+        let mut dead = DetectorModel::default_lz_like().params;
+        // 2 of the live PMTs gone: a count of them that is not a multiple of
+        // the lanes either way.
+        dead.calibration.dead_channels = vec![3, 100];
+        let models = [
+            DetectorModel::default_lz_like(),
+            with_response(),
+            DetectorModel::new("dead", dead).unwrap(),
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for m in &models {
+            for _ in 0..40 {
+                let r = m.params.tpc.radius_mm * rng.random::<f64>().sqrt();
+                let phi = rng.random_range(0.0..std::f64::consts::TAU);
+                let n = 10f64.powf(rng.random_range(2.0..4.5));
+                let areas = draw(m, &mut rng, r * phi.cos(), r * phi.sin(), n);
+                let want = fit_xy_on(m, &areas, 50, 1e-3, ScanPath::Portable);
+                for path in ScanPath::available() {
+                    let got = fit_xy_on(m, &areas, 50, 1e-3, path);
+                    let bits = |f: &Option<XyFit>| {
+                        f.map(|f| {
+                            [
+                                f.x_mm,
+                                f.y_mm,
+                                f.sigma_x_mm,
+                                f.sigma_y_mm,
+                                f.cov_xy_mm2,
+                                f.gof,
+                            ]
+                            .map(f64::to_bits)
+                        })
+                    };
+                    assert_eq!(bits(&got), bits(&want), "{path:?}, {}", m.tag);
+                    assert_eq!(got.map(|f| f.iterations), want.map(|f| f.iterations));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_of_responses_is_each_response() {
+        let models = [DetectorModel::default_lz_like(), with_response()];
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        for m in &models {
+            let check = |resp: &dyn Fn(&[usize; LANES], [f64; LANES], [f64; LANES]) -> Lanes3,
+                         one: &dyn Fn(usize, f64, f64) -> (f64, f64, f64),
+                         rng: &mut ChaCha8Rng| {
+                for _ in 0..500 {
+                    let k: [usize; LANES] =
+                        std::array::from_fn(|_| rng.random_range(0..m.pmts.n_top));
+                    // Offsets out to past the table's reach, and 0.
+                    let dx: [f64; LANES] = std::array::from_fn(|j| {
+                        if j == 0 {
+                            0.0
+                        } else {
+                            rng.random_range(-2000.0..2000.0)
+                        }
+                    });
+                    let dy: [f64; LANES] =
+                        std::array::from_fn(|_| rng.random_range(-2000.0..2000.0));
+                    let (e, ex, ey) = resp(&k, dx, dy);
+                    for j in 0..LANES {
+                        let (e1, ex1, ey1) = one(k[j], dx[j], dy[j]);
+                        assert_eq!(
+                            [e[j], ex[j], ey[j]].map(f64::to_bits),
+                            [e1, ex1, ey1].map(f64::to_bits),
+                            "{}: lane {j}",
+                            m.tag
+                        );
+                    }
+                }
+            };
+            match (&m.response, &m.params.calibration.lrf) {
+                (Some(table), Some(r)) => {
+                    let resp = Learned {
+                        table,
+                        efficiency: &r.relative_efficiency,
+                    };
+                    check(
+                        &|k, dx, dy| resp.at_offsets(k, dx, dy),
+                        &|k, dx, dy| resp.at_offset(k, dx, dy),
+                        &mut rng,
+                    );
+                }
+                _ => {
+                    let resp = Nominal(m);
+                    check(
+                        &|k, dx, dy| resp.at_offsets(k, dx, dy),
+                        &|k, dx, dy| resp.at_offset(k, dx, dy),
+                        &mut rng,
+                    );
+                }
+            }
+        }
     }
 
     #[test]
