@@ -16,7 +16,7 @@
 //! any signal does not enter areas.
 
 use crate::baseline::{flipped_sum, PodBaseline};
-use crate::threshold_scan::{below_mask_in, next_clear, next_set, range_sum, ScanPath};
+use crate::threshold_scan::{below_mask_in, range_sum, ScanPath};
 
 /// One hit.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -110,10 +110,7 @@ pub fn find_hits_in(
     below_mask_in(all, pod, level, scratch.path, &mut scratch.below);
     let n = samples.len();
     dilate(&mut scratch.below, n, s.left as usize, s.right as usize);
-    let ext = &scratch.below;
-    let mut i = 0usize;
-    while let Some(a) = next_set(ext, i, n) {
-        let b = next_clear(ext, a + 1, n);
+    for_each_run(&scratch.below, |a, b| {
         let total = range_sum(samples, a, b, scratch.path);
         out.push(Hit {
             start: s.pod_start + a as u32,
@@ -122,7 +119,39 @@ pub fn find_hits_in(
             pod: s.pod,
             area_phd: flipped_sum(total, b - a, s.baseline.baseline_adc) * s.phd_per_adc,
         });
-        i = b;
+    });
+}
+
+/// Call `f(a, b)` for each maximal run `a..b` of set bits of `words` (bit k
+/// of word k / 64 is sample k), in order. Each word's run starts and ends
+/// are found at once (a bit set whose neighbour below, or above, is clear),
+/// then taken lowest first with bit scans: one step per run, and a run
+/// that crosses words is carried over.
+#[inline]
+pub fn for_each_run(words: &[u64], mut f: impl FnMut(usize, usize)) {
+    let mut open = 0usize;
+    let mut below = 0u64;
+    for (w, &bits) in words.iter().enumerate() {
+        let above = words.get(w + 1).map_or(0, |&x| x & 1);
+        let mut starts = bits & !((bits << 1) | below);
+        let mut ends = bits & !((bits >> 1) | (above << 63));
+        below = bits >> 63;
+        while ends != 0 {
+            let e = ends.trailing_zeros();
+            // The run's start: in this word at or below its end, or carried.
+            let a = if starts != 0 && starts.trailing_zeros() <= e {
+                let a = 64 * w + starts.trailing_zeros() as usize;
+                starts &= starts - 1;
+                a
+            } else {
+                open
+            };
+            f(a, 64 * w + e as usize + 1);
+            ends &= ends - 1;
+        }
+        if starts != 0 {
+            open = 64 * w + starts.trailing_zeros() as usize;
+        }
     }
 }
 
@@ -361,6 +390,33 @@ mod tests {
             if n % 64 != 0 {
                 assert_eq!(words.last().unwrap() >> (n % 64), 0, "bits past the pod");
             }
+        }
+    }
+
+    #[test]
+    fn runs_are_the_maximal_runs_of_set_bits() {
+        use crate::threshold_scan::{next_clear, next_set};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(32);
+        for _ in 0..3000 {
+            let n = rng.random_range(0..400usize);
+            let density = rng.random_range(0.0..1.0);
+            let mut words = vec![0u64; n.div_ceil(64)];
+            for k in 0..n {
+                if rng.random_bool(density) {
+                    words[k / 64] |= 1 << (k % 64);
+                }
+            }
+            let mut want = Vec::new();
+            let mut i = 0;
+            while let Some(a) = next_set(&words, i, n) {
+                let b = next_clear(&words, a + 1, n);
+                want.push((a, b));
+                i = b;
+            }
+            let mut got = Vec::new();
+            for_each_run(&words, |a, b| got.push((a, b)));
+            assert_eq!(got, want, "n {n} density {density}");
         }
     }
 
