@@ -913,12 +913,15 @@ mod tests {
         }
     }
 
+    /// A response to [`LANES`] PMTs at once, as [`Response::at_offsets`].
+    type GroupFn<'a> = dyn Fn(&[usize; LANES], [f64; LANES], [f64; LANES]) -> Lanes3 + 'a;
+
     #[test]
     fn a_group_of_responses_is_each_response() {
         let models = [DetectorModel::default_lz_like(), with_response()];
         let mut rng = ChaCha8Rng::seed_from_u64(13);
         for m in &models {
-            let check = |resp: &dyn Fn(&[usize; LANES], [f64; LANES], [f64; LANES]) -> Lanes3,
+            let check = |resp: &GroupFn<'_>,
                          one: &dyn Fn(usize, f64, f64) -> (f64, f64, f64),
                          rng: &mut ChaCha8Rng| {
                 for _ in 0..500 {
