@@ -292,20 +292,13 @@ impl ResponseTable {
     /// f and df/ds at squared distance `s` [mm^2].
     #[inline(always)]
     pub fn value_and_slope(&self, s: f64) -> (f64, f64) {
-        let inv = 1.0 / (s + TABLE_SCALE_MM2);
-        let v = s * inv * self.inv_dt;
-        let i = (v as usize).min(TABLE_NODES - 2);
-        let u = v - i as f64;
-        let [a, b, c, d] = self.cubics[i];
-        let f = ((a * u + b) * u + c) * u + d;
-        let df_du = (3.0 * a * u + 2.0 * b) * u + c;
-        // dt/ds = c_scale / (s + c_scale)^2, du/dt = 1 / dt.
-        (f, df_du * self.inv_dt * TABLE_SCALE_MM2 * inv * inv)
+        let (f, slope) = self.values_and_slopes([s]);
+        (f[0], slope[0])
     }
 
-    /// [`ResponseTable::value_and_slope`] of `N` squared distances, its
-    /// operations one array at a time (the same on each lane, so that a
-    /// vector build gives the same bits).
+    /// f and df/ds at `N` squared distances [mm^2], one array at a time
+    /// (the same operations on each lane, so that a vector build gives the
+    /// same bits as one distance at a time).
     #[inline(always)]
     pub fn values_and_slopes<const N: usize>(&self, s: [f64; N]) -> ([f64; N], [f64; N]) {
         use std::array::from_fn;

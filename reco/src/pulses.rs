@@ -284,9 +284,14 @@ pub fn build_pulses(
     }
 }
 
-fn hit_samples<'a>(input: &PulseInput<'a>, h: &Hit) -> &'a [i16] {
+/// Index of the hit's first sample in the event's samples.
+fn hit_at(input: &PulseInput<'_>, h: &Hit) -> usize {
     let pod = &input.pods[h.pod as usize];
-    let at = pod.offset as usize + (h.start as usize - pod.start_sample as usize);
+    pod.offset as usize + (h.start as usize - pod.start_sample as usize)
+}
+
+fn hit_samples<'a>(input: &PulseInput<'a>, h: &Hit) -> &'a [i16] {
+    let at = hit_at(input, h);
     &input.samples[at..at + h.length as usize]
 }
 
@@ -312,11 +317,10 @@ fn cluster(
     s.wf.resize(len + 16, 0.0);
     for h in hits {
         let cal = input.calib[h.pod as usize];
-        let pod = &input.pods[h.pod as usize];
         let at = (h.start - c0) as usize;
         add_calibrated_in(
             input.samples,
-            pod.offset as usize + (h.start as usize - pod.start_sample as usize),
+            hit_at(input, h),
             h.length as usize,
             cal.baseline_adc,
             cal.phd_per_adc,

@@ -71,51 +71,40 @@ pub fn excess_variance_factor(model: &DetectorModel) -> f64 {
 
 /// The light response of each top PMT and its gradient in (x, y).
 trait Response {
-    /// (eta_k, d eta_k / dx, d eta_k / dy) of PMT `k` at the offset
-    /// (dx, dy) = (x - x_k, y - y_k) from it.
-    fn at_offset(&self, k: usize, dx: f64, dy: f64) -> (f64, f64, f64);
+    /// (eta_k, d eta_k / dx, d eta_k / dy) of the PMTs `k` at the offsets
+    /// (dx, dy) = (x - x_k, y - y_k) from them, one lane per PMT. Written
+    /// one array at a time, the same operations on every lane, so that a
+    /// vector build computes several PMTs per instruction and gives the
+    /// same bits as one PMT at a time (`N = 1`).
+    fn at_offsets<const N: usize>(&self, k: &[usize; N], dx: [f64; N], dy: [f64; N]) -> Lanes<N>;
 
-    /// [`Response::at_offset`] of [`LANES`] PMTs, lane by lane (the same
-    /// operations on each lane, so a vector build gives the same bits).
-    #[inline(always)]
-    fn at_offsets(&self, k: &[usize; LANES], dx: [f64; LANES], dy: [f64; LANES]) -> Lanes3 {
-        let r: [(f64, f64, f64); LANES] =
-            std::array::from_fn(|j| self.at_offset(k[j], dx[j], dy[j]));
-        (r.map(|v| v.0), r.map(|v| v.1), r.map(|v| v.2))
+    /// [`Response::at_offsets`] of one PMT.
+    #[cfg(test)]
+    fn at_offset(&self, k: usize, dx: f64, dy: f64) -> (f64, f64, f64) {
+        let (e, ex, ey) = self.at_offsets(&[k], [dx], [dy]);
+        (e[0], ex[0], ey[0])
     }
 }
 
-/// (eta, d eta / dx, d eta / dy) of [`LANES`] PMTs.
-type Lanes3 = ([f64; LANES], [f64; LANES], [f64; LANES]);
+/// (eta, d eta / dx, d eta / dy) of `N` PMTs.
+type Lanes<const N: usize> = ([f64; N], [f64; N], [f64; N]);
 
 /// The nominal closed form of [`DetectorModel::lrf`], differentiated.
 struct Nominal<'a>(&'a DetectorModel);
 
 impl Response for Nominal<'_> {
     #[inline(always)]
-    fn at_offset(&self, _k: usize, dx: f64, dy: f64) -> (f64, f64, f64) {
+    fn at_offsets<const N: usize>(&self, _k: &[usize; N], dx: [f64; N], dy: [f64; N]) -> Lanes<N> {
+        use std::array::from_fn;
         let lrf = &self.0.params.light.lrf;
         let inv_r02 = 1.0 / (lrf.r0_mm * lrf.r0_mm);
-        let u = 1.0 + (dx * dx + dy * dy) * inv_r02;
-        let g = 1.0 / (u * u.sqrt());
-        let dg = -3.0 * inv_r02 * g / u;
-        (g + lrf.flat, dg * dx, dg * dy)
-    }
-
-    #[inline(always)]
-    fn at_offsets(&self, _k: &[usize; LANES], dx: [f64; LANES], dy: [f64; LANES]) -> Lanes3 {
-        // at_offset's operations, one array at a time (so that they become
-        // vector instructions).
-        let lrf = &self.0.params.light.lrf;
-        let inv_r02 = 1.0 / (lrf.r0_mm * lrf.r0_mm);
-        let u: [f64; LANES] =
-            std::array::from_fn(|j| 1.0 + (dx[j] * dx[j] + dy[j] * dy[j]) * inv_r02);
-        let g: [f64; LANES] = std::array::from_fn(|j| 1.0 / (u[j] * u[j].sqrt()));
-        let dg: [f64; LANES] = std::array::from_fn(|j| -3.0 * inv_r02 * g[j] / u[j]);
+        let u: [f64; N] = from_fn(|j| 1.0 + (dx[j] * dx[j] + dy[j] * dy[j]) * inv_r02);
+        let g: [f64; N] = from_fn(|j| 1.0 / (u[j] * u[j].sqrt()));
+        let dg: [f64; N] = from_fn(|j| -3.0 * inv_r02 * g[j] / u[j]);
         (
             g.map(|g| g + lrf.flat),
-            std::array::from_fn(|j| dg[j] * dx[j]),
-            std::array::from_fn(|j| dg[j] * dy[j]),
+            from_fn(|j| dg[j] * dx[j]),
+            from_fn(|j| dg[j] * dy[j]),
         )
     }
 }
@@ -128,21 +117,12 @@ struct Learned<'a> {
 
 impl Response for Learned<'_> {
     #[inline(always)]
-    fn at_offset(&self, k: usize, dx: f64, dy: f64) -> (f64, f64, f64) {
-        let (f, df_ds) = self.table.value_and_slope(dx * dx + dy * dy);
-        let e = self.efficiency[k];
-        let g = 2.0 * e * df_ds;
-        (e * f, g * dx, g * dy)
-    }
-
-    #[inline(always)]
-    fn at_offsets(&self, k: &[usize; LANES], dx: [f64; LANES], dy: [f64; LANES]) -> Lanes3 {
+    fn at_offsets<const N: usize>(&self, k: &[usize; N], dx: [f64; N], dy: [f64; N]) -> Lanes<N> {
         use std::array::from_fn;
-        // at_offset's operations, one array at a time.
-        let s: [f64; LANES] = from_fn(|j| dx[j] * dx[j] + dy[j] * dy[j]);
+        let s: [f64; N] = from_fn(|j| dx[j] * dx[j] + dy[j] * dy[j]);
         let (f, df_ds) = self.table.values_and_slopes(s);
-        let e: [f64; LANES] = from_fn(|j| self.efficiency[k[j]]);
-        let g: [f64; LANES] = from_fn(|j| 2.0 * e[j] * df_ds[j]);
+        let e: [f64; N] = from_fn(|j| self.efficiency[k[j]]);
+        let g: [f64; N] = from_fn(|j| 2.0 * e[j] * df_ds[j]);
         (
             from_fn(|j| e[j] * f[j]),
             from_fn(|j| g[j] * dx[j]),
@@ -216,43 +196,27 @@ impl Sums {
         (v[0] + v[1]) + (v[2] + v[3])
     }
 
-    /// Add [`LANES`] live PMTs' responses and counts, one to each lane, with
-    /// [`Sums::add`]'s operations, one array at a time.
+    /// Add `N` live PMTs' responses and counts to lanes `first..first + N`
+    /// (one array at a time, as [`Response::at_offsets`]).
     #[inline(always)]
-    fn add_lanes(&mut self, e: [f64; LANES], ex: [f64; LANES], ey: [f64; LANES], n: [f64; LANES]) {
-        let inv: [f64; LANES] = std::array::from_fn(|j| 1.0 / e[j]);
-        let ux: [f64; LANES] = std::array::from_fn(|j| ex[j] * inv[j]);
-        let uy: [f64; LANES] = std::array::from_fn(|j| ey[j] * inv[j]);
-        for j in 0..LANES {
-            self.s[j] += e[j];
-            self.sx[j] += ex[j];
-            self.sy[j] += ey[j];
-            self.axx[j] += ex[j] * ux[j];
-            self.axy[j] += ex[j] * uy[j];
-            self.ayy[j] += ey[j] * uy[j];
-            self.gx[j] += n[j] * ux[j];
-            self.gy[j] += n[j] * uy[j];
+    fn add<const N: usize>(&mut self, first: usize, (e, ex, ey): Lanes<N>, n: [f64; N]) {
+        use std::array::from_fn;
+        let inv: [f64; N] = from_fn(|j| 1.0 / e[j]);
+        let ux: [f64; N] = from_fn(|j| ex[j] * inv[j]);
+        let uy: [f64; N] = from_fn(|j| ey[j] * inv[j]);
+        for j in 0..N {
+            let l = first + j;
+            self.s[l] += e[j];
+            self.sx[l] += ex[j];
+            self.sy[l] += ey[j];
+            self.axx[l] += ex[j] * ux[j];
+            self.axy[l] += ex[j] * uy[j];
+            self.ayy[l] += ey[j] * uy[j];
+            // A PMT without light adds n_k d_a eta_k / eta_k = +-0, which
+            // leaves the gradient as it was.
+            self.gx[l] += n[j] * ux[j];
+            self.gy[l] += n[j] * uy[j];
         }
-    }
-
-    /// Add the live PMT `k` at offset (dx, dy), with count `n`, to lane `j`;
-    /// returns its response.
-    #[inline(always)]
-    fn add<R: Response>(&mut self, resp: &R, j: usize, k: usize, dx: f64, dy: f64, n: f64) -> f64 {
-        let (e, ex, ey) = resp.at_offset(k, dx, dy);
-        let inv = 1.0 / e;
-        let (ux, uy) = (ex * inv, ey * inv);
-        self.s[j] += e;
-        self.sx[j] += ex;
-        self.sy[j] += ey;
-        self.axx[j] += ex * ux;
-        self.axy[j] += ex * uy;
-        self.ayy[j] += ey * uy;
-        // A PMT without light adds n_k d_a eta_k / eta_k = +-0, which leaves
-        // the gradient as it was.
-        self.gx[j] += n * ux;
-        self.gy[j] += n * uy;
-        e
     }
 }
 
@@ -274,14 +238,15 @@ fn accumulate<R: Response>(resp: &R, lit: &mut Lit, x: f64, y: f64) -> Sums {
         let k: &[usize; LANES] = k.try_into().expect("a group");
         let dx: [f64; LANES] = std::array::from_fn(|j| x - px[j]);
         let dy: [f64; LANES] = std::array::from_fn(|j| y - py[j]);
-        let (e, ex, ey) = resp.at_offsets(k, dx, dy);
-        sums.add_lanes(e, ex, ey, std::array::from_fn(|j| n[j]));
-        eta.copy_from_slice(&e);
+        let r = resp.at_offsets(k, dx, dy);
+        eta.copy_from_slice(&r.0);
+        sums.add(0, r, std::array::from_fn(|j| n[j]));
     }
     let done = lit.live.len() / LANES * LANES;
     for i in done..lit.live.len() {
-        let (dx, dy) = (x - lit.px[i], y - lit.py[i]);
-        lit.eta[i] = sums.add(resp, i % LANES, lit.live[i], dx, dy, lit.n_live[i]);
+        let r = resp.at_offsets(&[lit.live[i]], [x - lit.px[i]], [y - lit.py[i]]);
+        lit.eta[i] = r.0[0];
+        sums.add(i % LANES, r, [lit.n_live[i]]);
     }
     sums
 }
@@ -914,7 +879,7 @@ mod tests {
     }
 
     /// A response to [`LANES`] PMTs at once, as [`Response::at_offsets`].
-    type GroupFn<'a> = dyn Fn(&[usize; LANES], [f64; LANES], [f64; LANES]) -> Lanes3 + 'a;
+    type GroupFn<'a> = dyn Fn(&[usize; LANES], [f64; LANES], [f64; LANES]) -> Lanes<LANES> + 'a;
 
     #[test]
     fn a_group_of_responses_is_each_response() {
