@@ -90,6 +90,7 @@ fn reconstruct_batches(
         &mut Vec::new(),
         &mut |_| {},
         &mut sink,
+        None,
     )
     .expect("reconstruct the benchmark events");
     batches

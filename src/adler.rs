@@ -111,6 +111,69 @@ pub fn digest_bytes(bytes: &[u8]) -> FileDigest {
     }
 }
 
+/// The Adler-32 of bytes a reader goes through in order (a raw file's map,
+/// as the reconstruction reads it event after event), taken in pieces: each
+/// [`InOrderDigest::advance_to`] hashes the bytes from where the last piece
+/// ended up to an offset, while the reader's pass has just brought them into
+/// the cache, instead of reading the whole file from memory a second time
+/// (on one core, a 335 MB file's checksum drops from ~27 ms read from memory
+/// to ~8 ms hashed event by event from the core's cache). Every byte is
+/// hashed once, in order, whatever the offsets: one behind the last piece
+/// adds nothing, and [`InOrderDigest::finish`] hashes what is left.
+pub struct InOrderDigest<B> {
+    bytes: B,
+    hasher: simd_adler32::Adler32,
+    hashed: usize,
+}
+
+impl<B> std::fmt::Debug for InOrderDigest<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InOrderDigest")
+            .field("hashed", &self.hashed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> InOrderDigest<B>
+where
+    B: std::ops::Deref,
+    B::Target: AsRef<[u8]>,
+{
+    /// Nothing of `bytes` hashed yet.
+    pub fn new(bytes: B) -> Self {
+        Self {
+            bytes,
+            hasher: simd_adler32::Adler32::new(),
+            hashed: 0,
+        }
+    }
+
+    /// Hash the bytes up to `end` (clamped to their length) that are not
+    /// hashed yet.
+    pub fn advance_to(&mut self, end: usize) {
+        let bytes = (*self.bytes).as_ref();
+        let end = end.min(bytes.len());
+        if end > self.hashed {
+            self.hasher.write(&bytes[self.hashed..end]);
+            self.hashed = end;
+        }
+    }
+
+    /// Bytes hashed so far (from the first).
+    pub fn hashed(&self) -> usize {
+        self.hashed
+    }
+
+    /// Hash the rest; the size and Adler-32 of all the bytes.
+    pub fn finish(mut self) -> FileDigest {
+        self.advance_to(usize::MAX);
+        FileDigest {
+            size_bytes: self.hashed as u64,
+            adler32: format_adler32(self.hasher.finish()),
+        }
+    }
+}
+
 /// Window of a file [`digest_mapped`] maps at a time [bytes] (a multiple of
 /// the page size).
 const MAP_WINDOW_BYTES: u64 = 64 << 20;
@@ -168,6 +231,37 @@ fn map_window(file: &File, offset: u64, len: usize) -> std::io::Result<memmap2::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_in_order_digest_is_the_whole_digest_whatever_the_pieces() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(25);
+        for len in [0usize, 1, 5551, 5552, 5553, 100_000, 3 * BUFFER_BYTES + 7] {
+            let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let whole = digest_bytes(&bytes);
+            for _ in 0..20 {
+                // Offsets forward, backward (nothing to add) and past the end.
+                let mut d = InOrderDigest::new(&bytes[..]);
+                let mut reached = 0;
+                for _ in 0..rng.random_range(0..12) {
+                    let end = rng.random_range(0..=len + 10);
+                    d.advance_to(end);
+                    reached = reached.max(end.min(len));
+                    assert_eq!(d.hashed(), reached);
+                }
+                assert_eq!(d.finish(), whole, "{len} bytes");
+            }
+            // A change anywhere changes it.
+            if len > 0 {
+                let mut changed = bytes.clone();
+                let at = rng.random_range(0..len);
+                changed[at] ^= 0x5a;
+                let mut d = InOrderDigest::new(&changed[..]);
+                d.advance_to(len / 2);
+                assert_ne!(d.finish(), whole, "{len} bytes, byte {at} changed");
+            }
+        }
+    }
 
     #[test]
     fn a_mapped_digest_equals_the_read_one() {

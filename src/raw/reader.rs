@@ -710,6 +710,27 @@ impl RawFile {
         }
     }
 
+    /// Where the samples of `view` (an event of `batch`, from
+    /// [`RawFile::event_in`]) end in the file [byte offset], when the batch
+    /// reads them from the file's map; None for a window read directly and a
+    /// file read through HDF5. What an in-order checksum of the map has been
+    /// read up to once the event is reconstructed
+    /// ([`crate::adler::InOrderDigest`]).
+    pub fn samples_end_in_file(&self, batch: &PodBatch<'_>, view: &EventView<'_>) -> Option<usize> {
+        let Samples::Mapped { start, .. } = &self.samples else {
+            return None;
+        };
+        if batch.direct.is_some() {
+            return None;
+        }
+        let end = view
+            .pods
+            .iter()
+            .map(|p| p.offset + u64::from(p.length))
+            .max()?;
+        Some(start + 2 * usize::try_from(end).ok()?)
+    }
+
     /// True when a streaming file's pod windows are read from the memory map
     /// (its pod columns contiguous, native and aligned) rather than through HDF5.
     pub fn pods_mapped(&self) -> bool {

@@ -321,6 +321,17 @@ impl InputCheck {
         Ok(check)
     }
 
+    /// The check of `input` whose adler32 (`actual`) was taken already.
+    fn taken(input: PathBuf, expected: String, actual: &str) -> Self {
+        let outcome = verify_input_adler32(&input, &expected, actual);
+        Self {
+            input,
+            expected,
+            map: None,
+            outcome: Arc::new(OnceLock::from(outcome)),
+        }
+    }
+
     /// The check's outcome (computed here if its task has not run, which
     /// the finisher's order rules out for a commit queued after it).
     fn outcome(&self) -> Result<(), String> {
@@ -500,6 +511,11 @@ impl Job<'_> {
         }
     }
 
+    /// The catalogued adler32 of input `file`, when the job was given one.
+    fn expected_adler32(&self, file: usize) -> Option<String> {
+        self.opts.input_adler32.get(file).cloned().flatten()
+    }
+
     /// Start checking the input against its catalogued adler32, when the
     /// job was given one (see [`InputCheck`]).
     fn start_check(
@@ -507,11 +523,22 @@ impl Job<'_> {
         file: usize,
         map: Option<Arc<memmap2::Mmap>>,
     ) -> Result<Option<InputCheck>> {
-        let Some(expected) = self.opts.input_adler32.get(file).cloned().flatten() else {
+        let Some(expected) = self.expected_adler32(file) else {
             return Ok(None);
         };
         let input = self.opts.inputs[file].clone();
         InputCheck::start(&self.finisher, input, expected, map).map(Some)
+    }
+
+    /// The check of input `file` against its catalogued adler32 (when the
+    /// job was given one) from its digest taken already.
+    fn taken_check(&self, file: usize, digest: &crate::adler::FileDigest) -> Option<InputCheck> {
+        let expected = self.expected_adler32(file)?;
+        Some(InputCheck::taken(
+            self.opts.inputs[file].clone(),
+            expected,
+            &digest.adler32,
+        ))
     }
 
     /// Close the file's RQ output and record success with its checksum (the
@@ -620,23 +647,40 @@ impl Job<'_> {
             fetch: None,
             cold: None,
         });
-        // A whole file, or part 0 of a split one (which checks for all its
-        // parts: a mismatch fails the part, and with it the merge), starts
-        // the input's checksum now, beside its reconstruction.
-        let check = if let (true, Ok(raw)) = (whole || unit.part == 0, &opened.raw) {
-            self.start_check(unit.file, raw.file_map())?
-        } else {
-            None
+        let range = unit.first_event as usize..unit.end_event as usize;
+        // Whether the samples are read directly from disk (cold) or through
+        // the map, decided once for the checksum and the stream.
+        let cold = match (&opened.raw, opened.cold) {
+            (Ok(raw), None) => Some(raw.is_cold(range.clone())),
+            (_, cold) => cold,
         };
+        // The input's checksum. A whole file read through its map by a
+        // one-thread rank is hashed event by event right after each event's
+        // reconstruction, from the core's cache (one pass over memory, not
+        // two: see `crate::adler::InOrderDigest`). Otherwise a whole file,
+        // or part 0 of a split one (which checks for all its parts: a
+        // mismatch fails the part, and with it the merge), starts it now on
+        // the finisher, beside its reconstruction.
+        let mut in_order: Option<stream::MapDigest> = None;
+        let mut check = None;
+        if let (true, Ok(raw)) = (whole || unit.part == 0, &opened.raw) {
+            let follow = whole
+                && cold == Some(false)
+                && self.pool.current_num_threads() == 1
+                && self.expected_adler32(unit.file).is_some();
+            match raw.file_map() {
+                Some(map) if follow => in_order = Some(crate::adler::InOrderDigest::new(map)),
+                map => check = self.start_check(unit.file, map)?,
+            }
+        }
         let read_ahead = stream::ReadAhead {
             prefetcher: &self.prefetch,
             first_window: opened.fetch,
-            cold: opened.cold,
+            cold,
         };
         let processed = match opened.raw {
             Err(e) => Err(e),
             Ok(raw) => {
-                let range = unit.first_event as usize..unit.end_event as usize;
                 let mut sink = |out| Ok(columns::append_to(&mut writer, out)?);
                 match stream::stream_range(
                     &raw,
@@ -649,6 +693,7 @@ impl Job<'_> {
                     pod_buffer,
                     between,
                     &mut sink,
+                    in_order.as_mut(),
                 ) {
                     Ok(counts) => Ok(counts),
                     Err(stream::StreamError::Event(e)) => Err(e),
@@ -678,6 +723,11 @@ impl Job<'_> {
                 stats.read_seconds = c.read_seconds;
                 stats.direct_bytes = c.direct_bytes;
                 stats.reco_seconds = c.reco_seconds;
+                if let Some(d) = in_order.take() {
+                    let t = Instant::now();
+                    check = self.taken_check(unit.file, &d.finish());
+                    stats.read_seconds += t.elapsed().as_secs_f64();
+                }
                 r.wall_seconds = start.elapsed().as_secs_f64();
                 let t = Instant::now();
                 if whole {

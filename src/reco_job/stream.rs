@@ -16,6 +16,10 @@ use super::columns::{RqBuilder, UnitOutput};
 use crate::raw::prefetch::{Pending, Prefetcher};
 use crate::raw::RawFile;
 
+/// The checksum of an input taken over its memory map as its events are
+/// reconstructed (see [`stream_range`]).
+pub type MapDigest = crate::adler::InOrderDigest<std::sync::Arc<memmap2::Mmap>>;
+
 /// Events whose pods are read at once when streaming (~10 MB of pod index
 /// for mixed events).
 pub const POD_WINDOW_EVENTS: usize = 256;
@@ -97,6 +101,12 @@ pub struct StreamCounts {
 /// fresh 10 MB buffer per file costs its page faults); it is left empty when
 /// the range fails.
 ///
+///
+/// With `digest` (the input's checksum over its map), each event's samples,
+/// when read from the map, are hashed up to their end right after the event
+/// is reconstructed (on a one-thread pool; after each batch otherwise),
+/// while they are in this core's cache; the caller finishes it.
+///
 /// # Errors
 /// The first reconstruction error, naming file and event, or the sink's.
 #[allow(clippy::too_many_arguments)]
@@ -111,6 +121,7 @@ pub fn stream_range(
     pod_buffer: &mut Vec<PodRecord>,
     between: &mut dyn FnMut(usize),
     sink: &mut dyn FnMut(UnitOutput) -> anyhow::Result<()>,
+    mut digest: Option<&mut MapDigest>,
 ) -> Result<StreamCounts, StreamError> {
     let mut counts = StreamCounts::default();
     let mut start = range.start;
@@ -205,28 +216,48 @@ pub fn stream_range(
                 // Each event's result goes into the columns and is dropped
                 // before the next event (as in the core benchmark: its
                 // buffers stay in cache and are reused by the allocator).
-                let (mut reco, mut build) = (0.0, 0.0);
+                let (mut reco, mut hash, mut build) = (0.0, 0.0, 0.0);
                 let mut t0 = t;
                 for view in &views {
                     let r = reconstruct_event_with(view, model, cfg, &mut scratch);
                     let t1 = Instant::now();
+                    let mut th = t1;
+                    if let Some(d) = digest.as_deref_mut() {
+                        if let Some(end) = raw.samples_end_in_file(&pods, view) {
+                            d.advance_to(end);
+                            th = Instant::now();
+                        }
+                    }
                     builder.push(&r.map_err(|e| failed(view, e))?);
                     let t2 = Instant::now();
                     reco += (t1 - t0).as_secs_f64();
-                    build += (t2 - t1).as_secs_f64();
+                    hash += (th - t1).as_secs_f64();
+                    build += (t2 - th).as_secs_f64();
                     t0 = t2;
                 }
                 counts.reco_seconds += reco;
+                counts.read_seconds += hash;
                 counts.write_seconds += build;
                 Instant::now()
             } else {
                 let results = pool.install(|| reconstruct_batch(&views, model, cfg));
                 let t_built = Instant::now();
                 counts.reco_seconds += (t_built - t).as_secs_f64();
+                if let Some(d) = digest.as_deref_mut() {
+                    let end = views
+                        .iter()
+                        .filter_map(|v| raw.samples_end_in_file(&pods, v))
+                        .max();
+                    if let Some(end) = end {
+                        d.advance_to(end);
+                    }
+                    counts.read_seconds += t_built.elapsed().as_secs_f64();
+                }
+                let t_push = Instant::now();
                 for (view, r) in views.iter().zip(results) {
                     builder.push(&r.map_err(|e| failed(view, e))?);
                 }
-                t_built
+                t_push
             };
             rows_hint = builder.rows().map(|n| n + n / 8);
             let out = builder.finish(bytes);

@@ -108,6 +108,22 @@ pub struct RqWriter {
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Datasets (`group/column`) stored without shuffle + deflate.
     plain: &'static [&'static str],
+    /// The temporary file opened a second time, to start its writeback
+    /// ([`start_writeback`]); None when it could not be opened.
+    writeback: Option<std::fs::File>,
+}
+
+/// Start writing the file's dirty pages to disk without waiting for them
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), each time whole chunks were
+/// written: the disk works while the rank reconstructs its next batches,
+/// and the fsync that makes the file durable at the end waits only for what
+/// came after (RocksDB's `bytes_per_sync` does the same). A hint only:
+/// durability still comes from that fsync, and an error here is ignored.
+#[allow(unsafe_code)]
+fn start_writeback(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a system call on an open descriptor; no memory is passed.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// Rows of `cols`, which must all have the same length.
@@ -329,6 +345,7 @@ impl RqWriter {
         }
         let tmp = temp_name(path);
         let file = crate::h5::create(&tmp).map_err(h5err(&tmp, "create"))?;
+        let writeback = std::fs::File::open(&tmp).ok();
         Ok(Self {
             path: path.to_path_buf(),
             tmp,
@@ -336,6 +353,7 @@ impl RqWriter {
             groups: Default::default(),
             pool: None,
             plain: &[],
+            writeback,
         })
     }
 
@@ -391,8 +409,14 @@ impl RqWriter {
                     .any(|p| p.split_once('/') == Some((GROUPS[i], c)))
             });
         }
+        let before: usize = self.groups.iter().map(|g| g.written).sum();
         for (i, g) in self.groups.iter_mut().enumerate() {
             g.flush(file, GROUPS[i], false, self.pool.as_deref(), &self.tmp)?;
+        }
+        if let Some(f) = &self.writeback {
+            if self.groups.iter().map(|g| g.written).sum::<usize>() > before {
+                start_writeback(f);
+            }
         }
         Ok(())
     }

@@ -339,13 +339,24 @@ fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file(
     } else {
         "00000001"
     };
+    // A copy of the good input with one byte of its samples changed, under
+    // the good one's catalogued checksum: found only when every byte is
+    // hashed (a one-thread rank hashes each event's bytes as it goes).
+    let flipped = dir.path().join("SURF").join("000099_00000.raw.h5");
+    let mut bytes = std::fs::read(&inputs[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&flipped, &bytes).unwrap();
+    let flipped_actual = tpcflow::adler::digest_file(&flipped).unwrap().adler32;
+    assert_ne!(flipped_actual, good);
     let list = dir.path().join("inputs.txt");
     std::fs::write(
         &list,
         format!(
-            "{}\t{good}\n{}\t{wrong}\n",
+            "{}\t{good}\n{}\t{wrong}\n{}\t{good}\n",
             inputs[0].display(),
-            inputs[1].display()
+            inputs[1].display(),
+            flipped.display()
         ),
     )
     .unwrap();
@@ -382,6 +393,16 @@ fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file(
             .filter(|n| n.contains(&stem) && !n.ends_with(".result.json"))
             .collect();
         assert!(left.is_empty(), "{ranks} rank(s): {left:?}");
+        let changed = &recs[&name(&flipped)];
+        assert_eq!(changed.status, "failed", "{ranks} rank(s): {changed:?}");
+        let error = changed.error.as_deref().unwrap();
+        assert!(
+            error.contains(&flipped.display().to_string())
+                && error.contains(&format!("catalogued {good}"))
+                && error.contains(&format!("file has {flipped_actual}")),
+            "{ranks} rank(s): {error}"
+        );
+        assert!(changed.output.is_none());
         // The good input is done, its checksum in the RQ file.
         let ok = &recs[&name(&inputs[0])];
         assert_eq!(ok.status, "ok", "{ok:?}");
