@@ -238,6 +238,17 @@ pub fn default_threads(explicit: Option<usize>) -> usize {
     if let Some(n) = env("SLURM_CPUS_PER_TASK") {
         return n.max(1);
     }
+    rank_cores()
+}
+
+/// The cores this process may use (its affinity mask and CPU quota) shared
+/// among the ranks on this node, at least 1.
+fn rank_cores() -> usize {
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let local = env("OMPI_COMM_WORLD_LOCAL_SIZE")
         .or_else(|| env("MPI_LOCALNRANKS"))
@@ -440,6 +451,10 @@ struct Job<'a> {
     names: Vec<OutputNames>,
     finisher: finisher::Finisher,
     prefetch: Prefetcher,
+    /// Whether this rank has a core beyond its pool's threads, where the
+    /// finisher checks an input's adler32 beside the reconstruction; without
+    /// one, a one-thread rank hashes the input as it reconstructs it.
+    spare_core: bool,
 }
 
 impl Job<'_> {
@@ -654,22 +669,29 @@ impl Job<'_> {
             (Ok(raw), None) => Some(raw.is_cold(range.clone())),
             (_, cold) => cold,
         };
-        // The input's checksum. A whole file read through its map by a
-        // one-thread rank is hashed event by event right after each event's
-        // reconstruction, from the core's cache (one pass over memory, not
-        // two: see `crate::adler::InOrderDigest`). Otherwise a whole file,
-        // or part 0 of a split one (which checks for all its parts: a
-        // mismatch fails the part, and with it the merge), starts it now on
-        // the finisher, beside its reconstruction.
+        // The input's checksum. On a one-thread rank with no core to spare,
+        // a whole file read through its map is hashed event by event right
+        // after each event's reconstruction, from the core's cache (one pass
+        // over memory, not two: see `crate::adler::InOrderDigest`).
+        // Otherwise a whole file, or part 0 of a split one (which checks for
+        // all its parts: a mismatch fails the part, and with it the merge),
+        // starts it now on the finisher, beside its reconstruction.
         let mut in_order: Option<stream::MapDigest> = None;
         let mut check = None;
         if let (true, Ok(raw)) = (whole || unit.part == 0, &opened.raw) {
             let follow = whole
                 && cold == Some(false)
+                && !self.spare_core
                 && self.pool.current_num_threads() == 1
                 && self.expected_adler32(unit.file).is_some();
             match raw.file_map() {
-                Some(map) if follow => in_order = Some(crate::adler::InOrderDigest::new(map)),
+                Some(map) if follow => {
+                    tracing::debug!(
+                        input = %raw.path().display(),
+                        "input adler32 taken event by event"
+                    );
+                    in_order = Some(crate::adler::InOrderDigest::new(map));
+                }
                 map => check = self.start_check(unit.file, map)?,
             }
         }
@@ -896,6 +918,7 @@ fn run_job(opts: &RecoJobOptions, world: Ranks<'_>) -> Result<(Option<JobSummary
         names,
         finisher: finisher::Finisher::start(4)?,
         prefetch: Prefetcher::start()?,
+        spare_core: rank_cores() > opts.threads,
     };
 
     // Plan: made by rank 0 alone, the same on every rank.

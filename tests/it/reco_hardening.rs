@@ -361,17 +361,42 @@ fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file(
     )
     .unwrap();
     let at_list = format!("@{}", list.display());
-    // One rank, whole files; two ranks, files split into parts and merged.
-    for (ranks, out) in [(1, dir.path().join("rq1")), (2, dir.path().join("rq2"))] {
-        let o = if ranks == 1 {
-            reco1(&[], &out, &[Path::new(&at_list)])
-        } else {
-            reco2(&["--events-per-unit", "5"], &out, &[Path::new(&at_list)])
+    // One rank, whole files: on one core (taskset), where the rank hashes
+    // each input as it reconstructs it, and free to use every core, where
+    // the finisher hashes it beside the reconstruction when there is a core
+    // to spare; two ranks, files split into parts and merged.
+    for (how, out) in [
+        ("1 rank on one core", dir.path().join("rq0")),
+        ("1 rank", dir.path().join("rq1")),
+        ("2 ranks", dir.path().join("rq2")),
+    ] {
+        let o = match how {
+            "1 rank on one core" => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", "0"]).arg(tpcflow_bin());
+                mpi_env(&mut cmd)
+                    .args(["reco", "--log", "tpcflow=debug", "--threads", "1"])
+                    .arg("--out-dir")
+                    .arg(&out)
+                    .arg("--inputs")
+                    .arg(&at_list);
+                let o = cmd.output().expect("taskset runs");
+                let log = String::from_utf8_lossy(&o.stderr);
+                assert_eq!(
+                    log.matches("input adler32 taken event by event").count(),
+                    3,
+                    "{}",
+                    show(&o)
+                );
+                o
+            }
+            "1 rank" => reco1(&[], &out, &[Path::new(&at_list)]),
+            _ => reco2(&["--events-per-unit", "5"], &out, &[Path::new(&at_list)]),
         };
         assert_eq!(
             o.status.code(),
             Some(tpcflow::exit::PARTIAL_FAILURE as i32),
-            "{ranks} rank(s): {}",
+            "{how}: {}",
             show(&o)
         );
         let recs = records(&out);
@@ -392,15 +417,15 @@ fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file(
             .into_iter()
             .filter(|n| n.contains(&stem) && !n.ends_with(".result.json"))
             .collect();
-        assert!(left.is_empty(), "{ranks} rank(s): {left:?}");
+        assert!(left.is_empty(), "{how}: {left:?}");
         let changed = &recs[&name(&flipped)];
-        assert_eq!(changed.status, "failed", "{ranks} rank(s): {changed:?}");
+        assert_eq!(changed.status, "failed", "{how}: {changed:?}");
         let error = changed.error.as_deref().unwrap();
         assert!(
             error.contains(&flipped.display().to_string())
                 && error.contains(&format!("catalogued {good}"))
                 && error.contains(&format!("file has {flipped_actual}")),
-            "{ranks} rank(s): {error}"
+            "{how}: {error}"
         );
         assert!(changed.output.is_none());
         // The good input is done, its checksum in the RQ file.
