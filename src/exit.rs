@@ -47,8 +47,21 @@ pub fn to_exit_code(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::from(OK),
         Err(err) => {
             let code = err.downcast_ref::<ExitError>().map_or(FAILURE, |e| e.code);
-            eprintln!("error: {err:#}");
+            eprint_line(&format!("error: {err:#}"));
             ExitCode::from(code)
         }
     }
+}
+
+/// Print `line` and a newline to stderr in one write. The ranks of an MPI
+/// job share their launcher's stderr, and `eprintln!` writes the pieces of
+/// its format one by one (stderr is unbuffered), so two ranks reporting the
+/// same error at once interleaved mid-line; a pipe write of up to 4 KiB is
+/// atomic.
+pub fn eprint_line(line: &str) {
+    use std::io::Write;
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    let _ = std::io::stderr().lock().write_all(&bytes);
 }

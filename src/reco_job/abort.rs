@@ -99,9 +99,9 @@ pub fn panic_message(panic: &(dyn Any + Send)) -> String {
 pub(crate) fn abort_job(world: &SimpleCommunicator, error: &anyhow::Error) -> ! {
     let (rank, size) = (world.rank(), world.size());
     tracing::error!(rank, error = %format!("{error:#}"), "rank cannot continue: aborting the job");
-    eprintln!(
+    crate::exit::eprint_line(&format!(
         "error: rank {rank} cannot continue: {error:#}; aborting all {size} ranks (exit code {ABORT_CODE})"
-    );
+    ));
     // The launcher forwards a task's output asynchronously: under `srun`, the
     // step is torn down as soon as MPI_Abort reaches slurmstepd and the last
     // lines still in the pipe (this one) are dropped. A short grace lets them
