@@ -711,11 +711,14 @@ impl RawFile {
     }
 
     /// Where the samples of `view` (an event of `batch`, from
-    /// [`RawFile::event_in`]) end in the file [byte offset], when the batch
-    /// reads them from the file's map; None for a window read directly and a
-    /// file read through HDF5. What an in-order checksum of the map has been
-    /// read up to once the event is reconstructed
-    /// ([`crate::adler::InOrderDigest`]).
+    /// [`RawFile::event_in`]) end in the file [byte offset], taken from its
+    /// last pod (files are written with an event's pods in sample order),
+    /// when the batch reads them from the file's map; None for a window read
+    /// directly, a file read through HDF5 and an event without pods. What an
+    /// in-order checksum of the map has been read up to once the event is
+    /// reconstructed ([`crate::adler::InOrderDigest`], which is right
+    /// whatever the offsets: one that is off only moves bytes to a later
+    /// piece).
     pub fn samples_end_in_file(&self, batch: &PodBatch<'_>, view: &EventView<'_>) -> Option<usize> {
         let Samples::Mapped { start, .. } = &self.samples else {
             return None;
@@ -723,12 +726,9 @@ impl RawFile {
         if batch.direct.is_some() {
             return None;
         }
-        let end = view
-            .pods
-            .iter()
-            .map(|p| p.offset + u64::from(p.length))
-            .max()?;
-        Some(start + 2 * usize::try_from(end).ok()?)
+        let last = view.pods.last()?;
+        let end = usize::try_from(last.offset.saturating_add(u64::from(last.length))).ok()?;
+        Some(start + 2 * end)
     }
 
     /// True when a streaming file's pod windows are read from the memory map
