@@ -101,7 +101,6 @@ pub struct StreamCounts {
 /// fresh 10 MB buffer per file costs its page faults); it is left empty when
 /// the range fails.
 ///
-///
 /// With `digest` (the input's checksum over its map), each event's samples,
 /// when read from the map, are hashed up to their end right after the event
 /// is reconstructed (on a one-thread pool; after each batch otherwise),
