@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The whole `tpcflow reco` process against the reconstruction core (item 4 of
+# the performance issue: start-up, input checksum, reading, RQ writing and
+# fsync included).
+#   scripts/bench-whole.sh [ROUNDS]        (default 5)
+# The input is the reco benchmark's 1000-event mixed file (335 MB of samples;
+# simulated once under target/bench-data/ by the benchmark), with its adler32
+# given as the dispatcher gives it. Each round: the file is dropped from the
+# page cache and read back sequentially, which leaves it in 2 MiB folios (how
+# fast the kernel hands a cached file over depends on the folio size, see
+# docs/performance.md); the core benchmark runs once pinned to core 0
+# (`cargo bench --bench reco`, full stage); then `tpcflow reco --threads 1`
+# runs twice pinned to core 0 and twice free on every core. The table shows
+# medians over the rounds: wall time, MB/s of samples and the fraction of the
+# core's median MB/s.
+set -euo pipefail
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+EVENTS=1000
+export TPCFLOW_BENCH_RAW_GB=0.3299 TPCFLOW_BENCH_RECO_EVENTS=$EVENTS
+FILE=$PWD/target/bench-data/reader-$EVENTS/000900/000900_00000.raw.h5
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+cargo build --release --locked -q
+cargo bench --locked --bench reco --no-run -q 2>/dev/null
+BIN=$PWD/target/release/tpcflow
+
+core_bench() {
+  # criterion's line `thrpt: [low median high]`, the median in MB/s.
+  taskset -c 0 cargo bench --locked -q --bench reco -- 'reco_1core/stage/full$' 2>&1 |
+    awk '/thrpt:/ && !done { v = $4; u = $5; if (u ~ /^GB/) v *= 1000; print v; done = 1 }'
+}
+
+recache() {
+  python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$FILE"
+  cat "$FILE" >/dev/null
+}
+
+[[ -f $FILE ]] || core_bench >/dev/null
+ADLER=$(python3 -c 'import sys, zlib
+a = 1
+with open(sys.argv[1], "rb") as f:
+    while (b := f.read(1 << 20)):
+        a = zlib.adler32(b, a)
+print(f"{a:08x}")' "$FILE")
+printf '%s\t%s\n' "$FILE" "$ADLER" >"$OUT/inputs.txt"
+
+whole() { # $1: pin | free; prints the wall time [s]
+  local pin=() a b
+  [[ $1 == pin ]] && pin=(taskset -c 0)
+  rm -rf "$OUT/rq"
+  a=$EPOCHREALTIME
+  "${pin[@]}" "$BIN" reco --inputs "@$OUT/inputs.txt" --out-dir "$OUT/rq" --threads 1 >/dev/null 2>&1
+  b=$EPOCHREALTIME
+  # The bytes of samples read, from the result record (and a check that the
+  # input was reconstructed).
+  python3 -c 'import glob, json, sys
+r = json.load(open(glob.glob(sys.argv[1] + "/*.result.json")[0]))
+assert r["status"] == "ok", r
+open(sys.argv[2], "w").write(str(r["bytes_read"]))' "$OUT/rq" "$OUT/bytes"
+  python3 -c "print(f'{$b - $a:.4f}')"
+}
+
+for r in $(seq "$ROUNDS"); do
+  recache
+  t=$(core_bench)
+  echo "core $t" >>"$OUT/runs"
+  for _ in 1 2; do
+    t=$(whole pin)
+    echo "pin $t" >>"$OUT/runs"
+    t=$(whole free)
+    echo "free $t" >>"$OUT/runs"
+  done
+  echo "round $r of $ROUNDS done" >&2
+done
+
+python3 - "$OUT/runs" "$OUT/bytes" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    k, v = line.split()
+    runs.setdefault(k, []).append(float(v))
+mb = int(open(sys.argv[2]).read()) / 1e6
+core = statistics.median(runs["core"])
+print(f"core (pinned): median {core:.0f} MB/s over {len(runs['core'])} runs "
+      f"({min(runs['core']):.0f}-{max(runs['core']):.0f}); {mb:.1f} MB of samples")
+print(f"{'whole process, 1 thread':<28} {'median s':>9} {'MB/s':>7} {'of the core':>12}  runs")
+for k, label in (("pin", "one core (taskset -c 0)"), ("free", "every core")):
+    t = statistics.median(runs[k])
+    print(f"{label:<28} {t:9.3f} {mb / t:7.0f} {mb / t / core:12.2f}  "
+          + " ".join(f"{x:.3f}" for x in runs[k]))
+PY
