@@ -101,10 +101,11 @@ pub struct StreamCounts {
 /// fresh 10 MB buffer per file costs its page faults); it is left empty when
 /// the range fails.
 ///
-/// With `digest` (the input's checksum over its map), each event's samples,
-/// when read from the map, are hashed up to their end right after the event
-/// is reconstructed (on a one-thread pool; after each batch otherwise),
-/// while they are in this core's cache; the caller finishes it.
+/// With `digest` (the input's checksum over its map) and a one-thread pool,
+/// each event's samples, when read from the map, are hashed up to their end
+/// right after the event is reconstructed, while they are in this core's
+/// cache; the caller finishes it (which hashes whatever no event covered:
+/// with a larger pool, everything).
 ///
 /// # Errors
 /// The first reconstruction error, naming file and event, or the sink's.
@@ -242,21 +243,10 @@ pub fn stream_range(
                 let results = pool.install(|| reconstruct_batch(&views, model, cfg));
                 let t_built = Instant::now();
                 counts.reco_seconds += (t_built - t).as_secs_f64();
-                if let Some(d) = digest.as_deref_mut() {
-                    let end = views
-                        .iter()
-                        .filter_map(|v| raw.samples_end_in_file(&pods, v))
-                        .max();
-                    if let Some(end) = end {
-                        d.advance_to(end);
-                    }
-                    counts.read_seconds += t_built.elapsed().as_secs_f64();
-                }
-                let t_push = Instant::now();
                 for (view, r) in views.iter().zip(results) {
                     builder.push(&r.map_err(|e| failed(view, e))?);
                 }
-                t_push
+                t_built
             };
             rows_hint = builder.rows().map(|n| n + n / 8);
             let out = builder.finish(bytes);
