@@ -55,9 +55,9 @@ pub fn to_exit_code(result: anyhow::Result<()>) -> ExitCode {
 
 /// Print `line` and a newline to stderr in one write. The ranks of an MPI
 /// job share their launcher's stderr, and `eprintln!` writes the pieces of
-/// its format one by one (stderr is unbuffered), so two ranks reporting the
-/// same error at once interleaved mid-line; a pipe write of up to 4 KiB is
-/// atomic.
+/// its format one by one (stderr is unbuffered), so the lines of two ranks
+/// reporting an error at once would mix mid-line; a pipe write of up to
+/// 4 KiB is atomic.
 pub fn eprint_line(line: &str) {
     use std::io::Write;
     let mut bytes = Vec::with_capacity(line.len() + 1);
