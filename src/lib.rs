@@ -28,6 +28,7 @@ pub mod doctor;
 pub mod exclusive_lock;
 pub mod exit;
 pub mod h5;
+pub mod huge;
 pub mod lineage;
 pub mod mpi_env;
 pub mod mpi_selftest;

@@ -117,6 +117,9 @@ impl DirectWindow {
         let a = file_bytes.start / ALIGN * ALIGN;
         let b = file_bytes.end.div_ceil(ALIGN) * ALIGN;
         if buf.len() < b - a + ALIGN {
+            // Windows are tens of MB: on huge pages where the kernel can.
+            let more = b - a + ALIGN - buf.len();
+            crate::huge::reserve_huge(&mut buf, more);
             buf.resize(b - a + ALIGN, 0);
         }
         let base = buf.as_ptr().align_offset(ALIGN);

@@ -116,6 +116,9 @@ fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>, out: &mut V
     let length: &[u32] = mapped_column(map, offsets[2], &range);
     let offset: &[u64] = mapped_column(map, offsets[3], &range);
     out.clear();
+    // A window's pods are megabytes: huge pages spare a fault per 4 KiB the
+    // first time the buffer is filled.
+    crate::huge::reserve_huge(out, range.len());
     out.extend(channel.iter().zip(start).zip(length).zip(offset).map(
         |(((&channel, &start_sample), &length), &offset)| PodRecord {
             channel,
