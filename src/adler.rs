@@ -159,6 +159,23 @@ where
         }
     }
 
+    /// Hash the bytes up to `end` (as [`InOrderDigest::advance_to`]),
+    /// taking those of `at..at + held.len()` from `held`, a copy of them
+    /// read directly from the file, and the others from `bytes`: a window
+    /// read with O_DIRECT is hashed from its buffer, where its pages in the
+    /// map would be read from disk a second time.
+    pub fn advance_held(&mut self, end: usize, at: usize, held: &[u8]) {
+        let len = (*self.bytes).as_ref().len();
+        let end = end.min(len);
+        self.advance_to(end.min(at));
+        let stop = end.min(at.saturating_add(held.len()));
+        if stop > self.hashed && self.hashed >= at {
+            self.hasher.write(&held[self.hashed - at..stop - at]);
+            self.hashed = stop;
+        }
+        self.advance_to(end);
+    }
+
     /// Bytes hashed so far (from the first).
     pub fn hashed(&self) -> usize {
         self.hashed
@@ -245,11 +262,31 @@ mod tests {
                 let mut reached = 0;
                 for _ in 0..rng.random_range(0..12) {
                     let end = rng.random_range(0..=len + 10);
-                    d.advance_to(end);
+                    if rng.random_bool(0.5) {
+                        d.advance_to(end);
+                    } else {
+                        // Some of the bytes given as held, as a window read
+                        // directly: before, around or past `end`.
+                        let at = rng.random_range(0..=len);
+                        let held = &bytes[at..rng.random_range(at..=len)];
+                        d.advance_held(end, at, held);
+                    }
                     reached = reached.max(end.min(len));
                     assert_eq!(d.hashed(), reached);
                 }
                 assert_eq!(d.finish(), whole, "{len} bytes");
+            }
+            // What is hashed from a copy is the copy: a byte read otherwise
+            // than the map holds it shows.
+            if len > 2 {
+                let (at, to) = (len / 3, len - len / 3);
+                let mut held = bytes[at..to].to_vec();
+                held[0] ^= 0x01;
+                let mut read = bytes.clone();
+                read[at] ^= 0x01;
+                let mut d = InOrderDigest::new(&bytes[..]);
+                d.advance_held(len, at, &held);
+                assert_eq!(d.finish(), digest_bytes(&read), "{len} bytes");
             }
             // A change anywhere changes it.
             if len > 0 {

@@ -28,7 +28,7 @@ pub mod writer;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-pub use reader::RawFile;
+pub use reader::{PodBatch, RawFile, SamplesInFile};
 pub use writer::{write_raw_file, OwnedEvent};
 
 /// The format version this code writes and reads.

@@ -129,6 +129,17 @@ fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>, out: &mut V
     ));
 }
 
+/// Where an event's samples end in its file, and the bytes of its window
+/// when that was read directly (see [`RawFile::samples_in_file`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SamplesInFile<'a> {
+    /// Byte offset in the file just past the event's last sample.
+    pub end: usize,
+    /// The window's bytes and the file offset of the first, when it was
+    /// read directly.
+    pub held: Option<(usize, &'a [u8])>,
+}
+
 /// The pods of a range of events (see [`RawFile::pod_batch`]).
 #[derive(Debug)]
 pub struct PodBatch<'a> {
@@ -714,24 +725,35 @@ impl RawFile {
     }
 
     /// Where the samples of `view` (an event of `batch`, from
-    /// [`RawFile::event_in`]) end in the file [byte offset], taken from its
-    /// last pod (files are written with an event's pods in sample order),
-    /// when the batch reads them from the file's map; None for a window read
-    /// directly, a file read through HDF5 and an event without pods. What an
-    /// in-order checksum of the map has been read up to once the event is
-    /// reconstructed ([`crate::adler::InOrderDigest`], which is right
-    /// whatever the offsets: one that is off only moves bytes to a later
-    /// piece).
-    pub fn samples_end_in_file(&self, batch: &PodBatch<'_>, view: &EventView<'_>) -> Option<usize> {
+    /// [`RawFile::event_in`]) end in the file, taken from its last pod (files
+    /// are written with an event's pods in sample order), and, when the
+    /// batch's window was read directly, the bytes it holds: what an in-order
+    /// checksum of the file has been read up to once the event is
+    /// reconstructed, and where to take a direct window's bytes from
+    /// ([`crate::adler::InOrderDigest`], which is right whatever the offsets:
+    /// one that is off only moves bytes to a later piece). None for a file
+    /// read through HDF5 and an event without pods.
+    pub fn samples_in_file<'b>(
+        &self,
+        batch: &'b PodBatch<'_>,
+        view: &EventView<'_>,
+    ) -> Option<SamplesInFile<'b>> {
         let Samples::Mapped { start, .. } = &self.samples else {
             return None;
         };
-        if batch.direct.is_some() {
-            return None;
-        }
         let last = view.pods.last()?;
         let end = usize::try_from(last.offset.saturating_add(u64::from(last.length))).ok()?;
-        Some(start + 2 * end)
+        Some(match &batch.direct {
+            // The pods' offsets count from the window's first sample.
+            Some(d) => SamplesInFile {
+                end: d.file_bytes().start.saturating_add(end.saturating_mul(2)),
+                held: Some((d.file_bytes().start, d.bytes())),
+            },
+            None => SamplesInFile {
+                end: start + 2 * end,
+                held: None,
+            },
+        })
     }
 
     /// True when a streaming file's pod windows are read from the memory map

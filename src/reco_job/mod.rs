@@ -669,25 +669,32 @@ impl Job<'_> {
             (Ok(raw), None) => Some(raw.is_cold(range.clone())),
             (_, cold) => cold,
         };
-        // The input's checksum. On a one-thread rank with no core to spare,
-        // a whole file read through its map is hashed event by event right
-        // after each event's reconstruction, from the core's cache (one pass
-        // over memory, not two: see `crate::adler::InOrderDigest`).
-        // Otherwise a whole file, or part 0 of a split one (which checks for
-        // all its parts: a mismatch fails the part, and with it the merge),
-        // starts it now on the finisher, beside its reconstruction.
+        // The input's checksum. A whole file is hashed as it is
+        // reconstructed (see `stream::stream_range`) when it is cold: its
+        // windows are read directly from disk and hashed from their buffers,
+        // where a check through the map would read the file from disk a
+        // second time. A cached one is, on a one-thread rank with no core to
+        // spare, hashed event by event right after each event's
+        // reconstruction, from the core's cache (one pass over memory, not
+        // two: see `crate::adler::InOrderDigest`). Otherwise a whole file, or
+        // part 0 of a split one (which checks for all its parts: a mismatch
+        // fails the part, and with it the merge), starts it now on the
+        // finisher, beside its reconstruction.
         let mut in_order: Option<stream::MapDigest> = None;
         let mut check = None;
         if let (true, Ok(raw)) = (whole || unit.part == 0, &opened.raw) {
             let follow = whole
-                && cold == Some(false)
-                && !self.spare_core
-                && self.pool.current_num_threads() == 1
-                && self.expected_adler32(unit.file).is_some();
+                && self.expected_adler32(unit.file).is_some()
+                && match cold {
+                    Some(true) => true,
+                    Some(false) => !self.spare_core && self.pool.current_num_threads() == 1,
+                    None => false,
+                };
             match raw.file_map() {
                 Some(map) if follow => {
                     tracing::debug!(
                         input = %raw.path().display(),
+                        cold = cold == Some(true),
                         "input adler32 taken event by event"
                     );
                     in_order = Some(crate::adler::InOrderDigest::new(map));

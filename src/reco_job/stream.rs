@@ -101,11 +101,13 @@ pub struct StreamCounts {
 /// fresh 10 MB buffer per file costs its page faults); it is left empty when
 /// the range fails.
 ///
-/// With `digest` (the input's checksum over its map) and a one-thread pool,
-/// each event's samples, when read from the map, are hashed up to their end
-/// right after the event is reconstructed, while they are in this core's
-/// cache; the caller finishes it (which hashes whatever no event covered:
-/// with a larger pool, everything).
+/// With `digest` (the input's checksum over its map), the file is hashed in
+/// order up to each event's last sample as the events are reconstructed: on
+/// a one-thread pool right after each event, while its samples are in this
+/// core's cache; on a larger pool after each batch. A window read directly
+/// is hashed from its buffer, not from the map (whose pages would be read
+/// from disk again). The caller finishes it (which hashes whatever no event
+/// covered).
 ///
 /// # Errors
 /// The first reconstruction error, naming file and event, or the sink's.
@@ -223,8 +225,7 @@ pub fn stream_range(
                     let t1 = Instant::now();
                     let mut th = t1;
                     if let Some(d) = digest.as_deref_mut() {
-                        if let Some(end) = raw.samples_end_in_file(&pods, view) {
-                            d.advance_to(end);
+                        if hash_through(raw, &pods, view, d) {
                             th = Instant::now();
                         }
                     }
@@ -243,6 +244,17 @@ pub fn stream_range(
                 let results = pool.install(|| reconstruct_batch(&views, model, cfg));
                 let t_built = Instant::now();
                 counts.reco_seconds += (t_built - t).as_secs_f64();
+                // The batch's bytes are hashed here, on this thread, while
+                // the window is held (a cold window's pages are not in the
+                // page cache: hashed later from the map, they would be read
+                // from disk again).
+                if let Some(d) = digest.as_deref_mut() {
+                    for view in &views {
+                        hash_through(raw, &pods, view, d);
+                    }
+                    counts.read_seconds += t_built.elapsed().as_secs_f64();
+                }
+                let t_built = Instant::now();
                 for (view, r) in views.iter().zip(results) {
                     builder.push(&r.map_err(|e| failed(view, e))?);
                 }
@@ -265,4 +277,25 @@ pub fn stream_range(
         }
     }
     Ok(counts)
+}
+
+/// Advance `digest` to the end of `view`'s samples, taking a directly read
+/// window's bytes from its buffer; false when the event gives no offset (no
+/// pods, or a file read through HDF5).
+fn hash_through(
+    raw: &RawFile,
+    pods: &crate::raw::PodBatch<'_>,
+    view: &EventView<'_>,
+    digest: &mut MapDigest,
+) -> bool {
+    match raw.samples_in_file(pods, view) {
+        Some(s) => {
+            match s.held {
+                Some((at, held)) => digest.advance_held(s.end, at, held),
+                None => digest.advance_to(s.end),
+            }
+            true
+        }
+        None => false,
+    }
 }

@@ -438,6 +438,107 @@ fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file(
 }
 
 #[test]
+fn a_cold_input_is_read_from_disk_once_and_checked_from_what_was_read() {
+    // A file of a few cold windows (64 events each): after the first, read
+    // through the map, its windows are read directly from disk, and the
+    // check against the catalogued adler32 hashes them from the buffers
+    // they were read into. Checked through the map instead, the file would
+    // be read from disk a second time and sit whole in the page cache after.
+    let dir = scratch("reco-cold-adler");
+    let good = simulate_mixed(33, &dir.path().join("SURF"), 1, 200).remove(0);
+    let adler = tpcflow::adler::digest_file(&good).unwrap().adler32;
+    // A copy with one byte changed three quarters in (in a direct window),
+    // under the good one's checksum.
+    let flipped = dir.path().join("SURF").join("000099_00000.raw.h5");
+    let mut bytes = std::fs::read(&good).unwrap();
+    let at = bytes.len() * 3 / 4;
+    bytes[at] ^= 0x01;
+    std::fs::write(&flipped, &bytes).unwrap();
+    // On disk (dirty pages stay in the page cache).
+    std::fs::File::open(&flipped).unwrap().sync_all().unwrap();
+    let flipped_actual = tpcflow::adler::digest_file(&flipped).unwrap().adler32;
+    let list = dir.path().join("inputs.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "{}\t{adler}\n{}\t{adler}\n",
+            good.display(),
+            flipped.display()
+        ),
+    )
+    .unwrap();
+    let size = bytes.len() as u64;
+    for (how, threads, pin) in [("one core", "1", true), ("2 threads", "2", false)] {
+        for p in [&good, &flipped] {
+            evict(p);
+        }
+        let out = dir.path().join(format!("rq-{threads}"));
+        let mut cmd = if pin {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0"]).arg(tpcflow_bin());
+            c
+        } else {
+            Command::new(tpcflow_bin())
+        };
+        mpi_env(&mut cmd)
+            .args([
+                "reco",
+                "--log",
+                "tpcflow=debug",
+                "--threads",
+                threads,
+                "--json",
+            ])
+            .arg("--out-dir")
+            .arg(&out)
+            .arg("--inputs")
+            .arg(format!("@{}", list.display()));
+        let o = cmd.output().expect("tpcflow runs");
+        let log = String::from_utf8_lossy(&o.stderr);
+        let taken = log
+            .lines()
+            .filter(|l| l.contains("input adler32 taken event by event") && l.contains("cold=true"))
+            .count();
+        assert_eq!(taken, 2, "{how}: {}", show(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(tpcflow::exit::PARTIAL_FAILURE as i32),
+            "{how}: {}",
+            show(&o)
+        );
+        // Most of each file was read directly, around the page cache.
+        for p in [&good, &flipped] {
+            let resident = resident_bytes(p);
+            assert!(
+                resident < size * 3 / 4,
+                "{how}: {} has {resident} of {size} bytes in the page cache",
+                p.display()
+            );
+        }
+        let recs = records(&out);
+        let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+        let ok = &recs[&name(&good)];
+        assert_eq!(ok.status, "ok", "{how}: {ok:?}");
+        assert_eq!(
+            read_rq_file(ok.output.as_ref().unwrap())
+                .unwrap()
+                .header
+                .input_adler32,
+            adler
+        );
+        let changed = &recs[&name(&flipped)];
+        let error = changed.error.as_deref().unwrap_or_default();
+        assert!(
+            changed.status == "failed"
+                && changed.output.is_none()
+                && error.contains(&format!("catalogued {adler}"))
+                && error.contains(&format!("file has {flipped_actual}")),
+            "{how}: {changed:?}"
+        );
+    }
+}
+
+#[test]
 fn a_daq_header_that_disagrees_with_the_conditions_is_a_typed_error_naming_both() {
     let dir = scratch("reco-daq");
     let inputs = simulate_mixed(32, &dir.path().join("SURF"), 1, 4);
