@@ -13,10 +13,16 @@
 # runs twice pinned to core 0 and twice free on every core. The table shows
 # medians over the rounds: wall time, MB/s of samples and the fraction of the
 # core's median MB/s.
+#   TPCFLOW_BENCH_INPUTS=cold scripts/bench-whole.sh [ROUNDS]
+# drops the file from the page cache before every whole-process run, as when
+# a year of data is reprocessed (the core benchmark still runs on it cached);
+# the table then also shows the MB read from the file's disk per run.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
+INPUTS=${TPCFLOW_BENCH_INPUTS:-cached}
+[[ $INPUTS == cached || $INPUTS == cold ]] || { echo "TPCFLOW_BENCH_INPUTS is cached or cold, not $INPUTS" >&2; exit 2; }
 EVENTS=1000
 export TPCFLOW_BENCH_RAW_GB=0.3299 TPCFLOW_BENCH_RECO_EVENTS=$EVENTS
 FILE=$PWD/target/bench-data/reader-$EVENTS/000900/000900_00000.raw.h5
@@ -33,11 +39,21 @@ core_bench() {
     awk '/thrpt:/ && !done { v = $4; u = $5; if (u ~ /^GB/) v *= 1000; print v; done = 1 }'
 }
 
-recache() {
+drop() {
   python3 -c 'import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY)
 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$FILE"
+}
+
+recache() {
+  drop
   cat "$FILE" >/dev/null
+}
+
+# Sectors read so far from the disk holding the file (/proc/diskstats).
+DISK=$(basename "$(df --output=source "$FILE" | tail -1)")
+sectors_read() {
+  awk -v d="$DISK" '$3 == d { n = $6 } END { print n + 0 }' /proc/diskstats
 }
 
 [[ -f $FILE ]] || core_bench >/dev/null
@@ -53,9 +69,14 @@ whole() { # $1: pin | free; prints the wall time [s]
   local pin=() a b
   [[ $1 == pin ]] && pin=(taskset -c 0)
   rm -rf "$OUT/rq"
+  [[ $INPUTS == cold ]] && drop
+  local s0 s1
+  s0=$(sectors_read)
   a=$EPOCHREALTIME
   "${pin[@]}" "$BIN" reco --inputs "@$OUT/inputs.txt" --out-dir "$OUT/rq" --threads 1 >/dev/null 2>&1
   b=$EPOCHREALTIME
+  s1=$(sectors_read)
+  echo "disk $(( (s1 - s0) * 512 ))" >>"$OUT/runs"
   # The bytes of samples read, from the result record (and a check that the
   # input was reconstructed).
   python3 -c 'import glob, json, sys
@@ -78,7 +99,7 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r of $ROUNDS done" >&2
 done
 
-python3 - "$OUT/runs" "$OUT/bytes" <<'PY'
+python3 - "$OUT/runs" "$OUT/bytes" "$INPUTS" "$(stat -c %s "$FILE")" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
@@ -88,6 +109,9 @@ mb = int(open(sys.argv[2]).read()) / 1e6
 core = statistics.median(runs["core"])
 print(f"core (pinned): median {core:.0f} MB/s over {len(runs['core'])} runs "
       f"({min(runs['core']):.0f}-{max(runs['core']):.0f}); {mb:.1f} MB of samples")
+disk = statistics.median(runs["disk"]) / 1e6
+print(f"inputs {sys.argv[3]}: read from disk per run, median {disk:.0f} MB "
+      f"(file {int(sys.argv[4]) / 1e6:.0f} MB)")
 print(f"{'whole process, 1 thread':<28} {'median s':>9} {'MB/s':>7} {'of the core':>12}  runs")
 for k, label in (("pin", "one core (taskset -c 0)"), ("free", "every core")):
     t = statistics.median(runs[k])
