@@ -254,11 +254,11 @@ pub fn stream_range(
                     }
                     counts.read_seconds += t_built.elapsed().as_secs_f64();
                 }
-                let t_built = Instant::now();
+                let t_push = Instant::now();
                 for (view, r) in views.iter().zip(results) {
                     builder.push(&r.map_err(|e| failed(view, e))?);
                 }
-                t_built
+                t_push
             };
             rows_hint = builder.rows().map(|n| n + n / 8);
             let out = builder.finish(bytes);

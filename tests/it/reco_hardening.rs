@@ -28,6 +28,38 @@ fn reco1(args: &[&str], out: &Path, inputs: &[&Path]) -> Output {
     cmd.output().expect("reco runs")
 }
 
+/// `tpcflow reco --log tpcflow=debug --threads THREADS --inputs @LIST`,
+/// pinned to core 0 (`taskset`) when `pinned`; its debug log says how each
+/// input's checksum was taken.
+fn reco_logged(out: &Path, list: &Path, threads: &str, pinned: bool) -> Output {
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(tpcflow_bin());
+        c
+    } else {
+        Command::new(tpcflow_bin())
+    };
+    mpi_env(&mut cmd)
+        .args(["reco", "--log", "tpcflow=debug", "--threads", threads])
+        .arg("--out-dir")
+        .arg(out)
+        .arg("--inputs")
+        .arg(format!("@{}", list.display()));
+    cmd.output().expect("tpcflow runs")
+}
+
+/// A copy of `src` at `dst` with the byte at `at(len)` changed, synced to
+/// disk (so that it can be dropped from the page cache: dirty pages stay);
+/// its adler32.
+fn changed_copy(src: &Path, dst: &Path, at: impl FnOnce(usize) -> usize) -> String {
+    let mut bytes = std::fs::read(src).unwrap();
+    let at = at(bytes.len());
+    bytes[at] ^= 0x01;
+    std::fs::write(dst, &bytes).unwrap();
+    std::fs::File::open(dst).unwrap().sync_all().unwrap();
+    tpcflow::adler::digest_file(dst).unwrap().adler32
+}
+
 /// `mpirun -n 2 tpcflow reco ...` (the linked MPI's launcher)
 fn reco2(args: &[&str], out: &Path, inputs: &[&Path]) -> Output {
     let mut cmd = mpirun(2);
@@ -343,11 +375,7 @@ fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file(
     // the good one's catalogued checksum: found only when every byte is
     // hashed (a one-thread rank hashes each event's bytes as it goes).
     let flipped = dir.path().join("SURF").join("000099_00000.raw.h5");
-    let mut bytes = std::fs::read(&inputs[0]).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(&flipped, &bytes).unwrap();
-    let flipped_actual = tpcflow::adler::digest_file(&flipped).unwrap().adler32;
+    let flipped_actual = changed_copy(&inputs[0], &flipped, |len| len / 2);
     assert_ne!(flipped_actual, good);
     let list = dir.path().join("inputs.txt");
     std::fs::write(
@@ -372,15 +400,7 @@ fn an_input_that_does_not_match_its_catalogued_adler32_fails_without_an_rq_file(
     ] {
         let o = match how {
             "1 rank on one core" => {
-                let mut cmd = Command::new("taskset");
-                cmd.args(["-c", "0"]).arg(tpcflow_bin());
-                mpi_env(&mut cmd)
-                    .args(["reco", "--log", "tpcflow=debug", "--threads", "1"])
-                    .arg("--out-dir")
-                    .arg(&out)
-                    .arg("--inputs")
-                    .arg(&at_list);
-                let o = cmd.output().expect("taskset runs");
+                let o = reco_logged(&out, &list, "1", true);
                 let log = String::from_utf8_lossy(&o.stderr);
                 assert_eq!(
                     log.matches("input adler32 taken event by event").count(),
@@ -450,13 +470,7 @@ fn a_cold_input_is_read_from_disk_once_and_checked_from_what_was_read() {
     // A copy with one byte changed three quarters in (in a direct window),
     // under the good one's checksum.
     let flipped = dir.path().join("SURF").join("000099_00000.raw.h5");
-    let mut bytes = std::fs::read(&good).unwrap();
-    let at = bytes.len() * 3 / 4;
-    bytes[at] ^= 0x01;
-    std::fs::write(&flipped, &bytes).unwrap();
-    // On disk (dirty pages stay in the page cache).
-    std::fs::File::open(&flipped).unwrap().sync_all().unwrap();
-    let flipped_actual = tpcflow::adler::digest_file(&flipped).unwrap().adler32;
+    let flipped_actual = changed_copy(&good, &flipped, |len| len * 3 / 4);
     let list = dir.path().join("inputs.txt");
     std::fs::write(
         &list,
@@ -467,33 +481,13 @@ fn a_cold_input_is_read_from_disk_once_and_checked_from_what_was_read() {
         ),
     )
     .unwrap();
-    let size = bytes.len() as u64;
+    let size = std::fs::metadata(&good).unwrap().len();
     for (how, threads, pin) in [("one core", "1", true), ("2 threads", "2", false)] {
         for p in [&good, &flipped] {
             evict(p);
         }
         let out = dir.path().join(format!("rq-{threads}"));
-        let mut cmd = if pin {
-            let mut c = Command::new("taskset");
-            c.args(["-c", "0"]).arg(tpcflow_bin());
-            c
-        } else {
-            Command::new(tpcflow_bin())
-        };
-        mpi_env(&mut cmd)
-            .args([
-                "reco",
-                "--log",
-                "tpcflow=debug",
-                "--threads",
-                threads,
-                "--json",
-            ])
-            .arg("--out-dir")
-            .arg(&out)
-            .arg("--inputs")
-            .arg(format!("@{}", list.display()));
-        let o = cmd.output().expect("tpcflow runs");
+        let o = reco_logged(&out, &list, threads, pin);
         let log = String::from_utf8_lossy(&o.stderr);
         let taken = log
             .lines()
