@@ -1,8 +1,8 @@
 //! Large buffers backed by transparent huge pages, at once.
 //!
 //! A fresh buffer of megabytes is backed page by page as it is first
-//! written: one page fault per 4 KiB. A reco rank's pod window (~10 MB) cost
-//! ~2,400 faults that way, and the direct-read windows of a cold file
+//! written: one page fault per 4 KiB. Backed so, a reco rank's pod window
+//! (~10 MB) takes ~2,400 faults, and the direct-read windows of a cold file
 //! (~21 MB each) ~15,000 on a 1000-event file: about 0.1 s of a 0.65 s
 //! process on one core. [`reserve_huge`] asks the kernel to back a buffer
 //! about to be filled with 2 MiB pages (`MADV_HUGEPAGE`; transparent huge
