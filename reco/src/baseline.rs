@@ -23,13 +23,14 @@ pub struct PodBaseline {
     pub rms_adc: f32,
 }
 
-/// Mean and rms of a run of samples (exact integer sums).
-fn mean_rms(samples: &[i16], path: ScanPath) -> PodBaseline {
-    if samples.is_empty() {
+/// Mean and rms of `n` samples from their exact sum and sum of squares
+/// (0 and 0 for no samples).
+#[inline]
+fn from_sums(n: usize, sum: i64, sum2: i64) -> PodBaseline {
+    if n == 0 {
         return PodBaseline::default();
     }
-    let n = samples.len() as i64;
-    let (sum, sum2) = range_sums(samples, 0, samples.len(), path);
+    let n = n as i64;
     // n^2 var = n sum2 - sum^2, exact in i64 for pods of up to ~10^9 samples.
     let var = (n * sum2 - sum * sum) as f64 / (n * n) as f64;
     PodBaseline {
@@ -54,12 +55,33 @@ pub fn estimate_baseline_with(
     max_rms_adc: f32,
     path: ScanPath,
 ) -> PodBaseline {
+    estimate_from_sums(samples.len(), n_pre, max_rms_adc, |a, b| {
+        range_sums(samples, a, b, path)
+    })
+}
+
+/// [`estimate_baseline`] of a pod of `len` samples whose exact sum and sum
+/// of squares over `a..b` are `sums(a, b)` (the hit finder's fused pass
+/// over a short pod takes them from its own loads).
+#[inline(always)]
+pub(crate) fn estimate_from_sums(
+    len: usize,
+    n_pre: usize,
+    max_rms_adc: f32,
+    mut sums: impl FnMut(usize, usize) -> (i64, i64),
+) -> PodBaseline {
     let n_pre = n_pre.max(1);
-    let head = mean_rms(&samples[..n_pre.min(samples.len())], path);
-    if head.rms_adc <= max_rms_adc || samples.len() < 2 * n_pre {
+    let n_head = n_pre.min(len);
+    if n_head == 0 {
+        return PodBaseline::default();
+    }
+    let (s, s2) = sums(0, n_head);
+    let head = from_sums(n_head, s, s2);
+    if head.rms_adc <= max_rms_adc || len < 2 * n_pre {
         return head;
     }
-    let tail = mean_rms(&samples[samples.len() - n_pre..], path);
+    let (s, s2) = sums(len - n_pre, len);
+    let tail = from_sums(n_pre, s, s2);
     if tail.rms_adc < head.rms_adc {
         tail
     } else {

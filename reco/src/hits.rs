@@ -67,7 +67,7 @@ pub struct HitSearch {
 pub struct HitScratch {
     /// How samples are compared with the threshold.
     pub path: ScanPath,
-    below: Vec<u64>,
+    pub(crate) below: Vec<u64>,
 }
 
 impl HitScratch {
@@ -111,14 +111,118 @@ pub fn find_hits_in(
     let n = samples.len();
     dilate(&mut scratch.below, n, s.left as usize, s.right as usize);
     for_each_run(&scratch.below, |a, b| {
-        let total = range_sum(samples, a, b, scratch.path);
-        out.push(Hit {
-            start: s.pod_start + a as u32,
+        out.push(s.hit(a, b, range_sum(samples, a, b, scratch.path)));
+    });
+}
+
+impl HitSearch {
+    /// The hit of samples `a..b` of the pod, whose exact sum is `total`.
+    #[inline(always)]
+    fn hit(&self, a: usize, b: usize, total: i64) -> Hit {
+        Hit {
+            start: self.pod_start + a as u32,
             length: (b - a) as u32,
-            channel: s.channel,
-            pod: s.pod,
-            area_phd: flipped_sum(total, b - a, s.baseline.baseline_adc) * s.phd_per_adc,
-        });
+            channel: self.channel,
+            pod: self.pod,
+            area_phd: flipped_sum(total, b - a, self.baseline.baseline_adc) * self.phd_per_adc,
+        }
+    }
+}
+
+/// Whether [`pod_baseline_avx2`] and [`pod_hits_avx2`] take the pod
+/// `at..at + len` of an event of `n_all` samples, with a baseline of
+/// `n_pre` samples: the baseline fits in one 64-sample window (`n_pre <=
+/// 64`) and the event holds the pod rounded up to whole windows of 64
+/// samples (every pod but, at times, the event's last few).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn fused_fits(n_all: usize, at: usize, len: usize, n_pre: usize) -> bool {
+    n_pre <= 64 && at + 64 * len.div_ceil(64).max(1) <= n_all
+}
+
+/// The pod `all[at..at + len]` rounded up to whole windows of 64 samples
+/// (one at least; the samples past the pod, the event's next pods, are
+/// read but never count), and its `k`-th window from sample `k`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn padded(all: &[i16], at: usize, len: usize) -> &[i16] {
+    &all[at..at + 64 * len.div_ceil(64).max(1)]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn window(padded: &[i16], k: usize) -> &[i16; 64] {
+    padded[k..k + 64].try_into().expect("64 samples")
+}
+
+/// [`crate::baseline::estimate_baseline_with`] of the pod `all[at..at +
+/// len]` on AVX2 ([`fused_fits`] must hold): each of its sums is one
+/// 16-lane pass over a 64-sample window in place, the lanes outside the
+/// range masked. Bit-identical: the same exact integer sums.
+///
+/// # Panics
+/// When [`fused_fits`] does not hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn pod_baseline_avx2(
+    all: &[i16],
+    at: usize,
+    len: usize,
+    n_pre: usize,
+    max_rms_adc: f32,
+) -> PodBaseline {
+    assert!(n_pre <= 64);
+    let padded = padded(all, at, len);
+    crate::baseline::estimate_from_sums(len, n_pre, max_rms_adc, |a, b| {
+        // a..b is at most n_pre <= 64 samples: one window, starting at a
+        // or, near the end, at the last whole window.
+        let ws = a.min(padded.len() - 64);
+        crate::threshold_scan::x86::sums_64_avx2(window(padded, ws), a - ws, b - ws)
+    })
+}
+
+/// [`find_hits_in`] of the pod `all[at..at + len]` on AVX2 ([`fused_fits`]
+/// must hold): its mask is taken from 64-sample windows in place into
+/// `words` and the rest is the same code, inlined. Bit-identical.
+///
+/// # Panics
+/// When [`fused_fits`] does not hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn pod_hits_avx2(
+    all: &[i16],
+    at: usize,
+    len: usize,
+    s: &HitSearch,
+    words: &mut Vec<u64>,
+    out: &mut Vec<Hit>,
+) {
+    if len == 0 {
+        return;
+    }
+    let padded = padded(all, at, len);
+    let level =
+        i32::try_from(ceil_to_i64(s.baseline.baseline_adc - s.threshold_adc)).unwrap_or(i32::MIN);
+    let n_words = len.div_ceil(64);
+    words.clear();
+    if level <= i32::from(i16::MIN) {
+        return;
+    }
+    if level > i32::from(i16::MAX) {
+        words.resize(n_words, u64::MAX);
+    } else {
+        words.extend((0..n_words).map(|j| {
+            crate::threshold_scan::x86::below_64_avx2(window(padded, 64 * j), level as i16)
+        }));
+    }
+    if !len.is_multiple_of(64) {
+        words[n_words - 1] &= (1u64 << (len % 64)) - 1;
+    }
+    dilate(words, len, s.left as usize, s.right as usize);
+    for_each_run(words, |a, b| {
+        out.push(s.hit(a, b, range_sum(padded, a, b, ScanPath::Sse2)));
     });
 }
 
@@ -166,6 +270,24 @@ pub fn dilate(words: &mut [u64], n: usize, left: usize, right: usize) {
     // Dilations add up (by a, then by b, is by a + b), so extensions of 64
     // samples or more are steps of at most 63; past n they change nothing.
     let (mut left, mut right) = (left.min(n), right.min(n));
+    if let [word] = words {
+        // One word (most pods): every shift stays in it.
+        let (mut down, mut up) = (*word, *word);
+        let mut reach = 0;
+        while reach < left {
+            let s = (reach + 1).min(left - reach);
+            down |= down >> s;
+            reach += s;
+        }
+        let mut reach = 0;
+        while reach < right {
+            let s = (reach + 1).min(right - reach);
+            up |= up << s;
+            reach += s;
+        }
+        *word = (down | up) & (u64::MAX >> (64 - n));
+        return;
+    }
     loop {
         let (l, r) = (left.min(63), right.min(63));
         dilate_below_64(words, l, r);
@@ -418,6 +540,120 @@ mod tests {
             for_each_run(&words, |a, b| got.push((a, b)));
             assert_eq!(got, want, "n {n} density {density}");
         }
+    }
+
+    /// The fused AVX2 pass over a pod (baseline, then hits) against
+    /// `estimate_baseline_with` and `find_hits_in` on the portable path, on
+    /// random events: pods of 0 to 300 samples, some ending within 64
+    /// samples of the event's end (where `fused_fits` sends them to the
+    /// generic path), light in the head (the tail baseline), baselines of 1
+    /// to 64 samples, extensions of 0 to 70 samples and levels outside the
+    /// i16 range.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_fused_avx2_pass_is_bit_identical_to_the_generic_one() {
+        use crate::baseline::estimate_baseline_with;
+        use rand::{Rng, SeedableRng};
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: the fused pass is never taken here");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(33);
+        let (mut fused_pods, mut fused_hits, mut tails) = (0, 0, 0);
+        for _ in 0..400 {
+            let n_pods = rng.random_range(1..12usize);
+            let lens: Vec<usize> = (0..n_pods)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => rng.random_range(0..4),
+                    1..=5 => rng.random_range(50..70),
+                    _ => rng.random_range(64..300),
+                })
+                .collect();
+            let total: usize = lens.iter().sum();
+            let base = rng.random_range(14_000..16_000i16);
+            let mut all: Vec<i16> = (0..total)
+                .map(|_| base + rng.random_range(-3..=3))
+                .collect();
+            for _ in 0..rng.random_range(0..total / 4 + 1) {
+                let k = rng.random_range(0..total);
+                all[k] -= rng.random_range(5..400);
+            }
+            let n_pre = [1usize, 5, 20, 64][rng.random_range(0..4)];
+            let (left, right) = (rng.random_range(0..70u32), rng.random_range(0..70u32));
+            let mut at = 0;
+            for (k, &len) in lens.iter().enumerate() {
+                // Light in the head of some pods: the tail baseline.
+                if rng.random_bool(0.2) {
+                    for x in &mut all[at..at + len.min(n_pre)] {
+                        *x -= rng.random_range(0..60);
+                    }
+                }
+                let threshold = match rng.random_range(0..10) {
+                    0 => 1e6,
+                    1 => -1e6,
+                    _ => rng.random_range(2.0..30.0),
+                };
+                let search = |baseline| HitSearch {
+                    baseline,
+                    threshold_adc: threshold,
+                    phd_per_adc: 0.037,
+                    left,
+                    right,
+                    pod_start: 1000 + at as u32,
+                    channel: k as u16,
+                    pod: k as u32,
+                };
+                let want_b =
+                    estimate_baseline_with(&all[at..at + len], n_pre, 6.0, ScanPath::Portable);
+                let mut want = Vec::new();
+                find_hits_in(
+                    &all,
+                    at..at + len,
+                    &search(want_b),
+                    &mut HitScratch::with_path(ScanPath::Portable),
+                    &mut want,
+                );
+                if fused_fits(all.len(), at, len, n_pre) {
+                    // SAFETY: AVX2 was detected above.
+                    let got_b = unsafe { pod_baseline_avx2(&all, at, len, n_pre, 6.0) };
+                    assert_eq!(
+                        (got_b.baseline_adc.to_bits(), got_b.rms_adc.to_bits()),
+                        (want_b.baseline_adc.to_bits(), want_b.rms_adc.to_bits()),
+                        "baseline of {at}+{len}, n_pre {n_pre}"
+                    );
+                    let mut got = vec![Hit::default()];
+                    let mut words = vec![7];
+                    // SAFETY: as above.
+                    unsafe { pod_hits_avx2(&all, at, len, &search(got_b), &mut words, &mut got) };
+                    assert_eq!(got[0], Hit::default(), "hits are appended");
+                    assert_eq!(
+                        got[1..],
+                        want[..],
+                        "hits of {at}+{len}, extensions {left}/{right}"
+                    );
+                    fused_pods += 1;
+                    fused_hits += want.len();
+                    let head = &all[at..at + len.min(n_pre)];
+                    tails += usize::from(
+                        len >= 2 * n_pre
+                            && estimate_baseline_with(head, n_pre, 6.0, ScanPath::Portable)
+                                != want_b,
+                    );
+                } else {
+                    assert!(
+                        at + len + 64 > all.len(),
+                        "{at}+{len} of {} not fused",
+                        all.len()
+                    );
+                }
+                at += len;
+            }
+        }
+        assert!(
+            fused_pods > 1000 && fused_hits > 1000 && tails > 20,
+            "{fused_pods} {fused_hits} {tails}"
+        );
     }
 
     #[test]

@@ -156,6 +156,7 @@ pub struct RecoScratch {
     hits: Vec<Hit>,
     hits_tmp: Vec<Hit>,
     hit_scan: HitScratch,
+    searches: Vec<HitSearch>,
     pulse: PulseScratch,
     top: Vec<f64>,
 }
@@ -270,6 +271,143 @@ fn first_overlap(pods: &[PodRecord]) -> Option<(usize, usize)> {
     None
 }
 
+/// Baselines, calibrations (`scratch.calib`) and hits (`scratch.hits`, in
+/// pod order) of every pod of the event. On AVX2 (and AVX-512) the whole
+/// loop is compiled for AVX2, and a pod whose last 64-sample window lies in
+/// the event (nearly every pod) takes [`crate::hits::pod_baseline_avx2`]
+/// and [`crate::hits::pod_hits_avx2`]; the others, and every pod on the
+/// other paths, take [`estimate_baseline_with`] then [`find_hits_in`]. The
+/// results are bit-identical either way.
+fn pods_to_hits(
+    ev: &EventView<'_>,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    scratch: &mut RecoScratch,
+) {
+    scratch.calib.clear();
+    scratch.hits.clear();
+    #[cfg(target_arch = "x86_64")]
+    if matches!(scratch.hit_scan.path, ScanPath::Avx2 | ScanPath::Avx512)
+        && scratch.hit_scan.path.is_available()
+        && std::arch::is_x86_feature_detected!("avx2")
+    {
+        // SAFETY: AVX2 was detected just above.
+        #[allow(unsafe_code)]
+        unsafe {
+            pods_to_hits_avx2(ev, model, cfg, scratch);
+        }
+        return;
+    }
+    pods_to_hits_on::<false>(ev, model, cfg, scratch);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn pods_to_hits_avx2(
+    ev: &EventView<'_>,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    scratch: &mut RecoScratch,
+) {
+    pods_to_hits_on::<true>(ev, model, cfg, scratch);
+}
+
+/// [`pods_to_hits`]' loop; `FUSED` only where AVX2 is enabled. Pods go in
+/// blocks of [`POD_BLOCK`]: first every baseline and threshold of the
+/// block, then every pod's hits. A pod's steps form one long chain of
+/// dependent operations (sums, divisions and a square root, the level, the
+/// mask, the runs, the areas); split in two passes, the baselines of
+/// consecutive pods overlap in the CPU, and so do their hits, while the
+/// block's samples stay in the L1 cache between the passes.
+#[inline(always)]
+fn pods_to_hits_on<const FUSED: bool>(
+    ev: &EventView<'_>,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    scratch: &mut RecoScratch,
+) {
+    let daq = &model.params.daq;
+    let n_pre = cfg.baseline_samples as usize;
+    let max_rms = cfg.baseline_max_rms_adc as f32;
+    let fused = |at: usize, len: usize| {
+        #[cfg(target_arch = "x86_64")]
+        return FUSED && crate::hits::fused_fits(ev.samples.len(), at, len, n_pre);
+        #[cfg(not(target_arch = "x86_64"))]
+        return {
+            let _ = (at, len);
+            false
+        };
+    };
+    for (b, block) in ev.pods.chunks(POD_BLOCK).enumerate() {
+        let first = b * POD_BLOCK;
+        scratch.searches.clear();
+        for (k, pod) in block.iter().enumerate() {
+            let (at, len) = (pod.offset as usize, pod.length as usize);
+            let baseline = if fused(at, len) {
+                // SAFETY: FUSED is only set in pods_to_hits_avx2, whose
+                // caller detected AVX2.
+                #[cfg(target_arch = "x86_64")]
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::hits::pod_baseline_avx2(ev.samples, at, len, n_pre, max_rms)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!()
+            } else {
+                let raw = &ev.samples[at..at + len];
+                estimate_baseline_with(raw, n_pre, max_rms, scratch.hit_scan.path)
+            };
+            let phd_adc = model.phd_area_adc(usize::from(pod.channel));
+            let rms = f64::from(baseline.rms_adc).max(daq.noise_adc);
+            let threshold = (cfg.hit_threshold_rms * rms).max(cfg.hit_min_threshold_phd * phd_adc);
+            let s = HitSearch {
+                baseline,
+                threshold_adc: threshold as f32,
+                phd_per_adc: (1.0 / phd_adc) as f32,
+                left: cfg.hit_left_extension,
+                right: cfg.hit_right_extension,
+                pod_start: pod.start_sample as u32,
+                channel: pod.channel,
+                pod: (first + k) as u32,
+            };
+            scratch.calib.push(PodCalibration {
+                baseline_adc: baseline.baseline_adc,
+                phd_per_adc: s.phd_per_adc,
+            });
+            scratch.searches.push(s);
+        }
+        for (pod, s) in block.iter().zip(&scratch.searches) {
+            let (at, len) = (pod.offset as usize, pod.length as usize);
+            if fused(at, len) {
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::hits::pod_hits_avx2(
+                        ev.samples,
+                        at,
+                        len,
+                        s,
+                        &mut scratch.hit_scan.below,
+                        &mut scratch.hits,
+                    );
+                }
+            } else {
+                find_hits_in(
+                    ev.samples,
+                    at..at + len,
+                    s,
+                    &mut scratch.hit_scan,
+                    &mut scratch.hits,
+                );
+            }
+        }
+    }
+}
+
+/// Pods per block of [`pods_to_hits_on`].
+const POD_BLOCK: usize = 32;
+
 /// Reconstruct one event with fresh buffers (see [`reconstruct_event_with`]).
 ///
 /// # Errors
@@ -326,45 +464,7 @@ pub fn reconstruct_event_until(
     cfg.validate()?;
     let pods_sorted = validate_pods(ev, model)?;
     let daq = &model.params.daq;
-    let n_pre = cfg.baseline_samples as usize;
-    scratch.calib.clear();
-    scratch.hits.clear();
-    for (i, pod) in ev.pods.iter().enumerate() {
-        let raw = ev.pod_samples(pod);
-        let ch = usize::from(pod.channel);
-        let baseline = estimate_baseline_with(
-            raw,
-            n_pre,
-            cfg.baseline_max_rms_adc as f32,
-            scratch.hit_scan.path,
-        );
-        let phd_adc = model.phd_area_adc(ch);
-        let rms = f64::from(baseline.rms_adc).max(daq.noise_adc);
-        let threshold = (cfg.hit_threshold_rms * rms).max(cfg.hit_min_threshold_phd * phd_adc);
-        let phd_per_adc = (1.0 / phd_adc) as f32;
-        scratch.calib.push(PodCalibration {
-            baseline_adc: baseline.baseline_adc,
-            phd_per_adc,
-        });
-        let search = HitSearch {
-            baseline,
-            threshold_adc: threshold as f32,
-            phd_per_adc,
-            left: cfg.hit_left_extension,
-            right: cfg.hit_right_extension,
-            pod_start: pod.start_sample as u32,
-            channel: pod.channel,
-            pod: i as u32,
-        };
-        let at = pod.offset as usize;
-        find_hits_in(
-            ev.samples,
-            at..at + raw.len(),
-            &search,
-            &mut scratch.hit_scan,
-            &mut scratch.hits,
-        );
-    }
+    pods_to_hits(ev, model, cfg, scratch);
     // Time, then channel order: a radix sort over the key's varying bytes
     // (the constant high bytes are skipped). Pods in the DAQ's (channel,
     // start) order give hits in channel order, each channel's in time order,

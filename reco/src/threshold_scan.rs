@@ -379,7 +379,7 @@ pub fn next_clear(words: &[u64], from: usize, n: usize) -> usize {
 /// samples.len()`); loads are unaligned and stay inside that range.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     pub(super) fn words_sse2(samples: &[i16], level: i16, out: &mut [u64]) {
@@ -411,27 +411,87 @@ mod x86 {
 
     #[target_feature(enable = "avx2")]
     unsafe fn avx2(samples: &[i16], level: i16, out: &mut [u64]) {
-        let lv = _mm256_set1_epi16(level);
         for (j, w) in out.iter_mut().enumerate() {
-            // SAFETY: reads samples[64 j..64 j + 64] (asserted by the caller).
-            let p = unsafe { samples.as_ptr().add(64 * j).cast::<__m256i>() };
-            let mut bits = 0u64;
-            for h in 0..2 {
-                // SAFETY: as above.
-                let (a, b) = unsafe {
-                    (
-                        _mm256_loadu_si256(p.add(2 * h)),
-                        _mm256_loadu_si256(p.add(2 * h + 1)),
-                    )
-                };
-                // packs works per 128-bit lane: a0-7 b0-7 a8-15 b8-15; the
-                // permute puts the quarters back in sample order.
-                let m = _mm256_packs_epi16(_mm256_cmpgt_epi16(lv, a), _mm256_cmpgt_epi16(lv, b));
-                let m = _mm256_permute4x64_epi64::<0b11_01_10_00>(m);
-                bits |= u64::from(_mm256_movemask_epi8(m) as u32) << (32 * h);
-            }
-            *w = bits;
+            // SAFETY: samples[64 j..64 j + 64] exists (asserted by the caller).
+            let window = unsafe { &*samples.as_ptr().add(64 * j).cast::<[i16; 64]>() };
+            *w = below_64_avx2(window, level);
         }
+    }
+
+    /// Bit k set exactly when `window[k] < level`: 4 compares of 16 lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) fn below_64_avx2(window: &[i16; 64], level: i16) -> u64 {
+        let lv = _mm256_set1_epi16(level);
+        let p = window.as_ptr().cast::<__m256i>();
+        let mut bits = 0u64;
+        for h in 0..2 {
+            // SAFETY: reads window[32 h..32 h + 32].
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_si256(p.add(2 * h)),
+                    _mm256_loadu_si256(p.add(2 * h + 1)),
+                )
+            };
+            // packs works per 128-bit lane: a0-7 b0-7 a8-15 b8-15; the
+            // permute puts the quarters back in sample order.
+            let m = _mm256_packs_epi16(_mm256_cmpgt_epi16(lv, a), _mm256_cmpgt_epi16(lv, b));
+            let m = _mm256_permute4x64_epi64::<0b11_01_10_00>(m);
+            bits |= u64::from(_mm256_movemask_epi8(m) as u32) << (32 * h);
+        }
+        bits
+    }
+
+    /// Sum and sum of squares of `window[lo..hi]` (exact; `lo <= hi <=
+    /// 64`), 16 lanes per step over the steps that meet the range, the
+    /// lanes outside it masked to 0. Squares are summed in pairs into
+    /// 32-bit lanes read as unsigned (a pair is at most 2^31) and widened to
+    /// 64 bits each step; sums of pairs (at most 2^16) stay in 32 bits.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) fn sums_64_avx2(window: &[i16; 64], lo: usize, hi: usize) -> (i64, i64) {
+        debug_assert!(lo <= hi && hi <= 64);
+        let p = window.as_ptr().cast::<__m256i>();
+        let ones = _mm256_set1_epi16(1);
+        let lo_v = _mm256_set1_epi16(lo as i16);
+        let hi_v = _mm256_set1_epi16(hi as i16);
+        let mut lane = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let sixteen = _mm256_set1_epi16(16);
+        for _ in 0..lo / 16 {
+            lane = _mm256_add_epi16(lane, sixteen);
+        }
+        let mut acc = _mm256_setzero_si256();
+        let mut acc2 = _mm256_setzero_si256();
+        for q in lo / 16..hi.div_ceil(16) {
+            // SAFETY: reads window[16 q..16 q + 16], q < 4.
+            let v = unsafe { _mm256_loadu_si256(p.add(q)) };
+            // lo <= lane < hi
+            let keep = _mm256_andnot_si256(
+                _mm256_cmpgt_epi16(lo_v, lane),
+                _mm256_cmpgt_epi16(hi_v, lane),
+            );
+            let kept = _mm256_and_si256(keep, v);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(kept, ones));
+            let sq = _mm256_madd_epi16(kept, kept);
+            acc2 = _mm256_add_epi64(acc2, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sq)));
+            acc2 = _mm256_add_epi64(
+                acc2,
+                _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(sq)),
+            );
+            lane = _mm256_add_epi16(lane, sixteen);
+        }
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(acc),
+            _mm256_extracti128_si256::<1>(acc),
+        );
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        let s2 = _mm_add_epi64(
+            _mm256_castsi256_si128(acc2),
+            _mm256_extracti128_si256::<1>(acc2),
+        );
+        let s2 = _mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2));
+        (i64::from(_mm_cvtsi128_si32(s)), _mm_cvtsi128_si64(s2))
     }
 
     pub(super) fn words_avx512(samples: &[i16], level: i16, out: &mut [u64]) {
