@@ -61,8 +61,8 @@ pub fn estimate_baseline_with(
 }
 
 /// [`estimate_baseline`] of a pod of `len` samples whose exact sum and sum
-/// of squares over `a..b` are `sums(a, b)` (the hit finder's fused pass
-/// over a short pod takes them from its own loads).
+/// of squares over `a..b` are `sums(a, b)` (the AVX2 pass over a pod,
+/// `hits::pod_baseline_avx2`, takes them from 64-sample windows in place).
 #[inline(always)]
 pub(crate) fn estimate_from_sums(
     len: usize,

@@ -13,7 +13,11 @@
 //! ([`crate::threshold_scan`], SIMD chosen at run time), a few shifts of
 //! the mask's words extend every run (touching hits become one run), and
 //! each hit's area is one exact integer sum over its run, so noise far from
-//! any signal does not enter areas.
+//! any signal does not enter areas. On AVX2 a pod's baseline and mask are
+//! taken from 64-sample windows of the event's samples in place
+//! (`pod_baseline_avx2`, `pod_hits_avx2`), the pod loop compiled for AVX2
+//! around them: pods are short (a median of 54 samples), so what a pod costs
+//! between its steps matters as much as the steps.
 
 use crate::baseline::{flipped_sum, PodBaseline};
 use crate::threshold_scan::{below_mask_in, range_sum, ScanPath};
@@ -142,13 +146,14 @@ pub(crate) fn fused_fits(n_all: usize, at: usize, len: usize, n_pre: usize) -> b
 
 /// The pod `all[at..at + len]` rounded up to whole windows of 64 samples
 /// (one at least; the samples past the pod, the event's next pods, are
-/// read but never count), and its `k`-th window from sample `k`.
+/// read but never count).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn padded(all: &[i16], at: usize, len: usize) -> &[i16] {
     &all[at..at + 64 * len.div_ceil(64).max(1)]
 }
 
+/// The 64 samples of `padded` from sample `k`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn window(padded: &[i16], k: usize) -> &[i16; 64] {

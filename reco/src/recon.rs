@@ -272,8 +272,9 @@ fn first_overlap(pods: &[PodRecord]) -> Option<(usize, usize)> {
 
 /// Baselines, calibrations (`scratch.calib`) and hits (`scratch.hits`, in
 /// pod order) of every pod of the event. On AVX2 (and AVX-512) the whole
-/// loop is compiled for AVX2, and a pod whose last 64-sample window lies in
-/// the event (nearly every pod) takes [`crate::hits::pod_baseline_avx2`]
+/// loop is compiled for AVX2, and with a baseline of at most 64 samples a
+/// pod whose last 64-sample window lies in the event (every pod but, at
+/// times, the event's last few) takes [`crate::hits::pod_baseline_avx2`]
 /// and [`crate::hits::pod_hits_avx2`]; the others, and every pod on the
 /// other paths, take [`estimate_baseline_with`] then [`find_hits_in`]. The
 /// results are bit-identical either way.
