@@ -662,6 +662,36 @@ pub(crate) mod x86 {
         }
     }
 
+    /// [`add_calibrated_16`] as 2 steps of 8 lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) fn add_calibrated_16_avx2(
+        samples: &[i16; 16],
+        len: usize,
+        baseline: f32,
+        scale: f32,
+        out: &mut [f32; 16],
+    ) {
+        let b = _mm256_set1_ps(baseline);
+        let k_scale = _mm256_set1_ps(scale);
+        let n = _mm256_set1_epi32(len as i32);
+        let mut lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let eight = _mm256_set1_epi32(8);
+        for h in 0..2 {
+            // SAFETY: reads samples[8 h..8 h + 8], reads and writes
+            // out[8 h..8 h + 8].
+            unsafe {
+                let raw = _mm_loadu_si128(samples.as_ptr().add(8 * h).cast());
+                let x = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(raw));
+                let keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(n, lane));
+                let v = _mm256_and_ps(keep, _mm256_mul_ps(_mm256_sub_ps(b, x), k_scale));
+                let o = out.as_mut_ptr().add(8 * h);
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), v));
+            }
+            lane = _mm256_add_epi32(lane, eight);
+        }
+    }
+
     #[target_feature(enable = "avx512bw")]
     unsafe fn avx512(samples: &[i16], level: i16, out: &mut [u64]) {
         let lv = _mm512_set1_epi16(level);
@@ -912,6 +942,47 @@ mod tests {
                     start.len()
                 );
             }
+        }
+    }
+
+    /// The pulse builder's 8-lane step (AVX2) against the portable sums.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_short_hit_adds_the_same_bits_in_8_lane_steps() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: the 8-lane step is never taken here");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(35);
+        for _ in 0..4000 {
+            let samples: [i16; 16] = std::array::from_fn(|_| match rng.random_range(0..20) {
+                0 => i16::MIN,
+                1 => i16::MAX,
+                _ => rng.random_range(14_900..15_020),
+            });
+            let len = rng.random_range(0..=16usize);
+            let start: [f32; 16] = std::array::from_fn(|_| match rng.random_range(0..4) {
+                0 => 0.0,
+                _ => rng.random_range(-5.0..50.0),
+            });
+            let (baseline, scale) = (
+                rng.random_range(14_990.0..15_010.0),
+                rng.random_range(0.01..0.05),
+            );
+            let mut want = start;
+            add_calibrated_with(
+                &samples[..len],
+                baseline,
+                scale,
+                &mut want,
+                ScanPath::Portable,
+            );
+            let mut got = start;
+            // SAFETY: AVX2 was detected above.
+            unsafe { x86::add_calibrated_16_avx2(&samples, len, baseline, scale, &mut got) };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "len {len}");
         }
     }
 
