@@ -277,19 +277,8 @@ pub fn dilate(words: &mut [u64], n: usize, left: usize, right: usize) {
     let (mut left, mut right) = (left.min(n), right.min(n));
     if let [word] = words {
         // One word (most pods): every shift stays in it.
-        let (mut down, mut up) = (*word, *word);
-        let mut reach = 0;
-        while reach < left {
-            let s = (reach + 1).min(left - reach);
-            down |= down >> s;
-            reach += s;
-        }
-        let mut reach = 0;
-        while reach < right {
-            let s = (reach + 1).min(right - reach);
-            up |= up << s;
-            reach += s;
-        }
+        let down = spread(*word, left, |x, s| x >> s);
+        let up = spread(*word, right, |x, s| x << s);
         *word = (down | up) & (u64::MAX >> (64 - n));
         return;
     }
@@ -310,10 +299,8 @@ pub fn dilate(words: &mut [u64], n: usize, left: usize, right: usize) {
 
 /// One [`dilate`] step by extensions below 64 samples, which reach at most
 /// the next and the previous word: each word is dilated inside (next, word)
-/// and (word, previous) as 128-bit values, from the words as they were, by
-/// ORing shifted copies and doubling the reach each time (2 shifts each way
-/// for the default extensions of 2 and 3). Bits past the pod are cleared by
-/// the caller.
+/// and (word, previous) as 128-bit values, from the words as they were
+/// ([`spread`]). Bits past the pod are cleared by the caller.
 #[inline]
 fn dilate_below_64(words: &mut [u64], left: usize, right: usize) {
     debug_assert!(left < 64 && right < 64);
@@ -321,23 +308,32 @@ fn dilate_below_64(words: &mut [u64], left: usize, right: usize) {
     for i in 0..words.len() {
         let cur = words[i];
         let next = words.get(i + 1).copied().unwrap_or(0);
-        let mut down = (u128::from(next) << 64) | u128::from(cur);
-        let mut up = (u128::from(cur) << 64) | u128::from(prev);
-        let mut reach = 0;
-        while reach < left {
-            let s = (reach + 1).min(left - reach);
-            down |= down >> s;
-            reach += s;
-        }
-        let mut reach = 0;
-        while reach < right {
-            let s = (reach + 1).min(right - reach);
-            up |= up << s;
-            reach += s;
-        }
+        let down = spread((u128::from(next) << 64) | u128::from(cur), left, |x, s| {
+            x >> s
+        });
+        let up = spread((u128::from(cur) << 64) | u128::from(prev), right, |x, s| {
+            x << s
+        });
         words[i] = down as u64 | (up >> 64) as u64;
         prev = cur;
     }
+}
+
+/// `x | shift(x, 1) | ... | shift(x, by)`, by ORing shifted copies and
+/// doubling the reach each time (2 shifts for reaches of 2 and 3).
+#[inline(always)]
+fn spread<T: Copy + std::ops::BitOr<Output = T>>(
+    mut x: T,
+    by: usize,
+    shift: impl Fn(T, usize) -> T,
+) -> T {
+    let mut reach = 0;
+    while reach < by {
+        let s = (reach + 1).min(by - reach);
+        x = x | shift(x, s);
+        reach += s;
+    }
+    x
 }
 
 /// Sort hits by start sample, stably (hits of equal start keep their

@@ -268,11 +268,8 @@ pub fn build_pulses(
     channel_areas: &mut Vec<ChannelArea>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(p.scan, ScanPath::Avx2 | ScanPath::Avx512)
-        && p.scan.is_available()
-        && std::arch::is_x86_feature_detected!("avx2")
-    {
-        // SAFETY: AVX2 was detected just above.
+    if p.scan.runs_avx2() {
+        // SAFETY: runs_avx2 detected AVX2.
         #[allow(unsafe_code)]
         unsafe {
             build_pulses_avx2(input, p, n_channels, scratch, pulses, channel_areas);

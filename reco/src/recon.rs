@@ -287,11 +287,8 @@ fn pods_to_hits(
     scratch.calib.clear();
     scratch.hits.clear();
     #[cfg(target_arch = "x86_64")]
-    if matches!(scratch.hit_scan.path, ScanPath::Avx2 | ScanPath::Avx512)
-        && scratch.hit_scan.path.is_available()
-        && std::arch::is_x86_feature_detected!("avx2")
-    {
-        // SAFETY: AVX2 was detected just above.
+    if scratch.hit_scan.path.runs_avx2() {
+        // SAFETY: runs_avx2 detected AVX2.
         #[allow(unsafe_code)]
         unsafe {
             pods_to_hits_avx2(ev, model, cfg, scratch);
@@ -312,8 +309,7 @@ fn pods_to_hits_avx2(
     pods_to_hits_on::<true>(ev, model, cfg, scratch);
 }
 
-/// [`pods_to_hits`]' loop; `FUSED` only where AVX2 is enabled. (Taking a
-/// block of pods' baselines first, then their hits, was 2-5 % slower.)
+/// [`pods_to_hits`]' loop; `FUSED` only where AVX2 is enabled.
 #[inline(always)]
 fn pods_to_hits_on<const FUSED: bool>(
     ev: &EventView<'_>,

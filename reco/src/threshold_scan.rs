@@ -71,6 +71,17 @@ impl ScanPath {
         Self::ALL.into_iter().filter(|p| p.is_available()).collect()
     }
 
+    /// Whether this path runs the kernels compiled for AVX2 (the AVX2 and
+    /// AVX-512 paths, on a CPU that has AVX2).
+    pub fn runs_avx2(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return matches!(self, ScanPath::Avx2 | ScanPath::Avx512)
+            && self.is_available()
+            && std::arch::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+
     /// The widest path this CPU can run.
     pub fn detect() -> ScanPath {
         Self::ALL
