@@ -263,7 +263,8 @@ impl GroupOut {
     }
 
     /// Write the pending rows' whole chunks, or with `last` every pending
-    /// row (a single exact chunk when the column never filled one).
+    /// row (a single exact chunk when the column never filled one); `between`
+    /// runs once the plain columns' chunks are written, before the others'.
     fn flush(
         &mut self,
         file: &hdf5::File,
@@ -271,6 +272,7 @@ impl GroupOut {
         last: bool,
         pool: Option<&rayon::ThreadPool>,
         path: &Path,
+        between: &mut dyn FnMut(),
     ) -> Result<(), RqError> {
         let pending = self.rows - self.written;
         let whole = pending / CHUNK_ROWS;
@@ -288,39 +290,52 @@ impl GroupOut {
         if take == 0 {
             return Ok(());
         }
-        // (column, first row) of each chunk, and what to encode.
-        let mut at = Vec::new();
-        let mut jobs = Vec::new();
-        for (k, col) in self.columns.iter().enumerate() {
-            let size = col.pending.value_size();
-            let bytes = col.pending.as_bytes();
-            let mut row = 0;
-            while row < take {
-                let end = (row + chunk_rows).min(take);
-                at.push((k, self.written + row));
-                jobs.push(ChunkJob {
-                    data: &bytes[row * size..end * size],
-                    size,
-                    rows: chunk_rows,
-                    plain: col.plain,
-                });
-                row = end;
-            }
-        }
-        let encoded = chunk::encode(&jobs, pool).map_err(|source| RqError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        drop(jobs);
         let rows_after = self.written + take;
         for col in &self.columns {
             let ds = col.ds.as_ref().expect("created above");
             ds.resize(rows_after).map_err(h5err(path, &col.name))?;
         }
-        for ((k, row), bytes) in at.into_iter().zip(encoded) {
-            let col = &self.columns[k];
-            let ds = col.ds.as_ref().expect("created above");
-            chunk::write_chunk(ds, row, &bytes, path, &format!("/{name}/{}", col.name))?;
+        // The plain columns' chunks are written first, as they are; then
+        // `between` runs (the writer starts their writeback there), then the
+        // other columns' chunks are encoded and written. At the end of a
+        // file, the disk takes the plain chunks (most of the bytes) while
+        // the rest is deflated, so the final fsync waits for less.
+        for plain in [true, false] {
+            // (column, first row) of each chunk, and what to encode.
+            let mut at = Vec::new();
+            let mut jobs = Vec::new();
+            for (k, col) in self.columns.iter().enumerate() {
+                if col.plain != plain {
+                    continue;
+                }
+                let size = col.pending.value_size();
+                let bytes = col.pending.as_bytes();
+                let mut row = 0;
+                while row < take {
+                    let end = (row + chunk_rows).min(take);
+                    at.push((k, self.written + row));
+                    jobs.push(ChunkJob {
+                        data: &bytes[row * size..end * size],
+                        size,
+                        rows: chunk_rows,
+                        plain: col.plain,
+                    });
+                    row = end;
+                }
+            }
+            let encoded = chunk::encode(&jobs, pool).map_err(|source| RqError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            drop(jobs);
+            for ((k, row), bytes) in at.into_iter().zip(encoded) {
+                let col = &self.columns[k];
+                let ds = col.ds.as_ref().expect("created above");
+                chunk::write_chunk(ds, row, &bytes, path, &format!("/{name}/{}", col.name))?;
+            }
+            if plain {
+                between();
+            }
         }
         for col in &mut self.columns {
             col.pending.remove_front(take);
@@ -411,7 +426,14 @@ impl RqWriter {
         }
         let before: usize = self.groups.iter().map(|g| g.written).sum();
         for (i, g) in self.groups.iter_mut().enumerate() {
-            g.flush(file, GROUPS[i], false, self.pool.as_deref(), &self.tmp)?;
+            g.flush(
+                file,
+                GROUPS[i],
+                false,
+                self.pool.as_deref(),
+                &self.tmp,
+                &mut || {},
+            )?;
         }
         if let Some(f) = &self.writeback {
             if self.groups.iter().map(|g| g.written).sum::<usize>() > before {
@@ -451,7 +473,14 @@ impl RqWriter {
         let pool = self.pool.clone();
         let result = (|| {
             for (i, g) in self.groups.iter_mut().enumerate() {
-                g.flush(&file, GROUPS[i], true, pool.as_deref(), &tmp)?;
+                // The writeback of what is written is started as soon as the
+                // plain chunks are out (see `GroupOut::flush`).
+                let writeback = self.writeback.as_ref();
+                g.flush(&file, GROUPS[i], true, pool.as_deref(), &tmp, &mut || {
+                    if let Some(f) = writeback {
+                        start_writeback(f);
+                    }
+                })?;
             }
             for g in ["events", "pulses"] {
                 if file.group(g).is_err() {
