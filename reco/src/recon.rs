@@ -324,59 +324,15 @@ fn pods_to_hits_on<const FUSED: bool>(
     cfg: &RecoConfig,
     scratch: &mut RecoScratch,
 ) {
-    let daq = &model.params.daq;
-    let n_pre = cfg.baseline_samples as usize;
-    let max_rms = cfg.baseline_max_rms_adc as f32;
     let path = scratch.hit_scan.path;
-    let fused = |at: usize, len: usize| {
-        #[cfg(target_arch = "x86_64")]
-        return FUSED && crate::hits::fused_fits(ev.samples.len(), at, len, n_pre);
-        #[cfg(not(target_arch = "x86_64"))]
-        return {
-            let _ = (at, len);
-            false
-        };
-    };
-    // Pod i's search, and whether it takes the fused AVX2 steps.
-    let search = |i: usize, pod: &PodRecord| {
-        let (at, len) = (pod.offset as usize, pod.length as usize);
-        let fused = fused(at, len);
-        let baseline = if fused {
-            // SAFETY: FUSED is only set in pods_to_hits_avx2, whose
-            // caller detected AVX2.
-            #[cfg(target_arch = "x86_64")]
-            #[allow(unsafe_code)]
-            unsafe {
-                crate::hits::pod_baseline_avx2(ev.samples, at, len, n_pre, max_rms)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!()
-        } else {
-            estimate_baseline_with(&ev.samples[at..at + len], n_pre, max_rms, path)
-        };
-        let phd_adc = model.phd_area_adc(usize::from(pod.channel));
-        let rms = f64::from(baseline.rms_adc).max(daq.noise_adc);
-        let threshold = (cfg.hit_threshold_rms * rms).max(cfg.hit_min_threshold_phd * phd_adc);
-        let s = HitSearch {
-            baseline,
-            threshold_adc: threshold as f32,
-            phd_per_adc: (1.0 / phd_adc) as f32,
-            left: cfg.hit_left_extension,
-            right: cfg.hit_right_extension,
-            pod_start: pod.start_sample as u32,
-            channel: pod.channel,
-            pod: i as u32,
-        };
-        (s, fused)
-    };
     let Some(first) = ev.pods.first() else {
         return;
     };
-    let mut next = search(0, first);
+    let mut next = pod_search::<FUSED>(ev, 0, first, model, cfg, path);
     for (i, pod) in ev.pods.iter().enumerate() {
         let (s, fused) = next;
         if let Some(p) = ev.pods.get(i + 1) {
-            next = search(i + 1, p);
+            next = pod_search::<FUSED>(ev, i + 1, p, model, cfg, path);
         }
         let (at, len) = (pod.offset as usize, pod.length as usize);
         scratch.calib.push(PodCalibration {
@@ -384,7 +340,8 @@ fn pods_to_hits_on<const FUSED: bool>(
             phd_per_adc: s.phd_per_adc,
         });
         if fused {
-            // SAFETY: as above.
+            // SAFETY: FUSED is only set in pods_to_hits_avx2, whose caller
+            // detected AVX2.
             #[cfg(target_arch = "x86_64")]
             #[allow(unsafe_code)]
             unsafe {
@@ -407,6 +364,55 @@ fn pods_to_hits_on<const FUSED: bool>(
             );
         }
     }
+}
+
+/// Pod `i`'s baseline and hit search, and whether it takes the fused AVX2
+/// steps ([`crate::hits::fused_fits`]; only with `FUSED`). A function, not
+/// a closure: as a closure it was called, not inlined into the AVX2 loop,
+/// and the AVX2 baseline was called from it.
+#[inline(always)]
+fn pod_search<const FUSED: bool>(
+    ev: &EventView<'_>,
+    i: usize,
+    pod: &PodRecord,
+    model: &DetectorModel,
+    cfg: &RecoConfig,
+    path: ScanPath,
+) -> (HitSearch, bool) {
+    let n_pre = cfg.baseline_samples as usize;
+    let max_rms = cfg.baseline_max_rms_adc as f32;
+    let (at, len) = (pod.offset as usize, pod.length as usize);
+    #[cfg(target_arch = "x86_64")]
+    let fused = FUSED && crate::hits::fused_fits(ev.samples.len(), at, len, n_pre);
+    #[cfg(not(target_arch = "x86_64"))]
+    let fused = false;
+    let baseline = if fused {
+        // SAFETY: FUSED is only set in pods_to_hits_avx2, whose caller
+        // detected AVX2.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::hits::pod_baseline_avx2(ev.samples, at, len, n_pre, max_rms)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!()
+    } else {
+        estimate_baseline_with(&ev.samples[at..at + len], n_pre, max_rms, path)
+    };
+    let phd_adc = model.phd_area_adc(usize::from(pod.channel));
+    let rms = f64::from(baseline.rms_adc).max(model.params.daq.noise_adc);
+    let threshold = (cfg.hit_threshold_rms * rms).max(cfg.hit_min_threshold_phd * phd_adc);
+    let s = HitSearch {
+        baseline,
+        threshold_adc: threshold as f32,
+        phd_per_adc: (1.0 / phd_adc) as f32,
+        left: cfg.hit_left_extension,
+        right: cfg.hit_right_extension,
+        pod_start: pod.start_sample as u32,
+        channel: pod.channel,
+        pod: i as u32,
+    };
+    (s, fused)
 }
 
 /// Reconstruct one event with fresh buffers (see [`reconstruct_event_with`]).
