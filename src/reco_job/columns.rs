@@ -232,10 +232,8 @@ impl RqBuilder {
             q.first_channel.push(self.ch.channel.len() as u64);
             let areas = r.pulse_channel_areas(i);
             q.n_channel_areas.push(areas.len() as u32);
-            for a in areas {
-                self.ch.channel.push(a.channel);
-                self.ch.area_phd.push(a.area_phd);
-            }
+            self.ch.channel.extend(areas.iter().map(|a| a.channel));
+            self.ch.area_phd.extend(areas.iter().map(|a| a.area_phd));
         }
     }
 
