@@ -368,8 +368,8 @@ fn pods_to_hits_on<const FUSED: bool>(
 
 /// Pod `i`'s baseline and hit search, and whether it takes the fused AVX2
 /// steps ([`crate::hits::fused_fits`]; only with `FUSED`). A function, not
-/// a closure: as a closure it was called, not inlined into the AVX2 loop,
-/// and the AVX2 baseline was called from it.
+/// a closure: LLVM does not inline such a closure into the AVX2 loop, nor
+/// the AVX2 baseline into the closure, and the calls cost ~3 %.
 #[inline(always)]
 fn pod_search<const FUSED: bool>(
     ev: &EventView<'_>,
