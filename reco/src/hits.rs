@@ -10,9 +10,9 @@
 //! ```
 //!
 //! One pass over the pod's samples marks those above threshold
-//! ([`crate::threshold_scan`], SIMD chosen at run time), a few shifts of
-//! the mask's words extend every run (touching hits become one run), and
-//! each hit's area is one exact integer sum over its run, so noise far from
+//! ([`crate::threshold_scan`], SIMD chosen at run time), bit scans find the
+//! mask's runs, each run is extended as it is found (extended runs that
+//! touch become one hit), and each hit's area is one exact integer sum over its run, so noise far from
 //! any signal does not enter areas. On AVX2 a pod's baseline and mask are
 //! taken from 64-sample windows of the event's samples in place
 //! (`pod_baseline_avx2`, `pod_hits_avx2`), the pod loop compiled for AVX2
@@ -87,8 +87,8 @@ impl HitScratch {
 
 /// Append the hits of one pod to `out` (in time order). Cost: one
 /// vectorised pass over `samples` that marks the samples above threshold
-/// (one bit each), the mask dilated word by word, bit scans from hit to
-/// hit, and one more pass over the hit samples.
+/// (one bit each), bit scans from run to run, and one more pass over the
+/// hit samples.
 pub fn find_hits(samples: &[i16], s: &HitSearch, scratch: &mut HitScratch, out: &mut Vec<Hit>) {
     find_hits_in(samples, 0..samples.len(), s, scratch, out);
 }
@@ -113,10 +113,16 @@ pub fn find_hits_in(
         i32::try_from(ceil_to_i64(s.baseline.baseline_adc - s.threshold_adc)).unwrap_or(i32::MIN);
     below_mask_in(all, pod, level, scratch.path, &mut scratch.below);
     let n = samples.len();
-    dilate(&mut scratch.below, n, s.left as usize, s.right as usize);
-    for_each_run(&scratch.below, |a, b| {
-        out.push(s.hit(a, b, range_sum(samples, a, b, scratch.path)));
-    });
+    for_each_extended_run(
+        &scratch.below,
+        n,
+        s.left as usize,
+        s.right as usize,
+        #[inline(always)]
+        |a, b| {
+            out.push(s.hit(a, b, range_sum(samples, a, b, scratch.path)));
+        },
+    );
 }
 
 impl HitSearch {
@@ -210,11 +216,32 @@ pub(crate) fn pod_hits_avx2(
     let padded = padded(all, at, len);
     let level =
         i32::try_from(ceil_to_i64(s.baseline.baseline_adc - s.threshold_adc)).unwrap_or(i32::MIN);
-    let n_words = len.div_ceil(64);
-    words.clear();
     if level <= i32::from(i16::MIN) {
         return;
     }
+    if len <= 64 {
+        // One word (most pods): kept in a register, not in `words`.
+        let mut word = if level > i32::from(i16::MAX) {
+            u64::MAX
+        } else {
+            crate::threshold_scan::x86::below_64_avx2(window(padded, 0), level as i16)
+        };
+        word &= u64::MAX >> (64 - len);
+        let (left, right) = (s.left as usize, s.right as usize);
+        for_each_extended_run(
+            std::slice::from_ref(&word),
+            len,
+            left,
+            right,
+            #[inline(always)]
+            |a, b| {
+                out.push(s.hit(a, b, range_sum(padded, a, b, ScanPath::Sse2)));
+            },
+        );
+        return;
+    }
+    let n_words = len.div_ceil(64);
+    words.clear();
     if level > i32::from(i16::MAX) {
         words.resize(n_words, u64::MAX);
     } else {
@@ -225,10 +252,17 @@ pub(crate) fn pod_hits_avx2(
     if !len.is_multiple_of(64) {
         words[n_words - 1] &= (1u64 << (len % 64)) - 1;
     }
-    dilate(words, len, s.left as usize, s.right as usize);
-    for_each_run(words, |a, b| {
-        out.push(s.hit(a, b, range_sum(padded, a, b, ScanPath::Sse2)));
-    });
+    let (left, right) = (s.left as usize, s.right as usize);
+    for_each_extended_run(
+        words,
+        len,
+        left,
+        right,
+        #[inline(always)]
+        |a, b| {
+            out.push(s.hit(a, b, range_sum(padded, a, b, ScanPath::Sse2)));
+        },
+    );
 }
 
 /// Call `f(a, b)` for each maximal run `a..b` of set bits of `words` (bit k
@@ -236,7 +270,7 @@ pub(crate) fn pod_hits_avx2(
 /// are found at once (a bit set whose neighbour below, or above, is clear),
 /// then taken lowest first with bit scans: one step per run, and a run
 /// that crosses words is carried over.
-#[inline]
+#[inline(always)]
 pub fn for_each_run(words: &[u64], mut f: impl FnMut(usize, usize)) {
     let mut open = 0usize;
     let mut below = 0u64;
@@ -264,76 +298,42 @@ pub fn for_each_run(words: &[u64], mut f: impl FnMut(usize, usize)) {
     }
 }
 
-/// Extend every run of set bits of `words` (bit k of word k / 64 is sample
-/// k; `n` samples) by `left` samples before it and `right` after it,
-/// clipped to `0..n`: sample j is set afterwards exactly when a sample of
-/// `j - right..=j + left` was set before. Runs that come to touch become
-/// one.
-#[inline]
-pub fn dilate(words: &mut [u64], n: usize, left: usize, right: usize) {
-    debug_assert!(words.len() == n.div_ceil(64));
-    // Dilations add up (by a, then by b, is by a + b), so extensions of 64
-    // samples or more are steps of at most 63; past n they change nothing.
-    let (mut left, mut right) = (left.min(n), right.min(n));
-    if let [word] = words {
-        // One word (most pods): every shift stays in it.
-        let down = spread(*word, left, |x, s| x >> s);
-        let up = spread(*word, right, |x, s| x << s);
-        *word = (down | up) & (u64::MAX >> (64 - n));
-        return;
-    }
-    loop {
-        let (l, r) = (left.min(63), right.min(63));
-        dilate_below_64(words, l, r);
-        (left, right) = (left - l, right - r);
-        if left == 0 && right == 0 {
-            break;
-        }
-    }
-    if !n.is_multiple_of(64) {
-        if let Some(last) = words.last_mut() {
-            *last &= (1u64 << (n % 64)) - 1;
-        }
-    }
-}
-
-/// One [`dilate`] step by extensions below 64 samples, which reach at most
-/// the next and the previous word: each word is dilated inside (next, word)
-/// and (word, previous) as 128-bit values, from the words as they were
-/// ([`spread`]). Bits past the pod are cleared by the caller.
-#[inline]
-fn dilate_below_64(words: &mut [u64], left: usize, right: usize) {
-    debug_assert!(left < 64 && right < 64);
-    let mut prev = 0u64;
-    for i in 0..words.len() {
-        let cur = words[i];
-        let next = words.get(i + 1).copied().unwrap_or(0);
-        let down = spread((u128::from(next) << 64) | u128::from(cur), left, |x, s| {
-            x >> s
-        });
-        let up = spread((u128::from(cur) << 64) | u128::from(prev), right, |x, s| {
-            x << s
-        });
-        words[i] = down as u64 | (up >> 64) as u64;
-        prev = cur;
-    }
-}
-
-/// `x | shift(x, 1) | ... | shift(x, by)`, by ORing shifted copies and
-/// doubling the reach each time (2 shifts for reaches of 2 and 3).
+/// Call `f(a, b)` for each hit of a pod of `n` samples whose samples above
+/// threshold are the set bits of `words` (bit k of word k / 64 is sample
+/// k, none past `n`), in order: each maximal run `a..b` extended to `a -
+/// left..b + right`, clipped to `0..n`, and runs that come to overlap or
+/// touch merged into one. These are the maximal runs of the mask dilated
+/// by [left, right] (sample j set when a sample of `j - right..=j + left`
+/// is), found run by run: a few operations per run rather than shifts of
+/// every word.
 #[inline(always)]
-fn spread<T: Copy + std::ops::BitOr<Output = T>>(
-    mut x: T,
-    by: usize,
-    shift: impl Fn(T, usize) -> T,
-) -> T {
-    let mut reach = 0;
-    while reach < by {
-        let s = (reach + 1).min(by - reach);
-        x = x | shift(x, s);
-        reach += s;
+pub fn for_each_extended_run(
+    words: &[u64],
+    n: usize,
+    left: usize,
+    right: usize,
+    mut f: impl FnMut(usize, usize),
+) {
+    // The extended run not yet handed to `f` (a later one may touch it).
+    let mut open: Option<(usize, usize)> = None;
+    for_each_run(
+        words,
+        #[inline(always)]
+        |a, b| {
+            let (x, y) = (a.saturating_sub(left), b.saturating_add(right).min(n));
+            open = match open {
+                Some((px, py)) if x <= py => Some((px, y.max(py))),
+                Some((px, py)) => {
+                    f(px, py);
+                    Some((x, y))
+                }
+                None => Some((x, y)),
+            };
+        },
+    );
+    if let Some((px, py)) = open {
+        f(px, py);
     }
-    x
 }
 
 /// Sort hits by start sample, stably (hits of equal start keep their
@@ -491,28 +491,40 @@ mod tests {
     }
 
     #[test]
-    fn dilate_is_the_reference_extension() {
+    fn extended_runs_are_the_maximal_runs_of_the_dilated_mask() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
         for _ in 0..3000 {
             let n = rng.random_range(0..300usize);
-            let left = [0, 1, 2, 3, 7, 63, 64, 65, 200, 10_000][rng.random_range(0..10)];
-            let right = [0, 1, 2, 3, 5, 63, 64, 65, 130, 10_000][rng.random_range(0..10)];
+            let reach = [0, 1, 2, 3, 4, 5, 7, 8, 63, 64, 65, 130, 200, 10_000];
+            let left = reach[rng.random_range(0..reach.len())];
+            let right = reach[rng.random_range(0..reach.len())];
             let density = rng.random_range(0.0..0.3);
             let bits: Vec<bool> = (0..n).map(|_| rng.random_bool(density)).collect();
             let mut words = vec![0u64; n.div_ceil(64)];
             for (k, _) in bits.iter().enumerate().filter(|(_, &b)| b) {
                 words[k / 64] |= 1 << (k % 64);
             }
-            dilate(&mut words, n, left, right);
-            for j in 0..n {
-                let want = (j.saturating_sub(right)..=(j + left).min(n - 1)).any(|k| bits[k]);
-                let got = words[j / 64] >> (j % 64) & 1 == 1;
-                assert_eq!(got, want, "n {n} left {left} right {right} sample {j}");
+            // The dilated mask, sample by sample, and its maximal runs.
+            let dilated: Vec<bool> = (0..n)
+                .map(|j| (j.saturating_sub(right)..=(j + left).min(n - 1)).any(|k| bits[k]))
+                .collect();
+            let mut want = Vec::new();
+            let mut j = 0;
+            while j < n {
+                if dilated[j] {
+                    let a = j;
+                    while j < n && dilated[j] {
+                        j += 1;
+                    }
+                    want.push((a, j));
+                } else {
+                    j += 1;
+                }
             }
-            if n % 64 != 0 {
-                assert_eq!(words.last().unwrap() >> (n % 64), 0, "bits past the pod");
-            }
+            let mut got = Vec::new();
+            for_each_extended_run(&words, n, left, right, |a, b| got.push((a, b)));
+            assert_eq!(got, want, "n {n} left {left} right {right}");
         }
     }
 
