@@ -66,8 +66,14 @@ pub fn split_points(wf: &[f32], p: &SplitParams, bins: &mut Vec<f32>, out: &mut 
         return;
     }
     let w = bin_width(wf, p.max_bin);
-    bins.clear();
-    bins.extend(wf.chunks(w).map(|c| c.iter().sum::<f32>()));
+    // Bins of one sample (most pulses are short) are the waveform itself.
+    let bins: &[f32] = if w == 1 {
+        wf
+    } else {
+        bins.clear();
+        bins.extend(wf.chunks(w).map(|c| c.iter().sum::<f32>()));
+        bins
+    };
     if bins.len() < 3 {
         return;
     }
