@@ -12,12 +12,13 @@
 //! One pass over the pod's samples marks those above threshold
 //! ([`crate::threshold_scan`], SIMD chosen at run time), bit scans find the
 //! mask's runs, each run is extended as it is found (extended runs that
-//! touch become one hit), and each hit's area is one exact integer sum over its run, so noise far from
-//! any signal does not enter areas. On AVX2 a pod's baseline and mask are
-//! taken from 64-sample windows of the event's samples in place
-//! (`pod_baseline_avx2`, `pod_hits_avx2`), the pod loop compiled for AVX2
-//! around them: pods are short (a median of 54 samples), so what a pod costs
-//! between its steps matters as much as the steps.
+//! touch become one hit), and each hit's area is one exact integer sum
+//! over its run, so noise far from any signal does not enter areas. On
+//! AVX2 a pod's baseline and mask are taken from 64-sample windows of the
+//! event's samples in place (`pod_baseline_avx2`, `pod_hits_avx2`), the pod
+//! loop compiled for AVX2 around them: pods are short (a median of 54
+//! samples), so what a pod costs between its steps matters as much as the
+//! steps.
 
 use crate::baseline::{flipped_sum, PodBaseline};
 use crate::threshold_scan::{below_mask_in, range_sum, ScanPath};
