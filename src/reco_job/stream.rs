@@ -205,7 +205,10 @@ pub fn stream_range(
             let end = (start + batch).min(window_end);
             let t = Instant::now();
             let views: Vec<EventView<'_>> = (start..end).map(|i| raw.event_in(&pods, i)).collect();
-            let bytes = views.iter().map(|v| 2 * v.n_samples()).sum::<u64>();
+            // The batch's sample bytes: on a one-thread pool counted after
+            // each event, whose pods are then in cache (counted first, they
+            // are one more pass over the window's pods from memory).
+            let mut bytes = 0u64;
             let failed = |view: &EventView<'_>, e| {
                 StreamError::Event(format!(
                     "{}: event {}: {e}",
@@ -223,6 +226,7 @@ pub fn stream_range(
                 for view in &views {
                     let r = reconstruct_event_with(view, model, cfg, &mut scratch);
                     let t1 = Instant::now();
+                    bytes += 2 * view.n_samples();
                     let mut th = t1;
                     if let Some(d) = digest.as_deref_mut() {
                         if hash_through(raw, &pods, view, d) {
@@ -241,6 +245,7 @@ pub fn stream_range(
                 counts.write_seconds += build;
                 Instant::now()
             } else {
+                bytes = views.iter().map(|v| 2 * v.n_samples()).sum::<u64>();
                 let results = pool.install(|| reconstruct_batch(&views, model, cfg));
                 let t_built = Instant::now();
                 counts.reco_seconds += (t_built - t).as_secs_f64();
