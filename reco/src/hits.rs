@@ -228,17 +228,7 @@ pub(crate) fn pod_hits_avx2(
             crate::threshold_scan::x86::below_64_avx2(window(padded, 0), level as i16)
         };
         word &= u64::MAX >> (64 - len);
-        let (left, right) = (s.left as usize, s.right as usize);
-        for_each_extended_run(
-            std::slice::from_ref(&word),
-            len,
-            left,
-            right,
-            #[inline(always)]
-            |a, b| {
-                out.push(s.hit(a, b, range_sum(padded, a, b, ScanPath::Sse2)));
-            },
-        );
+        push_pod_hits(std::slice::from_ref(&word), padded, len, s, out);
         return;
     }
     let n_words = len.div_ceil(64);
@@ -253,6 +243,14 @@ pub(crate) fn pod_hits_avx2(
     if !len.is_multiple_of(64) {
         words[n_words - 1] &= (1u64 << (len % 64)) - 1;
     }
+    push_pod_hits(words, padded, len, s, out);
+}
+
+/// [`pod_hits_avx2`]'s hits from the pod's mask `words` (inlined into each
+/// caller: with a one-word slice the run loop is specialised to one word).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn push_pod_hits(words: &[u64], padded: &[i16], len: usize, s: &HitSearch, out: &mut Vec<Hit>) {
     let (left, right) = (s.left as usize, s.right as usize);
     for_each_extended_run(
         words,
