@@ -109,8 +109,17 @@ fn stored_as_native<T: hdf5::H5Type>(d: &hdf5::Dataset) -> bool {
         )
 }
 
-/// Pods `range` from the columns at `offsets` in `map` (checked at open).
-fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>, out: &mut Vec<PodRecord>) {
+/// Pods `range` from the columns at `offsets` in `map` (checked at open),
+/// checked against `limits` in the same pass (see [`Coverage`]): the
+/// samples they cover, or `None` when one of them is not valid or they
+/// cover nothing.
+fn mapped_pods(
+    map: &[u8],
+    offsets: [usize; 4],
+    range: Range<usize>,
+    out: &mut Vec<PodRecord>,
+    limits: &PodLimits,
+) -> Option<Range<u64>> {
     let channel: &[u16] = mapped_column(map, offsets[0], &range);
     let start: &[i32] = mapped_column(map, offsets[1], &range);
     let length: &[u32] = mapped_column(map, offsets[2], &range);
@@ -119,14 +128,64 @@ fn mapped_pods(map: &[u8], offsets: [usize; 4], range: Range<usize>, out: &mut V
     // A window's pods are megabytes: huge pages spare a fault per 4 KiB the
     // first time the buffer is filled.
     crate::huge::reserve_huge(out, range.len());
+    let mut coverage = Coverage::EMPTY;
     out.extend(channel.iter().zip(start).zip(length).zip(offset).map(
-        |(((&channel, &start_sample), &length), &offset)| PodRecord {
-            channel,
-            start_sample,
-            length,
-            offset,
+        |(((&channel, &start_sample), &length), &offset)| {
+            let pod = PodRecord {
+                channel,
+                start_sample,
+                length,
+                offset,
+            };
+            coverage.add(limits, &pod);
+            pod
         },
     ));
+    coverage.covered()
+}
+
+/// What every pod of a file must respect: samples within the sample array,
+/// a channel of the detector, a place within the event window.
+#[derive(Debug, Clone, Copy)]
+struct PodLimits {
+    n_samples: u64,
+    window: i64,
+    n_channels: u32,
+}
+
+/// The samples a run of pods covers and whether any of them broke its
+/// file's [`PodLimits`], accumulated branch-free pod by pod.
+#[derive(Debug, Clone, Copy)]
+struct Coverage {
+    lo: u64,
+    hi: u64,
+    bad: bool,
+}
+
+impl Coverage {
+    const EMPTY: Coverage = Coverage {
+        lo: u64::MAX,
+        hi: 0,
+        bad: false,
+    };
+
+    #[inline(always)]
+    fn add(&mut self, limits: &PodLimits, p: &PodRecord) {
+        let stop = p.offset.wrapping_add(u64::from(p.length));
+        let start = i64::from(p.start_sample);
+        self.lo = self.lo.min(p.offset);
+        self.hi = self.hi.max(stop);
+        self.bad |= (stop < p.offset)
+            | (stop > limits.n_samples)
+            | (u32::from(p.channel) >= limits.n_channels)
+            | (start < 0)
+            | (start + i64::from(p.length) > limits.window);
+    }
+
+    /// The samples covered, or `None` when a pod was bad or none covers any.
+    fn covered(self) -> Option<Range<u64>> {
+        (!self.bad && self.lo < self.hi).then_some(self.lo..self.hi)
+    }
 }
 
 /// Where an event's samples end in its file, and the bytes of its window
@@ -446,22 +505,20 @@ impl RawFile {
     /// `None` when any does not, or covers nothing: then
     /// [`RawFile::validate_pods`] names the fault.
     fn quick_check(&self, pods: &[PodRecord]) -> Option<Range<u64>> {
-        let n_samples = self.samples().len() as u64;
-        let window = i64::from(self.header.window_samples);
-        let n_channels = self.header.n_channels;
-        let (mut lo, mut hi, mut bad) = (u64::MAX, 0u64, false);
+        let limits = self.pod_limits();
+        let mut coverage = Coverage::EMPTY;
         for p in pods {
-            let stop = p.offset.wrapping_add(u64::from(p.length));
-            let start = i64::from(p.start_sample);
-            lo = lo.min(p.offset);
-            hi = hi.max(stop);
-            bad |= (stop < p.offset)
-                | (stop > n_samples)
-                | (u32::from(p.channel) >= n_channels)
-                | (start < 0)
-                | (start + i64::from(p.length) > window);
+            coverage.add(&limits, p);
         }
-        (!bad && lo < hi).then_some(lo..hi)
+        coverage.covered()
+    }
+
+    fn pod_limits(&self) -> PodLimits {
+        PodLimits {
+            n_samples: self.samples().len() as u64,
+            window: i64::from(self.header.window_samples),
+            n_channels: self.header.n_channels,
+        }
     }
 
     /// The pods of `events` (`pods[0]` is pod number `base`) index real
@@ -654,15 +711,18 @@ impl RawFile {
             None => std::borrow::Cow::Borrowed(&self.pods[lo as usize..hi as usize]),
             Some(c) => {
                 let range = lo as usize..hi as usize;
-                match (c.mapped, &self.samples) {
+                let quick = match (c.mapped, &self.samples) {
                     (Some(at), Samples::Mapped { map, .. }) => {
-                        mapped_pods(map, at, range, &mut buffer);
+                        mapped_pods(map, at, range, &mut buffer, &self.pod_limits())
                     }
-                    _ => buffer = read_pods(c, range, &self.path)?,
-                }
+                    _ => {
+                        buffer = read_pods(c, range, &self.path)?;
+                        self.quick_check(&buffer)
+                    }
+                };
                 // The window's pods are those of its events (files are written
                 // so); when one is not valid, the per-event pass names it.
-                let covered = match self.quick_check(&buffer) {
+                let covered = match quick {
                     Some(covered) => covered,
                     None => self.validate_pods(events, &buffer, lo)?,
                 };

@@ -189,7 +189,8 @@ fn poke<T: hdf5::H5Type + Copy>(path: &Path, dataset: &str, i: usize, value: T) 
 #[test]
 fn corrupt_pod_offset_is_a_typed_error_naming_event_and_pod() {
     let dir = scratch("badpod");
-    let path = simulated_file(dir.path(), 3);
+    // 40 events: pod columns the map serves (see the streaming test).
+    let path = simulated_file(dir.path(), 40);
     let n = RawFile::open(&path).unwrap().samples().len() as u64;
     poke(&path, "pods/offset", 4, n + 1000);
     match RawFile::open(&path).unwrap_err() {
@@ -212,6 +213,8 @@ fn corrupt_pod_offset_is_a_typed_error_naming_event_and_pod() {
     );
     // Opened for streaming, the same fault surfaces with the batch holding it.
     let s = RawFile::open_streaming(&path).unwrap();
+    // (from the pod columns in the map, checked as they are read)
+    assert!(s.pods_mapped());
     let msg = s.pod_batch(0..1).unwrap_err().to_string();
     assert!(msg.contains("event 0, pod 4"), "{msg}");
 }
@@ -367,7 +370,8 @@ fn a_cold_window_is_read_directly_and_gives_the_same_events() {
 #[test]
 fn channel_out_of_range_is_a_typed_error() {
     let dir = scratch("badchan");
-    let path = simulated_file(dir.path(), 2);
+    // 40 events: pod columns the map serves (see the streaming test).
+    let path = simulated_file(dir.path(), 40);
     poke(&path, "pods/channel", 1, 600u16);
     assert!(matches!(
         RawFile::open(&path).unwrap_err(),
@@ -380,6 +384,7 @@ fn channel_out_of_range_is_a_typed_error() {
     ));
     // Streaming: the window's quick check fails, the per-event pass names it.
     let s = RawFile::open_streaming(&path).unwrap();
+    assert!(s.pods_mapped());
     assert!(matches!(
         s.pod_batch(0..2).unwrap_err(),
         RawError::BadChannel {
@@ -393,7 +398,8 @@ fn channel_out_of_range_is_a_typed_error() {
 #[test]
 fn pods_outside_the_window_or_wrapping_past_the_samples_are_typed_errors() {
     let dir = scratch("badwindow");
-    let path = simulated_file(dir.path(), 2);
+    // 40 events: pod columns the map serves (see the streaming test).
+    let path = simulated_file(dir.path(), 40);
     poke(&path, "pods/start_sample", 2, -5i32);
     let outside = |e: RawError| {
         matches!(
@@ -407,15 +413,18 @@ fn pods_outside_the_window_or_wrapping_past_the_samples_are_typed_errors() {
     };
     assert!(outside(RawFile::open(&path).unwrap_err()));
     let s = RawFile::open_streaming(&path).unwrap();
+    assert!(s.pods_mapped());
     assert!(outside(s.pod_batch(0..2).unwrap_err()));
 
     // An offset so large that offset + length wraps around u64.
     let dir = scratch("badwrap");
-    let path = simulated_file(dir.path(), 2);
+    // 40 events: pod columns the map serves (see the streaming test).
+    let path = simulated_file(dir.path(), 40);
     poke(&path, "pods/offset", 3, u64::MAX - 1);
     let wraps = |e: RawError| matches!(e, RawError::PodOutOfRange { pod: 3, .. });
     assert!(wraps(RawFile::open(&path).unwrap_err()));
     let s = RawFile::open_streaming(&path).unwrap();
+    assert!(s.pods_mapped());
     assert!(wraps(s.pod_batch(0..2).unwrap_err()));
 }
 
