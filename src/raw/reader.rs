@@ -513,6 +513,7 @@ impl RawFile {
         coverage.covered()
     }
 
+    /// What this file's pods must respect (see [`Coverage`]).
     fn pod_limits(&self) -> PodLimits {
         PodLimits {
             n_samples: self.samples().len() as u64,
