@@ -350,12 +350,11 @@ const SCALING_PAIRS: usize = 7;
 /// buffer far larger than the caches (`TPCFLOW_BENCH_MEM_MB`, default 512)
 /// sequentially on one thread, as the reconstruction reads its samples,
 /// the median of `passes` sums; the bandwidth is the fastest of them, with
-/// its name. A scalar loop is not enough: on a CPU that keeps more loads in
-/// flight with wider registers it reads a third less (12 against 16 GB/s
-/// with AVX-512 loads on the Emerald Rapids VM), and the core's fraction of
-/// it would read high. Dividing the core's MB/s by it gives a figure that
-/// travels between machines: the fraction of the memory speed the core
-/// reaches.
+/// its name. A scalar loop is not enough: on a CPU that keeps more bytes in
+/// flight with wider loads it reads a quarter less (11.9 against 15.5 GB/s
+/// with AVX-512 loads on an Emerald Rapids VM), and the core's fraction of
+/// it would read high. Dividing the core's MB/s by it gives the fraction of
+/// the memory speed the core reaches, a figure to compare machines by.
 fn memory_read_mb_s(passes: usize) -> Vec<(&'static str, f64)> {
     let mb = std::env::var("TPCFLOW_BENCH_MEM_MB")
         .ok()
