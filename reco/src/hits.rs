@@ -12,8 +12,10 @@
 //! One pass over the pod's samples marks those above threshold
 //! ([`crate::threshold_scan`], SIMD chosen at run time), bit scans find the
 //! mask's runs, each run is extended as it is found (extended runs that
-//! touch become one hit), and each hit's area is one exact integer sum
-//! over its run, so noise far from any signal does not enter areas. On
+//! touch become one hit). A hit's area ([`hit_area_phd`]) is one exact
+//! integer sum over its samples, so noise far from any signal does not
+//! enter areas; the pulse builder takes it as it adds the hit to its
+//! pulse's waveform, from the same loaded samples. On
 //! AVX2 a pod's baseline and mask are taken from 64-sample windows of the
 //! event's samples in place (`pod_baseline_avx2`, `pod_hits_avx2`), the pod
 //! loop compiled for AVX2 around them: pods are short (a median of 54
@@ -23,7 +25,8 @@
 use crate::baseline::{flipped_sum, PodBaseline};
 use crate::threshold_scan::{below_mask_in, range_sum, ScanPath};
 
-/// One hit.
+/// One hit: where it is, not its area ([`hit_area_phd`]), so that the sort
+/// by start moves 16 bytes a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Hit {
     /// First sample of the extended hit, counted from the window start [samples].
@@ -34,8 +37,6 @@ pub struct Hit {
     pub channel: u16,
     /// Index of the pod within the event.
     pub pod: u32,
-    /// Area [phd].
-    pub area_phd: f32,
 }
 
 impl Hit {
@@ -86,10 +87,30 @@ impl HitScratch {
     }
 }
 
+/// Area of a hit whose samples are `samples` [phd]: `(n b - sum x) *
+/// phd_per_adc`, the sum exact (the same on every `path`).
+///
+/// ```
+/// use tpcflow_reco::hits::hit_area_phd;
+/// use tpcflow_reco::threshold_scan::ScanPath;
+///
+/// for path in ScanPath::available() {
+///     assert_eq!(hit_area_phd(&[1000, 980, 990], 1000.0, 0.1, path), 3.0);
+/// }
+/// ```
+#[inline]
+pub fn hit_area_phd(samples: &[i16], baseline_adc: f32, phd_per_adc: f32, path: ScanPath) -> f32 {
+    let total = if samples.is_empty() {
+        0
+    } else {
+        range_sum(samples, 0, samples.len(), path)
+    };
+    flipped_sum(total, samples.len(), baseline_adc) * phd_per_adc
+}
+
 /// Append the hits of one pod to `out` (in time order). Cost: one
 /// vectorised pass over `samples` that marks the samples above threshold
-/// (one bit each), bit scans from run to run, and one more pass over the
-/// hit samples.
+/// (one bit each) and bit scans from run to run.
 pub fn find_hits(samples: &[i16], s: &HitSearch, scratch: &mut HitScratch, out: &mut Vec<Hit>) {
     find_hits_in(samples, 0..samples.len(), s, scratch, out);
 }
@@ -113,29 +134,25 @@ pub fn find_hits_in(
     let level =
         i32::try_from(ceil_to_i64(s.baseline.baseline_adc - s.threshold_adc)).unwrap_or(i32::MIN);
     below_mask_in(all, pod, level, scratch.path, &mut scratch.below);
-    let n = samples.len();
     for_each_extended_run(
         &scratch.below,
-        n,
+        samples.len(),
         s.left as usize,
         s.right as usize,
         #[inline(always)]
-        |a, b| {
-            out.push(s.hit(a, b, range_sum(samples, a, b, scratch.path)));
-        },
+        |a, b| out.push(s.hit(a, b)),
     );
 }
 
 impl HitSearch {
-    /// The hit of samples `a..b` of the pod, whose exact sum is `total`.
+    /// The hit of samples `a..b` of the pod.
     #[inline(always)]
-    fn hit(&self, a: usize, b: usize, total: i64) -> Hit {
+    fn hit(&self, a: usize, b: usize) -> Hit {
         Hit {
             start: self.pod_start + a as u32,
             length: (b - a) as u32,
             channel: self.channel,
             pod: self.pod,
-            area_phd: flipped_sum(total, b - a, self.baseline.baseline_adc) * self.phd_per_adc,
         }
     }
 }
@@ -228,7 +245,7 @@ pub(crate) fn pod_hits_avx2(
             crate::threshold_scan::x86::below_64_avx2(window(padded, 0), level as i16)
         };
         word &= u64::MAX >> (64 - len);
-        push_pod_hits(std::slice::from_ref(&word), padded, len, s, out);
+        push_pod_hits(std::slice::from_ref(&word), len, s, out);
         return;
     }
     let n_words = len.div_ceil(64);
@@ -243,14 +260,14 @@ pub(crate) fn pod_hits_avx2(
     if !len.is_multiple_of(64) {
         words[n_words - 1] &= (1u64 << (len % 64)) - 1;
     }
-    push_pod_hits(words, padded, len, s, out);
+    push_pod_hits(words, len, s, out);
 }
 
 /// [`pod_hits_avx2`]'s hits from the pod's mask `words` (inlined into each
 /// caller: with a one-word slice the run loop is specialised to one word).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn push_pod_hits(words: &[u64], padded: &[i16], len: usize, s: &HitSearch, out: &mut Vec<Hit>) {
+fn push_pod_hits(words: &[u64], len: usize, s: &HitSearch, out: &mut Vec<Hit>) {
     let (left, right) = (s.left as usize, s.right as usize);
     for_each_extended_run(
         words,
@@ -258,9 +275,7 @@ fn push_pod_hits(words: &[u64], padded: &[i16], len: usize, s: &HitSearch, out: 
         left,
         right,
         #[inline(always)]
-        |a, b| {
-            out.push(s.hit(a, b, range_sum(padded, a, b, ScanPath::Sse2)));
-        },
+        |a, b| out.push(s.hit(a, b)),
     );
 }
 
@@ -693,7 +708,12 @@ mod tests {
             find_hits(&samples, &search(), &mut HitScratch::default(), &mut hits);
             let got: Vec<(u32, u32, f32)> = hits
                 .iter()
-                .map(|h| (h.start, h.length, h.area_phd))
+                .map(|h| {
+                    let a = (h.start - 100) as usize;
+                    let raw = &samples[a..a + h.length as usize];
+                    let area = hit_area_phd(raw, 1000.0, 0.1, ScanPath::detect());
+                    (h.start, h.length, area)
+                })
                 .collect();
             assert_eq!(got.len(), expected.len(), "{pulses:?}: {got:?}");
             for (g, e) in got.iter().zip(&expected) {

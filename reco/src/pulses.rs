@@ -20,8 +20,9 @@
 //! The pulse record ([`PulseRq`]) and its kind ([`PulseKind`]) live here;
 //! `classify` sets the kind and imports both.
 
+use crate::baseline::flipped_sum;
 use crate::event::PodRecord;
-use crate::hits::Hit;
+use crate::hits::{hit_area_phd, Hit};
 use crate::split::{split_points, SplitParams};
 use crate::threshold_scan::{add_calibrated_in, ScanPath};
 
@@ -150,6 +151,8 @@ pub struct PulseScratch {
     bins: Vec<f32>,
     splits: Vec<usize>,
     entries: Vec<(u32, f32)>,
+    /// Area of each hit of the pulse [phd].
+    areas: Vec<f32>,
     n_hits: Vec<u32>,
     seen: Vec<u32>,
     stamp: u32,
@@ -354,37 +357,55 @@ fn cluster<const AVX2: bool>(
     // steps (`add_calibrated_in`).
     s.wf.clear();
     s.wf.resize(len + 16, 0.0);
+    // Each hit's area is taken here, from the samples that are added to the
+    // waveform, and summed per channel in hit order into a dense array, the
+    // channels read back in order from the bit set (when the pulse is not
+    // split, most pulses; a split pulse sorts entries instead, below: the
+    // same sums).
+    s.areas.clear();
     for h in hits {
         let cal = input.calib[h.pod as usize];
         let at = (h.start - c0) as usize;
         let (from, n) = (hit_at(input, h), h.length as usize);
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 && n <= 16 && from + 16 <= input.samples.len() {
-            // SAFETY: AVX2 is only set in build_pulses_avx2, whose caller
-            // detected AVX2.
-            #[allow(unsafe_code)]
-            unsafe {
-                crate::threshold_scan::x86::add_calibrated_16_avx2(
-                    (&input.samples[from..from + 16])
-                        .try_into()
-                        .expect("16 samples"),
-                    n,
-                    cal.baseline_adc,
-                    cal.phd_per_adc,
-                    (&mut s.wf[at..at + 16]).try_into().expect("16 values"),
-                );
+        let area = 'area: {
+            #[cfg(target_arch = "x86_64")]
+            if AVX2 && n <= 16 && from + 16 <= input.samples.len() {
+                // SAFETY: AVX2 is only set in build_pulses_avx2, whose
+                // caller detected AVX2.
+                #[allow(unsafe_code)]
+                let total = unsafe {
+                    crate::threshold_scan::x86::add_calibrated_16_avx2(
+                        (&input.samples[from..from + 16])
+                            .try_into()
+                            .expect("16 samples"),
+                        n,
+                        cal.baseline_adc,
+                        cal.phd_per_adc,
+                        (&mut s.wf[at..at + 16]).try_into().expect("16 values"),
+                    )
+                };
+                break 'area flipped_sum(total, n, cal.baseline_adc) * cal.phd_per_adc;
             }
-            continue;
-        }
-        add_calibrated_in(
-            input.samples,
-            from,
-            n,
-            cal.baseline_adc,
-            cal.phd_per_adc,
-            &mut s.wf[at..],
-            p.scan,
-        );
+            add_calibrated_in(
+                input.samples,
+                from,
+                n,
+                cal.baseline_adc,
+                cal.phd_per_adc,
+                &mut s.wf[at..],
+                p.scan,
+            );
+            hit_area_phd(
+                &input.samples[from..from + n],
+                cal.baseline_adc,
+                cal.phd_per_adc,
+                p.scan,
+            )
+        };
+        s.areas.push(area);
+        let ch = usize::from(h.channel);
+        s.channel_sum[ch] += area;
+        s.touched[ch / 64] |= 1 << (ch % 64);
     }
     split_points(&s.wf[..len], &p.split, &mut s.bins, &mut s.splits);
     // Per-channel areas per sub-pulse; hits straddling a split are divided by sample.
@@ -393,24 +414,23 @@ fn cluster<const AVX2: bool>(
     s.n_hits.clear();
     s.n_hits.resize(n_sub, 0);
     if n_sub == 1 {
-        // Not split (most pulses): each channel's hit areas summed in hit
-        // order into a dense array, the channels read back in order from
-        // the bit set: the same sums as the sorted entries below give.
         s.n_hits[0] = hits.len() as u32;
-        for h in hits {
-            let ch = usize::from(h.channel);
-            s.channel_sum[ch] += h.area_phd;
-            s.touched[ch / 64] |= 1 << (ch % 64);
+    } else {
+        for (w, word) in s.touched.iter_mut().enumerate() {
+            while *word != 0 {
+                s.channel_sum[w * 64 + word.trailing_zeros() as usize] = 0.0;
+                *word &= *word - 1;
+            }
         }
     }
-    for h in hits.iter().filter(|_| n_sub > 1) {
+    for (h, &area) in hits.iter().zip(&s.areas).filter(|_| n_sub > 1) {
         let a = (h.start - c0) as usize;
         let b = a + h.length as usize;
         let sub_a = s.splits.partition_point(|&x| x <= a);
         let sub_b = s.splits.partition_point(|&x| x < b);
         s.n_hits[sub_a] += 1;
         if sub_a == sub_b {
-            s.entries.push((entry_key(sub_a, h.channel), h.area_phd));
+            s.entries.push((entry_key(sub_a, h.channel), area));
             continue;
         }
         let cal = input.calib[h.pod as usize];

@@ -673,7 +673,9 @@ pub(crate) mod x86 {
         }
     }
 
-    /// [`add_calibrated_16`] as 2 steps of 8 lanes.
+    /// [`add_calibrated_16`] as 2 steps of 8 lanes; returns the exact sum
+    /// of `samples[..len]` (the hit's area, from the samples already
+    /// widened to 32 bits for the waveform).
     #[target_feature(enable = "avx2")]
     #[inline]
     pub(crate) fn add_calibrated_16_avx2(
@@ -682,25 +684,37 @@ pub(crate) mod x86 {
         baseline: f32,
         scale: f32,
         out: &mut [f32; 16],
-    ) {
+    ) -> i64 {
         let b = _mm256_set1_ps(baseline);
         let k_scale = _mm256_set1_ps(scale);
         let n = _mm256_set1_epi32(len as i32);
         let mut lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let eight = _mm256_set1_epi32(8);
+        let mut acc = _mm256_setzero_si256();
         for h in 0..2 {
             // SAFETY: reads samples[8 h..8 h + 8], reads and writes
             // out[8 h..8 h + 8].
             unsafe {
                 let raw = _mm_loadu_si128(samples.as_ptr().add(8 * h).cast());
-                let x = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(raw));
-                let keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(n, lane));
+                let xi = _mm256_cvtepi16_epi32(raw);
+                let x = _mm256_cvtepi32_ps(xi);
+                let keep_i = _mm256_cmpgt_epi32(n, lane);
+                let keep = _mm256_castsi256_ps(keep_i);
                 let v = _mm256_and_ps(keep, _mm256_mul_ps(_mm256_sub_ps(b, x), k_scale));
                 let o = out.as_mut_ptr().add(8 * h);
                 _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), v));
+                // 16 samples of at most 2^15 each: no overflow in i32.
+                acc = _mm256_add_epi32(acc, _mm256_and_si256(keep_i, xi));
             }
             lane = _mm256_add_epi32(lane, eight);
         }
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(acc),
+            _mm256_extracti128_si256::<1>(acc),
+        );
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        i64::from(_mm_cvtsi128_si32(s))
     }
 
     #[target_feature(enable = "avx512bw")]
