@@ -128,23 +128,57 @@ pub fn find_hits_in(
     scratch: &mut HitScratch,
     out: &mut Vec<Hit>,
 ) {
-    let samples = &all[pod.clone()];
-    // A sample is in a hit when (baseline - x) > threshold, i.e. x < level;
-    // for integer x that is x < ceil(level).
-    let level =
-        i32::try_from(ceil_to_i64(s.baseline.baseline_adc - s.threshold_adc)).unwrap_or(i32::MIN);
-    below_mask_in(all, pod, level, scratch.path, &mut scratch.below);
+    let n = pod.len();
+    let r = s.runs();
+    below_mask_in(all, pod, r.level, scratch.path, &mut scratch.below);
     for_each_extended_run(
         &scratch.below,
-        samples.len(),
-        s.left as usize,
-        s.right as usize,
+        n,
+        r.left as usize,
+        r.right as usize,
         #[inline(always)]
-        |a, b| out.push(s.hit(a, b)),
+        |a, b| out.push(r.hit(a, b)),
     );
 }
 
+/// What the hit finder needs of a [`HitSearch`]: the integer level below
+/// which a sample is in a hit, the extensions and the hits' labels (a few
+/// integers, which the pod loop carries in registers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PodRuns {
+    /// A sample is in a hit when it is below this [ADC counts].
+    pub level: i32,
+    pub left: u32,
+    pub right: u32,
+    pub pod_start: u32,
+    pub channel: u16,
+    pub pod: u32,
+}
+
+/// The level of a pod: a sample is in a hit when (baseline - x) >
+/// threshold, i.e. x < baseline - threshold; for integer x that is x <
+/// ceil(baseline - threshold) (saturated to i32).
+#[inline(always)]
+pub(crate) fn hit_level(baseline_adc: f32, threshold_adc: f32) -> i32 {
+    i32::try_from(ceil_to_i64(baseline_adc - threshold_adc)).unwrap_or(i32::MIN)
+}
+
 impl HitSearch {
+    /// [`PodRuns`] of this search.
+    #[inline(always)]
+    pub(crate) fn runs(&self) -> PodRuns {
+        PodRuns {
+            level: hit_level(self.baseline.baseline_adc, self.threshold_adc),
+            left: self.left,
+            right: self.right,
+            pod_start: self.pod_start,
+            channel: self.channel,
+            pod: self.pod,
+        }
+    }
+}
+
+impl PodRuns {
     /// The hit of samples `a..b` of the pod.
     #[inline(always)]
     fn hit(&self, a: usize, b: usize) -> Hit {
@@ -224,7 +258,7 @@ pub(crate) fn pod_hits_avx2(
     all: &[i16],
     at: usize,
     len: usize,
-    s: &HitSearch,
+    s: &PodRuns,
     words: &mut Vec<u64>,
     out: &mut Vec<Hit>,
 ) {
@@ -232,8 +266,7 @@ pub(crate) fn pod_hits_avx2(
         return;
     }
     let padded = padded(all, at, len);
-    let level =
-        i32::try_from(ceil_to_i64(s.baseline.baseline_adc - s.threshold_adc)).unwrap_or(i32::MIN);
+    let level = s.level;
     if level <= i32::from(i16::MIN) {
         return;
     }
@@ -267,7 +300,7 @@ pub(crate) fn pod_hits_avx2(
 /// caller: with a one-word slice the run loop is specialised to one word).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn push_pod_hits(words: &[u64], len: usize, s: &HitSearch, out: &mut Vec<Hit>) {
+fn push_pod_hits(words: &[u64], len: usize, s: &PodRuns, out: &mut Vec<Hit>) {
     let (left, right) = (s.left as usize, s.right as usize);
     for_each_extended_run(
         words,
@@ -652,7 +685,9 @@ mod tests {
                     let mut got = vec![Hit::default()];
                     let mut words = vec![7];
                     // SAFETY: as above.
-                    unsafe { pod_hits_avx2(&all, at, len, &search(got_b), &mut words, &mut got) };
+                    unsafe {
+                        pod_hits_avx2(&all, at, len, &search(got_b).runs(), &mut words, &mut got)
+                    };
                     assert_eq!(got[0], Hit::default(), "hits are appended");
                     assert_eq!(
                         got[1..],

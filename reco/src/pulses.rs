@@ -105,13 +105,17 @@ pub struct PulseRq {
     pub channel_area_count: u32,
 }
 
-/// Calibration of one pod.
+/// Calibration of one pod, and where its samples are.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct PodCalibration {
     /// Baseline [ADC counts].
     pub baseline_adc: f32,
     /// Calibration [phd per ADC count x sample].
     pub phd_per_adc: f32,
+    /// The pod's offset in the event's samples minus its first sample in
+    /// the window: a hit starting at window sample `t` starts at
+    /// `t + shift` in the samples.
+    pub shift: i64,
 }
 
 /// Settings of the pulse builder, in samples.
@@ -154,12 +158,15 @@ pub struct PulseScratch {
     /// Area of each hit of the pulse [phd].
     areas: Vec<f32>,
     n_hits: Vec<u32>,
+    /// Per channel: the coincidence count that saw it last.
     seen: Vec<u32>,
     stamp: u32,
     /// Per-channel area of a pulse that is not split (all 0 between pulses).
     channel_sum: Vec<f32>,
     /// Channels with an entry in `channel_sum`, one bit each (all 0 between pulses).
     touched: Vec<u64>,
+    /// Words of `touched` that the event's channels use.
+    touched_words: usize,
 }
 
 const QUANTILES: [f32; 8] = [0.05, 0.10, 0.25, 0.45, 0.50, 0.55, 0.75, 0.95];
@@ -305,12 +312,16 @@ fn build_pulses_on<const AVX2: bool>(
     pulses: &mut Vec<PulseRq>,
     channel_areas: &mut Vec<ChannelArea>,
 ) {
-    if scratch.seen.len() != n_channels {
-        scratch.seen = vec![0; n_channels];
+    // The per-channel arrays have a slot for every u16 channel number, so
+    // that a hit's channel indexes them with no bounds check (the readback
+    // visits only the words of the `n_channels` channels).
+    if scratch.seen.len() != CHANNEL_SLOTS {
+        scratch.seen = vec![0; CHANNEL_SLOTS];
         scratch.stamp = 0;
-        scratch.channel_sum = vec![0.0; n_channels];
-        scratch.touched = vec![0; n_channels.div_ceil(64)];
+        scratch.channel_sum = vec![0.0; CHANNEL_SLOTS];
+        scratch.touched = vec![0; CHANNEL_SLOTS / 64];
     }
+    scratch.touched_words = n_channels.div_ceil(64).min(CHANNEL_SLOTS / 64);
     let hits = input.hits;
     let mut i = 0;
     while i < hits.len() {
@@ -324,6 +335,9 @@ fn build_pulses_on<const AVX2: bool>(
         i = j;
     }
 }
+
+/// Slots of the per-channel scratch arrays: one per u16 channel number.
+const CHANNEL_SLOTS: usize = 1 << 16;
 
 /// Index of the hit's first sample in the event's samples.
 fn hit_at(input: &PulseInput<'_>, h: &Hit) -> usize {
@@ -363,10 +377,16 @@ fn cluster<const AVX2: bool>(
     // split, most pulses; a split pulse sorts entries instead, below: the
     // same sums).
     s.areas.clear();
-    for h in hits {
+    s.areas.resize(hits.len(), 0.0);
+    let channel_sum: &mut [f32; CHANNEL_SLOTS] = (&mut s.channel_sum[..])
+        .try_into()
+        .expect("a slot per channel");
+    let touched: &mut [u64; CHANNEL_SLOTS / 64] =
+        (&mut s.touched[..]).try_into().expect("a bit per channel");
+    for (h, area_out) in hits.iter().zip(s.areas.iter_mut()) {
         let cal = input.calib[h.pod as usize];
         let at = (h.start - c0) as usize;
-        let (from, n) = (hit_at(input, h), h.length as usize);
+        let (from, n) = ((i64::from(h.start) + cal.shift) as usize, h.length as usize);
         let area = 'area: {
             #[cfg(target_arch = "x86_64")]
             if AVX2 && n <= 16 && from + 16 <= input.samples.len() {
@@ -402,10 +422,10 @@ fn cluster<const AVX2: bool>(
                 p.scan,
             )
         };
-        s.areas.push(area);
+        *area_out = area;
         let ch = usize::from(h.channel);
-        s.channel_sum[ch] += area;
-        s.touched[ch / 64] |= 1 << (ch % 64);
+        channel_sum[ch] += area;
+        touched[ch / 64] |= 1 << (ch % 64);
     }
     split_points(&s.wf[..len], &p.split, &mut s.bins, &mut s.splits);
     // Per-channel areas per sub-pulse; hits straddling a split are divided by sample.
@@ -416,7 +436,7 @@ fn cluster<const AVX2: bool>(
     if n_sub == 1 {
         s.n_hits[0] = hits.len() as u32;
     } else {
-        for (w, word) in s.touched.iter_mut().enumerate() {
+        for (w, word) in s.touched[..s.touched_words].iter_mut().enumerate() {
             while *word != 0 {
                 s.channel_sum[w * 64 + word.trailing_zeros() as usize] = 0.0;
                 *word &= *word - 1;
@@ -464,7 +484,7 @@ fn cluster<const AVX2: bool>(
         let first_entry = channel_areas.len();
         let (mut top, mut bottom) = (0.0f32, 0.0f32);
         if n_sub == 1 {
-            for (w, word) in s.touched.iter_mut().enumerate() {
+            for (w, word) in s.touched[..s.touched_words].iter_mut().enumerate() {
                 while *word != 0 {
                     let ch = w * 64 + word.trailing_zeros() as usize;
                     *word &= *word - 1;
@@ -544,12 +564,14 @@ fn coincident_channels(s: &mut PulseScratch, hits: &[Hit], peak: u32, w: u32) ->
     s.stamp += 1;
     let (lo, hi) = (peak.saturating_sub(w), peak + w);
     let mut n = 0;
+    let seen_at: &mut [u32; CHANNEL_SLOTS] =
+        (&mut s.seen[..]).try_into().expect("a slot per channel");
     for h in hits {
         if h.start > hi {
             break;
         }
         if h.end() > lo {
-            let seen = &mut s.seen[h.channel as usize];
+            let seen = &mut seen_at[usize::from(h.channel)];
             if *seen != s.stamp {
                 *seen = s.stamp;
                 n += 1;

@@ -33,7 +33,7 @@ use crate::corrections::{correct_s1, correct_s2, energy_kev};
 use crate::detector::DetectorModel;
 use crate::error::RecoError;
 use crate::event::{EventView, PodRecord};
-use crate::hits::{find_hits_in, sort_by_start, Hit, HitScratch, HitSearch};
+use crate::hits::{find_hits_in, sort_by_start, Hit, HitScratch, HitSearch, PodRuns};
 use crate::interactions::{find_interaction, InteractionKind};
 use crate::pulses::{
     build_pulses, ChannelArea, PodCalibration, PulseInput, PulseKind, PulseParams, PulseRq,
@@ -311,12 +311,13 @@ fn pods_to_hits_avx2(
 
 /// [`pods_to_hits`]' loop; `FUSED` only where AVX2 is enabled.
 ///
-/// Each pod's baseline and search are worked out one pod ahead, before the
+/// Each pod's baseline and level are worked out one pod ahead, before the
 /// previous pod's hits are found: a baseline ends in a division and a
 /// square root (~35 cycles of latency) on which the pod's threshold, mask
 /// and hits all wait; taken ahead, that latency runs beside the previous
-/// pod's hits instead of stalling them. The order of the results is the
-/// pods' order either way.
+/// pod's hits instead of stalling them. What is carried from one pod to
+/// the next is a few numbers ([`PodPlan`]), kept in registers. The order
+/// of the results is the pods' order either way.
 #[inline(always)]
 fn pods_to_hits_on<const FUSED: bool>(
     ev: &EventView<'_>,
@@ -328,18 +329,28 @@ fn pods_to_hits_on<const FUSED: bool>(
     let Some(first) = ev.pods.first() else {
         return;
     };
-    let mut next = pod_search::<FUSED>(ev, 0, first, model, cfg, path);
+    let (left, right) = (cfg.hit_left_extension, cfg.hit_right_extension);
+    let mut next = pod_plan::<FUSED>(ev, first, model, cfg, path);
     for (i, pod) in ev.pods.iter().enumerate() {
-        let (s, fused) = next;
+        let plan = next;
         if let Some(p) = ev.pods.get(i + 1) {
-            next = pod_search::<FUSED>(ev, i + 1, p, model, cfg, path);
+            next = pod_plan::<FUSED>(ev, p, model, cfg, path);
         }
         let (at, len) = (pod.offset as usize, pod.length as usize);
         scratch.calib.push(PodCalibration {
-            baseline_adc: s.baseline.baseline_adc,
-            phd_per_adc: s.phd_per_adc,
+            baseline_adc: plan.search.baseline.baseline_adc,
+            phd_per_adc: plan.search.phd_per_adc,
+            shift: pod.offset as i64 - i64::from(pod.start_sample),
         });
-        if fused {
+        if plan.fused {
+            let runs = PodRuns {
+                level: plan.level,
+                left,
+                right,
+                pod_start: pod.start_sample as u32,
+                channel: pod.channel,
+                pod: i as u32,
+            };
             // SAFETY: FUSED is only set in pods_to_hits_avx2, whose caller
             // detected AVX2.
             #[cfg(target_arch = "x86_64")]
@@ -349,16 +360,24 @@ fn pods_to_hits_on<const FUSED: bool>(
                     ev.samples,
                     at,
                     len,
-                    &s,
+                    &runs,
                     &mut scratch.hit_scan.below,
                     &mut scratch.hits,
                 );
             }
         } else {
+            let search = HitSearch {
+                left,
+                right,
+                pod_start: pod.start_sample as u32,
+                channel: pod.channel,
+                pod: i as u32,
+                ..plan.search
+            };
             find_hits_in(
                 ev.samples,
                 at..at + len,
-                &s,
+                &search,
                 &mut scratch.hit_scan,
                 &mut scratch.hits,
             );
@@ -366,19 +385,31 @@ fn pods_to_hits_on<const FUSED: bool>(
     }
 }
 
-/// Pod `i`'s baseline and hit search, and whether it takes the fused AVX2
-/// steps ([`crate::hits::fused_fits`]; only with `FUSED`). A function, not
-/// a closure: LLVM does not inline such a closure into the AVX2 loop, nor
-/// the AVX2 baseline into the closure, and the calls cost ~3 %.
+/// A pod's baseline, threshold and level, worked out one pod ahead by
+/// [`pods_to_hits_on`].
+#[derive(Clone, Copy)]
+struct PodPlan {
+    /// Baseline, threshold and calibration (the pod's labels are filled in
+    /// when its hits are found).
+    search: HitSearch,
+    /// [`crate::hits::hit_level`] of the search.
+    level: i32,
+    /// Whether it takes the fused AVX2 steps ([`crate::hits::fused_fits`];
+    /// only with `FUSED`).
+    fused: bool,
+}
+
+/// A pod's [`PodPlan`]. A function, not a closure: LLVM does not inline
+/// such a closure into the AVX2 loop, nor the AVX2 baseline into the
+/// closure, and the calls cost ~3 %.
 #[inline(always)]
-fn pod_search<const FUSED: bool>(
+fn pod_plan<const FUSED: bool>(
     ev: &EventView<'_>,
-    i: usize,
     pod: &PodRecord,
     model: &DetectorModel,
     cfg: &RecoConfig,
     path: ScanPath,
-) -> (HitSearch, bool) {
+) -> PodPlan {
     let n_pre = cfg.baseline_samples as usize;
     let max_rms = cfg.baseline_max_rms_adc as f32;
     let (at, len) = (pod.offset as usize, pod.length as usize);
@@ -402,17 +433,21 @@ fn pod_search<const FUSED: bool>(
     let phd_adc = model.phd_area_adc(usize::from(pod.channel));
     let rms = f64::from(baseline.rms_adc).max(model.params.daq.noise_adc);
     let threshold = (cfg.hit_threshold_rms * rms).max(cfg.hit_min_threshold_phd * phd_adc);
-    let s = HitSearch {
-        baseline,
-        threshold_adc: threshold as f32,
-        phd_per_adc: (1.0 / phd_adc) as f32,
-        left: cfg.hit_left_extension,
-        right: cfg.hit_right_extension,
-        pod_start: pod.start_sample as u32,
-        channel: pod.channel,
-        pod: i as u32,
-    };
-    (s, fused)
+    let threshold_adc = threshold as f32;
+    PodPlan {
+        search: HitSearch {
+            baseline,
+            threshold_adc,
+            phd_per_adc: (1.0 / phd_adc) as f32,
+            left: 0,
+            right: 0,
+            pod_start: 0,
+            channel: 0,
+            pod: 0,
+        },
+        level: crate::hits::hit_level(baseline.baseline_adc, threshold_adc),
+        fused,
+    }
 }
 
 /// Reconstruct one event with fresh buffers (see [`reconstruct_event_with`]).
