@@ -166,11 +166,101 @@ fn evaluate<R: Response>(resp: &R, lit: &mut Lit, x: f64, y: f64, path: ScanPath
     if matches!(path, ScanPath::Avx2 | ScanPath::Avx512) && ScanPath::Avx2.is_available() {
         // SAFETY: AVX2 was detected just above.
         let sums = unsafe { accumulate_avx2(resp, lit, x, y) };
+        // SAFETY: as above.
+        unsafe { lit_logs_avx2(lit) };
         return finish(&sums, lit);
     }
     let _ = path;
     let sums = accumulate(resp, lit, x, y);
+    lit_logs(lit);
     finish(&sums, lit)
+}
+
+/// `lit.ln_eta[j] = ln(eta)` of the j-th PMT with light ([`ln`]), in a
+/// loop the compiler vectorises.
+#[inline(always)]
+fn lit_logs(lit: &mut Lit) {
+    lit.ln_eta.clear();
+    lit.ln_eta.extend(lit.lit.iter().map(|&i| lit.eta[i]));
+    let mut all_normal = true;
+    for v in &mut lit.ln_eta {
+        all_normal &= is_positive_normal(*v);
+        *v = ln_positive_normal(*v);
+    }
+    if !all_normal {
+        // Never with a light response (floored above 0); libm's answer
+        // for whatever is not a positive normal number.
+        for (v, &i) in lit.ln_eta.iter_mut().zip(&lit.lit) {
+            *v = ln(lit.eta[i]);
+        }
+    }
+}
+
+/// [`lit_logs`] compiled for AVX2 (four logs per instruction; the same
+/// operations, so the same bits).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn lit_logs_avx2(lit: &mut Lit) {
+    lit_logs(lit);
+}
+
+/// Natural logarithm of a positive normal number, within 1 ulp (the
+/// fdlibm/musl algorithm: `x = 2^k (1 + f)` with `1 + f` in [sqrt(2)/2,
+/// sqrt(2)), `ln(1 + f) = 2 atanh(s)`, `s = f / (2 + f)`, as a degree-14
+/// odd polynomial in `s`). Only `+ - * /` and bit operations, with no
+/// branch, so a loop of it vectorises and gives the same bits on every
+/// path. The fit takes one per PMT with light per evaluation, where the
+/// libm call cost as much as the rest of the evaluation. Garbage for other
+/// inputs ([`ln`] sends those to `f64::ln`).
+#[inline(always)]
+fn ln_positive_normal(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LG1: f64 = 6.666_666_666_666_735_130e-1;
+    const LG2: f64 = 3.999_999_999_940_941_908e-1;
+    const LG3: f64 = 2.857_142_874_366_239_149e-1;
+    const LG4: f64 = 2.222_219_843_214_978_396e-1;
+    const LG5: f64 = 1.818_357_216_161_805_012e-1;
+    const LG6: f64 = 1.531_383_769_920_937_332e-1;
+    const LG7: f64 = 1.479_819_860_511_658_591e-1;
+    let bits = x.to_bits();
+    // Move 1 + f into [sqrt(2)/2, sqrt(2)): shift the high word so that the
+    // exponent steps at sqrt(2)/2 (0x3fe6a09e) rather than at 1.
+    let hx = (bits >> 32) + (0x3ff0_0000 - 0x3fe6_a09e);
+    // k = (hx >> 20) - 1023, taken to f64 exactly without an integer
+    // conversion (which AVX2 lacks for 64-bit lanes).
+    let k = f64::from_bits(0x4330_0000_0000_0000 | (hx >> 20)) - (4_503_599_627_370_496.0 + 1023.0);
+    let m = f64::from_bits((((hx & 0x000f_ffff) + 0x3fe6_a09e) << 32) | (bits & 0xffff_ffff));
+    let f = m - 1.0;
+    let hfsq = 0.5 * f * f;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let w = z * z;
+    let t1 = w * (LG2 + w * (LG4 + w * LG6));
+    let t2 = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7)));
+    let r = t2 + t1;
+    s * (hfsq + r) + k * LN2_LO - hfsq + f + k * LN2_HI
+}
+
+/// Whether `x` is a positive normal number (what [`ln_positive_normal`]
+/// takes), as one integer comparison.
+#[inline(always)]
+fn is_positive_normal(x: f64) -> bool {
+    x.to_bits().wrapping_sub(1 << 52) < 0x7fe0_0000_0000_0000
+}
+
+/// Natural logarithm within 1 ulp ([`ln_positive_normal`]; `f64::ln` for
+/// what is not a positive normal number).
+fn ln(x: f64) -> f64 {
+    if is_positive_normal(x) {
+        ln_positive_normal(x)
+    } else {
+        x.ln()
+    }
 }
 
 /// Lanes of [`evaluate`]'s sums.
@@ -275,8 +365,8 @@ fn finish(sums: &Sums, lit: &Lit) -> Eval {
     );
     let n_tot = lit.n_tot;
     let mut l = 0.0;
-    for &i in &lit.lit {
-        l += lit.n_live[i] * lit.eta[i].ln();
+    for (&i, &ln_eta) in lit.lit.iter().zip(&lit.ln_eta) {
+        l += lit.n_live[i] * ln_eta;
     }
     l -= n_tot * s.ln();
     Eval {
@@ -307,6 +397,8 @@ struct Lit {
     lit: Vec<usize>,
     /// Their responses at the last point evaluated.
     eta: Vec<f64>,
+    /// ln of the responses of those with light ([`lit_logs`]).
+    ln_eta: Vec<f64>,
 }
 
 impl Lit {
@@ -327,6 +419,7 @@ impl Lit {
             n_live,
             lit,
             eta,
+            ln_eta: Vec::new(),
         }
     }
 }
@@ -628,6 +721,42 @@ mod tests {
     use rand_distr::{Distribution, Normal, Poisson};
 
     use super::*;
+
+    #[test]
+    fn ln_is_within_an_ulp_of_libm() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(41);
+        let mut values = vec![
+            1.0,
+            2.0,
+            0.5,
+            std::f64::consts::E,
+            std::f64::consts::SQRT_2,
+            std::f64::consts::FRAC_1_SQRT_2,
+            1.0 + f64::EPSILON,
+            1.0 - f64::EPSILON / 2.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            1e-300,
+            1e300,
+        ];
+        values.extend((0..200_000).map(|_| 10f64.powf(rng.random_range(-30.0..30.0))));
+        values.extend((0..100_000).map(|_| rng.random_range(0.5..2.0)));
+        for x in values {
+            let (got, want) = (ln(x), x.ln());
+            // Adjacent doubles of one sign are adjacent integers.
+            let ulps = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+            assert!(
+                ulps <= 1 && got.is_sign_negative() == want.is_sign_negative() || got == want,
+                "ln({x:e}) = {got:e}, libm {want:e}"
+            );
+        }
+        // Outside the positive normals: libm's answer.
+        for x in [0.0, -0.0, -1.0, 1e-310, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(ln(x).to_bits(), x.ln().to_bits(), "{x:e}");
+        }
+        assert!(ln(f64::NAN).is_nan());
+    }
 
     /// Top areas [phd] for N phd at (x, y), each phd's area smeared like the PMTs.
     fn draw(model: &DetectorModel, rng: &mut ChaCha8Rng, x: f64, y: f64, n: f64) -> Vec<f64> {
