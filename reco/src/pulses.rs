@@ -406,6 +406,31 @@ fn cluster<const AVX2: bool>(
                 };
                 break 'area flipped_sum(total, n, cal.baseline_adc) * cal.phd_per_adc;
             }
+            #[cfg(target_arch = "x86_64")]
+            if AVX2 && from + 16 * n.div_ceil(16) <= input.samples.len() {
+                // A longer hit: the same 16-sample steps (the waveform has
+                // room for the last step's 16 values).
+                let mut total = 0;
+                for c in (0..n).step_by(16) {
+                    // SAFETY: as above.
+                    #[allow(unsafe_code)]
+                    let sum = unsafe {
+                        crate::threshold_scan::x86::add_calibrated_16_avx2(
+                            (&input.samples[from + c..from + c + 16])
+                                .try_into()
+                                .expect("16 samples"),
+                            (n - c).min(16),
+                            cal.baseline_adc,
+                            cal.phd_per_adc,
+                            (&mut s.wf[at + c..at + c + 16])
+                                .try_into()
+                                .expect("16 values"),
+                        )
+                    };
+                    total += sum;
+                }
+                break 'area flipped_sum(total, n, cal.baseline_adc) * cal.phd_per_adc;
+            }
             add_calibrated_in(
                 input.samples,
                 from,
