@@ -266,9 +266,10 @@ pub fn area_fraction_times(wf: &[f32], fractions: &[f32]) -> Option<Vec<f32>> {
 
 /// Build, split and measure the pulses of one event; append them to `pulses`
 /// and their per-channel areas to `channel_areas`. On the AVX2 and AVX-512
-/// paths the builder is compiled for AVX2 and each short hit's calibrated
-/// samples are added to the pulse's waveform in 8-lane steps (the same
-/// arithmetic per sample: bit-identical).
+/// paths the builder is compiled for AVX2 and each hit's calibrated samples
+/// are added to the pulse's waveform, and summed for its area, 16 samples a
+/// step (the same arithmetic per sample and the same exact sums as the
+/// portable path: bit-identical).
 pub fn build_pulses(
     input: &PulseInput<'_>,
     p: &PulseParams,
