@@ -21,7 +21,6 @@
 //! `classify` sets the kind and imports both.
 
 use crate::baseline::flipped_sum;
-use crate::event::PodRecord;
 use crate::hits::{hit_area_phd, Hit};
 use crate::split::{split_points, SplitParams};
 use crate::threshold_scan::{add_calibrated_in, ScanPath};
@@ -138,11 +137,9 @@ pub struct PulseParams {
 /// What the pulse builder reads: the event's pods, samples and calibrations.
 #[derive(Debug, Clone, Copy)]
 pub struct PulseInput<'a> {
-    /// Pods.
-    pub pods: &'a [PodRecord],
     /// Sample array the pods index.
     pub samples: &'a [i16],
-    /// One calibration per pod.
+    /// One calibration per pod (with where its samples are).
     pub calib: &'a [PodCalibration],
     /// Hits sorted by start sample.
     pub hits: &'a [Hit],
@@ -340,15 +337,11 @@ fn build_pulses_on<const AVX2: bool>(
 /// Slots of the per-channel scratch arrays: one per u16 channel number.
 const CHANNEL_SLOTS: usize = 1 << 16;
 
-/// Index of the hit's first sample in the event's samples.
-fn hit_at(input: &PulseInput<'_>, h: &Hit) -> usize {
-    let pod = &input.pods[h.pod as usize];
-    pod.offset as usize + (h.start as usize - pod.start_sample as usize)
-}
-
-fn hit_samples<'a>(input: &PulseInput<'a>, h: &Hit) -> &'a [i16] {
-    let at = hit_at(input, h);
-    &input.samples[at..at + h.length as usize]
+/// Index of the first sample of hit `h`, of the pod calibrated by `cal`, in
+/// the event's samples.
+#[inline(always)]
+fn hit_at(cal: &PodCalibration, h: &Hit) -> usize {
+    (i64::from(h.start) + cal.shift) as usize
 }
 
 /// Sort key of a (sub-pulse, channel) area entry.
@@ -387,7 +380,7 @@ fn cluster<const AVX2: bool>(
     for (h, area_out) in hits.iter().zip(s.areas.iter_mut()) {
         let cal = input.calib[h.pod as usize];
         let at = (h.start - c0) as usize;
-        let (from, n) = ((i64::from(h.start) + cal.shift) as usize, h.length as usize);
+        let (from, n) = (hit_at(&cal, h), h.length as usize);
         let area = 'area: {
             #[cfg(target_arch = "x86_64")]
             if AVX2 && n <= 16 && from + 16 <= input.samples.len() {
@@ -480,7 +473,8 @@ fn cluster<const AVX2: bool>(
             continue;
         }
         let cal = input.calib[h.pod as usize];
-        let raw = hit_samples(input, h);
+        let from = hit_at(&cal, h);
+        let raw = &input.samples[from..from + h.length as usize];
         for sub in sub_a..=sub_b {
             let lo = if sub == 0 { 0 } else { s.splits[sub - 1] }.max(a);
             let hi = s.splits.get(sub).copied().unwrap_or(len).min(b);

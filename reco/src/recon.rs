@@ -26,7 +26,7 @@
 
 use rayon::prelude::*;
 
-use crate::baseline::estimate_baseline_with;
+use crate::baseline::{estimate_baseline_with, PodBaseline};
 use crate::classify::classify;
 use crate::config::RecoConfig;
 use crate::corrections::{correct_s1, correct_s2, energy_kev};
@@ -338,8 +338,8 @@ fn pods_to_hits_on<const FUSED: bool>(
         }
         let (at, len) = (pod.offset as usize, pod.length as usize);
         scratch.calib.push(PodCalibration {
-            baseline_adc: plan.search.baseline.baseline_adc,
-            phd_per_adc: plan.search.phd_per_adc,
+            baseline_adc: plan.baseline.baseline_adc,
+            phd_per_adc: plan.phd_per_adc,
             shift: pod.offset as i64 - i64::from(pod.start_sample),
         });
         if plan.fused {
@@ -367,12 +367,14 @@ fn pods_to_hits_on<const FUSED: bool>(
             }
         } else {
             let search = HitSearch {
+                baseline: plan.baseline,
+                threshold_adc: plan.threshold_adc,
+                phd_per_adc: plan.phd_per_adc,
                 left,
                 right,
                 pod_start: pod.start_sample as u32,
                 channel: pod.channel,
                 pod: i as u32,
-                ..plan.search
             };
             find_hits_in(
                 ev.samples,
@@ -389,10 +391,13 @@ fn pods_to_hits_on<const FUSED: bool>(
 /// [`pods_to_hits_on`].
 #[derive(Clone, Copy)]
 struct PodPlan {
-    /// Baseline, threshold and calibration (the pod's labels are filled in
-    /// when its hits are found).
-    search: HitSearch,
-    /// [`crate::hits::hit_level`] of the search.
+    /// Baseline and rms.
+    baseline: PodBaseline,
+    /// Threshold above the baseline [ADC counts].
+    threshold_adc: f32,
+    /// Calibration [phd per ADC count x sample].
+    phd_per_adc: f32,
+    /// [`crate::hits::hit_level`] of the baseline and threshold.
     level: i32,
     /// Whether it takes the fused AVX2 steps ([`crate::hits::fused_fits`];
     /// only with `FUSED`).
@@ -435,16 +440,9 @@ fn pod_plan<const FUSED: bool>(
     let threshold = (cfg.hit_threshold_rms * rms).max(cfg.hit_min_threshold_phd * phd_adc);
     let threshold_adc = threshold as f32;
     PodPlan {
-        search: HitSearch {
-            baseline,
-            threshold_adc,
-            phd_per_adc: (1.0 / phd_adc) as f32,
-            left: 0,
-            right: 0,
-            pod_start: 0,
-            channel: 0,
-            pod: 0,
-        },
+        baseline,
+        threshold_adc,
+        phd_per_adc: (1.0 / phd_adc) as f32,
         level: crate::hits::hit_level(baseline.baseline_adc, threshold_adc),
         fused,
     }
@@ -545,7 +543,6 @@ pub fn reconstruct_event_until(
         scan: scratch.hit_scan.path,
     };
     let input = PulseInput {
-        pods: ev.pods,
         samples: ev.samples,
         calib: &scratch.calib,
         hits: &scratch.hits,
