@@ -20,6 +20,7 @@
 //! The pulse record ([`PulseRq`]) and its kind ([`PulseKind`]) live here;
 //! `classify` sets the kind and imports both.
 
+#[cfg(target_arch = "x86_64")]
 use crate::baseline::flipped_sum;
 use crate::hits::{hit_area_phd, Hit};
 use crate::split::{split_points, SplitParams};
@@ -381,6 +382,8 @@ fn cluster<const AVX2: bool>(
         let cal = input.calib[h.pod as usize];
         let at = (h.start - c0) as usize;
         let (from, n) = (hit_at(&cal, h), h.length as usize);
+        // The label is left only by the x86-64 paths.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_labels))]
         let area = 'area: {
             #[cfg(target_arch = "x86_64")]
             if AVX2 && n <= 16 && from + 16 <= input.samples.len() {

@@ -33,7 +33,9 @@ use crate::corrections::{correct_s1, correct_s2, energy_kev};
 use crate::detector::DetectorModel;
 use crate::error::RecoError;
 use crate::event::{EventView, PodRecord};
-use crate::hits::{find_hits_in, sort_by_start, Hit, HitScratch, HitSearch, PodRuns};
+#[cfg(target_arch = "x86_64")]
+use crate::hits::PodRuns;
+use crate::hits::{find_hits_in, sort_by_start, Hit, HitScratch, HitSearch};
 use crate::interactions::{find_interaction, InteractionKind};
 use crate::pulses::{
     build_pulses, ChannelArea, PodCalibration, PulseInput, PulseKind, PulseParams, PulseRq,
@@ -343,6 +345,8 @@ fn pods_to_hits_on<const FUSED: bool>(
             shift: pod.offset as i64 - i64::from(pod.start_sample),
         });
         if plan.fused {
+            // Only set on x86-64 (see `pod_plan`).
+            #[cfg(target_arch = "x86_64")]
             let runs = PodRuns {
                 level: plan.level,
                 left,
@@ -397,7 +401,9 @@ struct PodPlan {
     threshold_adc: f32,
     /// Calibration [phd per ADC count x sample].
     phd_per_adc: f32,
-    /// [`crate::hits::hit_level`] of the baseline and threshold.
+    /// [`crate::hits::hit_level`] of the baseline and threshold (read by
+    /// the fused steps, x86-64 only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     level: i32,
     /// Whether it takes the fused AVX2 steps ([`crate::hits::fused_fits`];
     /// only with `FUSED`).

@@ -571,3 +571,41 @@ fn every_scan_path_gives_bit_identical_events() {
         }
     }
 }
+
+/// SHA-256 of the `Debug` text of the portable path's reconstruction of
+/// [`mixed_events`]`(.., 8)`. The x86-64 SIMD paths are held to the portable
+/// one by [`every_scan_path_gives_bit_identical_events`];
+/// `scripts/test-aarch64.sh` runs this test on aarch64 (emulated), which
+/// holds that build to the same bits.
+const PORTABLE_EVENTS_SHA256: &str =
+    "5925698bf084a5d5f3d39db4508687df068847ede46c335b423afd12acb6978d";
+
+#[test]
+fn the_portable_reconstruction_of_fixed_events_is_bit_for_bit_the_recorded_one() {
+    use sha2::{Digest, Sha256};
+    let model = DetectorModel::default_lz_like();
+    let cfg = RecoConfig::default();
+    let owned = mixed_events(&model, 8);
+    let mut scratch = RecoScratch::with_scan_path(ScanPath::Portable);
+    let mut sha = Sha256::new();
+    for (i, e) in owned.iter().enumerate() {
+        let r = reconstruct_event_with(&e.view(i as u64), &model, &cfg, &mut scratch).unwrap();
+        assert!(
+            r.event.n_hits > 0 && !r.pulses.is_empty(),
+            "event {i}: {r:?}"
+        );
+        // Debug prints each float's shortest round-trip text: equal text is
+        // equal bits.
+        sha.update(format!("{r:?}\n").as_bytes());
+    }
+    let got: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        got,
+        PORTABLE_EVENTS_SHA256,
+        "the reconstruction's output of the fixed events changed on {}: if that is \
+         intended (a change to the reconstruction, said so in its commit), record the new \
+         digest in PORTABLE_EVENTS_SHA256; if not, this build or this machine computes \
+         different bits",
+        std::env::consts::ARCH
+    );
+}
