@@ -421,7 +421,7 @@ pub fn sort_by_start(hits: &mut [Hit], tmp: &mut Vec<Hit>) {
         radsort::sort_by_key(hits, |h| h.start);
         return;
     }
-    let offsets = |counts: &mut [u32; BUCKETS]| {
+    let offsets = |counts: &mut [u32]| {
         let mut acc = 0;
         for c in counts.iter_mut() {
             let k = *c;
@@ -430,7 +430,8 @@ pub fn sort_by_start(hits: &mut [Hit], tmp: &mut Vec<Hit>) {
         }
     };
     offsets(&mut lo);
-    offsets(&mut hi);
+    // The high digit stops at `top` (~220 buckets in a 4.5 ms window).
+    offsets(&mut hi[..=top as usize]);
     tmp.resize(n, Hit::default());
     for h in hits.iter() {
         let slot = &mut lo[(h.start & MASK) as usize];
