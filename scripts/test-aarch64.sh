@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The reconstruction core (crate tpcflow-reco) built for aarch64 and its tests
-# run there, under user-mode emulation (qemu-aarch64), as on an Arm node
-# (GridPP's, or Perlmutter's successors).
+# run there, under user-mode emulation (qemu-aarch64), as on an Arm node.
 #
 # The core has no x86-only code without a portable fallback: on aarch64 it
 # takes the portable path. This script holds it to that:
@@ -51,7 +50,9 @@ cargo test -p tpcflow-reco --release --locked --target "$TARGET" "$@" 2>&1 | tee
 # architecture only when it fails, so check that the binary is aarch64.
 bin=$(sed -n "s/^ *Running unittests src\/lib.rs (\(.*\))$/\1/p" "$out" | head -1)
 [[ -n $bin ]] || die "no unit-test binary in cargo's output"
-file -b "$bin" | grep -q "ARM aarch64" || die "$bin is not an aarch64 binary: $(file -b "$bin")"
+# ELF e_machine (2 bytes at offset 18): 183 is aarch64.
+machine=$(od -An -t u2 -j 18 -N 2 "$bin" | tr -d ' ')
+[[ $machine == 183 ]] || die "$bin is not an aarch64 binary (ELF machine $machine)"
 grep -q "the_portable_reconstruction_of_fixed_events_is_bit_for_bit_the_recorded_one ... ok" "$out" ||
   [[ $# -gt 0 ]] || die "the fixed-events digest test did not run"
 log "passed: tpcflow-reco's tests on $TARGET"
