@@ -88,17 +88,22 @@ impl Readahead {
     }
 
     /// Bytes of the map holding the samples the window's pods point to
-    /// (clamped to the sample array: the pods are not validated yet).
+    /// (clamped to the sample array: the pods are not validated yet), from
+    /// the first pod's start to the last pod's end: files are written with
+    /// each pod's samples after the one before. A file written otherwise
+    /// gets a range that misses some samples, which the reader then reads
+    /// through the map (a direct window that does not hold every pod is not
+    /// used). Reading every pod's offset instead cost the prefetch thread a
+    /// pass over 12 bytes a pod.
     fn sample_bytes(&self) -> Range<usize> {
         let map: &[u8] = &self.map;
         let offset: &[u64] = mapped_column(map, self.columns[3], &self.pods);
         let length: &[u32] = mapped_column(map, self.columns[2], &self.pods);
-        let (lo, hi) = offset
-            .iter()
-            .zip(length)
-            .fold((u64::MAX, 0u64), |(lo, hi), (&o, &n)| {
-                (lo.min(o), hi.max(o.saturating_add(u64::from(n))))
-            });
+        let (Some(&lo), Some(&last), Some(&n)) = (offset.first(), offset.last(), length.last())
+        else {
+            return 0..0;
+        };
+        let hi = last.saturating_add(u64::from(n));
         let n_samples = ((self.samples.end - self.samples.start) / 2) as u64;
         let (lo, hi) = (lo.min(n_samples) as usize, hi.min(n_samples) as usize);
         if lo < hi {
