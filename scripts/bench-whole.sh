@@ -11,8 +11,9 @@
 # docs/performance.md); the core benchmark runs once pinned to core 0
 # (`cargo bench --bench reco`, full stage); then `tpcflow reco --threads 1`
 # runs twice pinned to core 0 and twice free on every core. The table shows
-# medians over the rounds: wall time, MB/s of samples and the fraction of the
-# core's median MB/s.
+# medians over the rounds: wall time, MB/s of samples, the fraction of the
+# core's median MB/s, and the time that is not the core's (the whole
+# process's less the core's own for the same samples) per GB of samples.
 #   TPCFLOW_BENCH_INPUTS=cold scripts/bench-whole.sh [ROUNDS]
 # drops the file from the page cache before every whole-process run, as when
 # a year of data is reprocessed (the core benchmark still runs on it cached);
@@ -112,9 +113,13 @@ print(f"core (pinned): median {core:.0f} MB/s over {len(runs['core'])} runs "
 disk = statistics.median(runs["disk"]) / 1e6
 print(f"inputs {sys.argv[3]}: read from disk per run, median {disk:.0f} MB "
       f"(file {int(sys.argv[4]) / 1e6:.0f} MB)")
-print(f"{'whole process, 1 thread':<28} {'median s':>9} {'MB/s':>7} {'of the core':>12}  runs")
+print(f"{'whole process, 1 thread':<28} {'median s':>9} {'MB/s':>7} {'of the core':>12} "
+      f"{'not core s/GB':>14}  runs")
 for k, label in (("pin", "one core (taskset -c 0)"), ("free", "every core")):
     t = statistics.median(runs[k])
-    print(f"{label:<28} {t:9.3f} {mb / t:7.0f} {mb / t / core:12.2f}  "
+    # What is not the core: the process's time beyond the core's own time
+    # for these samples, per GB of samples.
+    rest = (t - mb / core) / (mb / 1000)
+    print(f"{label:<28} {t:9.3f} {mb / t:7.0f} {mb / t / core:12.2f} {rest:14.3f}  "
           + " ".join(f"{x:.3f}" for x in runs[k]))
 PY
