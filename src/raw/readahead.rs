@@ -93,7 +93,7 @@ impl Readahead {
     /// each pod's samples after the one before. A file written otherwise
     /// gets a range that misses some samples, which the reader then reads
     /// through the map (a direct window that does not hold every pod is not
-    /// used). Two pods are read, not the window's every offset and length.
+    /// used; see `pod_batch_fetched`). Only the two end pods are read.
     fn sample_bytes(&self) -> Range<usize> {
         let map: &[u8] = &self.map;
         let offset: &[u64] = mapped_column(map, self.columns[3], &self.pods);

@@ -367,6 +367,61 @@ fn a_cold_window_is_read_directly_and_gives_the_same_events() {
     assert!(buffer.is_some_and(|b| b.len() as u64 >= samples));
 }
 
+#[test]
+fn a_cold_window_whose_pods_are_out_of_sample_order_is_read_through_the_map() {
+    // The prefetch thread reads a window's samples from its first pod's start
+    // to its last pod's end (files are written in sample order). Here the
+    // first pod points at the last samples of the file: the direct read
+    // misses the samples of most pods, and the reader must not use it.
+    let dir = scratch("direct-order");
+    let path = simulated_file(dir.path(), 40);
+    let (n_samples, length0) = {
+        let s = RawFile::open_streaming(&path).unwrap();
+        let b = s.pod_batch(0..1).unwrap();
+        (s.samples().len() as u64, s.event_in(&b, 0).pods[0].length)
+    };
+    poke(&path, "pods/offset", 0, n_samples - u64::from(length0));
+    let s = RawFile::open_streaming(&path).unwrap();
+    let mapped = s.pod_batch(0..40).unwrap();
+    let reference: Vec<Vec<Vec<i16>>> = (0..40)
+        .map(|i| {
+            let v = s.event_in(&mapped, i);
+            v.pods.iter().map(|p| v.pod_samples(p).to_vec()).collect()
+        })
+        .collect();
+    assert_eq!(
+        reference[0][0],
+        s.samples()[(n_samples - u64::from(length0)) as usize..],
+        "the first pod reads the file's last samples"
+    );
+    drop(mapped);
+    drop(s);
+
+    evict(&path);
+    let p = tpcflow::raw::prefetch::Prefetcher::start().unwrap();
+    let s = RawFile::open_streaming(&path).unwrap();
+    assert!(s.is_cold(0..40));
+    let f = p
+        .fetch(s.readahead_for(0..40, true).unwrap())
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(f, tpcflow::raw::prefetch::Fetched::Direct(_)),
+        "{f:?}"
+    );
+    let batch = s.pod_batch_fetched(0..40, Vec::new(), f, p.pool()).unwrap();
+    assert_eq!(
+        batch.direct_bytes(),
+        0,
+        "the direct read misses pods: not used"
+    );
+    for (i, pods) in reference.iter().enumerate() {
+        let v = s.event_in(&batch, i);
+        let got: Vec<Vec<i16>> = v.pods.iter().map(|p| v.pod_samples(p).to_vec()).collect();
+        assert_eq!(&got, pods, "event {i}");
+    }
+}
+
 /// Streaming windows take their pods from the memory map when the pod
 /// columns are aligned (40 events: over 64 KiB, which HDF5 aligns) and
 /// through HDF5 otherwise (2 events): the bad-pod tests run both.
