@@ -297,6 +297,26 @@ fn the_prefetcher_brings_a_window_of_a_cold_file_into_memory() {
     assert!(s.readahead(3..3).is_none());
 }
 
+/// Events `events` of `s`, a file just evicted from the page cache, fetched
+/// as the prefetch thread fetches a cold window: a direct read.
+fn cold_window<'a>(
+    s: &'a RawFile,
+    p: &tpcflow::raw::prefetch::Prefetcher,
+    events: std::ops::Range<usize>,
+) -> tpcflow::raw::PodBatch<'a> {
+    assert!(s.is_cold(events.clone()));
+    let f = p
+        .fetch(s.readahead_for(events.clone(), true).unwrap())
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(f, tpcflow::raw::prefetch::Fetched::Direct(_)),
+        "{f:?}"
+    );
+    s.pod_batch_fetched(events, Vec::new(), f, p.pool())
+        .unwrap()
+}
+
 #[test]
 fn a_cold_window_is_read_directly_and_gives_the_same_events() {
     let dir = scratch("direct");
@@ -333,16 +353,7 @@ fn a_cold_window_is_read_directly_and_gives_the_same_events() {
 
     evict(&path);
     let s = RawFile::open_streaming(&path).unwrap();
-    assert!(s.is_cold(0..40));
-    let f = p
-        .fetch(s.readahead_for(0..40, true).unwrap())
-        .unwrap()
-        .wait();
-    assert!(
-        matches!(f, tpcflow::raw::prefetch::Fetched::Direct(_)),
-        "{f:?}"
-    );
-    let batch = s.pod_batch_fetched(0..40, Vec::new(), f, p.pool()).unwrap();
+    let batch = cold_window(&s, &p, 0..40);
     let samples = 2 * s.samples().len() as u64;
     assert!(
         batch.direct_bytes() >= samples * 9 / 10,
@@ -400,16 +411,7 @@ fn a_cold_window_whose_pods_are_out_of_sample_order_is_read_through_the_map() {
     evict(&path);
     let p = tpcflow::raw::prefetch::Prefetcher::start().unwrap();
     let s = RawFile::open_streaming(&path).unwrap();
-    assert!(s.is_cold(0..40));
-    let f = p
-        .fetch(s.readahead_for(0..40, true).unwrap())
-        .unwrap()
-        .wait();
-    assert!(
-        matches!(f, tpcflow::raw::prefetch::Fetched::Direct(_)),
-        "{f:?}"
-    );
-    let batch = s.pod_batch_fetched(0..40, Vec::new(), f, p.pool()).unwrap();
+    let batch = cold_window(&s, &p, 0..40);
     assert_eq!(
         batch.direct_bytes(),
         0,
